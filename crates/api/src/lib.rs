@@ -1,0 +1,1 @@
+//! SidecarPolicy API (sidecars.dev/v1alpha1): types, constants and CRD generation.
