@@ -1,4 +1,5 @@
 //! Behaviour tests against the real local control plane (one per test process, shared;
 //! one namespace per test). Run with `make test` or `make test-e2e FILTER=...`.
 
+mod api;
 mod control_plane;

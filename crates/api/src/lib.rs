@@ -1,1 +1,30 @@
-//! SidecarPolicy API (sidecars.dev/v1alpha1): types, constants and CRD generation.
+//! `sidecars.dev/v1alpha1` API of the sidecar operator.
+//!
+//! This crate owns the contract between cluster users and the operator:
+//!
+//! - [`SidecarPolicy`] and its parts ([`types`]): the custom resource users write and whose
+//!   status the operator reports;
+//! - [`constants`]: every label, annotation, environment variable, condition type and reason
+//!   the operator puts on the cluster;
+//! - [`template_hash`] ([`hash`]): the stable fingerprint stamped on sidecars;
+//! - [`crd()`] / [`crd_yaml`] ([`mod@crd`]): the installable CRD, with the admission-time
+//!   validation of [`schema`] (CEL rules and bounds), committed as
+//!   `crds/sidecarpolicies.sidecars.dev.yaml` and printed by the `crdgen` binary.
+//!
+//! It has no cluster access and no async code; the planner and the controller depend on it.
+
+pub mod constants;
+pub mod crd;
+mod error;
+pub mod hash;
+pub mod schema;
+pub mod strategy;
+pub mod types;
+
+pub use crd::{crd, crd_yaml};
+pub use error::Error;
+pub use hash::template_hash;
+pub use types::{
+    Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy,
+    UpdateStrategyType, ready_text,
+};

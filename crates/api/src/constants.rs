@@ -1,0 +1,110 @@
+//! Names shared by everything that reads or writes `sidecars.dev` objects: API coordinates,
+//! labels and annotations, the field manager, environment variables injected into sidecars,
+//! and the condition types and reasons published on `SidecarPolicy` status.
+//!
+//! Keep every string the operator puts on the cluster here, so the planner, the controller,
+//! the tests and the documentation cannot drift apart.
+
+/// API group of the `SidecarPolicy` custom resource.
+pub const GROUP: &str = "sidecars.dev";
+/// API version served and stored for `SidecarPolicy`.
+pub const VERSION: &str = "v1alpha1";
+/// Kind of the custom resource.
+pub const KIND: &str = "SidecarPolicy";
+/// Plural resource name, as used in URLs and RBAC rules.
+pub const PLURAL: &str = "sidecarpolicies";
+/// Name of the `CustomResourceDefinition` object (`<plural>.<group>`).
+pub const CRD_NAME: &str = "sidecarpolicies.sidecars.dev";
+
+/// Prefix of every label and annotation key the operator owns.
+pub const KEY_PREFIX: &str = "sidecars.dev/";
+
+/// Standard label naming the tool that manages an object; set on every sidecar Pod.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`] on sidecar Pods. A Pod carrying it is never a main Pod.
+pub const MANAGED_BY_VALUE: &str = "sidecar-operator";
+/// Label on a sidecar Pod naming the `SidecarPolicy` (same namespace) it was built from.
+pub const LABEL_POLICY: &str = "sidecars.dev/policy";
+/// Label on a sidecar Pod holding the UID of the main Pod it serves.
+pub const LABEL_MAIN_UID: &str = "sidecars.dev/main-uid";
+/// Label on a sidecar Pod holding the policy's template hash it was built from
+/// (see [`crate::template_hash`]).
+pub const LABEL_TEMPLATE_HASH: &str = "sidecars.dev/template-hash";
+
+/// Annotation on a Pod that opts it out of every policy when set to [`INJECT_DISABLED`].
+pub const ANNOTATION_INJECT: &str = "sidecars.dev/inject";
+/// Value of [`ANNOTATION_INJECT`] that opts a Pod out. Any other value has no effect.
+pub const INJECT_DISABLED: &str = "false";
+
+/// Field manager used for every write the operator makes (creates, server-side applies,
+/// status patches).
+pub const FIELD_MANAGER: &str = "sidecar-operator";
+
+/// Environment variable set on every sidecar container: name of the main Pod.
+/// Kubernetes expands `$(MAIN_POD_NAME)` in a container's `command` and `args`.
+pub const ENV_MAIN_POD_NAME: &str = "MAIN_POD_NAME";
+/// Environment variable set on every sidecar container: namespace of the main Pod.
+pub const ENV_MAIN_POD_NAMESPACE: &str = "MAIN_POD_NAMESPACE";
+/// Environment variable set on every sidecar container: UID of the main Pod.
+pub const ENV_MAIN_POD_UID: &str = "MAIN_POD_UID";
+/// Environment variable set on every sidecar container: node the main Pod is bound to
+/// (empty when the main Pod is not scheduled yet, possible only with placement `Any`).
+pub const ENV_MAIN_POD_NODE: &str = "MAIN_POD_NODE";
+
+/// Condition types published in `SidecarPolicy.status.conditions`.
+pub mod condition {
+    /// `True` when every matched Pod has a ready sidecar at the current template hash.
+    pub const READY: &str = "Ready";
+    /// `True` while sidecars are being created or replaced to reach the current template hash.
+    pub const PROGRESSING: &str = "Progressing";
+    /// `True` when the operator cannot make progress: the cluster refuses sidecar creates
+    /// (admission, quota, permissions) or a name is taken by a Pod the operator does not own.
+    pub const DEGRADED: &str = "Degraded";
+    /// `True` while `spec.paused` is set: nothing is created or deleted, status is still reported.
+    pub const PAUSED: &str = "Paused";
+
+    /// Every condition type the operator writes, in the order it writes them.
+    pub const ALL: [&str; 4] = [READY, PROGRESSING, DEGRADED, PAUSED];
+}
+
+/// Condition statuses (the `metav1.Condition.status` values).
+pub mod condition_status {
+    /// The condition holds.
+    pub const TRUE: &str = "True";
+    /// The condition does not hold.
+    pub const FALSE: &str = "False";
+    /// The operator cannot tell (for example before the first reconcile).
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+/// Machine-readable reasons of the conditions (CamelCase, as `metav1.Condition` requires).
+/// They double as reasons of the Events the operator emits.
+pub mod reason {
+    /// `Ready=True`: every matched Pod has a ready, up-to-date sidecar.
+    pub const ALL_SIDECARS_READY: &str = "AllSidecarsReady";
+    /// `Ready=False`: some sidecars are missing, stale or not ready.
+    pub const SIDECARS_NOT_READY: &str = "SidecarsNotReady";
+    /// `Ready=True`: the policy selects no eligible Pod, so there is nothing to wait for.
+    pub const NO_MATCHING_PODS: &str = "NoMatchingPods";
+    /// `Progressing=True`: sidecars are being created or replaced.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// `Progressing=True`: stale sidecars exist but `updateStrategy.type` is `OnDelete`,
+    /// so they are replaced only when users delete them.
+    pub const WAITING_FOR_DELETE: &str = "WaitingForDelete";
+    /// `Progressing=False`: every wanted sidecar exists at the current template hash.
+    pub const CONVERGED: &str = "Converged";
+    /// `Degraded=False`: nothing is failing.
+    pub const AS_EXPECTED: &str = "AsExpected";
+    /// `Degraded=True`: the API server refused to create a sidecar (admission, quota,
+    /// Pod Security, RBAC); the message carries the server's answer.
+    pub const CREATE_REFUSED: &str = "CreateRefused";
+    /// `Degraded=True`: a Pod the operator does not own already has a sidecar's name.
+    pub const NAME_COLLISION: &str = "NameCollision";
+    /// `Degraded=True`: the policy passed admission but cannot be used (for example a
+    /// selector the operator cannot parse).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// `Paused=True` (and the reason of the other conditions while paused).
+    pub const PAUSED: &str = "Paused";
+    /// `Paused=False`: the policy is active.
+    pub const ACTIVE: &str = "Active";
+}

@@ -1,0 +1,82 @@
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::json;
+
+use super::*;
+use crate::types::{Placement, SidecarPolicySpec, UpdateStrategy};
+
+fn spec(template: serde_json::Value) -> SidecarPolicySpec {
+    SidecarPolicySpec {
+        selector: serde_json::from_value::<LabelSelector>(json!({"matchLabels": {"app": "web"}}))
+            .unwrap(),
+        template: serde_json::from_value::<PodTemplateSpec>(template).unwrap(),
+        placement: Placement::SameNode,
+        update_strategy: UpdateStrategy::default(),
+        paused: false,
+    }
+}
+
+fn shipper() -> serde_json::Value {
+    json!({
+        "metadata": {"labels": {"team": "obs", "app": "log-shipper"}},
+        "spec": {"containers": [{"name": "shipper", "image": "fluent/fluent-bit:3.1"}]}
+    })
+}
+
+#[test]
+fn pinned_value() {
+    // Changing this value changes every sidecar's hash and rolls all sidecars in all clusters.
+    // Cross-checked with Python: sha256(json.dumps(v, sort_keys=True, separators=(",", ":"))).
+    assert_eq!(template_hash(&spec(shipper())), "8adeffdca3");
+}
+
+#[test]
+fn canonical_form_is_sorted_and_compact() {
+    let v = json!({"b": 1, "a": {"d": [], "c": null, "e": {}, "f": "x"}, "g": [{}, 2]});
+    assert_eq!(canonical_json(&v), r#"{"a":{"f":"x"},"b":1,"g":[null,2]}"#);
+}
+
+#[test]
+fn hash_is_a_label_value_of_fixed_length() {
+    let h = template_hash(&spec(shipper()));
+    assert_eq!(h.len(), TEMPLATE_HASH_LEN);
+    assert!(
+        h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+}
+
+#[test]
+fn key_order_and_empty_fields_do_not_matter() {
+    let reordered = json!({
+        "spec": {"containers": [{"image": "fluent/fluent-bit:3.1", "name": "shipper", "args": []}]},
+        "metadata": {"annotations": {}, "labels": {"app": "log-shipper", "team": "obs"}}
+    });
+    assert_eq!(
+        template_hash(&spec(shipper())),
+        template_hash(&spec(reordered))
+    );
+}
+
+#[test]
+fn template_and_placement_change_the_hash_other_fields_do_not() {
+    let base = spec(shipper());
+    let h = template_hash(&base);
+
+    let mut other_image = shipper();
+    other_image["spec"]["containers"][0]["image"] = json!("fluent/fluent-bit:3.2");
+    assert_ne!(template_hash(&spec(other_image)), h);
+
+    let any = SidecarPolicySpec {
+        placement: Placement::Any,
+        ..base.clone()
+    };
+    assert_ne!(template_hash(&any), h);
+
+    let mut unrelated = base.clone();
+    unrelated.paused = true;
+    unrelated.update_strategy.max_unavailable =
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1);
+    unrelated.selector.match_labels = Some([("tier".to_owned(), "x".to_owned())].into());
+    assert_eq!(template_hash(&unrelated), h);
+}

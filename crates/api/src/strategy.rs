@@ -1,0 +1,100 @@
+//! Semantics of `spec.updateStrategy`.
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::Error;
+use crate::types::UpdateStrategy;
+
+impl UpdateStrategy {
+    /// How many sidecars may be unavailable at once during a rolling update of a policy that
+    /// matches `matched` Pods. See [`resolve_max_unavailable`].
+    pub fn max_unavailable_for(&self, matched: u32) -> Result<u32, Error> {
+        resolve_max_unavailable(&self.max_unavailable, matched)
+    }
+}
+
+/// Resolves a `maxUnavailable` value against the number of matched Pods: an integer is taken
+/// as is; a percentage `p%` gives `floor(matched * p / 100)`. The result is at least 1, so a
+/// rollout always makes progress. Values the CRD refuses (zero, negative, malformed, outside
+/// 1%..100%) are an [`Error::InvalidMaxUnavailable`].
+pub fn resolve_max_unavailable(value: &IntOrString, matched: u32) -> Result<u32, Error> {
+    let invalid = || match value {
+        IntOrString::Int(n) => Error::InvalidMaxUnavailable(n.to_string()),
+        IntOrString::String(s) => Error::InvalidMaxUnavailable(s.clone()),
+    };
+    let resolved = match value {
+        IntOrString::Int(n) if *n > 0 => n.unsigned_abs(),
+        IntOrString::Int(_) => return Err(invalid()),
+        IntOrString::String(s) => {
+            let percent = parse_percent(s).ok_or_else(invalid)?;
+            // u64 arithmetic: matched * 100 cannot overflow.
+            let scaled = u64::from(matched) * u64::from(percent) / 100;
+            u32::try_from(scaled).unwrap_or(u32::MAX)
+        }
+    };
+    Ok(resolved.max(1))
+}
+
+/// `"1%"`..=`"100%"` without sign, spaces, fraction or leading zero (the CRD's pattern).
+fn parse_percent(s: &str) -> Option<u32> {
+    let digits = s.strip_suffix('%')?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let percent: u32 = digits.parse().ok()?;
+    (1..=100).contains(&percent).then_some(percent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> IntOrString {
+        IntOrString::String(v.to_owned())
+    }
+
+    #[test]
+    fn integers_are_taken_as_is() {
+        assert_eq!(
+            resolve_max_unavailable(&IntOrString::Int(3), 10).unwrap(),
+            3
+        );
+        assert_eq!(
+            resolve_max_unavailable(&IntOrString::Int(30), 10).unwrap(),
+            30
+        );
+    }
+
+    #[test]
+    fn percentages_round_down_but_not_below_one() {
+        assert_eq!(resolve_max_unavailable(&s("25%"), 12).unwrap(), 3);
+        assert_eq!(resolve_max_unavailable(&s("25%"), 10).unwrap(), 2);
+        assert_eq!(resolve_max_unavailable(&s("1%"), 10).unwrap(), 1);
+        assert_eq!(resolve_max_unavailable(&s("100%"), 7).unwrap(), 7);
+        assert_eq!(resolve_max_unavailable(&s("25%"), 0).unwrap(), 1);
+        assert_eq!(
+            resolve_max_unavailable(&s("100%"), u32::MAX).unwrap(),
+            u32::MAX
+        );
+    }
+
+    #[test]
+    fn values_the_crd_refuses_are_errors() {
+        for bad in [
+            "0%", "101%", "abc", "10.5%", "-5%", "05%", "%", "25", " 25%", "25 %",
+        ] {
+            assert!(
+                resolve_max_unavailable(&s(bad), 10).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for bad in [0, -1] {
+            assert!(resolve_max_unavailable(&IntOrString::Int(bad), 10).is_err());
+        }
+    }
+
+    #[test]
+    fn default_strategy_is_rolling_25_percent() {
+        assert_eq!(UpdateStrategy::default().max_unavailable_for(8).unwrap(), 2);
+    }
+}

@@ -1,0 +1,221 @@
+//! The `SidecarPolicy` resource (`sidecars.dev/v1alpha1`): spec, status and their parts.
+//!
+//! Doc comments on fields are written for cluster users: they become the `description`s of
+//! the CRD schema and so the text of `kubectl explain sidecarpolicy.spec...`. Developer notes
+//! are plain `//` comments. Admission-time validation (CEL rules and bounds) is attached here
+//! with `#[x_kube(validation = ..)]` and `#[schemars(transform = ..)]`; the rules themselves
+//! live in [`crate::schema`].
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::schema;
+
+/// Desired state of a SidecarPolicy: which Pods get a sidecar, what the sidecar looks like,
+/// where it runs and how changes are rolled out.
+// clippy sees the repeated `type_ = ..` of the printcolumns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sidecars.dev",
+    version = "v1alpha1",
+    kind = "SidecarPolicy",
+    plural = "sidecarpolicies",
+    singular = "sidecarpolicy",
+    namespaced,
+    status = "SidecarPolicyStatus",
+    shortname = "sp",
+    category = "sidecars",
+    doc = "SidecarPolicy gives every Pod selected by spec.selector (in the policy's namespace) a companion sidecar Pod built from spec.template. The sidecar is owned by its main Pod, so it is deleted with it.",
+    printcolumn(
+        name = "Matched",
+        type_ = "integer",
+        json_path = ".status.matchedPods",
+        description = "Eligible Pods selected by the policy"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Ready sidecars / matched Pods"
+    ),
+    printcolumn(
+        name = "Up-To-Date",
+        type_ = "integer",
+        json_path = ".status.updatedPods",
+        description = "Sidecars built from the current template"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "boolean",
+        json_path = ".spec.paused",
+        description = "Whether the policy is paused"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = schema::rule_selector_excludes_own_sidecars())]
+#[x_kube(validation = schema::rule_node_name_needs_any_placement())]
+pub struct SidecarPolicySpec {
+    /// Label selector of the main Pods, in the policy's namespace only. Required and must not
+    /// be empty: set at least one matchLabels or matchExpressions entry. It must not select
+    /// sidecar Pods (label app.kubernetes.io/managed-by=sidecar-operator, sidecars.dev/*
+    /// labels), nor match the labels the sidecars get from spec.template. Pods annotated
+    /// sidecars.dev/inject=false are skipped.
+    #[schemars(transform = schema::harden_selector)]
+    #[x_kube(validation = schema::rule_selector_not_empty())]
+    #[x_kube(validation = schema::rule_selector_not_managed_by_operator())]
+    #[x_kube(validation = schema::rule_selector_no_reserved_keys())]
+    pub selector: LabelSelector,
+
+    /// Pod template of the sidecar, created once per selected Pod. Required, with at least one
+    /// container. metadata.name, generateName, namespace and ownerReferences must not be set:
+    /// the operator names each sidecar {main Pod name}-{policy name}, creates it in the main
+    /// Pod's namespace and makes the main Pod its owner. Labels app.kubernetes.io/managed-by
+    /// and sidecars.dev/* are reserved. Every container gets the environment variables
+    /// MAIN_POD_NAME, MAIN_POD_NAMESPACE, MAIN_POD_UID and MAIN_POD_NODE, usable as
+    /// $(MAIN_POD_NAME) in command and args.
+    #[schemars(transform = schema::harden_template)]
+    pub template: PodTemplateSpec,
+
+    /// Where sidecars run. SameNode (default): wait until the main Pod is scheduled, then
+    /// require the sidecar to run on the same node. Any: create the sidecar at once and let the
+    /// scheduler place it anywhere.
+    #[serde(default)]
+    pub placement: Placement,
+
+    /// How existing sidecars are replaced when spec.template or spec.placement changes.
+    #[serde(default)]
+    pub update_strategy: UpdateStrategy,
+
+    /// Pause the policy: when true the operator creates, replaces and deletes nothing for it
+    /// and only reports status. Defaults to false.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Where a sidecar Pod runs relative to its main Pod.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// Wait until the main Pod is bound to a node, then pin the sidecar to that node.
+    #[default]
+    SameNode,
+    /// Create the sidecar immediately, anywhere the scheduler sees fit.
+    Any,
+}
+
+impl Placement {
+    /// The value as written in the API (`SameNode` or `Any`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::SameNode => "SameNode",
+            Placement::Any => "Any",
+        }
+    }
+}
+
+/// How stale sidecars (built from an older template) are replaced.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    /// RollingUpdate (default): replace stale sidecars automatically, at most maxUnavailable at
+    /// a time. OnDelete: replace a stale sidecar only after someone deletes it.
+    #[serde(rename = "type", default)]
+    pub type_: UpdateStrategyType,
+
+    /// With RollingUpdate, the most sidecars that may be missing or not ready at once while
+    /// stale ones are replaced: a positive integer, or a percentage between 1% and 100% of the
+    /// matched Pods (rounded down, at least 1). Defaults to 25%.
+    #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = schema::rule_max_unavailable())]
+    pub max_unavailable: IntOrString,
+}
+
+impl Default for UpdateStrategy {
+    fn default() -> Self {
+        Self {
+            type_: UpdateStrategyType::default(),
+            max_unavailable: default_max_unavailable(),
+        }
+    }
+}
+
+/// Default of `spec.updateStrategy.maxUnavailable`.
+pub fn default_max_unavailable() -> IntOrString {
+    IntOrString::String("25%".to_owned())
+}
+
+/// Kind of update strategy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpdateStrategyType {
+    /// Replace stale sidecars automatically, at most maxUnavailable at a time.
+    #[default]
+    RollingUpdate,
+    /// Replace a stale sidecar only when a user deletes it.
+    OnDelete,
+}
+
+impl UpdateStrategyType {
+    /// The value as written in the API (`RollingUpdate` or `OnDelete`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateStrategyType::RollingUpdate => "RollingUpdate",
+            UpdateStrategyType::OnDelete => "OnDelete",
+        }
+    }
+}
+
+/// Observed state of a SidecarPolicy, written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarPolicyStatus {
+    /// The metadata.generation of the policy this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Hash of the current spec.template and spec.placement. Up-to-date sidecars carry it in
+    /// their sidecars.dev/template-hash label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
+
+    /// Number of eligible main Pods: selected, not opted out, not terminating or finished, and
+    /// (with placement SameNode) already scheduled.
+    #[serde(default)]
+    pub matched_pods: i32,
+
+    /// Number of sidecar Pods that exist for this policy.
+    #[serde(default)]
+    pub sidecar_pods: i32,
+
+    /// Number of sidecar Pods built from the current template hash.
+    #[serde(default)]
+    pub updated_pods: i32,
+
+    /// Number of sidecar Pods that are Ready.
+    #[serde(default)]
+    pub ready_pods: i32,
+
+    /// Ready sidecars over matched Pods as text, for example "11/12" (readyPods/matchedPods);
+    /// shown in the READY column of kubectl get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+
+    /// Latest observations of the policy's state: Ready, Progressing, Degraded and Paused.
+    /// One entry per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Text of the READY column (`status.ready`): `"<ready>/<matched>"`, for example `"11/12"`.
+pub fn ready_text(ready_pods: i32, matched_pods: i32) -> String {
+    format!("{ready_pods}/{matched_pods}")
+}
