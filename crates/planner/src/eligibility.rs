@@ -1,0 +1,80 @@
+//! Which (main Pod, policy) pairs want a sidecar.
+
+use sidecar_api::Placement;
+
+use crate::view::{PodView, PolicyView};
+
+/// Why a Pod does not get a sidecar from a policy. The order of the checks is the order
+/// of the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ineligible {
+    /// The Pod is itself a sidecar: sidecars never get sidecars.
+    IsSidecar,
+    /// The policy is being deleted.
+    PolicyDeleting,
+    /// The policy's selector is empty or invalid.
+    InvalidSelector,
+    /// The selector does not match the Pod's labels.
+    NotSelected,
+    /// Annotated `sidecars.dev/inject: "false"`.
+    OptedOut,
+    /// The Pod is being deleted.
+    Terminating,
+    /// The Pod has Succeeded or Failed.
+    Terminal,
+    /// Placement `SameNode` and the Pod is not bound to a node yet.
+    Unscheduled,
+    /// The policy is paused.
+    Paused,
+}
+
+impl Ineligible {
+    /// A short, stable word for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ineligible::IsSidecar => "is-sidecar",
+            Ineligible::PolicyDeleting => "policy-deleting",
+            Ineligible::InvalidSelector => "invalid-selector",
+            Ineligible::NotSelected => "not-selected",
+            Ineligible::OptedOut => "opted-out",
+            Ineligible::Terminating => "terminating",
+            Ineligible::Terminal => "terminal",
+            Ineligible::Unscheduled => "unscheduled",
+            Ineligible::Paused => "paused",
+        }
+    }
+}
+
+/// `Ok(())` when `policy` wants a sidecar for `main`; otherwise the first reason why not.
+/// Namespaces must match (callers only pass policies of the Pod's namespace; a mismatch
+/// counts as not selected).
+pub fn eligibility(main: &PodView, policy: &PolicyView) -> Result<(), Ineligible> {
+    if main.is_sidecar() {
+        return Err(Ineligible::IsSidecar);
+    }
+    if policy.deleting {
+        return Err(Ineligible::PolicyDeleting);
+    }
+    if policy.selector.is_err() {
+        return Err(Ineligible::InvalidSelector);
+    }
+    if main.namespace != policy.namespace || !policy.selects(&main.labels) {
+        return Err(Ineligible::NotSelected);
+    }
+    if main.opted_out {
+        return Err(Ineligible::OptedOut);
+    }
+    if main.deleting {
+        return Err(Ineligible::Terminating);
+    }
+    if main.terminal() {
+        return Err(Ineligible::Terminal);
+    }
+    if policy.placement() == Placement::SameNode && main.node_name.is_none() {
+        return Err(Ineligible::Unscheduled);
+    }
+    if policy.paused() {
+        return Err(Ineligible::Paused);
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Pure logic of the sidecar operator. No I/O, no async, no clock.
+//!
+//! The controller observes the cluster into slim views ([`PodView`], [`PolicyView`]),
+//! asks this crate what to do, and applies the answer:
+//!
+//! - [`eligibility`]: is a main Pod wanted by a policy (selected, live, not paused, not
+//!   opted out, not terminating or finished, scheduled when placement is `SameNode`)?
+//! - [`naming`]: the deterministic sidecar name, at most 63 characters.
+//! - [`render`]: the sidecar Pod for a (main Pod, policy) pair.
+//! - [`plan`]: the diff for one main Pod, as a [`PodPlan`] value (creates, deletes,
+//!   name collisions). Applying it twice is harmless: names are deterministic and
+//!   deletes carry the uid of the Pod they mean.
+
+pub mod eligibility;
+pub mod naming;
+pub mod plan;
+pub mod render;
+pub mod view;
+
+pub use eligibility::{Ineligible, eligibility};
+pub use naming::sidecar_name;
+pub use plan::{Collision, DeleteReason, DeleteSidecar, PodPlan, plan_pod};
+pub use render::render;
+pub use view::{OwnerView, Phase, PodView, PolicyView};
+
+#[cfg(test)]
+mod tests;

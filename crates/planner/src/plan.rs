@@ -1,0 +1,152 @@
+//! The diff for one main Pod: which sidecars to create and which to delete.
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::eligibility::{Ineligible, eligibility};
+use crate::naming::sidecar_name;
+use crate::render::render;
+use crate::view::{PodView, PolicyView};
+
+/// Why a sidecar is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// No live policy of that name exists in the namespace.
+    PolicyGone,
+    /// The policy no longer wants a sidecar for this Pod.
+    NotWanted(Ineligible),
+    /// Another sidecar of ours for the same pair holds the deterministic name.
+    Duplicate,
+}
+
+impl DeleteReason {
+    /// A short, stable word for logs, events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeleteReason::PolicyGone => "policy-gone",
+            DeleteReason::NotWanted(i) => i.as_str(),
+            DeleteReason::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// A sidecar to delete, with the uid it must still have (delete precondition), so a
+/// Pod recreated under the same name in the meantime is never deleted by mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteSidecar {
+    /// Sidecar name.
+    pub name: String,
+    /// Sidecar uid (precondition).
+    pub uid: String,
+    /// Its policy (label value).
+    pub policy: String,
+    /// Why.
+    pub reason: DeleteReason,
+}
+
+/// The deterministic name is held by a Pod that is not this pair's sidecar: it is
+/// never touched, only reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collision {
+    /// The wanted name.
+    pub name: String,
+    /// The policy that wants it.
+    pub policy: String,
+    /// uid of the Pod holding the name.
+    pub holder_uid: String,
+}
+
+/// What to do for one main Pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodPlan {
+    /// Sidecar Pods to create.
+    pub creates: Vec<Pod>,
+    /// Sidecars to delete.
+    pub deletes: Vec<DeleteSidecar>,
+    /// Names held by foreign Pods.
+    pub collisions: Vec<Collision>,
+}
+
+impl PodPlan {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.creates.is_empty() && self.deletes.is_empty() && self.collisions.is_empty()
+    }
+}
+
+/// Plans one main Pod.
+///
+/// - `policies`: the policies of the Pod's namespace (deleting ones included);
+/// - `sidecars`: the Pods labelled `sidecars.dev/main-uid = main.uid` (from the cache's
+///   index), whatever their state; only those that [`PodView::is_sidecar_of`] `main` are
+///   considered ours;
+/// - `by_name`: looks a Pod of the main Pod's namespace up by name (for collisions).
+///
+/// Rules: sidecars never get sidecars; a paused policy's sidecars are neither created
+/// nor deleted; a sidecar whose policy is gone or no longer wants it is deleted; a
+/// sidecar of ours not at the deterministic name is a duplicate and deleted; a wanted,
+/// missing sidecar is created unless its name is held (a terminating sidecar of ours
+/// still holds it: its deletion event brings the Pod back here). Stale template hashes
+/// are left alone: replacing them is the rollout's job (policy controller).
+pub fn plan_pod<'a>(
+    main: &PodView,
+    policies: &[&PolicyView],
+    sidecars: &[&PodView],
+    by_name: impl Fn(&str) -> Option<&'a PodView>,
+) -> PodPlan {
+    let mut plan = PodPlan::default();
+    if main.is_sidecar() {
+        return plan;
+    }
+    let ours: Vec<&PodView> = sidecars
+        .iter()
+        .copied()
+        .filter(|s| s.is_sidecar_of(&main.uid))
+        .collect();
+
+    for s in &ours {
+        let Some((_, pname)) = s.sidecar_key() else {
+            continue;
+        };
+        let policy = policies.iter().find(|p| p.name == pname && !p.deleting);
+        let reason = match policy {
+            None => Some(DeleteReason::PolicyGone),
+            Some(p) if p.paused() => None,
+            Some(p) => match eligibility(main, p) {
+                Err(why) => Some(DeleteReason::NotWanted(why)),
+                Ok(()) if s.name != sidecar_name(&main.name, &p.name) => {
+                    Some(DeleteReason::Duplicate)
+                }
+                Ok(()) => None,
+            },
+        };
+        if let Some(reason) = reason
+            && !s.deleting
+        {
+            plan.deletes.push(DeleteSidecar {
+                name: s.name.clone(),
+                uid: s.uid.clone(),
+                policy: pname.to_string(),
+                reason,
+            });
+        }
+    }
+
+    for p in policies {
+        if eligibility(main, p).is_err() {
+            continue;
+        }
+        let name = sidecar_name(&main.name, &p.name);
+        if ours.iter().any(|s| s.name == name) {
+            continue;
+        }
+        match by_name(&name) {
+            Some(holder) => plan.collisions.push(Collision {
+                name,
+                policy: p.name.clone(),
+                holder_uid: holder.uid.clone(),
+            }),
+            None => plan.creates.push(render(main, p)),
+        }
+    }
+    plan
+}

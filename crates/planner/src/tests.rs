@@ -1,0 +1,509 @@
+//! Table-driven tests of every planning rule.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sidecar_api::constants::*;
+use sidecar_api::{SidecarPolicy, SidecarPolicySpec};
+
+use crate::*;
+
+fn policy(name: &str, json: serde_json::Value) -> PolicyView {
+    let mut spec = serde_json::json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"team": "obs"}},
+                     "spec": {"containers": [{"name": "shipper", "image": "fluent-bit:3.1",
+                              "args": ["--pod=$(MAIN_POD_NAME)"],
+                              "env": [{"name": "MAIN_POD_NAME", "value": "spoofed"}, {"name": "X", "value": "1"}]}]}},
+    });
+    if let (Some(base), Some(over)) = (spec.as_object_mut(), json.as_object()) {
+        for (k, v) in over {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let spec: SidecarPolicySpec = serde_json::from_value(spec).expect("spec");
+    let mut p = SidecarPolicy::new(name, spec);
+    p.metadata.namespace = Some("shop".into());
+    p.metadata.uid = Some(format!("uid-{name}"));
+    p.metadata.generation = Some(1);
+    PolicyView::new(Arc::new(p))
+}
+
+fn main_pod(name: &str) -> PodView {
+    PodView {
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+        node_name: Some("node-a".into()),
+        phase: Phase::Running,
+        ..PodView::default()
+    }
+}
+
+fn sidecar_for(main: &PodView, p: &PolicyView) -> PodView {
+    let pod = render(main, p);
+    let mut v = PodView::from_pod(&{
+        let mut pod = pod;
+        pod.metadata.uid = Some(format!(
+            "uid-sc-{}",
+            pod.metadata.name.clone().unwrap_or_default()
+        ));
+        pod
+    })
+    .expect("view");
+    v.phase = Phase::Running;
+    v
+}
+
+fn plan(main: &PodView, policies: &[&PolicyView], sidecars: &[&PodView]) -> PodPlan {
+    plan_pod(main, policies, sidecars, |n| {
+        sidecars.iter().copied().find(|s| s.name == n)
+    })
+}
+
+#[test]
+fn eligibility_rules() {
+    let web = policy("ship", serde_json::json!({}));
+    let any = policy("any", serde_json::json!({"placement": "Any"}));
+    let paused = policy("p", serde_json::json!({"paused": true}));
+    let mut deleting = policy("d", serde_json::json!({}));
+    deleting.deleting = true;
+    let expr = policy(
+        "expr",
+        serde_json::json!({"selector": {"matchExpressions": [
+            {"key": "app", "operator": "In", "values": ["web", "api"]},
+            {"key": "canary", "operator": "DoesNotExist"}]}}),
+    );
+    let empty = policy("empty", serde_json::json!({"selector": {}}));
+
+    let m = main_pod("web-0");
+    let with = |f: &dyn Fn(&mut PodView)| {
+        let mut p = main_pod("web-0");
+        f(&mut p);
+        p
+    };
+    let cases: Vec<(&str, PodView, &PolicyView, Result<(), Ineligible>)> = vec![
+        ("selected and bound", m.clone(), &web, Ok(())),
+        ("matchExpressions In", m.clone(), &expr, Ok(())),
+        (
+            "DoesNotExist excludes",
+            with(&|p| {
+                p.labels.insert("canary".into(), "1".into());
+            }),
+            &expr,
+            Err(Ineligible::NotSelected),
+        ),
+        (
+            "other labels",
+            with(&|p| {
+                p.labels.insert("app".into(), "db".into());
+            }),
+            &web,
+            Err(Ineligible::NotSelected),
+        ),
+        (
+            "other namespace",
+            with(&|p| p.namespace = "other".into()),
+            &web,
+            Err(Ineligible::NotSelected),
+        ),
+        (
+            "opted out",
+            with(&|p| p.opted_out = true),
+            &web,
+            Err(Ineligible::OptedOut),
+        ),
+        (
+            "terminating",
+            with(&|p| p.deleting = true),
+            &web,
+            Err(Ineligible::Terminating),
+        ),
+        (
+            "succeeded",
+            with(&|p| p.phase = Phase::Succeeded),
+            &web,
+            Err(Ineligible::Terminal),
+        ),
+        (
+            "failed",
+            with(&|p| p.phase = Phase::Failed),
+            &web,
+            Err(Ineligible::Terminal),
+        ),
+        (
+            "unbound SameNode",
+            with(&|p| p.node_name = None),
+            &web,
+            Err(Ineligible::Unscheduled),
+        ),
+        ("unbound Any", with(&|p| p.node_name = None), &any, Ok(())),
+        ("paused", m.clone(), &paused, Err(Ineligible::Paused)),
+        (
+            "policy deleting",
+            m.clone(),
+            &deleting,
+            Err(Ineligible::PolicyDeleting),
+        ),
+        (
+            "empty selector selects nothing",
+            m.clone(),
+            &empty,
+            Err(Ineligible::InvalidSelector),
+        ),
+        (
+            "sidecar",
+            with(&|p| {
+                p.labels
+                    .insert(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+            }),
+            &web,
+            Err(Ineligible::IsSidecar),
+        ),
+    ];
+    for (what, pod, pol, want) in cases {
+        assert_eq!(eligibility(&pod, pol), want, "{what}");
+    }
+}
+
+#[test]
+fn names_are_deterministic_bounded_and_distinct() {
+    let long_main = "a".repeat(253);
+    let cases = [
+        ("web-0", "ship", "web-0-ship"),
+        ("web-7d9f-abcde", "metrics", "web-7d9f-abcde-metrics"),
+    ];
+    for (m, p, want) in cases {
+        assert_eq!(sidecar_name(m, p), want);
+    }
+    for (m, p) in [
+        (long_main.as_str(), "ship"),
+        ("x", &*"p".repeat(62)),
+        (&*format!("{}.x-y", "b".repeat(50)), "policy"),
+        (&*format!("{}.c", "c".repeat(53)), "policy-with-a-long-name"),
+    ] {
+        let n = sidecar_name(m, p);
+        assert!(n.len() <= 63, "{n} is {} chars", n.len());
+        assert_eq!(n, sidecar_name(m, p), "deterministic");
+        assert!(
+            !n.contains("-.") && !n.contains(".-") && !n.contains("--"),
+            "{n}"
+        );
+        assert!(
+            n.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()),
+            "{n}"
+        );
+    }
+    // Two long pairs sharing the cut prefix still get distinct names.
+    let a = sidecar_name(&long_main, "one");
+    let b = sidecar_name(&long_main, "two");
+    assert_ne!(a, b);
+    assert_eq!(a[..54], b[..54]);
+    // Pinned value: names must not change across releases.
+    assert_eq!(
+        sidecar_name(&long_main, "ship"),
+        format!("{}-d18e1d34", "a".repeat(54))
+    );
+    assert_eq!(sidecar_name(&"a".repeat(60), "ship").len(), 63);
+}
+
+#[test]
+fn render_builds_the_documented_sidecar() {
+    let p = policy("ship", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let pod = render(&m, &p);
+    let meta = &pod.metadata;
+    assert_eq!(meta.name.as_deref(), Some("web-0-ship"));
+    assert_eq!(meta.namespace.as_deref(), Some("shop"));
+    let labels = meta.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("obs"));
+    assert_eq!(
+        labels.get(LABEL_MANAGED_BY).map(String::as_str),
+        Some(MANAGED_BY_VALUE)
+    );
+    assert_eq!(labels.get(LABEL_POLICY).map(String::as_str), Some("ship"));
+    assert_eq!(
+        labels.get(LABEL_MAIN_UID).map(String::as_str),
+        Some("uid-web-0")
+    );
+    assert_eq!(labels.get(LABEL_TEMPLATE_HASH), Some(&p.hash));
+    let owners = meta.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        (
+            owners[0].kind.as_str(),
+            owners[0].name.as_str(),
+            owners[0].uid.as_str()
+        ),
+        ("Pod", "web-0", "uid-web-0")
+    );
+    assert_eq!(owners[0].controller, Some(true));
+    let spec = pod.spec.expect("spec");
+    let env: Vec<(String, String)> = spec.containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        env,
+        vec![
+            s("MAIN_POD_NAME", "web-0"),
+            s("MAIN_POD_NAMESPACE", "shop"),
+            s("MAIN_POD_UID", "uid-web-0"),
+            s("MAIN_POD_NODE", "node-a"),
+            s("X", "1"),
+        ],
+        "ours first, the spoofed MAIN_POD_NAME dropped, the user's others kept"
+    );
+    let terms = spec
+        .affinity
+        .and_then(|a| a.node_affinity)
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+        .expect("required node affinity")
+        .node_selector_terms;
+    assert_eq!(terms.len(), 1);
+    let f = &terms[0].match_fields.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (f.key.as_str(), f.operator.as_str()),
+        ("metadata.name", "In")
+    );
+    assert_eq!(
+        f.values.clone().unwrap_or_default(),
+        vec!["node-a".to_string()]
+    );
+}
+
+#[test]
+fn same_node_is_added_to_every_existing_term_and_any_adds_none() {
+    let p = policy(
+        "ship",
+        serde_json::json!({"template": {"spec": {
+            "containers": [{"name": "c", "image": "i"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["elsewhere"]}]}]}}}}}}),
+    );
+    let pod = render(&main_pod("web-0"), &p);
+    let terms = pod
+        .spec
+        .and_then(|s| s.affinity)
+        .and_then(|a| a.node_affinity)
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+        .expect("affinity")
+        .node_selector_terms;
+    assert_eq!(terms.len(), 2);
+    for t in terms {
+        let fields = t.match_fields.unwrap_or_default();
+        assert_eq!(fields.len(), 1, "the user's metadata.name pin is replaced");
+        assert_eq!(
+            fields[0].values.clone().unwrap_or_default(),
+            vec!["node-a".to_string()]
+        );
+    }
+    let any = policy("any", serde_json::json!({"placement": "Any"}));
+    let mut m = main_pod("web-0");
+    m.node_name = None;
+    let pod = render(&m, &any);
+    assert!(pod.spec.and_then(|s| s.affinity).is_none());
+}
+
+#[test]
+fn plan_creates_missing_and_keeps_existing() {
+    let p = policy("ship", serde_json::json!({}));
+    let q = policy("metrics", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let plan1 = plan(&m, &[&p, &q], &[]);
+    let names: Vec<_> = plan1
+        .creates
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["web-0-ship", "web-0-metrics"],
+        "two policies, two sidecars"
+    );
+    let s1 = sidecar_for(&m, &p);
+    let s2 = sidecar_for(&m, &q);
+    assert!(
+        plan(&m, &[&p, &q], &[&s1, &s2]).is_empty(),
+        "converged: nothing to do"
+    );
+}
+
+#[test]
+fn plan_deletes_what_is_no_longer_wanted() {
+    let p = policy("ship", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let s = sidecar_for(&m, &p);
+    let del = |main: &PodView, pols: &[&PolicyView]| -> Vec<DeleteReason> {
+        plan(main, pols, &[&s])
+            .deletes
+            .iter()
+            .map(|d| d.reason)
+            .collect()
+    };
+    let mut relabelled = m.clone();
+    relabelled.labels.insert("app".into(), "db".into());
+    let mut opted = m.clone();
+    opted.opted_out = true;
+    let mut done = m.clone();
+    done.phase = Phase::Succeeded;
+    let mut going = m.clone();
+    going.deleting = true;
+    let moved = policy(
+        "ship",
+        serde_json::json!({"selector": {"matchLabels": {"app": "api"}}}),
+    );
+    let mut deleting = p.clone();
+    deleting.deleting = true;
+    let cases: Vec<(&str, &PodView, Vec<&PolicyView>, Vec<DeleteReason>)> = vec![
+        ("policy gone", &m, vec![], vec![DeleteReason::PolicyGone]),
+        (
+            "policy deleting",
+            &m,
+            vec![&deleting],
+            vec![DeleteReason::PolicyGone],
+        ),
+        (
+            "relabelled",
+            &relabelled,
+            vec![&p],
+            vec![DeleteReason::NotWanted(Ineligible::NotSelected)],
+        ),
+        (
+            "selector changed",
+            &m,
+            vec![&moved],
+            vec![DeleteReason::NotWanted(Ineligible::NotSelected)],
+        ),
+        (
+            "opted out",
+            &opted,
+            vec![&p],
+            vec![DeleteReason::NotWanted(Ineligible::OptedOut)],
+        ),
+        (
+            "completed",
+            &done,
+            vec![&p],
+            vec![DeleteReason::NotWanted(Ineligible::Terminal)],
+        ),
+        (
+            "main terminating",
+            &going,
+            vec![&p],
+            vec![DeleteReason::NotWanted(Ineligible::Terminating)],
+        ),
+    ];
+    for (what, main, pols, want) in cases {
+        assert_eq!(del(main, &pols), want, "{what}");
+        assert!(
+            plan(main, &pols, &[&s]).creates.is_empty(),
+            "{what}: never recreate"
+        );
+    }
+    // Deletes carry the uid precondition.
+    let d = &plan(&m, &[], &[&s]).deletes[0];
+    assert_eq!(
+        (d.name.as_str(), d.uid.as_str()),
+        (s.name.as_str(), s.uid.as_str())
+    );
+}
+
+#[test]
+fn paused_policy_neither_creates_nor_deletes() {
+    let paused = policy(
+        "ship",
+        serde_json::json!({"paused": true, "selector": {"matchLabels": {"app": "api"}}}),
+    );
+    let live = policy("ship", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let s = sidecar_for(&m, &live);
+    assert!(plan(&m, &[&paused], &[&s]).is_empty());
+    assert!(plan(&m, &[&paused], &[]).is_empty());
+}
+
+#[test]
+fn sidecars_never_get_sidecars_even_when_selected() {
+    // The template labels of `ship` (team=obs) are matched by `obs`.
+    let ship = policy("ship", serde_json::json!({}));
+    let obs = policy(
+        "obs",
+        serde_json::json!({"selector": {"matchLabels": {"team": "obs"}}}),
+    );
+    let sc = sidecar_for(&main_pod("web-0"), &ship);
+    assert!(
+        obs.selects(&sc.labels),
+        "precondition: the selector matches the sidecar's labels"
+    );
+    assert!(plan(&sc, &[&ship, &obs], &[]).is_empty());
+}
+
+#[test]
+fn terminating_sidecar_blocks_recreation_until_gone() {
+    let p = policy("ship", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let mut s = sidecar_for(&m, &p);
+    s.deleting = true;
+    assert!(plan(&m, &[&p], &[&s]).is_empty());
+}
+
+#[test]
+fn foreign_pod_holding_the_name_is_reported_not_touched() {
+    let p = policy("ship", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let foreign = PodView {
+        name: "web-0-ship".into(),
+        uid: "uid-foreign".into(),
+        namespace: "shop".into(),
+        ..PodView::default()
+    };
+    let plan1 = plan_pod(&m, &[&p], &[], |n| (n == "web-0-ship").then_some(&foreign));
+    assert!(plan1.creates.is_empty() && plan1.deletes.is_empty());
+    assert_eq!(
+        plan1.collisions,
+        vec![Collision {
+            name: "web-0-ship".into(),
+            policy: "ship".into(),
+            holder_uid: "uid-foreign".into()
+        }]
+    );
+    // A sidecar whose owner reference was removed by hand is no longer ours either.
+    let mut orphan = sidecar_for(&m, &p);
+    orphan.owner = None;
+    let plan2 = plan(&m, &[&p], &[&orphan]);
+    assert!(plan2.deletes.is_empty() && plan2.creates.is_empty());
+    assert_eq!(plan2.collisions.len(), 1);
+    // Ambiguous short names: (a-b, c) and (a, b-c) both want "a-b-c".
+    let c = policy(
+        "c",
+        serde_json::json!({"selector": {"matchLabels": {"app": "web"}}}),
+    );
+    let bc = policy("b-c", serde_json::json!({}));
+    let ab = main_pod("a-b");
+    let a = main_pod("a");
+    let taken = sidecar_for(&ab, &c);
+    assert_eq!(taken.name, "a-b-c");
+    let plan3 = plan_pod(&a, &[&bc], &[], |n| (n == taken.name).then_some(&taken));
+    assert_eq!(plan3.collisions.len(), 1);
+    assert!(plan3.creates.is_empty());
+}
+
+#[test]
+fn duplicate_sidecars_of_one_pair_are_reduced_to_one() {
+    let p = policy("ship", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let s = sidecar_for(&m, &p);
+    let mut extra = s.clone();
+    extra.name = "web-0-ship-copy".into();
+    extra.uid = "uid-copy".into();
+    let plan1 = plan(&m, &[&p], &[&s, &extra]);
+    assert_eq!(plan1.deletes.len(), 1);
+    assert_eq!(plan1.deletes[0].name, "web-0-ship-copy");
+    assert_eq!(plan1.deletes[0].reason, DeleteReason::Duplicate);
+}

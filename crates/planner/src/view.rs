@@ -1,0 +1,222 @@
+//! Slim views of the objects the logic reads. The controller's caches hold these, not
+//! full objects: a Pod needs little more than its identity, labels, owner, node, phase
+//! and readiness.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::{Selector, SelectorExt as _};
+use sidecar_api::constants::{
+    ANNOTATION_INJECT, INJECT_DISABLED, LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY,
+    LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
+};
+use sidecar_api::{Placement, SidecarPolicy, UpdateStrategyType};
+
+/// Lifecycle phase of a Pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Accepted, not running yet (or no phase reported).
+    #[default]
+    Pending,
+    /// Bound and running.
+    Running,
+    /// All containers exited successfully and will not restart.
+    Succeeded,
+    /// All containers exited, at least one in failure.
+    Failed,
+    /// Node lost contact.
+    Unknown,
+}
+
+impl Phase {
+    fn parse(s: Option<&str>) -> Phase {
+        match s {
+            Some("Running") => Phase::Running,
+            Some("Succeeded") => Phase::Succeeded,
+            Some("Failed") => Phase::Failed,
+            Some("Unknown") => Phase::Unknown,
+            _ => Phase::Pending,
+        }
+    }
+}
+
+/// The controlling owner reference of a Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerView {
+    /// Owner kind (`Pod` for sidecars).
+    pub kind: String,
+    /// Owner name.
+    pub name: String,
+    /// Owner uid.
+    pub uid: String,
+}
+
+/// What the operator keeps of a Pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodView {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// uid.
+    pub uid: String,
+    /// All labels (selectors match on them).
+    pub labels: BTreeMap<String, String>,
+    /// Annotated `sidecars.dev/inject: "false"`.
+    pub opted_out: bool,
+    /// The controller owner reference, if any.
+    pub owner: Option<OwnerView>,
+    /// `spec.nodeName` once bound.
+    pub node_name: Option<String>,
+    /// `status.phase`.
+    pub phase: Phase,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The `Ready` condition is `True`.
+    pub ready: bool,
+}
+
+impl PodView {
+    /// Projects a Pod; `None` if it has no name or uid (never the case for stored Pods).
+    pub fn from_pod(pod: &Pod) -> Option<PodView> {
+        let meta = &pod.metadata;
+        let owner = meta.owner_references.as_ref().and_then(|refs| {
+            refs.iter()
+                .find(|r| r.controller == Some(true))
+                .map(|r| OwnerView {
+                    kind: r.kind.clone(),
+                    name: r.name.clone(),
+                    uid: r.uid.clone(),
+                })
+        });
+        let status = pod.status.as_ref();
+        Some(PodView {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone()?,
+            uid: meta.uid.clone()?,
+            labels: meta.labels.clone().unwrap_or_default(),
+            opted_out: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_INJECT))
+                .is_some_and(|v| v == INJECT_DISABLED),
+            owner,
+            node_name: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty()),
+            phase: Phase::parse(status.and_then(|s| s.phase.as_deref())),
+            deleting: meta.deletion_timestamp.is_some(),
+            ready: status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        })
+    }
+
+    /// Created by this operator (label `app.kubernetes.io/managed-by: sidecar-operator`).
+    /// Such Pods are never main Pods.
+    pub fn is_sidecar(&self) -> bool {
+        self.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE)
+    }
+
+    /// For a sidecar: `(main Pod uid, policy name)` from its labels.
+    pub fn sidecar_key(&self) -> Option<(&str, &str)> {
+        if !self.is_sidecar() {
+            return None;
+        }
+        Some((
+            self.labels.get(LABEL_MAIN_UID)?.as_str(),
+            self.labels.get(LABEL_POLICY)?.as_str(),
+        ))
+    }
+
+    /// For a sidecar: the template hash it was built from.
+    pub fn template_hash(&self) -> Option<&str> {
+        self.labels.get(LABEL_TEMPLATE_HASH).map(String::as_str)
+    }
+
+    /// A sidecar this operator owns for main Pod `main_uid`: managed-by label, main-uid
+    /// label and a controller owner reference to that Pod all agree.
+    pub fn is_sidecar_of(&self, main_uid: &str) -> bool {
+        self.sidecar_key().is_some_and(|(uid, _)| uid == main_uid)
+            && self
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.kind == "Pod" && o.uid == main_uid)
+    }
+
+    /// Succeeded or Failed: its containers will not run again.
+    pub fn terminal(&self) -> bool {
+        matches!(self.phase, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// What the operator keeps of a SidecarPolicy, with derived values computed once.
+#[derive(Debug, Clone)]
+pub struct PolicyView {
+    /// The policy as stored.
+    pub policy: Arc<SidecarPolicy>,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// uid.
+    pub uid: String,
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// `metadata.deletionTimestamp` is set: the policy is going away.
+    pub deleting: bool,
+    /// The parsed selector, or why it could not be parsed.
+    pub selector: Result<Selector, String>,
+    /// `template_hash(spec)`.
+    pub hash: String,
+}
+
+impl PolicyView {
+    /// Projects a policy and computes its selector and template hash.
+    pub fn new(policy: Arc<SidecarPolicy>) -> PolicyView {
+        let spec = &policy.spec;
+        let sel = &spec.selector;
+        let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+        let selector = if empty {
+            // An empty selector would select every Pod; the CRD refuses it, and a stored
+            // one (older CRD) selects nothing here.
+            Err("spec.selector is empty".to_string())
+        } else {
+            Selector::try_from(sel.clone()).map_err(|e| format!("spec.selector: {e}"))
+        };
+        PolicyView {
+            namespace: policy.metadata.namespace.clone().unwrap_or_default(),
+            name: policy.metadata.name.clone().unwrap_or_default(),
+            uid: policy.metadata.uid.clone().unwrap_or_default(),
+            generation: policy.metadata.generation.unwrap_or_default(),
+            deleting: policy.metadata.deletion_timestamp.is_some(),
+            hash: sidecar_api::template_hash(spec),
+            selector,
+            policy,
+        }
+    }
+
+    /// The selector matches `labels` (false when the selector is invalid).
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector.as_ref().is_ok_and(|s| s.matches(labels))
+    }
+
+    /// `spec.paused`.
+    pub fn paused(&self) -> bool {
+        self.policy.spec.paused
+    }
+
+    /// `spec.placement`.
+    pub fn placement(&self) -> Placement {
+        self.policy.spec.placement
+    }
+
+    /// `spec.updateStrategy.type`.
+    pub fn strategy(&self) -> UpdateStrategyType {
+        self.policy.spec.update_strategy.type_
+    }
+}
