@@ -15,12 +15,14 @@ pub mod eligibility;
 pub mod naming;
 pub mod plan;
 pub mod render;
+pub mod status;
 pub mod view;
 
 pub use eligibility::{Ineligible, eligibility};
 pub use naming::sidecar_name;
 pub use plan::{Collision, DeleteReason, DeleteSidecar, PodPlan, plan_pod};
 pub use render::render;
+pub use status::{Counts, Problems, compute_status, counts};
 pub use view::{OwnerView, Phase, PodView, PolicyView};
 
 #[cfg(test)]

@@ -144,6 +144,14 @@ impl ControlPlane {
         &self.dir
     }
 
+    /// The admin client configuration (for clients that add their own layers).
+    pub async fn kube_config(&self) -> kube::Config {
+        match config_from_kubeconfig(&self.kubeconfig).await {
+            Ok(c) => c,
+            Err(e) => panic!("sidecar-testenv: {e}"),
+        }
+    }
+
     /// A new admin client for the current tokio runtime.
     pub async fn try_client(&self) -> Result<kube::Client, Error> {
         client_from_kubeconfig(&self.kubeconfig).await
@@ -159,18 +167,25 @@ impl ControlPlane {
     }
 }
 
-/// Builds a client from a kubeconfig file.
-pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
+/// Loads a client configuration from a kubeconfig file.
+pub async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config, Error> {
     let err = |message: String| Error::Kubeconfig {
         path: path.to_path_buf(),
         message,
     };
     let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| err(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Builds a client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
+    let config = config_from_kubeconfig(path).await?;
+    kube::Client::try_from(config).map_err(|e| Error::Kubeconfig {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// The directory holding the pinned control-plane binaries (built or not).

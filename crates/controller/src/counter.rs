@@ -1,0 +1,173 @@
+//! Counts every HTTP request the operator's client sends, by verb, so tests and
+//! benchmarks can prove "one create per sidecar, no reads per reconcile, no idle writes".
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::VerbLabel;
+
+use http::{Method, Request};
+
+/// Request counts by Kubernetes verb.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApiCalls {
+    /// GET of one object.
+    pub get: u64,
+    /// GET of a collection.
+    pub list: u64,
+    /// GET with `watch=true`.
+    pub watch: u64,
+    /// POST.
+    pub create: u64,
+    /// DELETE.
+    pub delete: u64,
+    /// PATCH.
+    pub patch: u64,
+    /// PUT.
+    pub update: u64,
+}
+
+impl ApiCalls {
+    /// Requests that change state.
+    pub fn writes(&self) -> u64 {
+        self.create + self.delete + self.patch + self.update
+    }
+}
+
+/// Request counters by verb (shared with the `api_requests` metric).
+#[derive(Debug, Default, Clone)]
+pub struct Counter {
+    family: Family<VerbLabel, prometheus_client::metrics::counter::Counter>,
+}
+
+/// The verb of a request to the Kubernetes API.
+pub fn verb<B>(req: &Request<B>) -> &'static str {
+    let query = req.uri().query().unwrap_or("");
+    match *req.method() {
+        Method::POST => "create",
+        Method::DELETE => "delete",
+        Method::PATCH => "patch",
+        Method::PUT => "update",
+        Method::GET
+            if query
+                .split('&')
+                .any(|kv| kv == "watch=true" || kv == "watch=1") =>
+        {
+            "watch"
+        }
+        Method::GET if is_collection(req.uri().path()) => "list",
+        _ => "get",
+    }
+}
+
+/// `/api/v1/[namespaces/{ns}/]{resource}` or `/apis/{g}/{v}/[namespaces/{ns}/]{resource}`.
+fn is_collection(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segs.first() {
+        Some(&"api") if segs.len() >= 2 => &segs[2..],
+        Some(&"apis") if segs.len() >= 3 => &segs[3..],
+        _ => return false,
+    };
+    matches!(rest, [_] | ["namespaces", _, _])
+}
+
+impl Counter {
+    /// Counts into `family` (the `api_requests` metric).
+    pub fn new(family: Family<VerbLabel, prometheus_client::metrics::counter::Counter>) -> Self {
+        Counter { family }
+    }
+
+    /// Counts one request.
+    pub fn record<B>(&self, req: &Request<B>) {
+        self.family
+            .get_or_create(&VerbLabel { verb: verb(req) })
+            .inc();
+    }
+
+    /// A snapshot.
+    pub fn snapshot(&self) -> ApiCalls {
+        let l = |verb: &'static str| self.family.get_or_create(&VerbLabel { verb }).get();
+        ApiCalls {
+            get: l("get"),
+            list: l("list"),
+            watch: l("watch"),
+            create: l("create"),
+            delete: l("delete"),
+            patch: l("patch"),
+            update: l("update"),
+        }
+    }
+}
+
+/// Builds a client from `config` whose every request is counted by `counter`.
+pub fn counting_client(
+    config: kube::Config,
+    counter: Arc<Counter>,
+) -> Result<kube::Client, kube::Error> {
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    let layer = tower::util::MapRequestLayer::new(move |req: Request<kube::client::Body>| {
+        counter.record(&req);
+        req
+    });
+    Ok(builder.with_layer(&layer).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs() {
+        let r = |m: Method, uri: &str| {
+            Request::builder()
+                .method(m)
+                .uri(uri)
+                .body(())
+                .expect("request")
+        };
+        let cases = [
+            (r(Method::GET, "/api/v1/namespaces/a/pods"), "list"),
+            (r(Method::GET, "/api/v1/pods?limit=500"), "list"),
+            (
+                r(
+                    Method::GET,
+                    "/api/v1/namespaces/a/pods?watch=true&resourceVersion=1",
+                ),
+                "watch",
+            ),
+            (r(Method::GET, "/api/v1/namespaces/a/pods/p"), "get"),
+            (
+                r(
+                    Method::GET,
+                    "/apis/sidecars.dev/v1alpha1/namespaces/a/sidecarpolicies",
+                ),
+                "list",
+            ),
+            (
+                r(Method::GET, "/apis/sidecars.dev/v1alpha1/sidecarpolicies"),
+                "list",
+            ),
+            (
+                r(
+                    Method::GET,
+                    "/apis/sidecars.dev/v1alpha1/namespaces/a/sidecarpolicies/x",
+                ),
+                "get",
+            ),
+            (r(Method::POST, "/api/v1/namespaces/a/pods"), "create"),
+            (r(Method::DELETE, "/api/v1/namespaces/a/pods/p"), "delete"),
+            (
+                r(
+                    Method::PATCH,
+                    "/apis/sidecars.dev/v1alpha1/namespaces/a/sidecarpolicies/x/status",
+                ),
+                "patch",
+            ),
+            (r(Method::PUT, "/api/v1/namespaces/a/pods/p"), "update"),
+        ];
+        for (req, want) in cases {
+            assert_eq!(verb(&req), want, "{}", req.uri());
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The sidecar operator's controllers.
+//!
+//! Data flow:
+//!
+//! ```text
+//! kube-apiserver ──watch──▶ watch.rs ──▶ caches (PodView / PolicyView + indexes)
+//!                               │ maps events to keys
+//!                 pod queue ◀───┴───▶ status queue (debounced)
+//!                     │                     │
+//!   reconcile.rs: observe → plan_pod → apply    status.rs: counts → compute_status → patch
+//!   (create / delete sidecars)                  (+ rollout of stale sidecars)
+//! ```
+//!
+//! Reconciles read the caches only; the only requests they send are the writes the plan
+//! asks for. Workers start once both caches have synced, so a half-filled cache never
+//! looks like "policy gone". Every request of the operator's client is counted
+//! ([`ApiCalls`]).
+
+mod cache;
+mod counter;
+mod error;
+pub mod metrics;
+mod queue;
+mod reconcile;
+mod status;
+mod watch;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use sidecar_api::SidecarPolicy;
+use sidecar_planner::Problems;
+use tokio::task::JoinHandle;
+
+pub use cache::{Key, PodCache, PolicyCache};
+pub use counter::{ApiCalls, Counter, counting_client};
+pub use error::Error;
+pub use metrics::Metrics;
+pub use queue::WorkQueue;
+
+/// How an operator instance runs.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Watch only this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Concurrent pod reconciles.
+    pub concurrency: usize,
+    /// Delay that coalesces Pod events into one status computation per policy.
+    pub status_debounce: Duration,
+    /// Reporting instance for Events (e.g. the Pod name).
+    pub instance: Option<String>,
+    /// How long [`Operator::start`] waits for the caches to sync.
+    pub sync_timeout: Duration,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            namespace: None,
+            concurrency: 16,
+            status_debounce: Duration::from_millis(500),
+            instance: None,
+            sync_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl OperatorConfig {
+    /// Watches one namespace.
+    pub fn namespace(ns: &str) -> Self {
+        OperatorConfig {
+            namespace: Some(ns.to_string()),
+            ..Self::default()
+        }
+    }
+
+    /// Watches all namespaces.
+    pub fn all_namespaces() -> Self {
+        Self::default()
+    }
+}
+
+/// Writes sent but not yet seen in the cache (client-go's "expectations"): a
+/// reconcile triggered before the watch delivers our own create or delete must not send
+/// it again. An expectation older than [`EXPECTATION_TTL`] is ignored (the write may
+/// have been lost), so nothing waits forever.
+#[derive(Debug, Default)]
+pub(crate) struct Expectations {
+    created: HashMap<Key, std::time::Instant>,
+    deleted: HashMap<String, std::time::Instant>,
+}
+
+/// How long an unobserved write suppresses repeating it.
+pub(crate) const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+impl Expectations {
+    pub(crate) fn expect_create(&mut self, key: Key) {
+        self.created.insert(key, std::time::Instant::now());
+    }
+    pub(crate) fn expect_delete(&mut self, uid: String) {
+        self.deleted.insert(uid, std::time::Instant::now());
+    }
+    pub(crate) fn create_pending(&self, key: &Key) -> bool {
+        self.created
+            .get(key)
+            .is_some_and(|t| t.elapsed() < EXPECTATION_TTL)
+    }
+    pub(crate) fn delete_pending(&self, uid: &str) -> bool {
+        self.deleted
+            .get(uid)
+            .is_some_and(|t| t.elapsed() < EXPECTATION_TTL)
+    }
+    /// The cache saw `v` (created, changed or deleted).
+    pub(crate) fn observed(&mut self, v: &sidecar_planner::PodView, gone: bool) {
+        self.created.remove(&(v.namespace.clone(), v.name.clone()));
+        if gone || v.deleting {
+            self.deleted.remove(&v.uid);
+        }
+    }
+}
+
+/// State shared by the watchers and workers of one operator instance.
+pub(crate) struct Shared {
+    client: Client,
+    pods: RwLock<PodCache>,
+    policies: RwLock<PolicyCache>,
+    pod_queue: WorkQueue<Key>,
+    status_queue: WorkQueue<Key>,
+    status_debounce: Duration,
+    failures: Mutex<HashMap<Key, u32>>,
+    problems: Mutex<HashMap<Key, Problems>>,
+    collisions: Mutex<HashMap<Key, BTreeSet<String>>>,
+    reported: Mutex<HashSet<(String, String, String)>>,
+    not_converged: Mutex<HashMap<Key, i64>>,
+    expectations: Mutex<Expectations>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    pods_synced: AtomicBool,
+    policies_synced: AtomicBool,
+    synced: tokio::sync::Notify,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn pods(&self) -> RwLockReadGuard<'_, PodCache> {
+        read(&self.pods)
+    }
+    pub(crate) fn pods_mut(&self) -> RwLockWriteGuard<'_, PodCache> {
+        write(&self.pods)
+    }
+    pub(crate) fn policies(&self) -> RwLockReadGuard<'_, PolicyCache> {
+        read(&self.policies)
+    }
+    pub(crate) fn policies_mut(&self) -> RwLockWriteGuard<'_, PolicyCache> {
+        write(&self.policies)
+    }
+
+    pub(crate) fn expectations(&self) -> std::sync::MutexGuard<'_, Expectations> {
+        lock(&self.expectations)
+    }
+
+    pub(crate) fn status_soon(&self, key: Key) {
+        self.status_queue.add_after(key, self.status_debounce);
+    }
+
+    fn mark_synced(&self, pods: bool, policies: bool) {
+        if pods {
+            self.pods_synced.store(true, Ordering::SeqCst);
+        }
+        if policies {
+            self.policies_synced.store(true, Ordering::SeqCst);
+        }
+        if self.is_synced() {
+            self.synced.notify_waiters();
+        }
+    }
+
+    /// Both caches completed their first list.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.pods_synced.load(Ordering::SeqCst) && self.policies_synced.load(Ordering::SeqCst)
+    }
+
+    /// Records (or clears) a refusal; true when it is new or its message changed.
+    pub(crate) fn set_refused(&self, key: &Key, message: Option<String>) -> bool {
+        let mut p = lock(&self.problems);
+        let entry = p.entry(key.clone()).or_default();
+        if entry.refused == message {
+            return false;
+        }
+        entry.refused = message;
+        drop(p);
+        self.status_queue.add(key.clone());
+        true
+    }
+
+    pub(crate) fn set_collision(&self, key: &Key, name: &str, collides: bool) {
+        let mut c = lock(&self.collisions);
+        let set = c.entry(key.clone()).or_default();
+        let changed = if collides {
+            set.insert(name.to_string())
+        } else {
+            set.remove(name)
+        };
+        drop(c);
+        if changed {
+            self.status_queue.add(key.clone());
+        }
+    }
+
+    /// True the first time a (namespace, name, holder) collision is seen.
+    pub(crate) fn first_report(&self, ns: &str, name: &str, holder: &str) -> bool {
+        lock(&self.reported).insert((ns.into(), name.into(), holder.into()))
+    }
+
+    pub(crate) fn problems_of(&self, key: &Key) -> Problems {
+        let mut p = lock(&self.problems).get(key).cloned().unwrap_or_default();
+        p.collisions = lock(&self.collisions)
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        p
+    }
+
+    /// A new generation may fix what was refused: forget it and retry at once.
+    pub(crate) fn clear_problems(&self, key: &Key) {
+        lock(&self.problems).remove(key);
+    }
+
+    pub(crate) fn forget_policy(&self, key: &Key) {
+        lock(&self.problems).remove(key);
+        lock(&self.collisions).remove(key);
+        self.set_not_converged(key, 0);
+    }
+
+    /// Records how many eligible pairs of a policy lack an up-to-date Ready sidecar.
+    pub(crate) fn set_not_converged(&self, key: &Key, n: i64) {
+        let mut m = lock(&self.not_converged);
+        if n == 0 {
+            m.remove(key);
+        } else {
+            m.insert(key.clone(), n);
+        }
+        self.metrics.pairs_not_converged.set(m.values().sum());
+    }
+
+    fn backoff(&self, key: &Key, failed: bool) -> Option<Duration> {
+        let mut f = lock(&self.failures);
+        if !failed {
+            f.remove(key);
+            return None;
+        }
+        let n = f.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        // 1 s, 2 s, 4 s … capped at 5 minutes.
+        Some(Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300)))
+    }
+}
+
+/// A running operator instance.
+pub struct Operator {
+    shared: Arc<Shared>,
+    counter: Arc<Counter>,
+    watchers: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("api_calls", &self.api_calls())
+            .finish()
+    }
+}
+
+impl Operator {
+    /// Starts watching and returns once the caches have synced; workers run from then on.
+    pub async fn start(config: kube::Config, opts: OperatorConfig) -> Result<Operator, Error> {
+        let metrics = Arc::new(Metrics::default());
+        let counter = Arc::new(Counter::new(metrics.api_requests.clone()));
+        let client = counting_client(config, counter.clone()).map_err(Error::Client)?;
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "sidecar-operator".into(),
+                instance: opts.instance.clone(),
+            },
+        );
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            pods: RwLock::default(),
+            policies: RwLock::default(),
+            pod_queue: WorkQueue::new(),
+            status_queue: WorkQueue::new(),
+            status_debounce: opts.status_debounce,
+            failures: Mutex::default(),
+            problems: Mutex::default(),
+            collisions: Mutex::default(),
+            reported: Mutex::default(),
+            not_converged: Mutex::default(),
+            expectations: Mutex::default(),
+            recorder,
+            metrics,
+            pods_synced: AtomicBool::new(false),
+            policies_synced: AtomicBool::new(false),
+            synced: tokio::sync::Notify::new(),
+        });
+        let (pods, policies): (Api<Pod>, Api<SidecarPolicy>) = match &opts.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+        let mut op = Operator {
+            shared: shared.clone(),
+            counter,
+            watchers: vec![
+                tokio::spawn(watch::watch_pods(shared.clone(), pods)),
+                tokio::spawn(watch::watch_policies(shared.clone(), policies)),
+            ],
+            workers: Vec::new(),
+        };
+        let wait = async {
+            loop {
+                let notified = shared.synced.notified();
+                if shared.is_synced() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(opts.sync_timeout, wait).await.is_err() {
+            return Err(Error::SyncTimeout(opts.sync_timeout.as_secs()));
+        }
+        for _ in 0..opts.concurrency.max(1) {
+            op.workers.push(tokio::spawn(pod_worker(shared.clone())));
+        }
+        op.workers.push(tokio::spawn(status_worker(shared.clone())));
+        op.workers.push(tokio::spawn(status_worker(shared)));
+        Ok(op)
+    }
+
+    /// Requests sent so far by this instance's client, by verb.
+    pub fn api_calls(&self) -> ApiCalls {
+        self.counter.snapshot()
+    }
+
+    /// The controllers' metrics (register them with [`Metrics::register`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Both caches are synced (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.shared.is_synced()
+    }
+
+    /// Number of cached Pods.
+    pub fn cached_pods(&self) -> usize {
+        self.shared.pods().len()
+    }
+
+    /// Graceful stop: no new work is taken, in-flight reconciles finish, watches end.
+    pub async fn stop(mut self) {
+        self.shared.pod_queue.close();
+        self.shared.status_queue.close();
+        for w in std::mem::take(&mut self.watchers) {
+            w.abort();
+        }
+        for w in std::mem::take(&mut self.workers) {
+            let _ = w.await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    /// Abrupt stop (like a crash): every task is aborted where it stands.
+    fn drop(&mut self) {
+        self.shared.pod_queue.close();
+        self.shared.status_queue.close();
+        for t in self.watchers.iter().chain(self.workers.iter()) {
+            t.abort();
+        }
+    }
+}
+
+async fn pod_worker(shared: Arc<Shared>) {
+    while let Some(key) = shared.pod_queue.next().await {
+        let t0 = std::time::Instant::now();
+        let r = reconcile::reconcile_pod(&shared, &key).await;
+        finish(&shared, &shared.pod_queue, "pod", &key, r, t0.elapsed());
+    }
+}
+
+async fn status_worker(shared: Arc<Shared>) {
+    while let Some(key) = shared.status_queue.next().await {
+        let t0 = std::time::Instant::now();
+        let r = status::reconcile_policy(&shared, &key).await;
+        finish(
+            &shared,
+            &shared.status_queue,
+            "policy",
+            &key,
+            r,
+            t0.elapsed(),
+        );
+    }
+}
+
+fn finish(
+    shared: &Shared,
+    queue: &WorkQueue<Key>,
+    controller: &'static str,
+    key: &Key,
+    r: Result<(), Error>,
+    took: Duration,
+) {
+    queue.done(key);
+    let failed = r.is_err();
+    shared.metrics.reconciled(controller, !failed, took);
+    let delay = shared.backoff(key, failed);
+    if let Err(e) = r {
+        let delay = delay.unwrap_or(Duration::from_secs(1));
+        shared
+            .metrics
+            .errors
+            .get_or_create(&metrics::CategoryLabel {
+                category: e.category(),
+            })
+            .inc();
+        tracing::warn!(controller, namespace = %key.0, name = %key.1, error = %e, category = e.category(), retry_in_s = delay.as_secs(), "reconcile failed");
+        queue.add_after(key.clone(), delay);
+    }
+}

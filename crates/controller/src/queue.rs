@@ -1,0 +1,199 @@
+//! A deduplicating work queue (the client-go workqueue design).
+//!
+//! - A key added while it waits is not added twice.
+//! - A key added while a worker processes it is marked dirty and processed again once
+//!   the worker is done, never by two workers at once.
+//! - [`WorkQueue::add_after`] coalesces: while a delayed add of a key is pending, more
+//!   delayed adds of it are dropped (bursts of events become one reconcile).
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+struct State<K> {
+    ready: VecDeque<K>,
+    queued: HashSet<K>,
+    active: HashSet<K>,
+    dirty: HashSet<K>,
+    delayed: HashSet<K>,
+    closed: bool,
+}
+
+/// The queue; cheap to clone (shared).
+#[derive(Debug)]
+pub struct WorkQueue<K> {
+    state: Arc<Mutex<State<K>>>,
+    notify: Arc<Notify>,
+}
+
+impl<K> Clone for WorkQueue<K> {
+    fn clone(&self) -> Self {
+        WorkQueue {
+            state: self.state.clone(),
+            notify: self.notify.clone(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash + Send + 'static> Default for WorkQueue<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        WorkQueue {
+            state: Arc::new(Mutex::new(State {
+                ready: VecDeque::new(),
+                queued: HashSet::new(),
+                active: HashSet::new(),
+                dirty: HashSet::new(),
+                delayed: HashSet::new(),
+                closed: false,
+            })),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
+        // A worker that panicked while holding the lock leaves consistent sets behind.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `key` now.
+    pub fn add(&self, key: K) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        if s.active.contains(&key) {
+            s.dirty.insert(key);
+        } else if s.queued.insert(key.clone()) {
+            s.ready.push_back(key);
+            drop(s);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Adds `key` after `delay`, unless a delayed add of it is already pending.
+    pub fn add_after(&self, key: K, delay: Duration) {
+        if delay.is_zero() {
+            return self.add(key);
+        }
+        {
+            let mut s = self.lock();
+            if s.closed || !s.delayed.insert(key.clone()) {
+                return;
+            }
+        }
+        let q = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.lock().delayed.remove(&key);
+            q.add(key);
+        });
+    }
+
+    /// Waits for the next key; `None` once the queue is closed and drained.
+    pub async fn next(&self) -> Option<K> {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut s = self.lock();
+                if let Some(k) = s.ready.pop_front() {
+                    s.queued.remove(&k);
+                    s.active.insert(k.clone());
+                    if !s.ready.is_empty() {
+                        self.notify.notify_one();
+                    }
+                    return Some(k);
+                }
+                if s.closed {
+                    self.notify.notify_one();
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Marks `key` processed; re-queues it if it was added meanwhile.
+    pub fn done(&self, key: &K) {
+        let mut s = self.lock();
+        s.active.remove(key);
+        if s.dirty.remove(key) && !s.closed && s.queued.insert(key.clone()) {
+            s.ready.push_back(key.clone());
+            drop(s);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Stops accepting keys; workers drain what is queued, then `next` returns `None`.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
+    /// Keys waiting (not counting active or delayed ones).
+    pub fn len(&self) -> usize {
+        self.lock().ready.len()
+    }
+
+    /// No key waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dedups_and_requeues_dirty_keys() {
+        let q = WorkQueue::new();
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        assert_eq!(q.len(), 2);
+        let k = q.next().await;
+        assert_eq!(k, Some("a"));
+        q.add("a"); // while active: dirty, not queued twice
+        assert_eq!(q.len(), 1);
+        q.done(&"a");
+        assert_eq!(q.next().await, Some("b"));
+        assert_eq!(q.next().await, Some("a"));
+        q.done(&"a");
+        q.done(&"b");
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_adds_coalesce() {
+        let q = WorkQueue::new();
+        for _ in 0..10 {
+            q.add_after("p", Duration::from_millis(500));
+        }
+        assert!(q.is_empty());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next().await, Some("p"));
+    }
+
+    #[tokio::test]
+    async fn close_drains_then_ends() {
+        let q = WorkQueue::new();
+        q.add(1);
+        q.close();
+        q.add(2);
+        assert_eq!(q.next().await, Some(1));
+        assert_eq!(q.next().await, None);
+    }
+}

@@ -1,0 +1,212 @@
+//! Watches feed the caches and map each event to the keys to reconcile.
+//!
+//! - A main-Pod event reconciles that Pod; a sidecar event reconciles its owner (deletes
+//!   included: a deleted sidecar is recreated).
+//! - A policy whose spec changed (new generation, deletion) reconciles the Pods its old
+//!   and new selectors match and the owners of its sidecars; a status-only change
+//!   reconciles nothing but its status.
+//! - Any Pod event touching a policy (selected main Pod, sidecar) schedules that policy's
+//!   status, debounced, so bursts coalesce into few status writes.
+//! - After every full (re)list the caches are swapped in one step and everything is
+//!   reconciled: what changed while the watch was down (or the operator was stopped) is
+//!   caught up, level-triggered.
+
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use sidecar_api::SidecarPolicy;
+use sidecar_planner::{PodView, PolicyView};
+
+use crate::Shared;
+use crate::cache::Key;
+
+fn key_of(v: &PodView) -> Key {
+    (v.namespace.clone(), v.name.clone())
+}
+
+impl Shared {
+    /// Keys to reconcile for a changed Pod (old and new views).
+    pub(crate) fn trigger_pod(&self, views: &[&PodView]) {
+        for v in views {
+            if v.is_sidecar() {
+                if let Some(o) = v.owner.as_ref().filter(|o| o.kind == "Pod") {
+                    self.pod_queue.add((v.namespace.clone(), o.name.clone()));
+                }
+                if let Some((_, policy)) = v.sidecar_key() {
+                    self.status_soon((v.namespace.clone(), policy.to_string()));
+                }
+            } else {
+                self.pod_queue.add(key_of(v));
+                let policies = self.policies().in_namespace(&v.namespace);
+                for p in policies.iter().filter(|p| p.selects(&v.labels)) {
+                    self.status_soon((p.namespace.clone(), p.name.clone()));
+                }
+            }
+        }
+    }
+
+    /// Keys to reconcile for a changed policy.
+    pub(crate) fn trigger_policy(&self, old: Option<&PolicyView>, new: Option<&PolicyView>) {
+        let Some(any) = new.or(old) else { return };
+        let key = (any.namespace.clone(), any.name.clone());
+        let spec_changed = match (old, new) {
+            (Some(o), Some(n)) => o.generation != n.generation || o.deleting != n.deleting,
+            _ => true,
+        };
+        if new.is_some() {
+            self.status_queue.add(key.clone());
+        }
+        if !spec_changed {
+            return;
+        }
+        self.clear_problems(&key);
+        let pods = self.pods();
+        for m in pods.in_namespace(&any.namespace) {
+            if !m.is_sidecar()
+                && (old.is_some_and(|p| p.selects(&m.labels))
+                    || new.is_some_and(|p| p.selects(&m.labels)))
+            {
+                self.pod_queue.add(key_of(m));
+            }
+        }
+        for s in pods.sidecars_of_policy(&any.namespace, &any.name) {
+            if let Some(o) = &s.owner {
+                self.pod_queue.add((s.namespace.clone(), o.name.clone()));
+            }
+        }
+    }
+
+    /// After a full list of either kind: reconcile everything.
+    fn trigger_all(&self) {
+        let pods = self.pods();
+        for v in pods.all() {
+            if v.is_sidecar() {
+                if let Some(o) = &v.owner {
+                    self.pod_queue.add((v.namespace.clone(), o.name.clone()));
+                }
+            } else {
+                self.pod_queue.add(key_of(v));
+            }
+        }
+        drop(pods);
+        for p in self.policies().all() {
+            self.status_queue.add((p.namespace.clone(), p.name.clone()));
+        }
+    }
+}
+
+/// Keeps the Pod cache in sync; runs until aborted.
+pub(crate) async fn watch_pods(shared: Arc<Shared>, api: Api<Pod>) {
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer: Vec<PodView> = Vec::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(p)) => buffer.extend(PodView::from_pod(&p)),
+            Ok(Event::InitDone) => {
+                let gone = shared.pods_mut().replace_all(std::mem::take(&mut buffer));
+                shared.trigger_pod(&gone.iter().map(|g| g.as_ref()).collect::<Vec<_>>());
+                shared.mark_synced(true, false);
+                if shared.is_synced() {
+                    shared.trigger_all();
+                }
+                let n = shared.pods().len();
+                shared.metrics.cached_pods.set(n as i64);
+                tracing::debug!(pods = n, "pod cache (re)listed");
+            }
+            Ok(Event::Apply(p)) => {
+                let Some(v) = PodView::from_pod(&p) else {
+                    continue;
+                };
+                if v.is_sidecar() {
+                    shared.expectations().observed(&v, false);
+                }
+                let old = shared.pods_mut().apply(v.clone());
+                if old.is_none() {
+                    shared.metrics.cached_pods.inc();
+                }
+                match &old {
+                    Some(o) if **o == v => {}
+                    Some(o) => shared.trigger_pod(&[o, &v]),
+                    None => shared.trigger_pod(&[&v]),
+                }
+            }
+            Ok(Event::Delete(p)) => {
+                let Some(v) = PodView::from_pod(&p) else {
+                    continue;
+                };
+                if v.is_sidecar() {
+                    shared.expectations().observed(&v, true);
+                }
+                let old = shared.pods_mut().delete(&key_of(&v));
+                if old.is_some() {
+                    shared.metrics.cached_pods.dec();
+                }
+                shared.trigger_pod(&[old.as_deref().unwrap_or(&v)]);
+            }
+            Err(e) => {
+                shared.metrics.watch_errors.inc();
+                tracing::warn!(error = %e, "pod watch error; retrying with backoff");
+            }
+        }
+    }
+}
+
+fn watcher<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    kube::runtime::watcher(api, cfg)
+}
+
+/// Keeps the policy cache in sync; runs until aborted.
+pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<SidecarPolicy>) {
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer: Vec<PolicyView> = Vec::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(p)) => buffer.push(PolicyView::new(Arc::new(p))),
+            Ok(Event::InitDone) => {
+                let gone = shared
+                    .policies_mut()
+                    .replace_all(std::mem::take(&mut buffer));
+                for g in &gone {
+                    shared.trigger_policy(Some(g), None);
+                }
+                shared.mark_synced(false, true);
+                if shared.is_synced() {
+                    shared.trigger_all();
+                }
+            }
+            Ok(Event::Apply(p)) => {
+                let v = PolicyView::new(Arc::new(p));
+                let old = shared.policies_mut().apply(v.clone());
+                shared.trigger_policy(old.as_deref(), Some(&v));
+            }
+            Ok(Event::Delete(p)) => {
+                let v = PolicyView::new(Arc::new(p));
+                let old = shared
+                    .policies_mut()
+                    .delete(&(v.namespace.clone(), v.name.clone()));
+                shared.trigger_policy(Some(old.as_deref().unwrap_or(&v)), None);
+                shared.forget_policy(&(v.namespace.clone(), v.name.clone()));
+            }
+            Err(e) => {
+                shared.metrics.watch_errors.inc();
+                tracing::warn!(error = %e, "policy watch error; retrying with backoff");
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! `sidecar-operator`: run the operator, print the CRD, print the version.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use sidecar_controller::{Operator, OperatorConfig};
+
+/// Gives every Pod a SidecarPolicy selects a companion sidecar Pod.
+#[derive(Parser, Debug)]
+#[command(name = "sidecar-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the operator (in-cluster config, or --kubeconfig / $KUBECONFIG).
+    Run(RunArgs),
+    /// Print the SidecarPolicy CRD as YAML (install with kubectl apply -f -).
+    Crd,
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SIDECAR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SIDECAR_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    metrics_addr: SocketAddr,
+    /// Concurrent Pod reconciles.
+    #[arg(long, env = "SIDECAR_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Log format.
+    #[arg(long, env = "SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `sidecar_controller=debug`).
+    #[arg(long, env = "SIDECAR_LOG", default_value = "info")]
+    log: String,
+    /// Reporting instance on Events (e.g. the Pod name).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", sidecar_api::crd_yaml()?);
+            Ok(())
+        }
+        Command::Version => {
+            println!("sidecar-operator {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .with_context(|| format!("--log {:?} is not a valid filter", args.log))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn kube_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
+    match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no cluster configuration found (not in a cluster, no --kubeconfig, no $KUBECONFIG, no ~/.kube/config)"),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(&args)?;
+    let config = kube_config(&args).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let registry = Arc::new(std::sync::Mutex::new(prometheus_registry()));
+    let server = serve(args.metrics_addr, ready.clone(), registry.clone()).await?;
+    tracing::info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
+
+    let opts = OperatorConfig {
+        namespace: args.namespace.clone(),
+        concurrency: args.concurrency,
+        instance: args.instance.clone(),
+        ..OperatorConfig::default()
+    };
+    let op = tokio::select! {
+        r = Operator::start(config, opts) => r.context("starting the controllers")?,
+        _ = shutdown_signal() => { server.abort(); return Ok(()); }
+    };
+    if let Ok(mut reg) = registry.lock() {
+        op.metrics().register(&mut reg);
+    }
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight work");
+    ready.store(false, Ordering::SeqCst);
+    op.stop().await;
+    server.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn prometheus_registry() -> prometheus_client::registry::Registry {
+    prometheus_client::registry::Registry::default()
+}
+
+async fn serve(
+    addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+    registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::SeqCst);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let mut body = String::new();
+                let ok = registry
+                    .lock()
+                    .ok()
+                    .map(|r| prometheus_client::encoding::text::encode(&mut body, &r).is_ok())
+                    .unwrap_or(false);
+                async move {
+                    if ok {
+                        (
+                            StatusCode::OK,
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                    } else {
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            [(header::CONTENT_TYPE, "text/plain")],
+                            String::new(),
+                        )
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {addr}"))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    }))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut i), Ok(mut t)) => {
+            tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

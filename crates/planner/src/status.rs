@@ -1,0 +1,234 @@
+//! A policy's status, computed from the cached Pods. Pure: the time is a parameter.
+//!
+//! Conditions keep their `lastTransitionTime` while their status does not change, so
+//! a recomputation that changes nothing yields a status equal to the stored one and the
+//! controller writes nothing.
+
+use std::collections::HashMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use sidecar_api::constants::{condition, condition_status, reason};
+use sidecar_api::{SidecarPolicyStatus, UpdateStrategyType, ready_text};
+
+use crate::eligibility::{Ineligible, eligibility};
+use crate::naming::sidecar_name;
+use crate::view::{PodView, PolicyView};
+
+/// Problems the controller saw while applying plans for this policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems {
+    /// The last refusal of a sidecar create by the API server (its message).
+    pub refused: Option<String>,
+    /// Names held by Pods that are not this policy's sidecars.
+    pub collisions: Vec<String>,
+}
+
+/// Counts behind the status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Eligible main Pods (pause ignored).
+    pub matched: i32,
+    /// Sidecars of this policy that exist and are not being deleted.
+    pub sidecars: i32,
+    /// Of those, built from the current template hash.
+    pub updated: i32,
+    /// Of those, Ready (any hash).
+    pub ready: i32,
+    /// Eligible main Pods whose sidecar exists, is up to date and Ready.
+    pub converged: i32,
+    /// Eligible main Pods whose sidecar exists and is Ready (any template hash).
+    pub available: i32,
+    /// Eligible main Pods without a sidecar.
+    pub missing: i32,
+}
+
+/// Counts for `policy` from the Pods of its namespace and its sidecars.
+pub fn counts<'a>(
+    policy: &PolicyView,
+    pods: impl IntoIterator<Item = &'a PodView>,
+    sidecars: &[&PodView],
+) -> Counts {
+    let live: Vec<&PodView> = sidecars
+        .iter()
+        .copied()
+        .filter(|s| !s.deleting && s.sidecar_key().is_some_and(|(_, p)| p == policy.name))
+        .collect();
+    let by_name: HashMap<&str, &PodView> = live.iter().map(|s| (s.name.as_str(), *s)).collect();
+    let mut c = Counts {
+        sidecars: live.len() as i32,
+        updated: live
+            .iter()
+            .filter(|s| s.template_hash() == Some(&policy.hash))
+            .count() as i32,
+        ready: live.iter().filter(|s| s.ready).count() as i32,
+        ..Counts::default()
+    };
+    for m in pods {
+        match eligibility(m, policy) {
+            Ok(()) | Err(Ineligible::Paused) => {}
+            Err(_) => continue,
+        }
+        c.matched += 1;
+        match by_name.get(sidecar_name(&m.name, &policy.name).as_str()) {
+            Some(s) if s.is_sidecar_of(&m.uid) => {
+                if s.ready {
+                    c.available += 1;
+                    if s.template_hash() == Some(&policy.hash) {
+                        c.converged += 1;
+                    }
+                }
+            }
+            _ => c.missing += 1,
+        }
+    }
+    c
+}
+
+fn cond(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok {
+            condition_status::TRUE
+        } else {
+            condition_status::FALSE
+        }
+        .into(),
+        reason: reason.into(),
+        message,
+        observed_generation: None,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// The status for `policy`, given its counts, the problems seen, the stored status and now.
+pub fn compute_status(
+    policy: &PolicyView,
+    c: Counts,
+    problems: &Problems,
+    old: Option<&SidecarPolicyStatus>,
+    now: Time,
+) -> SidecarPolicyStatus {
+    let paused = policy.paused();
+    let stale = c.sidecars - c.updated;
+    let ready = if c.matched == 0 {
+        cond(
+            condition::READY,
+            true,
+            reason::NO_MATCHING_PODS,
+            "no Pod is selected".into(),
+        )
+    } else if c.converged == c.matched {
+        cond(
+            condition::READY,
+            true,
+            reason::ALL_SIDECARS_READY,
+            format!(
+                "{}/{} sidecars ready and up to date",
+                c.converged, c.matched
+            ),
+        )
+    } else {
+        cond(
+            condition::READY,
+            false,
+            reason::SIDECARS_NOT_READY,
+            format!(
+                "{}/{} sidecars ready and up to date",
+                c.converged, c.matched
+            ),
+        )
+    };
+    let progressing = if paused {
+        cond(
+            condition::PROGRESSING,
+            false,
+            reason::PAUSED,
+            "the policy is paused".into(),
+        )
+    } else if stale > 0 && policy.strategy() == UpdateStrategyType::OnDelete && c.missing == 0 {
+        cond(
+            condition::PROGRESSING,
+            false,
+            reason::WAITING_FOR_DELETE,
+            format!(
+                "{stale} sidecars run an older template; OnDelete replaces them when they are deleted"
+            ),
+        )
+    } else if c.missing > 0 || stale > 0 {
+        cond(
+            condition::PROGRESSING,
+            true,
+            reason::ROLLING_OUT,
+            format!("{} sidecars missing, {stale} to replace", c.missing),
+        )
+    } else {
+        cond(
+            condition::PROGRESSING,
+            false,
+            reason::CONVERGED,
+            "every selected Pod has an up-to-date sidecar".into(),
+        )
+    };
+    let degraded = if let Err(e) = &policy.selector {
+        cond(condition::DEGRADED, true, reason::INVALID_SPEC, e.clone())
+    } else if let Some(msg) = &problems.refused {
+        cond(
+            condition::DEGRADED,
+            true,
+            reason::CREATE_REFUSED,
+            format!("the API server refused a sidecar: {msg}"),
+        )
+    } else if !problems.collisions.is_empty() {
+        cond(
+            condition::DEGRADED,
+            true,
+            reason::NAME_COLLISION,
+            format!(
+                "Pods not managed by this policy hold sidecar names: {}; rename or delete them",
+                problems.collisions.join(", ")
+            ),
+        )
+    } else {
+        cond(
+            condition::DEGRADED,
+            false,
+            reason::AS_EXPECTED,
+            "no problem seen".into(),
+        )
+    };
+    let paused_c = if paused {
+        cond(
+            condition::PAUSED,
+            true,
+            reason::PAUSED,
+            "spec.paused is true: nothing is created or deleted".into(),
+        )
+    } else {
+        cond(
+            condition::PAUSED,
+            false,
+            reason::ACTIVE,
+            "the policy is active".into(),
+        )
+    };
+
+    let mut conditions = vec![ready, progressing, degraded, paused_c];
+    for c in conditions.iter_mut() {
+        c.observed_generation = Some(policy.generation);
+        let prev = old.and_then(|o| o.conditions.iter().find(|p| p.type_ == c.type_));
+        c.last_transition_time = match prev {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+    }
+    SidecarPolicyStatus {
+        observed_generation: Some(policy.generation),
+        template_hash: Some(policy.hash.clone()),
+        matched_pods: c.matched,
+        sidecar_pods: c.sidecars,
+        updated_pods: c.updated,
+        ready_pods: c.ready,
+        ready: Some(ready_text(c.ready, c.matched)),
+        conditions,
+    }
+}
