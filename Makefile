@@ -4,10 +4,13 @@ CARGO ?= cargo
 # Modest parallelism: the machine has 2 cores and the control plane runs beside the tests.
 TEST_THREADS ?= 2
 
-.PHONY: help binaries cluster test test-unit test-e2e fmt fmt-check lint crds clean-cache
+.PHONY: help demo binaries cluster test test-unit test-e2e fmt fmt-check lint crds clean-cache
 
 help: ## List targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+demo: ## Start a local control plane, install the CRD, run the operator on the examples and show the sidecars
+	@bash hack/demo.sh
 
 binaries: ## Build the pinned control-plane binaries into the cache (idempotent)
 	@bash hack/control-plane.sh build >/dev/null
