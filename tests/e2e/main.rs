@@ -3,3 +3,4 @@
 
 mod api;
 mod control_plane;
+mod controller;
