@@ -47,9 +47,29 @@ struct RunArgs {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `sidecar_controller=debug`).
     #[arg(long, env = "SIDECAR_LOG", default_value = "info")]
     log: String,
-    /// Reporting instance on Events (e.g. the Pod name).
+    /// Reporting instance on Events and leader identity (e.g. the Pod name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Run controllers only while holding a Lease (for more than one replica).
+    #[arg(long, env = "SIDECAR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "SIDECAR_LEASE_NAME",
+        default_value = "sidecar-operator-leader"
+    )]
+    lease_name: String,
+    /// Namespace of the leader-election Lease.
+    #[arg(
+        long,
+        env = "SIDECAR_LEASE_NAMESPACE",
+        default_value = "sidecar-system"
+    )]
+    lease_namespace: String,
+    /// Lease duration in seconds: a standby takes over this long after the leader vanished.
+    #[arg(long, env = "SIDECAR_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -108,12 +128,50 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = serve(args.metrics_addr, ready.clone(), registry.clone()).await?;
     tracing::info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
 
+    let identity = args
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("sidecar-operator-{}", std::process::id()));
+    let mut leadership = None;
+    if args.leader_elect {
+        ready.store(true, Ordering::SeqCst); // a healthy standby is ready
+        let client = kube::Client::try_from(config.clone()).context("building the lease client")?;
+        let lm = kube_lease_manager::LeaseManagerBuilder::new(client, &args.lease_name)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(&identity)
+            .with_duration(args.lease_duration.max(2))
+            .with_grace((args.lease_duration.max(2) / 3).max(1))
+            .with_field_manager(sidecar_api::constants::FIELD_MANAGER)
+            .build()
+            .await
+            .with_context(|| {
+                format!(
+                    "setting up Lease {}/{}",
+                    args.lease_namespace, args.lease_name
+                )
+            })?;
+        let (mut rx, task) = lm.watch().await;
+        tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting for leadership");
+        loop {
+            if *rx.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { anyhow::bail!("the lease manager stopped") },
+                _ = shutdown_signal() => { server.abort(); return Ok(()); }
+            }
+        }
+        tracing::info!(%identity, "acquired leadership");
+        leadership = Some((rx, task));
+    }
+
     let opts = OperatorConfig {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
-        instance: args.instance.clone(),
+        instance: Some(identity.clone()),
         ..OperatorConfig::default()
     };
+    ready.store(false, Ordering::SeqCst);
     let op = tokio::select! {
         r = Operator::start(config, opts) => r.context("starting the controllers")?,
         _ = shutdown_signal() => { server.abort(); return Ok(()); }
@@ -123,11 +181,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     ready.store(true, Ordering::SeqCst);
     tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight work");
+    let lost = match leadership.as_mut() {
+        Some((rx, _)) => {
+            tokio::select! {
+                _ = shutdown_signal() => false,
+                _ = async { while rx.changed().await.is_ok() { if !*rx.borrow() { break; } } } => true,
+            }
+        }
+        None => {
+            shutdown_signal().await;
+            false
+        }
+    };
+    tracing::info!(
+        lost_leadership = lost,
+        "shutting down: finishing in-flight work"
+    );
     ready.store(false, Ordering::SeqCst);
     op.stop().await;
+    if let Some((rx, task)) = leadership {
+        drop(rx); // releases the Lease
+        let _ = task.await;
+    }
     server.abort();
+    if lost {
+        anyhow::bail!("lost leadership; exiting so that a fresh process competes again");
+    }
     tracing::info!("stopped");
     Ok(())
 }
