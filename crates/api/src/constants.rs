@@ -107,4 +107,8 @@ pub mod reason {
     pub const PAUSED: &str = "Paused";
     /// `Paused=False`: the policy is active.
     pub const ACTIVE: &str = "Active";
+    /// Normal event on a main Pod: its sidecar was created.
+    pub const SIDECAR_CREATED: &str = "SidecarCreated";
+    /// Normal event on a main Pod: its stale sidecar is being replaced (rollout).
+    pub const SIDECAR_REPLACED: &str = "SidecarReplaced";
 }

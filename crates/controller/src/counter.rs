@@ -9,9 +9,13 @@ use crate::metrics::VerbLabel;
 
 use http::{Method, Request};
 
-/// Request counts by Kubernetes verb.
+/// Request counts by Kubernetes verb, for every resource except Events; Event writes
+/// (which the operator sends in the background, aggregated by the events API) are
+/// counted apart in `events`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApiCalls {
+    /// Event creates and patches.
+    pub events: u64,
     /// GET of one object.
     pub get: u64,
     /// GET of a collection.
@@ -61,6 +65,28 @@ pub fn verb<B>(req: &Request<B>) -> &'static str {
     }
 }
 
+/// The resource a request is about (bounded set).
+pub fn resource<B>(req: &Request<B>) -> &'static str {
+    let segs: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    let rest = match segs.first() {
+        Some(&"api") if segs.len() >= 2 => &segs[2..],
+        Some(&"apis") if segs.len() >= 3 => &segs[3..],
+        _ => return "other",
+    };
+    let res = match rest {
+        ["namespaces", _, r, ..] => *r,
+        [r, ..] => *r,
+        [] => "",
+    };
+    match res {
+        "pods" => "pods",
+        "sidecarpolicies" => "sidecarpolicies",
+        "events" => "events",
+        "leases" => "leases",
+        _ => "other",
+    }
+}
+
 /// `/api/v1/[namespaces/{ns}/]{resource}` or `/apis/{g}/{v}/[namespaces/{ns}/]{resource}`.
 fn is_collection(path: &str) -> bool {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -81,14 +107,36 @@ impl Counter {
     /// Counts one request.
     pub fn record<B>(&self, req: &Request<B>) {
         self.family
-            .get_or_create(&VerbLabel { verb: verb(req) })
+            .get_or_create(&VerbLabel {
+                verb: verb(req),
+                resource: resource(req),
+            })
             .inc();
     }
 
     /// A snapshot.
     pub fn snapshot(&self) -> ApiCalls {
-        let l = |verb: &'static str| self.family.get_or_create(&VerbLabel { verb }).get();
+        const RESOURCES: [&str; 4] = ["pods", "sidecarpolicies", "leases", "other"];
+        let l = |verb: &'static str| -> u64 {
+            RESOURCES
+                .iter()
+                .map(|resource| {
+                    self.family
+                        .get_or_create(&VerbLabel { verb, resource })
+                        .get()
+                })
+                .sum()
+        };
+        let ev = |verb: &'static str| {
+            self.family
+                .get_or_create(&VerbLabel {
+                    verb,
+                    resource: "events",
+                })
+                .get()
+        };
         ApiCalls {
+            events: ev("create") + ev("patch"),
             get: l("get"),
             list: l("list"),
             watch: l("watch"),
@@ -168,6 +216,23 @@ mod tests {
         ];
         for (req, want) in cases {
             assert_eq!(verb(&req), want, "{}", req.uri());
+        }
+        let res = [
+            ("/api/v1/namespaces/a/pods/p", "pods"),
+            ("/api/v1/pods", "pods"),
+            ("/apis/events.k8s.io/v1/namespaces/a/events", "events"),
+            (
+                "/apis/sidecars.dev/v1alpha1/namespaces/a/sidecarpolicies/x/status",
+                "sidecarpolicies",
+            ),
+            (
+                "/apis/coordination.k8s.io/v1/namespaces/s/leases/l",
+                "leases",
+            ),
+            ("/version", "other"),
+        ];
+        for (uri, want) in res {
+            assert_eq!(resource(&r(Method::GET, uri)), want, "{uri}");
         }
     }
 }

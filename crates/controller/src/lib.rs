@@ -56,6 +56,8 @@ pub struct OperatorConfig {
     pub instance: Option<String>,
     /// How long [`Operator::start`] waits for the caches to sync.
     pub sync_timeout: Duration,
+    /// Publish Normal events on main Pods (sidecar created / replaced).
+    pub pod_events: bool,
 }
 
 impl Default for OperatorConfig {
@@ -66,6 +68,7 @@ impl Default for OperatorConfig {
             status_debounce: Duration::from_millis(500),
             instance: None,
             sync_timeout: Duration::from_secs(120),
+            pod_events: true,
         }
     }
 }
@@ -138,7 +141,11 @@ pub(crate) struct Shared {
     reported: Mutex<HashSet<(String, String, String)>>,
     not_converged: Mutex<HashMap<Key, i64>>,
     expectations: Mutex<Expectations>,
-    recorder: Recorder,
+    events: tokio::sync::mpsc::Sender<(
+        kube::runtime::events::Event,
+        k8s_openapi::api::core::v1::ObjectReference,
+    )>,
+    pod_events: bool,
     metrics: Arc<Metrics>,
     pods_synced: AtomicBool,
     policies_synced: AtomicBool,
@@ -169,6 +176,18 @@ impl Shared {
     }
     pub(crate) fn policies_mut(&self) -> RwLockWriteGuard<'_, PolicyCache> {
         write(&self.policies)
+    }
+
+    /// Queues an event for the background publisher; drops it when the queue is full
+    /// (events are informative; they never slow reconciles down).
+    pub(crate) fn publish(
+        &self,
+        ev: kube::runtime::events::Event,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+    ) {
+        if self.events.try_send((ev, reference)).is_err() {
+            tracing::debug!("event queue full; dropping an event");
+        }
     }
 
     pub(crate) fn expectations(&self) -> std::sync::MutexGuard<'_, Expectations> {
@@ -301,6 +320,17 @@ impl Operator {
                 instance: opts.instance.clone(),
             },
         );
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<(
+            kube::runtime::events::Event,
+            k8s_openapi::api::core::v1::ObjectReference,
+        )>(4096);
+        let publisher = tokio::spawn(async move {
+            while let Some((ev, reference)) = events_rx.recv().await {
+                if let Err(e) = recorder.publish(&ev, &reference).await {
+                    tracing::debug!(error = %e, "publishing an event failed");
+                }
+            }
+        });
         let shared = Arc::new(Shared {
             client: client.clone(),
             pods: RwLock::default(),
@@ -314,7 +344,8 @@ impl Operator {
             reported: Mutex::default(),
             not_converged: Mutex::default(),
             expectations: Mutex::default(),
-            recorder,
+            events: events_tx,
+            pod_events: opts.pod_events,
             metrics,
             pods_synced: AtomicBool::new(false),
             policies_synced: AtomicBool::new(false),
@@ -331,6 +362,7 @@ impl Operator {
             shared: shared.clone(),
             counter,
             watchers: vec![
+                publisher,
                 tokio::spawn(watch::watch_pods(shared.clone(), pods)),
                 tokio::spawn(watch::watch_policies(shared.clone(), policies)),
             ],

@@ -45,6 +45,8 @@ pub struct CategoryLabel {
 pub struct VerbLabel {
     /// Kubernetes verb.
     pub verb: &'static str,
+    /// `pods`, `sidecarpolicies`, `events`, `leases` or `other`.
+    pub resource: &'static str,
 }
 
 /// The operator's metrics.
@@ -132,7 +134,7 @@ impl Metrics {
         );
         r.register(
             "api_requests",
-            "Requests sent to the Kubernetes API, by verb",
+            "Requests sent to the Kubernetes API, by verb and resource",
             self.api_requests.clone(),
         );
         r.register(

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference as OwnerRef;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Api, Resource as _};
@@ -99,6 +101,17 @@ async fn apply(shared: &Arc<Shared>, ns: &str, mut plan: PodPlan) -> Result<(), 
         let pkey = (ns.to_string(), policy.clone());
         match api.create(&pp, pod).await {
             Ok(_) => {
+                publish_on_main(
+                    shared,
+                    pod.metadata
+                        .owner_references
+                        .as_ref()
+                        .and_then(|o| o.first()),
+                    ns,
+                    reason::SIDECAR_CREATED,
+                    "CreateSidecar",
+                    format!("Created sidecar Pod {name} for SidecarPolicy {policy}"),
+                );
                 shared
                     .expectations()
                     .expect_create((ns.to_string(), name.clone()));
@@ -172,7 +185,36 @@ pub(crate) async fn publish_on_policy(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = shared.recorder.publish(&ev, &reference).await {
-        tracing::debug!(error = %e, "publishing an event failed");
+    shared.publish(ev, reference);
+}
+
+/// Publishes a Normal event on a main Pod (when `pod_events` is on).
+pub(crate) fn publish_on_main(
+    shared: &Shared,
+    owner: Option<&OwnerRef>,
+    ns: &str,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let Some(o) = owner else { return };
+    if !shared.pod_events {
+        return;
     }
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(o.name.clone()),
+        namespace: Some(ns.to_string()),
+        uid: Some(o.uid.clone()),
+        ..ObjectReference::default()
+    };
+    let ev = KubeEvent {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    shared.publish(ev, reference);
 }

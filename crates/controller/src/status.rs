@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use sidecar_api::constants::FIELD_MANAGER;
@@ -57,16 +57,16 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
             }
         };
     }
-    let stale: Vec<(String, String)> = {
+    let stale: Vec<Victim> = {
         let exp = shared.expectations();
         stale
             .into_iter()
-            .filter(|(_, uid)| !exp.delete_pending(uid))
+            .filter(|(_, uid, _)| !exp.delete_pending(uid))
             .collect()
     };
     if !stale.is_empty() {
         let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.0);
-        for (name, uid) in stale {
+        for (name, uid, owner) in stale {
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: Some(uid.clone()),
@@ -78,6 +78,17 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
                 Ok(_) => {
                     shared.expectations().expect_delete(uid);
                     shared.metrics.deleted("rollout");
+                    crate::reconcile::publish_on_main(
+                        shared,
+                        owner.as_ref(),
+                        &key.0,
+                        sidecar_api::constants::reason::SIDECAR_REPLACED,
+                        "ReplaceSidecar",
+                        format!(
+                            "Replacing sidecar Pod {name}: SidecarPolicy {} changed its template",
+                            key.1
+                        ),
+                    );
                     tracing::info!(namespace = %key.0, sidecar = %name, policy = %key.1, "replacing stale sidecar");
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
@@ -88,6 +99,9 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
     Ok(())
 }
 
+/// A stale sidecar to replace: name, uid, main Pod.
+type Victim = (String, String, Option<OwnerReference>);
+
 /// Stale sidecars to delete now so the pod controller recreates them from the current
 /// template, keeping at most `maxUnavailable` eligible Pods without a Ready sidecar.
 fn rollout_victims(
@@ -95,7 +109,7 @@ fn rollout_victims(
     pods: &crate::cache::PodCache,
     sidecars: &[&PodView],
     c: sidecar_planner::Counts,
-) -> Vec<(String, String)> {
+) -> Vec<Victim> {
     if policy.paused()
         || policy.strategy() != UpdateStrategyType::RollingUpdate
         || c.updated == c.sidecars
@@ -133,11 +147,18 @@ fn rollout_victims(
     stale.sort_by_key(|s| (s.ready, s.name.clone()));
     let mut out = Vec::new();
     for s in stale {
+        let owner = s.owner.as_ref().map(|o| OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+            ..OwnerReference::default()
+        });
         if !s.ready {
-            out.push((s.name.clone(), s.uid.clone()));
+            out.push((s.name.clone(), s.uid.clone(), owner));
         } else if budget > 0 {
             budget -= 1;
-            out.push((s.name.clone(), s.uid.clone()));
+            out.push((s.name.clone(), s.uid.clone(), owner));
         }
     }
     out

@@ -50,6 +50,9 @@ struct RunArgs {
     /// Reporting instance on Events and leader identity (e.g. the Pod name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Publish Normal events on main Pods when their sidecar is created or replaced.
+    #[arg(long, env = "SIDECAR_POD_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pod_events: bool,
     /// Run controllers only while holding a Lease (for more than one replica).
     #[arg(long, env = "SIDECAR_LEADER_ELECT")]
     leader_elect: bool,
@@ -169,6 +172,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
         instance: Some(identity.clone()),
+        pod_events: args.pod_events,
         ..OperatorConfig::default()
     };
     ready.store(false, Ordering::SeqCst);
