@@ -4,3 +4,4 @@
 mod api;
 mod control_plane;
 mod controller;
+mod deploy;

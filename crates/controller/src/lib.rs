@@ -149,6 +149,9 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     pods_synced: AtomicBool,
     policies_synced: AtomicBool,
+    /// Set false on a watch error, true on the next successful watch event.
+    pods_watch_ok: AtomicBool,
+    policies_watch_ok: AtomicBool,
     synced: tokio::sync::Notify,
 }
 
@@ -208,6 +211,22 @@ impl Shared {
         if self.is_synced() {
             self.synced.notify_waiters();
         }
+    }
+
+    /// Synced, and both watches currently connected (false during an API outage).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.is_synced()
+            && self.pods_watch_ok.load(Ordering::SeqCst)
+            && self.policies_watch_ok.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn watch_health(&self, pods: bool, ok: bool) {
+        let flag = if pods {
+            &self.pods_watch_ok
+        } else {
+            &self.policies_watch_ok
+        };
+        flag.store(ok, Ordering::SeqCst);
     }
 
     /// Both caches completed their first list.
@@ -291,6 +310,26 @@ impl Shared {
     }
 }
 
+/// Readiness handle: ready while the caches are synced and both watches are
+/// connected; not ready while the API server is unreachable.
+#[derive(Clone)]
+pub struct Health(Arc<Shared>);
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+impl Health {
+    /// See [`Health`].
+    pub fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+}
+
 /// A running operator instance.
 pub struct Operator {
     shared: Arc<Shared>,
@@ -349,6 +388,8 @@ impl Operator {
             metrics,
             pods_synced: AtomicBool::new(false),
             policies_synced: AtomicBool::new(false),
+            pods_watch_ok: AtomicBool::new(true),
+            policies_watch_ok: AtomicBool::new(true),
             synced: tokio::sync::Notify::new(),
         });
         let (pods, policies): (Api<Pod>, Api<SidecarPolicy>) = match &opts.namespace {
@@ -398,9 +439,14 @@ impl Operator {
         self.shared.metrics.clone()
     }
 
-    /// Both caches are synced (readiness).
+    /// Readiness: caches synced and watches connected (see [`Health`]).
     pub fn is_ready(&self) -> bool {
-        self.shared.is_synced()
+        self.shared.is_ready()
+    }
+
+    /// A handle that answers readiness after the operator is moved or stopped.
+    pub fn health(&self) -> Health {
+        Health(self.shared.clone())
     }
 
     /// Number of cached Pods.

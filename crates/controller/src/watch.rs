@@ -106,6 +106,7 @@ pub(crate) async fn watch_pods(shared: Arc<Shared>, api: Api<Pod>) {
         .boxed();
     let mut buffer: Vec<PodView> = Vec::new();
     while let Some(ev) = stream.next().await {
+        shared.watch_health(true, ev.is_ok());
         match ev {
             Ok(Event::Init) => buffer.clear(),
             Ok(Event::InitApply(p)) => buffer.extend(PodView::from_pod(&p)),
@@ -175,6 +176,7 @@ pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<SidecarPolicy>)
         .boxed();
     let mut buffer: Vec<PolicyView> = Vec::new();
     while let Some(ev) = stream.next().await {
+        shared.watch_health(false, ev.is_ok());
         match ev {
             Ok(Event::Init) => buffer.clear(),
             Ok(Event::InitApply(p)) => buffer.push(PolicyView::new(Arc::new(p))),

@@ -126,9 +126,18 @@ async fn kube_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
     let config = kube_config(&args).await?;
+    // Readiness: a standby (leader election) is ready; a running operator is ready while
+    // its caches are synced and its watches connected.
     let ready = Arc::new(AtomicBool::new(false));
+    let health: Arc<std::sync::Mutex<Option<sidecar_controller::Health>>> = Arc::default();
     let registry = Arc::new(std::sync::Mutex::new(prometheus_registry()));
-    let server = serve(args.metrics_addr, ready.clone(), registry.clone()).await?;
+    let server = serve(
+        args.metrics_addr,
+        ready.clone(),
+        health.clone(),
+        registry.clone(),
+    )
+    .await?;
     tracing::info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
 
     let identity = args
@@ -183,7 +192,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Ok(mut reg) = registry.lock() {
         op.metrics().register(&mut reg);
     }
-    ready.store(true, Ordering::SeqCst);
+    if let Ok(mut h) = health.lock() {
+        *h = Some(op.health());
+    }
     tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
     let lost = match leadership.as_mut() {
         Some((rx, _)) => {
@@ -202,6 +213,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "shutting down: finishing in-flight work"
     );
     ready.store(false, Ordering::SeqCst);
+    if let Ok(mut h) = health.lock() {
+        *h = None;
+    }
     op.stop().await;
     if let Some((rx, task)) = leadership {
         drop(rx); // releases the Lease
@@ -222,6 +236,7 @@ fn prometheus_registry() -> prometheus_client::registry::Registry {
 async fn serve(
     addr: SocketAddr,
     ready: Arc<AtomicBool>,
+    health: Arc<std::sync::Mutex<Option<sidecar_controller::Health>>>,
     registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use axum::http::{StatusCode, header};
@@ -231,7 +246,10 @@ async fn serve(
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::SeqCst);
+                let ready = match health.lock().ok().and_then(|h| h.clone()) {
+                    Some(h) => h.is_ready(),
+                    None => ready.load(Ordering::SeqCst),
+                };
                 async move {
                     if ready {
                         (StatusCode::OK, "ok")

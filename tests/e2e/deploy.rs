@@ -1,0 +1,420 @@
+//! The operator as users run it: the `sidecar-operator` binary, authenticated as the
+//! ServiceAccount of `deploy/` (least-privilege RBAC), and leader election between
+//! two processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use sidecar_api::SidecarPolicy;
+use sidecar_e2e::{pod, wait_until};
+use sidecar_planner::sidecar_name;
+use sidecar_testenv::{TestNamespace, install_crd, shared};
+
+const SA_NS: &str = "sidecar-system";
+const SA: &str = "sidecar-operator";
+
+/// The operator binary built by cargo for this workspace (built on demand).
+fn operator_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/sidecar-operator
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("sidecar-operator"))
+        .expect("target dir");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "sidecar-operator",
+                "--bin",
+                "sidecar-operator",
+            ])
+            .current_dir(sidecar_testenv::repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building sidecar-operator failed");
+    });
+    assert!(bin.is_file(), "{} missing", bin.display());
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `sidecar-operator run` process, killed on drop.
+struct Proc {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(kubeconfig: &Path, ns: &str, extra: &[&str], tag: &str) -> Proc {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("sidecar-operator-{ns}-{tag}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(operator_bin())
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--namespace", ns])
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .arg(format!("--instance={tag}"))
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sidecar-operator");
+        Proc { child, port, log }
+    }
+
+    /// GET a path of its metrics server; `None` if unreachable.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        let code = body.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body))
+    }
+
+    /// Value of a metric line (exact series name + labels) from /metrics.
+    fn metric(&self, series: &str) -> f64 {
+        self.get("/metrics")
+            .and_then(|(_, body)| {
+                body.lines()
+                    .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    fn log_tail(&self) -> String {
+        sidecar_testenv::process::log_tail(&self.log, 30)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kubectl_apply(path: &str) {
+    let out = shared()
+        .kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(sidecar_testenv::repo_root().join(path))
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl apply -f {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a kubeconfig that authenticates as the deploy/ ServiceAccount with a
+/// short-lived token from the TokenRequest API.
+async fn service_account_kubeconfig(client: &Client, dir: &Path) -> PathBuf {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), SA_NS);
+    wait_until(Duration::from_secs(30), "deploy/ ServiceAccount", || {
+        let sas = sas.clone();
+        async move { sas.get_opt(SA).await.ok().flatten().map(|_| ()) }
+    })
+    .await;
+    let req: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}
+    }))
+    .expect("static JSON");
+    let tr: TokenRequest = sas
+        .create_subresource("token", SA, &PostParams::default(), &req)
+        .await
+        .expect("TokenRequest");
+    let token = tr
+        .status
+        .and_then(|s| s.token)
+        .expect("TokenRequest returned a token");
+    let admin = std::fs::read_to_string(shared().kubeconfig()).expect("admin kubeconfig");
+    let cluster: String = admin
+        .lines()
+        .skip_while(|l| !l.starts_with("clusters:"))
+        .take_while(|l| !l.starts_with("users:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\n{cluster}users:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context: {{cluster: sidecar-testenv, user: sa}}\ncurrent-context: sa\n"
+    );
+    let path = dir.join("sa.kubeconfig");
+    std::fs::write(&path, kc).expect("write kubeconfig");
+    path
+}
+
+fn policy(name: &str, app: &str) -> SidecarPolicy {
+    let spec = serde_json::from_value(serde_json::json!({
+        "selector": {"matchLabels": {"app": app}},
+        "template": {"spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}},
+    }))
+    .expect("spec");
+    SidecarPolicy::new(name, spec)
+}
+
+async fn wait_pod(pods: &Api<Pod>, name: &str, present: bool, what: &str) -> Option<Pod> {
+    wait_until(Duration::from_secs(60), what, || {
+        let pods = pods.clone();
+        let name = name.to_string();
+        async move {
+            match pods.get_opt(&name).await {
+                Ok(Some(p)) if present && p.metadata.deletion_timestamp.is_none() => Some(Some(p)),
+                Ok(None) if !present => Some(None),
+                _ => None,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn operator_runs_under_the_shipped_least_privilege_rbac() {
+    let client = shared().client().await;
+    install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("CRD");
+    for f in [
+        "deploy/00-namespace.yaml",
+        "deploy/10-rbac.yaml",
+        "deploy/20-user-roles.yaml",
+    ] {
+        kubectl_apply(f);
+    }
+    let ns = TestNamespace::create(&client, "rbac").await;
+    let dir = std::env::temp_dir().join(format!("sidecar-rbac-{}", ns.name()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kc = service_account_kubeconfig(&client, &dir).await;
+
+    // The ServiceAccount cannot read Secrets.
+    let sa_client = sidecar_testenv::client_from_kubeconfig(&kc)
+        .await
+        .expect("SA client");
+    let err = Api::<Secret>::namespaced(sa_client.clone(), ns.name())
+        .list(&Default::default())
+        .await
+        .expect_err("the operator's ServiceAccount must not list Secrets");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err:?}"
+    );
+
+    let op = Proc::start(&kc, ns.name(), &[], "rbac");
+    wait_until(Duration::from_secs(60), "operator /readyz", || async {
+        (op.get("/readyz").map(|(c, _)| c) == Some(200)).then_some(())
+    })
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), ns.name());
+    pods.create(&PostParams::default(), &pod("web-0", &[("app", "web")]))
+        .await
+        .expect("main Pod");
+    policies
+        .create(&PostParams::default(), &policy("agent", "web"))
+        .await
+        .expect("policy");
+    let sc = sidecar_name("web-0", "agent");
+    let first = wait_pod(
+        &pods,
+        &sc,
+        true,
+        "sidecar created by the SA-authenticated operator",
+    )
+    .await;
+    let uid1 = first.and_then(|p| p.metadata.uid).expect("uid");
+
+    // Status is written (policies/status patch is granted).
+    wait_until(Duration::from_secs(30), "policy status written", || {
+        let policies = policies.clone();
+        async move {
+            let p = policies.get("agent").await.ok()?;
+            (p.status?.matched_pods == 1).then_some(())
+        }
+    })
+    .await;
+
+    // Recreate after a hand delete.
+    pods.delete(&sc, &DeleteParams::default())
+        .await
+        .expect("delete sidecar");
+    wait_until(Duration::from_secs(60), "sidecar recreated", || {
+        let pods = pods.clone();
+        let sc = sc.clone();
+        let uid1 = uid1.clone();
+        async move {
+            let p = pods.get_opt(&sc).await.ok().flatten()?;
+            (p.metadata.uid.as_deref() != Some(uid1.as_str())).then_some(())
+        }
+    })
+    .await;
+
+    // Delete the policy: the sidecar goes.
+    policies
+        .delete("agent", &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    wait_pod(&pods, &sc, false, "sidecar deleted after the policy").await;
+    let errors = op.metric("sidecar_operator_reconcile_errors_total{category=\"create\"}");
+    assert_eq!(errors, 0.0, "operator log:\n{}", op.log_tail());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test]
+async fn leader_election_one_leader_failover_and_clean_release() {
+    let client = shared().client().await;
+    install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("CRD");
+    let ns = TestNamespace::create(&client, "ha").await;
+    let lease = format!("ha-{}", ns.name());
+    let kc = shared().kubeconfig().to_path_buf();
+    let args = [
+        "--leader-elect",
+        "--lease-name",
+        &lease,
+        "--lease-namespace",
+        ns.name(),
+        "--lease-duration",
+        "6",
+    ];
+    let mut a = Proc::start(&kc, ns.name(), &args, "a");
+    let mut b = Proc::start(&kc, ns.name(), &args, "b");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
+    let first = wait_until(Duration::from_secs(60), "a leader", || {
+        let leases = leases.clone();
+        let lease = lease.clone();
+        async move { holder(&leases, &lease).await }
+    })
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), ns.name());
+    policies
+        .create(&PostParams::default(), &policy("agent", "web"))
+        .await
+        .expect("policy");
+    for i in 0..3 {
+        pods.create(
+            &PostParams::default(),
+            &pod(&format!("web-{i}"), &[("app", "web")]),
+        )
+        .await
+        .expect("main Pod");
+    }
+    for i in 0..3 {
+        wait_pod(
+            &pods,
+            &sidecar_name(&format!("web-{i}"), "agent"),
+            true,
+            "sidecar",
+        )
+        .await;
+    }
+    // Exactly one process created them: the leader.
+    let created = |p: &Proc| p.metric("sidecar_operator_sidecars_created_total");
+    let (leader, standby) = if first == "a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    wait_until(Duration::from_secs(10), "leader metrics", || async {
+        (created(leader) == 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(created(standby), 0.0, "the standby must create nothing");
+    assert_eq!(
+        standby.get("/readyz").map(|(c, _)| c),
+        Some(200),
+        "a standby is ready"
+    );
+
+    // SIGKILL the leader: the standby takes over within the lease duration and converges.
+    leader.child.kill().expect("kill leader");
+    let _ = leader.child.wait();
+    let killed_at = Instant::now();
+    pods.create(&PostParams::default(), &pod("web-3", &[("app", "web")]))
+        .await
+        .expect("main Pod");
+    wait_pod(
+        &pods,
+        &sidecar_name("web-3", "agent"),
+        true,
+        "sidecar after failover",
+    )
+    .await;
+    let took = killed_at.elapsed();
+    eprintln!(
+        "[ha] failover to {} converged {took:?} after SIGKILL",
+        if first == "a" { "b" } else { "a" }
+    );
+    assert!(
+        took < Duration::from_secs(6 + 20),
+        "failover took {took:?}; standby log:\n{}",
+        standby.log_tail()
+    );
+    let new_holder = holder(&leases, &lease).await;
+    assert_ne!(new_holder.as_deref(), Some(first.as_str()));
+
+    // SIGTERM the new leader: exit code 0, Lease released.
+    let pid = standby.child.id();
+    sidecar_testenv::process::signal(pid, SIGTERM);
+    let status = wait_until(Duration::from_secs(30), "graceful exit", || {
+        let st = standby.child.try_wait().ok().flatten();
+        async move { st }
+    })
+    .await;
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        standby.log_tail()
+    );
+    wait_until(Duration::from_secs(10), "Lease released", || {
+        let leases = leases.clone();
+        let lease = lease.clone();
+        async move { holder(&leases, &lease).await.is_none().then_some(()) }
+    })
+    .await;
+}
+
+/// SIGTERM (Linux).
+const SIGTERM: i32 = 15;
