@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Modest parallelism: the machine has 2 cores and the control plane runs beside the tests.
 TEST_THREADS ?= 2
 
-.PHONY: help demo binaries cluster test test-unit test-e2e fmt fmt-check lint crds clean-cache
+.PHONY: help demo binaries cluster test test-unit test-e2e test-faults fmt fmt-check lint crds clean-cache
 
 help: ## List targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-e2e: binaries ## Run only the control-plane tests (FILTER=substring to sele
 
 crds: ## Regenerate crds/ from the Rust types (commit the result)
 	$(CARGO) run -q -p sidecar-api --bin crdgen > crds/sidecarpolicies.sidecars.dev.yaml
+
+test-faults: binaries ## Long forms of the fault tests (500-Pod crash rounds, 20 s API outage, ...)
+	SIDECAR_LONG_FAULTS=1 $(CARGO) test -p sidecar-e2e --test e2e -- --test-threads=$(TEST_THREADS) faults::
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all

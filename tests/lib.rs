@@ -528,6 +528,15 @@ impl PodRecorder {
             .collect()
     }
 
+    /// Every add and delete seen so far, in order; panics if the watch failed.
+    pub fn journal(&self) -> Vec<(Seen, Pod)> {
+        let journal = self.journal.lock().expect("journal");
+        if let Some(e) = &journal.error {
+            panic!("the Pod recorder's watch failed, its record is incomplete: {e}");
+        }
+        journal.events.clone()
+    }
+
     /// The uids of the Pods named `name` created so far, in order.
     pub fn added_uids(&self, name: &str) -> Vec<String> {
         self.seen(Seen::Added)

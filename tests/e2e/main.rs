@@ -5,3 +5,4 @@ mod api;
 mod control_plane;
 mod controller;
 mod deploy;
+mod faults;

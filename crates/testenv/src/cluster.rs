@@ -58,6 +58,33 @@ impl Running {
             .find_map(|p| p.exited().map(|s| (p.name.clone(), s.to_string())))
     }
 
+    fn component(&mut self, name: &str) -> Result<&mut Proc, Error> {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::Binaries(format!("no component named {name}")))
+    }
+
+    /// Stops component `name` (SIGTERM, then SIGKILL) — fault tests: API server outage.
+    pub fn stop_component(&mut self, name: &str) -> Result<(), Error> {
+        self.component(name)?.stop(Duration::from_secs(10));
+        Ok(())
+    }
+
+    /// Starts a stopped component again with the same flags.
+    pub fn start_component(&mut self, name: &str) -> Result<(), Error> {
+        self.component(name)?.respawn()
+    }
+
+    /// The etcd client URL (for fault tests that compact the history).
+    pub fn etcd_url(&self) -> Option<String> {
+        self.procs.iter().find(|p| p.name == "etcd").and_then(|p| {
+            p.args()
+                .iter()
+                .find_map(|a| a.strip_prefix("--listen-client-urls=").map(str::to_string))
+        })
+    }
+
     /// Stops every component (SIGTERM, then SIGKILL after a grace period), in reverse
     /// start order, and removes the work directory.
     pub fn stop(&mut self) {

@@ -6,7 +6,6 @@
 //! dies — even if the test harness itself is `SIGKILL`ed. No component can outlive the
 //! process that started it.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +19,8 @@ pub struct Proc {
     pub name: String,
     /// Its log file (stdout and stderr).
     pub log: PathBuf,
+    bin: PathBuf,
+    args: Vec<String>,
     child: Child,
 }
 
@@ -27,21 +28,42 @@ impl Proc {
     /// Starts `bin` with `args`, output to `<log_dir>/<name>.log`.
     pub fn spawn(name: &str, bin: &Path, args: &[String], log_dir: &Path) -> Result<Proc, Error> {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::create(&log).map_err(|e| Error::io(&log, e))?;
-        let err = out.try_clone().map_err(|e| Error::io(&log, e))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().map_err(|e| Error::Spawn {
-            name: name.to_string(),
-            bin: bin.to_path_buf(),
-            source: e,
-        })?;
+        let child = Self::start(name, bin, args, &log)?;
         Ok(Proc {
             name: name.to_string(),
             log,
+            bin: bin.to_path_buf(),
+            args: args.to_vec(),
             child,
         })
+    }
+
+    /// Starts the same command again (after [`Proc::stop`]); output appends to the log.
+    pub fn respawn(&mut self) -> Result<(), Error> {
+        self.child = Self::start(&self.name, &self.bin, &self.args, &self.log)?;
+        Ok(())
+    }
+
+    fn start(name: &str, bin: &Path, args: &[String], log: &Path) -> Result<Child, Error> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| Error::io(log, e))?;
+        let err = out.try_clone().map_err(|e| Error::io(log, e))?;
+        let mut cmd = Command::new(bin);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        die_with_parent(&mut cmd);
+        cmd.spawn().map_err(|e| Error::Spawn {
+            name: name.to_string(),
+            bin: bin.to_path_buf(),
+            source: e,
+        })
+    }
+
+    /// The command-line flags.
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 
     /// Process id.

@@ -1,0 +1,488 @@
+//! Fault tolerance (CI-sized forms; `make test-faults` runs the long forms):
+//! crashes at random moments, an API server outage with a compacted history (watches
+//! get 410 Gone and relist), concurrent writers, and surprising objects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt as _};
+use serde_json::json;
+use sidecar_api::SidecarPolicy;
+use sidecar_api::constants::{LABEL_MAIN_UID, LABEL_POLICY, condition, reason};
+use sidecar_controller::{Operator, OperatorConfig};
+use sidecar_e2e::{PodRecorder, Scene, Seen, is_sidecar, pod, policy, wait_until};
+use sidecar_planner::sidecar_name;
+use sidecar_testenv::shared;
+
+/// Long forms run with `SIDECAR_LONG_FAULTS=1` (`make test-faults`).
+fn long() -> bool {
+    std::env::var_os("SIDECAR_LONG_FAULTS").is_some()
+}
+
+async fn operator(ns: &str) -> Operator {
+    Operator::start(shared().kube_config().await, OperatorConfig::namespace(ns))
+        .await
+        .expect("operator starts")
+}
+
+/// Replays the recorder's journal: the most live sidecars any (main uid, policy) pair
+/// ever had at once.
+fn max_sidecars_per_pair(rec: &PodRecorder) -> usize {
+    let mut live: HashMap<String, (String, String)> = HashMap::new();
+    let mut max = 0;
+    for (seen, p) in rec.journal() {
+        if !is_sidecar(&p) {
+            continue;
+        }
+        let l = p.labels();
+        let pair = (
+            l.get(LABEL_MAIN_UID).cloned().unwrap_or_default(),
+            l.get(LABEL_POLICY).cloned().unwrap_or_default(),
+        );
+        let uid = p.uid().unwrap_or_default();
+        match seen {
+            Seen::Added => {
+                live.insert(uid, pair.clone());
+                max = max.max(live.values().filter(|v| **v == pair).count());
+            }
+            Seen::Deleted => {
+                live.remove(&uid);
+            }
+        }
+    }
+    max
+}
+
+async fn create_many(scene: &Scene, prefix: &str, n: usize) {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let pods = scene.pods.clone();
+            let p = pod(&format!("{prefix}-{i}"), &[("app", "burst")]);
+            async move {
+                pods.create(&PostParams::default(), &p)
+                    .await
+                    .expect("create Pod")
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+async fn wait_converged(scene: &Scene, prefix: &str, n: usize, policy: &str) {
+    scene
+        .wait_pods("every burst Pod to have exactly its sidecar", |pods| {
+            let sidecars: Vec<&Pod> = pods.iter().filter(|p| is_sidecar(p)).collect();
+            let all = (0..n).all(|i| {
+                let want = sidecar_name(&format!("{prefix}-{i}"), policy);
+                sidecars.iter().any(|s| s.name_any() == want)
+            });
+            (all && sidecars.len() == n).then_some(())
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn crash_at_random_moments_never_duplicates_nor_loses_a_sidecar() {
+    let (n, rounds) = if long() { (500, 10) } else { (100, 4) };
+    let scene = Scene::new("crash").await;
+    let rec = scene.record().await;
+    scene
+        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .await;
+    let seed: u64 = rand::random();
+    eprintln!("[crash] seed {seed}, {n} Pods, {rounds} kills");
+    let mut rng = seed;
+    let mut next = move || {
+        // xorshift: reproducible from the printed seed.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut op = operator(scene.name()).await;
+    let burst = {
+        let pods = scene.pods.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let pods = pods.clone();
+                    let p = pod(&format!("burst-{i}"), &[("app", "burst")]);
+                    async move { pods.create(&PostParams::default(), &p).await.map(|_| ()) }
+                })
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    for round in 0..rounds {
+        let after = Duration::from_millis(100 + next() % 900);
+        tokio::time::sleep(after).await;
+        // Dropping aborts every task where it stands, in-flight requests included: a crash.
+        drop(op);
+        eprintln!("[crash] round {round}: killed after {after:?}");
+        op = operator(scene.name()).await;
+    }
+    for r in burst.await.expect("burst task") {
+        r.expect("create Pod");
+    }
+    wait_converged(&scene, "burst", n, "agent").await;
+    let max = max_sidecars_per_pair(&rec);
+    let added = rec
+        .seen(Seen::Added)
+        .iter()
+        .filter(|p| is_sidecar(p))
+        .count();
+    eprintln!("[crash] converged; sidecars added {added}, max per pair {max}");
+    assert_eq!(max, 1, "a (Pod, policy) pair had {max} sidecars at once");
+    assert_eq!(added, n, "sidecars were created and deleted again");
+    drop(op);
+}
+
+#[tokio::test]
+async fn concurrent_writers_cause_no_error_storm_and_the_truth_wins() {
+    let scene = Scene::new("conflict").await;
+    scene
+        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .await;
+    let op = operator(scene.name()).await;
+    create_many(&scene, "w", 10).await;
+    wait_converged(&scene, "w", 10, "agent").await;
+    let uids: BTreeMap<String, String> = scene
+        .list_pods()
+        .await
+        .iter()
+        .filter(|p| is_sidecar(p))
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    // Another writer lies in the status and edits the sidecars' labels for a while.
+    let stop_at = Instant::now() + Duration::from_secs(if long() { 60 } else { 8 });
+    let mut writes = 0;
+    while Instant::now() < stop_at {
+        let lie = json!({"status": {"matchedPods": 999, "ready": "0/999"}});
+        let _ = scene
+            .policies
+            .patch_status("agent", &PatchParams::default(), &Patch::Merge(&lie))
+            .await;
+        for name in uids.keys() {
+            let label = json!({"metadata": {"labels": {"edited-by": format!("writer-{writes}")}}});
+            let _ = scene
+                .pods
+                .patch(name, &PatchParams::default(), &Patch::Merge(&label))
+                .await;
+        }
+        writes += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let policies = scene.policies.clone();
+    wait_until(Duration::from_secs(30), "status back to the truth", || {
+        let policies = policies.clone();
+        async move {
+            let s = policies.get("agent").await.ok()?.status?;
+            (s.matched_pods == 10 && s.ready.as_deref() == Some("10/10")).then_some(())
+        }
+    })
+    .await;
+    let now: BTreeMap<String, String> = scene
+        .list_pods()
+        .await
+        .iter()
+        .filter(|p| is_sidecar(p))
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    assert_eq!(now, uids, "label edits by others must not replace sidecars");
+    let errors: u64 = ["create", "delete", "patch-status"]
+        .iter()
+        .map(|c| {
+            op.metrics()
+                .errors
+                .get_or_create(&sidecar_controller::metrics::CategoryLabel { category: c })
+                .get()
+        })
+        .sum();
+    let reconciles = op.metrics().reconcile_count("policy");
+    eprintln!(
+        "[conflict] {writes} writer rounds; operator errors {errors}, policy reconciles {reconciles}"
+    );
+    assert_eq!(errors, 0, "merge patches never conflict; no error storm");
+    assert!(
+        reconciles < 10 * writes as u64 + 50,
+        "{reconciles} policy reconciles for {writes} writer rounds"
+    );
+}
+
+#[tokio::test]
+async fn surprising_objects_are_handled_without_crash_or_loop() {
+    let scene = Scene::new("odd").await;
+    let op = operator(scene.name()).await;
+    // Every selector operator.
+    let spec = json!({
+        "selector": {"matchExpressions": [
+            {"key": "app", "operator": "In", "values": ["odd", "odder"]},
+            {"key": "tier", "operator": "NotIn", "values": ["db"]},
+            {"key": "team", "operator": "Exists"},
+            {"key": "canary", "operator": "DoesNotExist"},
+        ]},
+        "template": {"spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}},
+    });
+    let p = SidecarPolicy::new("exprs", serde_json::from_value(spec).expect("spec"));
+    scene.create(&p).await;
+    let long_name = format!("{}-x", "m".repeat(251));
+    assert_eq!(long_name.len(), 253);
+    let cases = [
+        (
+            long_name.as_str(),
+            vec![("app", "odd"), ("team", "a")],
+            true,
+        ),
+        (
+            "in-odder",
+            vec![("app", "odder"), ("team", "a"), ("tier", "web")],
+            true,
+        ),
+        (
+            "not-in-db",
+            vec![("app", "odd"), ("team", "a"), ("tier", "db")],
+            false,
+        ),
+        ("no-team", vec![("app", "odd")], false),
+        (
+            "canary",
+            vec![("app", "odd"), ("team", "a"), ("canary", "1")],
+            false,
+        ),
+    ];
+    for (name, labels, _) in &cases {
+        scene.create(&pod(name, labels)).await;
+    }
+    let want: Vec<String> = cases
+        .iter()
+        .filter(|c| c.2)
+        .map(|c| sidecar_name(c.0, "exprs"))
+        .collect();
+    assert!(want.iter().all(|n| n.len() <= 63), "{want:?}");
+    scene
+        .wait_pods("sidecars of exactly the selected Pods", |pods| {
+            let mut got: Vec<String> = pods
+                .iter()
+                .filter(|p| is_sidecar(p))
+                .map(|p| p.name_any())
+                .collect();
+            got.sort();
+            let mut w = want.clone();
+            w.sort();
+            (got == w).then_some(())
+        })
+        .await;
+
+    // A sidecar whose owner reference is removed by hand is no longer the operator's:
+    // it is left alone and reported as a name collision, without a hot loop.
+    let victim = sidecar_name("in-odder", "exprs");
+    let no_owner = json!({"metadata": {"ownerReferences": null}});
+    scene.merge::<Pod>(&victim, no_owner).await;
+    let policies = scene.policies.clone();
+    wait_until(
+        Duration::from_secs(30),
+        "Degraded=True NameCollision",
+        || {
+            let policies = policies.clone();
+            async move {
+                let s = policies.get("exprs").await.ok()?.status?;
+                s.conditions
+                    .iter()
+                    .any(|c| {
+                        c.type_ == condition::DEGRADED
+                            && c.status == "True"
+                            && c.reason == reason::NAME_COLLISION
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let before = (op.api_calls(), op.metrics().reconcile_count("pod"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = (op.api_calls(), op.metrics().reconcile_count("pod"));
+    eprintln!(
+        "[odd] 5 s after the collision: writes {}, pod reconciles {}",
+        after.0.writes() - before.0.writes(),
+        after.1 - before.1
+    );
+    assert_eq!(
+        after.0.writes(),
+        before.0.writes(),
+        "no write loop on a collision"
+    );
+    assert!(
+        after.1 - before.1 < 5,
+        "no reconcile loop: {} in 5 s",
+        after.1 - before.1
+    );
+    assert!(
+        scene.pods.get_opt(&victim).await.expect("get").is_some(),
+        "a foreign Pod is never deleted"
+    );
+}
+
+/// Compacts etcd's whole history through its HTTP gateway, so that watches resuming
+/// from an older resourceVersion get 410 Gone.
+async fn compact_etcd(etcd: &str) {
+    let http = |path: &str, body: serde_json::Value| {
+        let url = format!("{etcd}{path}");
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-s", "-X", "POST", &url, "-d", &body.to_string()])
+                .output()
+                .await
+                .expect("curl");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+        }
+    };
+    let range = http("/v3/kv/range", json!({"key": "AA=="})).await;
+    let rev = range["header"]["revision"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let done = http(
+        "/v3/kv/compaction",
+        json!({"revision": rev, "physical": true}),
+    )
+    .await;
+    eprintln!("[outage] compacted etcd at revision {rev}: {done}");
+}
+
+#[tokio::test]
+async fn api_server_outage_with_compaction_reconnects_and_converges() {
+    // A private control plane: this test stops its API server.
+    let mut cp = sidecar_testenv::start(&sidecar_testenv::Options {
+        progress: false,
+        ..Default::default()
+    })
+    .await
+    .expect("private control plane");
+    let cfg = sidecar_testenv::config_from_kubeconfig(cp.cp.kubeconfig())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(cfg.clone()).expect("client");
+    sidecar_testenv::install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("CRD");
+    let ns = sidecar_testenv::TestNamespace::try_create(&client, "outage", &[])
+        .await
+        .expect("ns");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), ns.name());
+    policies
+        .create(
+            &PostParams::default(),
+            &policy("agent", &[("app", "web")], &[], "SameNode"),
+        )
+        .await
+        .expect("policy");
+    let op = Operator::start(cfg, OperatorConfig::namespace(ns.name()))
+        .await
+        .expect("operator");
+    for i in 0..3 {
+        pods.create(
+            &PostParams::default(),
+            &pod(&format!("web-{i}"), &[("app", "web")]),
+        )
+        .await
+        .expect("Pod");
+    }
+    let count_sidecars = |pods: Api<Pod>| async move {
+        let l = pods.list(&Default::default()).await.ok()?;
+        Some(
+            l.items
+                .iter()
+                .filter(|p| is_sidecar(p) && p.metadata.deletion_timestamp.is_none())
+                .count(),
+        )
+    };
+    wait_until(Duration::from_secs(60), "3 sidecars", || {
+        let pods = pods.clone();
+        async move { (count_sidecars(pods).await? == 3).then_some(()) }
+    })
+    .await;
+    let creates_before = op.api_calls().create;
+
+    let etcd = cp.etcd_url().expect("etcd url");
+    cp.stop_component("kube-apiserver").expect("stop apiserver");
+    let down = Duration::from_secs(if long() { 20 } else { 10 });
+    let t0 = Instant::now();
+    let health = op.health();
+    wait_until(
+        Duration::from_secs(60),
+        "operator not ready during the outage",
+        || {
+            let h = health.clone();
+            async move { (!h.is_ready()).then_some(()) }
+        },
+    )
+    .await;
+    eprintln!(
+        "[outage] not ready {:?} after the API server stopped",
+        t0.elapsed()
+    );
+    compact_etcd(&etcd).await;
+    tokio::time::sleep(down.saturating_sub(t0.elapsed())).await;
+    cp.start_component("kube-apiserver")
+        .expect("start apiserver");
+    wait_until(Duration::from_secs(120), "operator ready again", || {
+        let h = health.clone();
+        async move { h.is_ready().then_some(()) }
+    })
+    .await;
+    eprintln!(
+        "[outage] ready again {:?} after the API server stopped",
+        t0.elapsed()
+    );
+    // Changes after the outage converge: two more Pods.
+    for i in 3..5 {
+        let p = pod(&format!("web-{i}"), &[("app", "web")]);
+        wait_until(
+            Duration::from_secs(60),
+            "Pod created after the outage",
+            || {
+                let pods = pods.clone();
+                let p = p.clone();
+                async move {
+                    pods.create(&PostParams::default(), &p)
+                        .await
+                        .ok()
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "5 sidecars after the outage",
+        || {
+            let pods = pods.clone();
+            async move { (count_sidecars(pods).await? == 5).then_some(()) }
+        },
+    )
+    .await;
+    let calls = op.api_calls();
+    eprintln!(
+        "[outage] after recovery: {calls:?}; watch errors {}",
+        op.metrics().watch_errors.get()
+    );
+    assert_eq!(
+        calls.create - creates_before,
+        2,
+        "no burst of duplicate creates after the relist"
+    );
+    assert!(
+        op.metrics().watch_errors.get() > 0,
+        "the outage was seen by the watches"
+    );
+    drop(op);
+    drop(ns);
+    cp.stop();
+}
