@@ -418,3 +418,54 @@ async fn leader_election_one_leader_failover_and_clean_release() {
 
 /// SIGTERM (Linux).
 const SIGTERM: i32 = 15;
+
+#[tokio::test]
+async fn namespace_selector_limits_the_scope_and_follows_relabelling() {
+    let client = shared().client().await;
+    install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("CRD");
+    let key = format!("sidecars-scope-{}", std::process::id());
+    let a = TestNamespace::create_labeled(&client, "scope-a", &[(key.as_str(), "on")]).await;
+    let b = TestNamespace::create(&client, "scope-b").await;
+    let opts = sidecar_controller::OperatorConfig {
+        namespace_selector: Some(format!("{key}=on")),
+        ..sidecar_controller::OperatorConfig::all_namespaces()
+    };
+    let op = sidecar_controller::Operator::start(shared().kube_config().await, opts)
+        .await
+        .expect("operator");
+    for ns in [a.name(), b.name()] {
+        Api::<SidecarPolicy>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &policy("agent", "web"))
+            .await
+            .expect("policy");
+        Api::<Pod>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &pod("web-0", &[("app", "web")]))
+            .await
+            .expect("Pod");
+    }
+    let sc = sidecar_name("web-0", "agent");
+    let pods_a: Api<Pod> = Api::namespaced(client.clone(), a.name());
+    let pods_b: Api<Pod> = Api::namespaced(client.clone(), b.name());
+    wait_pod(&pods_a, &sc, true, "sidecar in the selected namespace").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pods_b.get_opt(&sc).await.expect("get").is_none(),
+        "a namespace outside the selector is left alone"
+    );
+    // Labelling the second namespace brings it into scope.
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let patch = serde_json::json!({"metadata": {"labels": {key.as_str(): "on"}}});
+    ns_api
+        .patch(
+            b.name(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("label namespace");
+    wait_pod(&pods_b, &sc, true, "sidecar once the namespace is labelled").await;
+    assert_eq!(op.api_calls().create, 2);
+    op.stop().await;
+}

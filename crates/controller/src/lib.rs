@@ -48,6 +48,10 @@ pub use queue::WorkQueue;
 pub struct OperatorConfig {
     /// Watch only this namespace (`None`: all namespaces).
     pub namespace: Option<String>,
+    /// Manage only namespaces whose labels match this selector (e.g. `sidecars=enabled`);
+    /// combined with `namespace`, both must hold. One way to shard a large cluster over
+    /// several operator instances, each with its own Lease.
+    pub namespace_selector: Option<String>,
     /// Concurrent pod reconciles.
     pub concurrency: usize,
     /// Delay that coalesces Pod events into one status computation per policy.
@@ -64,6 +68,7 @@ impl Default for OperatorConfig {
     fn default() -> Self {
         OperatorConfig {
             namespace: None,
+            namespace_selector: None,
             concurrency: 16,
             status_debounce: Duration::from_millis(500),
             instance: None,
@@ -149,6 +154,10 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     pods_synced: AtomicBool,
     policies_synced: AtomicBool,
+    /// Namespaces in scope when a namespace selector is set (`None`: all).
+    scope: Option<RwLock<HashSet<String>>>,
+    /// Bumped whenever the scope changes; the Pod and policy watches relist then.
+    scope_generation: tokio::sync::watch::Sender<u64>,
     /// Set false on a watch error, true on the next successful watch event.
     pods_watch_ok: AtomicBool,
     policies_watch_ok: AtomicBool,
@@ -211,6 +220,11 @@ impl Shared {
         if self.is_synced() {
             self.synced.notify_waiters();
         }
+    }
+
+    /// The namespace is managed by this instance.
+    pub(crate) fn in_scope(&self, ns: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| read(s).contains(ns))
     }
 
     /// Synced, and both watches currently connected (false during an API outage).
@@ -388,6 +402,8 @@ impl Operator {
             metrics,
             pods_synced: AtomicBool::new(false),
             policies_synced: AtomicBool::new(false),
+            scope: opts.namespace_selector.as_ref().map(|_| RwLock::default()),
+            scope_generation: tokio::sync::watch::Sender::new(0),
             pods_watch_ok: AtomicBool::new(true),
             policies_watch_ok: AtomicBool::new(true),
             synced: tokio::sync::Notify::new(),
@@ -399,16 +415,31 @@ impl Operator {
             ),
             None => (Api::all(client.clone()), Api::all(client)),
         };
+        let mut watchers = vec![publisher];
+        match &opts.namespace_selector {
+            Some(sel) => {
+                let api: Api<k8s_openapi::api::core::v1::Namespace> =
+                    Api::all(shared.client.clone());
+                watchers.push(tokio::spawn(watch::watch_namespaces(
+                    shared.clone(),
+                    api,
+                    sel.clone(),
+                )));
+            }
+            None => {
+                shared.scope_generation.send_replace(1);
+            }
+        }
         let mut op = Operator {
             shared: shared.clone(),
             counter,
             watchers: vec![
-                publisher,
                 tokio::spawn(watch::watch_pods(shared.clone(), pods)),
                 tokio::spawn(watch::watch_policies(shared.clone(), policies)),
             ],
             workers: Vec::new(),
         };
+        op.watchers.extend(watchers);
         let wait = async {
             loop {
                 let notified = shared.synced.notified();

@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
+use kube::{Api, ResourceExt as _};
 use sidecar_api::SidecarPolicy;
 use sidecar_planner::{PodView, PolicyView};
 
@@ -100,17 +102,42 @@ impl Shared {
     }
 }
 
-/// Keeps the Pod cache in sync; runs until aborted.
+/// Waits until the namespace scope is known, then returns a receiver of its changes.
+async fn scope_known(shared: &Shared) -> tokio::sync::watch::Receiver<u64> {
+    let mut rx = shared.scope_generation.subscribe();
+    while *rx.borrow_and_update() == 0 {
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+    rx
+}
+
+/// Keeps the Pod cache in sync; runs until aborted. Relists when the scope changes.
 pub(crate) async fn watch_pods(shared: Arc<Shared>, api: Api<Pod>) {
-    let mut stream = watcher(api, watcher::Config::default())
-        .backoff(watch_backoff())
-        .boxed();
+    loop {
+        let mut scope = scope_known(&shared).await;
+        let stream = watcher(api.clone(), watcher::Config::default()).backoff(watch_backoff());
+        tokio::select! {
+            _ = pods_stream(&shared, stream) => return,
+            _ = scope.changed() => tracing::info!("namespace scope changed; relisting Pods"),
+        }
+    }
+}
+
+async fn pods_stream(
+    shared: &Arc<Shared>,
+    stream: impl futures::Stream<Item = Result<Event<Pod>, watcher::Error>> + Send,
+) {
+    let mut stream = std::pin::pin!(stream);
     let mut buffer: Vec<PodView> = Vec::new();
     while let Some(ev) = stream.next().await {
         shared.watch_health(true, ev.is_ok());
+        let in_scope = |p: &Pod| shared.in_scope(p.metadata.namespace.as_deref().unwrap_or(""));
         match ev {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(p)) => buffer.extend(PodView::from_pod(&p)),
+            Ok(Event::InitApply(p)) if in_scope(&p) => buffer.extend(PodView::from_pod(&p)),
+            Ok(Event::InitApply(_)) => {}
             Ok(Event::InitDone) => {
                 let gone = shared.pods_mut().replace_all(std::mem::take(&mut buffer));
                 shared.trigger_pod(&gone.iter().map(|g| g.as_ref()).collect::<Vec<_>>());
@@ -122,6 +149,7 @@ pub(crate) async fn watch_pods(shared: Arc<Shared>, api: Api<Pod>) {
                 shared.metrics.cached_pods.set(n as i64);
                 tracing::debug!(pods = n, "pod cache (re)listed");
             }
+            Ok(Event::Apply(p)) | Ok(Event::Delete(p)) if !in_scope(&p) => {}
             Ok(Event::Apply(p)) => {
                 let Some(v) = PodView::from_pod(&p) else {
                     continue;
@@ -210,15 +238,30 @@ fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<WatchBackoff> {
 
 /// Keeps the policy cache in sync; runs until aborted.
 pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<SidecarPolicy>) {
-    let mut stream = watcher(api, watcher::Config::default())
-        .backoff(watch_backoff())
-        .boxed();
+    loop {
+        let mut scope = scope_known(&shared).await;
+        let stream = watcher(api.clone(), watcher::Config::default()).backoff(watch_backoff());
+        tokio::select! {
+            _ = policies_stream(&shared, stream) => return,
+            _ = scope.changed() => tracing::info!("namespace scope changed; relisting SidecarPolicies"),
+        }
+    }
+}
+
+async fn policies_stream(
+    shared: &Arc<Shared>,
+    stream: impl futures::Stream<Item = Result<Event<SidecarPolicy>, watcher::Error>> + Send,
+) {
+    let mut stream = std::pin::pin!(stream);
     let mut buffer: Vec<PolicyView> = Vec::new();
     while let Some(ev) = stream.next().await {
         shared.watch_health(false, ev.is_ok());
+        let in_scope =
+            |p: &SidecarPolicy| shared.in_scope(p.metadata.namespace.as_deref().unwrap_or(""));
         match ev {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(p)) => buffer.push(PolicyView::new(Arc::new(p))),
+            Ok(Event::InitApply(p)) if in_scope(&p) => buffer.push(PolicyView::new(Arc::new(p))),
+            Ok(Event::InitApply(_)) => {}
             Ok(Event::InitDone) => {
                 let gone = shared
                     .policies_mut()
@@ -231,6 +274,7 @@ pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<SidecarPolicy>)
                     shared.trigger_all();
                 }
             }
+            Ok(Event::Apply(p)) | Ok(Event::Delete(p)) if !in_scope(&p) => {}
             Ok(Event::Apply(p)) => {
                 let v = PolicyView::new(Arc::new(p));
                 let old = shared.policies_mut().apply(v.clone());
@@ -247,6 +291,59 @@ pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<SidecarPolicy>)
             Err(e) => {
                 shared.metrics.watch_errors.inc();
                 tracing::warn!(error = %e, "policy watch error; retrying with backoff");
+            }
+        }
+    }
+}
+
+/// With `--namespace-selector`: keeps the set of namespaces in scope, and bumps the
+/// scope generation (so the Pod and policy watches relist) whenever it changes.
+pub(crate) async fn watch_namespaces(shared: Arc<Shared>, api: Api<Namespace>, selector: String) {
+    let Some(scope) = shared.scope.as_ref() else {
+        return;
+    };
+    let cfg = watcher::Config::default().labels(&selector);
+    let mut stream = std::pin::pin!(watcher(api, cfg).backoff(watch_backoff()));
+    let mut buffer: HashSet<String> = HashSet::new();
+    let bump = |changed: bool| {
+        if changed || *shared.scope_generation.borrow() == 0 {
+            shared.scope_generation.send_modify(|g| *g += 1);
+        }
+    };
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(n)) => {
+                buffer.insert(n.name_any());
+            }
+            Ok(Event::InitDone) => {
+                let fresh = std::mem::take(&mut buffer);
+                let changed = {
+                    let mut set = scope.write().unwrap_or_else(|e| e.into_inner());
+                    let changed = *set != fresh;
+                    *set = fresh;
+                    changed
+                };
+                tracing::info!(namespaces = ?scope.read().map(|s| s.len()).unwrap_or(0), %selector, "namespace scope listed");
+                bump(changed);
+            }
+            Ok(Event::Apply(n)) => {
+                let inserted = scope
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(n.name_any());
+                bump(inserted);
+            }
+            Ok(Event::Delete(n)) => {
+                let removed = scope
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&n.name_any());
+                bump(removed);
+            }
+            Err(e) => {
+                shared.metrics.watch_errors.inc();
+                tracing::warn!(error = %e, "namespace watch error; retrying with backoff");
             }
         }
     }
