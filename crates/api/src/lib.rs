@@ -9,7 +9,9 @@
 //! - [`template_hash`] ([`hash`]): the stable fingerprint stamped on sidecars;
 //! - [`crd()`] / [`crd_yaml`] ([`mod@crd`]): the installable CRD, with the admission-time
 //!   validation of [`schema`] (CEL rules and bounds), committed as
-//!   `crds/sidecarpolicies.sidecars.dev.yaml` and printed by the `crdgen` binary.
+//!   `crds/sidecarpolicies.sidecars.dev.yaml` and printed by the `crdgen` binary;
+//! - [`validate()`] / [`validate_object`] ([`mod@validate`]): the same admission checks, offline
+//!   (for `sidecar-operator check`).
 //!
 //! It has no cluster access and no async code; the planner and the controller depend on it.
 
@@ -20,6 +22,7 @@ pub mod hash;
 pub mod schema;
 pub mod strategy;
 pub mod types;
+pub mod validate;
 
 pub use crd::{crd, crd_yaml};
 pub use error::Error;
@@ -28,3 +31,4 @@ pub use types::{
     Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy,
     UpdateStrategyType, ready_text,
 };
+pub use validate::{FieldError, FieldErrorKind, validate, validate_object};

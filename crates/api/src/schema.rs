@@ -7,9 +7,12 @@
 //! by the `harden_*` schemars transforms below (we cannot annotate upstream types). Every rule
 //! message names the field it is about, so `kubectl apply` tells the user what to fix.
 //!
-//! The API server evaluates these rules, not this crate: the unit tests only check that the
-//! rules and bounds land at the right places in the generated CRD; the e2e test
-//! `tests/e2e/api.rs` proves every `tests/bad-policies/*.yaml` is rejected with its message.
+//! The API server evaluates these rules: the unit tests here only check that the rules and
+//! bounds land at the right places in the generated CRD; the e2e test `tests/e2e/api.rs` proves
+//! every `tests/bad-policies/*.yaml` is rejected with its message. For offline checks
+//! (`sidecar-operator check`), [`mod@crate::validate`] mirrors each rule in Rust, looked up by its
+//! exact CEL text: changing a rule here means changing its mirror there (a unit test fails
+//! otherwise).
 
 use kube::core::{Message, Reason, Rule};
 use schemars::Schema;
@@ -145,7 +148,7 @@ pub fn rule_max_unavailable() -> Rule {
 }
 
 /// Rules on `spec.template.metadata`: fields the operator sets itself must stay unset.
-fn template_metadata_rules() -> Vec<Rule> {
+pub(crate) fn template_metadata_rules() -> Vec<Rule> {
     let forbid = |field: &str, why: &str| {
         Rule::new(format!("!has(self.{field})"))
             .message(Message::Message(format!(
@@ -185,7 +188,7 @@ fn template_metadata_rules() -> Vec<Rule> {
 }
 
 /// Rule on each `spec.selector.matchExpressions` entry: `values` matches the operator.
-fn match_expression_rule() -> Rule {
+pub(crate) fn match_expression_rule() -> Rule {
     Rule::new(
         "(self.operator == 'In' || self.operator == 'NotIn') ? (has(self.values) && size(self.values) > 0) \
          : (!has(self.values) || size(self.values) == 0)",

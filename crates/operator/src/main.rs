@@ -1,4 +1,7 @@
-//! `sidecar-operator`: run the operator, print the CRD, print the version.
+//! `sidecar-operator`: run the operator, print the CRD, check policies offline, print the
+//! version.
+
+mod check;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +26,12 @@ enum Command {
     Run(RunArgs),
     /// Print the SidecarPolicy CRD as YAML (install with kubectl apply -f -).
     Crd,
+    /// Validate SidecarPolicies offline and preview the sidecar Pods they would create.
+    ///
+    /// Checks each policy with the API server's admission rules, then prints which Pods (from
+    /// the same files, workload templates included) it selects and the sidecar Pods the operator
+    /// would create, as YAML. No cluster needed. Exits 1 on invalid input.
+    Check(check::CheckArgs),
     /// Print the version.
     Version,
 }
@@ -35,6 +44,10 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SIDECAR_NAMESPACE")]
     namespace: Option<String>,
+    /// Manage only namespaces whose labels match this selector (e.g. `sidecars=enabled`).
+    /// Needs list/watch on namespaces (see deploy/10-rbac.yaml).
+    #[arg(long, env = "SIDECAR_NAMESPACE_SELECTOR")]
+    namespace_selector: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "SIDECAR_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
@@ -91,6 +104,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Version => {
             println!("sidecar-operator {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Check(args) => {
+            let ok = check::run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr())
+                .context("writing the check report")?;
+            if !ok {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Run(args) => run(args).await,
@@ -179,6 +200,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let opts = OperatorConfig {
         namespace: args.namespace.clone(),
+        namespace_selector: args.namespace_selector.clone(),
         concurrency: args.concurrency,
         instance: Some(identity.clone()),
         pod_events: args.pod_events,
