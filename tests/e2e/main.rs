@@ -6,3 +6,4 @@ mod control_plane;
 mod controller;
 mod deploy;
 mod faults;
+mod status;

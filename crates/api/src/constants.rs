@@ -88,8 +88,8 @@ pub mod reason {
     pub const NO_MATCHING_PODS: &str = "NoMatchingPods";
     /// `Progressing=True`: sidecars are being created or replaced.
     pub const ROLLING_OUT: &str = "RollingOut";
-    /// `Progressing=True`: stale sidecars exist but `updateStrategy.type` is `OnDelete`,
-    /// so they are replaced only when users delete them.
+    /// `Progressing=False`: stale sidecars exist but `updateStrategy.type` is `OnDelete`,
+    /// so they are replaced only when users delete them (nothing is in flight).
     pub const WAITING_FOR_DELETE: &str = "WaitingForDelete";
     /// `Progressing=False`: every wanted sidecar exists at the current template hash.
     pub const CONVERGED: &str = "Converged";

@@ -125,7 +125,9 @@ async fn apply(shared: &Arc<Shared>, ns: &str, mut plan: PodPlan) -> Result<(), 
             Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => {
             }
             Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
-                let message = s.message.clone();
+                // The server names the Pod; one name stands for all, so that refusals of
+                // many Pods for one reason are one status change and one event.
+                let message = s.message.replace(&format!("\"{name}\""), "\"<sidecar>\"");
                 tracing::warn!(namespace = ns, sidecar = %name, policy = %policy, %message, "the API server refused a sidecar");
                 if shared.set_refused(&pkey, Some(message.clone())) {
                     publish_on_policy(

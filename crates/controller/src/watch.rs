@@ -60,11 +60,17 @@ impl Shared {
             (Some(o), Some(n)) => o.generation != n.generation || o.deleting != n.deleting,
             _ => true,
         };
+        if !spec_changed {
+            // A status-only change — usually the echo of our own write, or another
+            // writer's: recompute later, debounced (an immediate rerun would turn every
+            // echo into another write during a burst).
+            if new.is_some() {
+                self.status_soon(key);
+            }
+            return;
+        }
         if new.is_some() {
             self.status_queue.add(key.clone());
-        }
-        if !spec_changed {
-            return;
         }
         self.clear_problems(&key);
         let pods = self.pods();

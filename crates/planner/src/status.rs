@@ -154,6 +154,16 @@ pub fn compute_status(
                 "{stale} sidecars run an older template; OnDelete replaces them when they are deleted"
             ),
         )
+    } else if c.missing > 0 && problems.refused.is_some() {
+        cond(
+            condition::PROGRESSING,
+            false,
+            reason::CREATE_REFUSED,
+            format!(
+                "{} sidecars missing: the API server refuses them (see Degraded)",
+                c.missing
+            ),
+        )
     } else if c.missing > 0 || stale > 0 {
         cond(
             condition::PROGRESSING,

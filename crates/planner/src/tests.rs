@@ -507,3 +507,130 @@ fn duplicate_sidecars_of_one_pair_are_reduced_to_one() {
     assert_eq!(plan1.deletes[0].name, "web-0-ship-copy");
     assert_eq!(plan1.deletes[0].reason, DeleteReason::Duplicate);
 }
+
+mod status {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    use sidecar_api::constants::{condition, reason};
+
+    fn t(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).expect("time"))
+    }
+
+    fn cond<'a>(s: &'a sidecar_api::SidecarPolicyStatus, ty: &str) -> (&'a str, &'a str) {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ty)
+            .expect("condition");
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn counts_and_conditions_follow_the_pods() {
+        let p = policy("ship", serde_json::json!({}));
+        let mains: Vec<PodView> = (0..3).map(|i| main_pod(&format!("web-{i}"))).collect();
+        let mut scs: Vec<PodView> = mains.iter().map(|m| sidecar_for(m, &p)).collect();
+        scs[0].ready = true;
+        scs[1].ready = true;
+        let mut stale = scs[2].clone();
+        stale
+            .labels
+            .insert(LABEL_TEMPLATE_HASH.into(), "old".into());
+
+        // 2 of 3 ready and current, one not ready: not Ready, converging.
+        let c = counts(&p, &mains, &scs.iter().collect::<Vec<_>>());
+        assert_eq!(
+            (
+                c.matched,
+                c.sidecars,
+                c.updated,
+                c.ready,
+                c.converged,
+                c.missing
+            ),
+            (3, 3, 3, 2, 2, 0)
+        );
+        let s = compute_status(&p, c, &Problems::default(), None, t(100));
+        assert_eq!(
+            cond(&s, condition::READY),
+            ("False", reason::SIDECARS_NOT_READY)
+        );
+        assert_eq!(
+            cond(&s, condition::PROGRESSING),
+            ("False", reason::CONVERGED)
+        );
+        assert_eq!(s.ready.as_deref(), Some("2/3"));
+
+        // A stale sidecar: RollingOut.
+        let mixed = [scs[0].clone(), scs[1].clone(), stale];
+        let c = counts(&p, &mains, &mixed.iter().collect::<Vec<_>>());
+        assert_eq!((c.updated, c.sidecars), (2, 3));
+        let s2 = compute_status(&p, c, &Problems::default(), Some(&s), t(200));
+        assert_eq!(
+            cond(&s2, condition::PROGRESSING),
+            ("True", reason::ROLLING_OUT)
+        );
+        // Unchanged condition keeps its transition time; a changed one gets `now`.
+        let ltt = |s: &sidecar_api::SidecarPolicyStatus, ty: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == ty)
+                .map(|c| c.last_transition_time.clone())
+        };
+        assert_eq!(ltt(&s2, condition::READY), Some(t(100)));
+        assert_eq!(ltt(&s2, condition::PROGRESSING), Some(t(200)));
+
+        // Missing sidecars refused by the server: Degraded and not Progressing.
+        let c = counts(&p, &mains, &[]);
+        assert_eq!(c.missing, 3);
+        let problems = Problems {
+            refused: Some("quota".into()),
+            collisions: vec![],
+        };
+        let s3 = compute_status(&p, c, &problems, Some(&s2), t(300));
+        assert_eq!(
+            cond(&s3, condition::DEGRADED),
+            ("True", reason::CREATE_REFUSED)
+        );
+        assert_eq!(
+            cond(&s3, condition::PROGRESSING),
+            ("False", reason::CREATE_REFUSED)
+        );
+
+        // Recomputing with nothing changed yields an equal status (no write).
+        let again = compute_status(&p, c, &problems, Some(&s3), t(400));
+        assert_eq!(again, s3);
+    }
+
+    #[test]
+    fn paused_and_empty_policies() {
+        let paused = policy("p", serde_json::json!({"paused": true}));
+        let m = main_pod("web-0");
+        let c = counts(&paused, [&m], &[]);
+        assert_eq!(
+            c.matched, 1,
+            "a paused policy still reports what it matches"
+        );
+        let s = compute_status(&paused, c, &Problems::default(), None, t(1));
+        assert_eq!(cond(&s, condition::PAUSED), ("True", reason::PAUSED));
+        assert_eq!(cond(&s, condition::PROGRESSING), ("False", reason::PAUSED));
+        let none = policy(
+            "n",
+            serde_json::json!({"selector": {"matchLabels": {"app": "nothing"}}}),
+        );
+        let s = compute_status(
+            &none,
+            counts(&none, [&m], &[]),
+            &Problems::default(),
+            None,
+            t(1),
+        );
+        assert_eq!(
+            cond(&s, condition::READY),
+            ("True", reason::NO_MATCHING_PODS)
+        );
+        assert_eq!(s.ready.as_deref(), Some("0/0"));
+    }
+}
