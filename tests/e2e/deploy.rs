@@ -283,6 +283,25 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
         .await
         .expect("delete policy");
     wait_pod(&pods, &sc, false, "sidecar deleted after the policy").await;
+    // Every documented metric family is exported.
+    let (_, metrics) = op.get("/metrics").expect("/metrics");
+    for family in [
+        "sidecar_operator_reconciles_total{controller=\"pod\",result=\"ok\"}",
+        "sidecar_operator_reconcile_duration_seconds_bucket",
+        "sidecar_operator_sidecars_created_total",
+        "sidecar_operator_sidecars_deleted_total{reason=\"policy-gone\"}",
+        "sidecar_operator_status_writes_total",
+        "sidecar_operator_watch_errors_total",
+        "sidecar_operator_api_requests_total{verb=\"create\",resource=\"pods\"}",
+        "sidecar_operator_pairs_not_converged",
+        "sidecar_operator_cached_pods",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}:\n{metrics}"
+        );
+    }
+    assert_eq!(op.get("/healthz").map(|(c, _)| c), Some(200));
     let errors = op.metric("sidecar_operator_reconcile_errors_total{category=\"create\"}");
     assert_eq!(errors, 0.0, "operator log:\n{}", op.log_tail());
     let _ = std::fs::remove_dir_all(dir);
