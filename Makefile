@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Modest parallelism: the machine has 2 cores and the control plane runs beside the tests.
 TEST_THREADS ?= 2
 
-.PHONY: help demo binaries cluster test test-unit test-e2e test-faults fmt fmt-check lint crds clean-cache
+.PHONY: help demo binaries cluster test test-unit test-e2e test-faults bench fmt fmt-check lint crds clean-cache
 
 help: ## List targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ test-unit: ## Run only the tests that need no control plane
 
 test-e2e: binaries ## Run only the control-plane tests (FILTER=substring to select)
 	$(CARGO) test -p sidecar-e2e --test e2e -- --test-threads=$(TEST_THREADS) $(FILTER)
+
+bench: binaries ## Benchmark vs the physical floor on a local control plane (BENCH_N=1000, 3 rounds); report in target/bench/
+	$(CARGO) build --release -p sidecar-operator
+	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000}
 
 crds: ## Regenerate crds/ from the Rust types (commit the result)
 	$(CARGO) run -q -p sidecar-api --bin crdgen > crds/sidecarpolicies.sidecars.dev.yaml

@@ -1,0 +1,93 @@
+//! `sidecar-bench`: `make bench` (see the library docs for what is measured).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use sidecar_bench::{Cluster, Config, OperatorMode};
+
+/// Measures the sidecar operator against the physical floor on a local control plane;
+/// writes target/bench/report.json and report.md.
+#[derive(Parser, Debug)]
+#[command(name = "sidecar-bench", about)]
+struct Args {
+    /// Main Pods (and sidecars) per round; spread over ⌈N/1000⌉ namespaces.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Rounds of each kind (floor and operator alternate); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Idle period after convergence, seconds.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// Requests in flight of the benchmark's client, and the operator's --concurrency.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Use this running control plane (admin kubeconfig) instead of starting one.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The operator binary (default: <target>/release/sidecar-operator).
+    #[arg(long, conflicts_with = "in_process")]
+    operator_bin: Option<PathBuf>,
+    /// Run the operator inside this process (CPU and memory are then the whole process's).
+    #[arg(long)]
+    in_process: bool,
+    /// The operator's --pod-events (a Normal event on each main Pod per sidecar created).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pod_events: bool,
+    /// maxUnavailable of the policies, which drives the rollout.
+    #[arg(long, default_value = "100%")]
+    max_unavailable: String,
+    /// Output directory (default: <target>/bench).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Longest wait for any one step, seconds (default: 120 + N/10).
+    #[arg(long)]
+    timeout_secs: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let a = Args::parse();
+    let mut cfg = Config::new(a.n);
+    cfg.rounds = a.rounds;
+    cfg.idle_secs = a.idle_secs;
+    cfg.concurrency = a.concurrency;
+    cfg.pod_events = a.pod_events;
+    cfg.rollout_max_unavailable = a.max_unavailable;
+    if let Some(kc) = a.kubeconfig {
+        cfg.cluster = Cluster::Existing(kc);
+    }
+    if a.in_process {
+        cfg.operator = OperatorMode::InProcess;
+    } else if let Some(bin) = a.operator_bin {
+        cfg.operator = OperatorMode::Process(bin);
+    }
+    if let Some(out) = a.out {
+        cfg.out_dir = out;
+    }
+    cfg.timeout = a.timeout_secs.map(Duration::from_secs);
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("sidecar-bench: cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    // Interrupting drops the run: the operator child is killed, the control plane
+    // stopped (their Drop implementations).
+    tokio::select! {
+        r = sidecar_bench::run(&cfg) => match r {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sidecar-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        _ = int.recv() => { eprintln!("sidecar-bench: interrupted; stopping"); ExitCode::from(130) }
+        _ = term.recv() => { eprintln!("sidecar-bench: terminated; stopping"); ExitCode::from(143) }
+    }
+}

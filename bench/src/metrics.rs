@@ -1,0 +1,178 @@
+//! The operator's `/metrics` (OpenMetrics text): scraping, parsing, differences.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+
+/// One sample: metric name (with its `_total`/`_bucket`… suffix) and labels.
+pub type SeriesKey = (String, BTreeMap<String, String>);
+
+/// All samples of one scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    samples: BTreeMap<SeriesKey, f64>,
+}
+
+impl Snapshot {
+    /// Parses OpenMetrics / Prometheus text exposition (comments and `# EOF` ignored).
+    pub fn parse(text: &str) -> anyhow::Result<Snapshot> {
+        let mut samples = BTreeMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = match line.find('{') {
+                Some(open) => {
+                    let close = line
+                        .rfind('}')
+                        .with_context(|| format!("unclosed labels in {line:?}"))?;
+                    let name = &line[..open];
+                    let labels = parse_labels(&line[open + 1..close])
+                        .with_context(|| format!("labels of {line:?}"))?;
+                    ((name.to_string(), labels), line[close + 1..].trim())
+                }
+                None => {
+                    let (name, value) = line
+                        .split_once(char::is_whitespace)
+                        .with_context(|| format!("no value in {line:?}"))?;
+                    ((name.to_string(), BTreeMap::new()), value.trim())
+                }
+            };
+            // A timestamp may follow the value.
+            let value = value.split_whitespace().next().unwrap_or("");
+            let v: f64 = value
+                .parse()
+                .with_context(|| format!("value {value:?} of {line:?}"))?;
+            samples.insert(series, v);
+        }
+        Ok(Snapshot { samples })
+    }
+
+    /// Sum of the samples named `name` whose labels include every pair of `filter`.
+    pub fn sum(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|((n, labels), _)| {
+                n == name
+                    && filter
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// The samples named `name`, with their labels.
+    pub fn series<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a BTreeMap<String, String>, f64)> + 'a {
+        self.samples
+            .iter()
+            .filter(move |((n, _), _)| n == name)
+            .map(|((_, l), v)| (l, *v))
+    }
+
+    /// `self − earlier`, sample by sample (samples missing earlier count from 0).
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        let samples = self
+            .samples
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v - earlier.samples.get(k).copied().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        Snapshot { samples }
+    }
+}
+
+fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=').context("label without '='")?;
+        let after = after.strip_prefix('"').context("label value not quoted")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => bail!("dangling escape"),
+                },
+                Some((_, c)) => value.push(c),
+                None => bail!("unterminated label value"),
+            }
+        };
+        out.insert(key.trim().to_string(), value);
+        rest = after[end + 1..].trim_start_matches(',').trim();
+    }
+    Ok(out)
+}
+
+/// GET `http://127.0.0.1:<port><path>` (HTTP/1.0); `(status code, body)`.
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
+    Ok((code, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP sidecar_operator_api_requests Requests sent to the Kubernetes API, by verb and resource.
+# TYPE sidecar_operator_api_requests counter
+sidecar_operator_api_requests_total{verb="create",resource="pods"} 10
+sidecar_operator_api_requests_total{verb="create",resource="events"} 3
+sidecar_operator_api_requests_total{verb="watch",resource="pods"} 1
+sidecar_operator_cached_pods 20
+sidecar_operator_reconcile_duration_seconds_bucket{le="+Inf",controller="pod"} 4
+weird{a="x\"y,z",b="2"} 1.5e0
+# EOF
+"#;
+
+    #[test]
+    fn parses_and_sums() {
+        let s = Snapshot::parse(TEXT).unwrap();
+        assert_eq!(s.sum("sidecar_operator_api_requests_total", &[]), 14.0);
+        assert_eq!(
+            s.sum(
+                "sidecar_operator_api_requests_total",
+                &[("verb", "create"), ("resource", "pods")]
+            ),
+            10.0
+        );
+        assert_eq!(s.sum("sidecar_operator_cached_pods", &[]), 20.0);
+        assert_eq!(s.sum("weird", &[("a", "x\"y,z")]), 1.5);
+        assert_eq!(s.series("sidecar_operator_api_requests_total").count(), 3);
+    }
+
+    #[test]
+    fn differences() {
+        let a = Snapshot::parse("x{v=\"a\"} 1\n").unwrap();
+        let b = Snapshot::parse("x{v=\"a\"} 4\nx{v=\"b\"} 2\n").unwrap();
+        let d = b.since(&a);
+        assert_eq!(d.sum("x", &[("v", "a")]), 3.0);
+        assert_eq!(d.sum("x", &[("v", "b")]), 2.0);
+    }
+}

@@ -1,0 +1,449 @@
+//! The independent observer: watches (its own client, all namespaces) on main Pods, on
+//! sidecars (label `app.kubernetes.io/managed-by=sidecar-operator`) and on policies,
+//! recording the *receive time* of every event — not `creationTimestamp`, which the
+//! server sets before the object is even stored, and which has one-second resolution.
+//!
+//! Only objects in the round's namespaces count.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt as _};
+use sidecar_api::SidecarPolicy;
+use sidecar_api::constants::{
+    LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
+};
+
+/// Label of the benchmark's main Pods.
+pub const ROLE_LABEL: &str = "sidecar-bench/role";
+/// Value of [`ROLE_LABEL`] on main Pods.
+pub const ROLE_MAIN: &str = "main";
+
+/// A sidecar that exists now.
+#[derive(Debug, Clone)]
+pub struct LiveSidecar {
+    /// uid.
+    pub uid: String,
+    /// `sidecars.dev/template-hash`.
+    pub hash: String,
+    /// When its first event arrived.
+    pub seen: Instant,
+}
+
+/// A policy's status as last seen.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySeen {
+    /// `Ready=True`, `observedGeneration == generation`.
+    pub ready: bool,
+    /// `status.matchedPods`.
+    pub matched: i64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    namespaces: HashSet<String>,
+    synced: [bool; 3],
+    error: Option<String>,
+    /// Main Pod uid → receive time of its first event.
+    mains: HashMap<String, Instant>,
+    /// Main Pod uid → receive time of the first event of any of its sidecars.
+    first_sidecar: HashMap<String, Instant>,
+    /// Every sidecar uid ever seen.
+    sidecar_uids: HashSet<String>,
+    /// Sidecars that exist now, by (namespace, name).
+    live: HashMap<(String, String), LiveSidecar>,
+    /// Sidecar uid → receive time of the first event showing it bound to a Node.
+    bound: HashMap<String, Instant>,
+    /// Sidecar uid → receive time of the first event showing it Ready.
+    ready: HashMap<String, Instant>,
+    /// Policies by (namespace, name).
+    policies: HashMap<(String, String), PolicySeen>,
+    /// When the policy map last changed in a way that matters.
+    policies_changed: Option<Instant>,
+}
+
+/// The observer; dropping it stops the watches.
+#[derive(Debug)]
+pub struct Observer {
+    state: Arc<Mutex<State>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Observer {
+    /// Starts the watches (policies only if `policies`) and returns once they have
+    /// listed.
+    pub async fn start(
+        client: &Client,
+        namespaces: &[String],
+        policies: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Observer> {
+        let state = Arc::new(Mutex::new(State {
+            namespaces: namespaces.iter().cloned().collect(),
+            synced: [false, false, !policies],
+            ..State::default()
+        }));
+        let pods: Api<Pod> = Api::all(client.clone());
+        let mut tasks = vec![
+            tokio::spawn(watch_mains(state.clone(), pods.clone())),
+            tokio::spawn(watch_sidecars(state.clone(), pods)),
+        ];
+        if policies {
+            tasks.push(tokio::spawn(watch_policies(
+                state.clone(),
+                Api::all(client.clone()),
+            )));
+        }
+        let me = Observer { state, tasks };
+        me.wait(timeout, "the observer's watches to list", |s| {
+            s.synced.iter().all(|b| *b).then_some(())
+        })
+        .await?;
+        Ok(me)
+    }
+
+    /// Polls `probe` on the state every 10 ms until it yields `Some`.
+    async fn wait<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut probe: impl FnMut(&State) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        let mut last_report = Instant::now();
+        loop {
+            {
+                let s = lock(&self.state);
+                if let Some(e) = &s.error {
+                    bail!("the observer's watch failed: {e}");
+                }
+                if let Some(v) = probe(&s) {
+                    return Ok(v);
+                }
+            }
+            if Instant::now() > deadline {
+                let s = lock(&self.state);
+                bail!(
+                    "timed out after {}s waiting for {what} (seen: {} main Pods, {} sidecars live, {} mains with a sidecar)",
+                    timeout.as_secs(),
+                    s.mains.len(),
+                    s.live.len(),
+                    s.first_sidecar.len()
+                );
+            }
+            if last_report.elapsed() > Duration::from_secs(30) {
+                let s = lock(&self.state);
+                crate::say(&format!(
+                    "  … still waiting for {what}: {} main Pods, {} sidecars live, {} mains with a sidecar",
+                    s.mains.len(),
+                    s.live.len(),
+                    s.first_sidecar.len()
+                ));
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `n` main Pods each have had a sidecar; returns the receive time of
+    /// the last of those first sidecar events.
+    pub async fn wait_first_sidecars(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Instant> {
+        self.wait(timeout, &format!("{n} sidecars"), |s| {
+            (s.first_sidecar.len() >= n).then(|| s.first_sidecar.values().copied().max())?
+        })
+        .await
+    }
+
+    /// Waits until exactly `n` sidecars exist and `ok` holds for each; returns the
+    /// receive time of the last of their first events.
+    pub async fn wait_live(
+        &self,
+        n: usize,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&LiveSidecar) -> bool,
+    ) -> anyhow::Result<Instant> {
+        self.wait(timeout, what, |s| {
+            if s.live.len() != n || !s.live.values().all(&ok) {
+                return None;
+            }
+            Some(
+                s.live
+                    .values()
+                    .map(|l| l.seen)
+                    .max()
+                    .unwrap_or_else(Instant::now),
+            )
+        })
+        .await
+    }
+
+    /// Waits until every policy of the round (one per namespace) says `Ready=True` for
+    /// its generation with `matchedPods == want[namespace]`; returns when the last
+    /// status change that mattered arrived.
+    pub async fn wait_policies_ready(
+        &self,
+        want: &HashMap<String, i64>,
+        timeout: Duration,
+    ) -> anyhow::Result<Instant> {
+        self.wait(timeout, "every policy Ready=True", |s| {
+            let all = want.iter().all(|(ns, n)| {
+                s.policies
+                    .iter()
+                    .any(|((pns, _), p)| pns == ns && p.ready && p.matched == *n)
+            });
+            if all { s.policies_changed } else { None }
+        })
+        .await
+    }
+
+    /// Number of live sidecars.
+    pub fn live_count(&self) -> usize {
+        lock(&self.state).live.len()
+    }
+
+    /// When the last live sidecar was first seen bound to a Node, and Ready (`None`
+    /// while some live sidecar is not).
+    pub fn live_bound_ready(&self) -> (Option<Instant>, Option<Instant>) {
+        let s = lock(&self.state);
+        let last = |m: &HashMap<String, Instant>| -> Option<Instant> {
+            s.live
+                .values()
+                .map(|l| m.get(&l.uid).copied())
+                .collect::<Option<Vec<_>>>()?
+                .into_iter()
+                .max()
+        };
+        (last(&s.bound), last(&s.ready))
+    }
+
+    /// The template hashes of the live sidecars.
+    pub fn live_hashes(&self) -> HashSet<String> {
+        lock(&self.state)
+            .live
+            .values()
+            .map(|l| l.hash.clone())
+            .collect()
+    }
+
+    /// Distinct sidecar uids seen so far.
+    pub fn sidecars_seen(&self) -> usize {
+        lock(&self.state).sidecar_uids.len()
+    }
+
+    /// Number of main Pods seen.
+    pub fn mains_seen(&self) -> usize {
+        lock(&self.state).mains.len()
+    }
+
+    /// Pod → first sidecar latencies (ms), one per main Pod that has both; negative
+    /// values (sidecar event received before its main Pod's) are kept as they are.
+    pub fn latencies_ms(&self) -> Vec<f64> {
+        let s = lock(&self.state);
+        s.first_sidecar
+            .iter()
+            .filter_map(|(uid, sc)| {
+                let main = s.mains.get(uid)?;
+                Some(if *sc >= *main {
+                    sc.duration_since(*main).as_secs_f64() * 1000.0
+                } else {
+                    -(main.duration_since(*sc).as_secs_f64() * 1000.0)
+                })
+            })
+            .collect()
+    }
+}
+
+fn in_scope(s: &State, obj_ns: Option<&str>) -> bool {
+    obj_ns.is_some_and(|ns| s.namespaces.contains(ns))
+}
+
+fn fail(state: &Mutex<State>, e: String) {
+    lock(state).error.get_or_insert(e);
+}
+
+/// kube's watcher with the observer's settings: the initial list comes from the watch
+/// cache; errors are retried with backoff (a few are tolerated; a persistent one fails).
+fn stream<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use kube::runtime::WatchStreamExt as _;
+    kube::runtime::watcher(api, cfg.any_semantic()).default_backoff()
+}
+
+const MAX_WATCH_ERRORS: u32 = 20;
+
+async fn watch_mains(state: Arc<Mutex<State>>, api: Api<Pod>) {
+    let cfg = watcher::Config::default().labels(&format!("{ROLE_LABEL}={ROLE_MAIN}"));
+    let mut st = stream(api, cfg).boxed();
+    let mut errors = 0;
+    while let Some(ev) = st.next().await {
+        let now = Instant::now();
+        match ev {
+            Ok(Event::Apply(p) | Event::InitApply(p)) => {
+                let mut s = lock(&state);
+                if in_scope(&s, p.metadata.namespace.as_deref())
+                    && let Some(uid) = p.metadata.uid.clone()
+                {
+                    s.mains.entry(uid).or_insert(now);
+                }
+            }
+            Ok(Event::InitDone) => lock(&state).synced[0] = true,
+            Ok(_) => {}
+            Err(e) => {
+                errors += 1;
+                if errors > MAX_WATCH_ERRORS {
+                    return fail(&state, format!("main Pods: {e}"));
+                }
+            }
+        }
+    }
+}
+
+async fn watch_sidecars(state: Arc<Mutex<State>>, api: Api<Pod>) {
+    let cfg = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"));
+    let mut st = stream(api, cfg).boxed();
+    let mut errors = 0;
+    let mut relisted: HashSet<(String, String)> = HashSet::new();
+    while let Some(ev) = st.next().await {
+        let now = Instant::now();
+        match ev {
+            Ok(Event::Init) => relisted.clear(),
+            Ok(Event::Apply(p)) => sidecar_seen(&state, &p, now),
+            Ok(Event::InitApply(p)) => {
+                relisted.insert((p.namespace().unwrap_or_default(), p.name_any()));
+                sidecar_seen(&state, &p, now);
+            }
+            Ok(Event::InitDone) => {
+                let mut s = lock(&state);
+                s.live.retain(|k, _| relisted.contains(k));
+                s.synced[1] = true;
+            }
+            Ok(Event::Delete(p)) => {
+                let mut s = lock(&state);
+                let key = (p.namespace().unwrap_or_default(), p.name_any());
+                if s.live.get(&key).map(|l| &l.uid) == p.metadata.uid.as_ref() {
+                    s.live.remove(&key);
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                if errors > MAX_WATCH_ERRORS {
+                    return fail(&state, format!("sidecars: {e}"));
+                }
+            }
+        }
+    }
+}
+
+fn sidecar_seen(state: &Mutex<State>, p: &Pod, now: Instant) {
+    let mut s = lock(state);
+    if !in_scope(&s, p.metadata.namespace.as_deref()) {
+        return;
+    }
+    let Some(uid) = p.metadata.uid.clone() else {
+        return;
+    };
+    let labels = p.labels();
+    let hash = labels.get(LABEL_TEMPLATE_HASH).cloned().unwrap_or_default();
+    if let Some(main) = labels.get(LABEL_MAIN_UID) {
+        s.first_sidecar.entry(main.clone()).or_insert(now);
+    }
+    if p.spec.as_ref().is_some_and(|sp| sp.node_name.is_some()) {
+        s.bound.entry(uid.clone()).or_insert(now);
+    }
+    let ready = p
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if ready {
+        s.ready.entry(uid.clone()).or_insert(now);
+    }
+    let key = (p.namespace().unwrap_or_default(), p.name_any());
+    if s.sidecar_uids.insert(uid.clone()) || s.live.get(&key).is_none_or(|l| l.uid != uid) {
+        s.live.insert(
+            key,
+            LiveSidecar {
+                uid,
+                hash,
+                seen: now,
+            },
+        );
+    }
+}
+
+async fn watch_policies(state: Arc<Mutex<State>>, api: Api<SidecarPolicy>) {
+    let mut st = stream(api, watcher::Config::default()).boxed();
+    let mut errors = 0;
+    while let Some(ev) = st.next().await {
+        let now = Instant::now();
+        match ev {
+            Ok(Event::Apply(p) | Event::InitApply(p)) => {
+                let mut s = lock(&state);
+                if !in_scope(&s, p.metadata.namespace.as_deref()) {
+                    continue;
+                }
+                let generation = p.metadata.generation;
+                let seen = match &p.status {
+                    Some(st) => PolicySeen {
+                        ready: st.observed_generation == generation
+                            && st
+                                .conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True"),
+                        matched: i64::from(st.matched_pods),
+                    },
+                    None => PolicySeen::default(),
+                };
+                let key = (p.namespace().unwrap_or_default(), p.name_any());
+                let changed = s
+                    .policies
+                    .get(&key)
+                    .is_none_or(|old| old.ready != seen.ready || old.matched != seen.matched);
+                if changed {
+                    s.policies.insert(key, seen);
+                    s.policies_changed = Some(now);
+                }
+            }
+            Ok(Event::Delete(p)) => {
+                let mut s = lock(&state);
+                s.policies
+                    .remove(&(p.namespace().unwrap_or_default(), p.name_any()));
+            }
+            Ok(Event::InitDone) => lock(&state).synced[2] = true,
+            Ok(Event::Init) => {}
+            Err(e) => {
+                errors += 1;
+                if errors > MAX_WATCH_ERRORS {
+                    return fail(&state, format!("policies: {e}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The CI-sized benchmark (part of `make test`): N = 100, one round, 5 s idle, the
+//! operator in-process, on this test process's shared control plane. It checks that
+//! the measurement is right — every sidecar counted, every latency sampled, the report
+//! written with every field — and never a time: timings on a shared 2-core machine are
+//! not test material.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sidecar_bench::{Cluster, Config, OperatorMode};
+
+const N: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_sized_benchmark_counts_everything() {
+    let cp = sidecar_testenv::shared();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-ci");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cfg = Config::new(N);
+    cfg.rounds = 1;
+    cfg.idle_secs = 5;
+    cfg.cluster = Cluster::Existing(cp.kubeconfig().to_path_buf());
+    cfg.operator = OperatorMode::InProcess;
+    cfg.out_dir = out.clone();
+    cfg.timeout = Some(Duration::from_secs(180));
+
+    let report = sidecar_bench::run(&cfg).await.expect("the benchmark runs");
+
+    // In memory.
+    assert_eq!(report.floor_rounds.len(), 1);
+    assert_eq!(report.operator_rounds.len(), 1);
+    let floor = &report.floor_rounds[0];
+    assert_eq!(floor.sidecars_seen, N, "floor sidecars counted");
+    let op = &report.operator_rounds[0];
+    assert_eq!(op.sidecars_seen, N, "operator sidecars counted");
+    assert_eq!(op.latency_ms.count, N, "one latency per main Pod");
+    assert_eq!(report.latency_ms.count, N);
+    assert!(
+        op.api_calls_per_sidecar
+            .get("create")
+            .copied()
+            .unwrap_or(0.0)
+            >= 1.0,
+        "at least one create per sidecar counted: {:?}",
+        op.api_calls_per_sidecar
+    );
+    assert!(
+        op.cached_pods >= (2 * N) as f64,
+        "the operator cached the main Pods and sidecars: {}",
+        op.cached_pods
+    );
+    assert!(op.steady_rss_bytes > 0 && op.peak_rss_bytes > 0);
+
+    // On disk.
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json written"),
+    )
+    .expect("report.json is JSON");
+    for field in [
+        "n",
+        "floor_s",
+        "converge_s",
+        "ratio",
+        "api_calls_per_sidecar",
+        "peak_rss_bytes",
+        "steady_rss_bytes",
+        "bytes_per_cached_pod",
+        "idle_writes",
+        "cold_start_s",
+        "cold_start_ratio",
+        "rollout_s",
+        "ready_s",
+        "reconciles_per_pod",
+        "cpu_s",
+        "machine",
+        "apf",
+        "floor_rounds",
+        "operator_rounds",
+    ] {
+        assert!(
+            json.get(field).is_some(),
+            "report.json lacks {field}: {json}"
+        );
+    }
+    for p in ["p50", "p90", "p99", "max"] {
+        assert!(
+            json["latency_ms"][p].is_number(),
+            "report.json lacks latency_ms.{p}"
+        );
+    }
+    assert_eq!(json["n"], N);
+    assert_eq!(json["latency_ms"]["count"], N);
+    assert!(json["api_calls_per_sidecar"].is_object());
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md written");
+    assert!(md.contains("ratio convergence / floor"), "{md}");
+}
