@@ -1204,15 +1204,23 @@ async fn exhausted_quota_degrades_the_policy_until_it_is_raised() {
         .create(&policy("shipper", &[WEB], &[("team", "obs")], "SameNode"))
         .await;
     create_pods(&scene, &names("web", 2), &[WEB]).await;
-    let p = wait_policy(&scene, "shipper", "Degraded=True CreateRefused", |p| {
-        observed(p)
-            && cond_is(
-                p,
-                condition::DEGRADED,
-                condition_status::TRUE,
-                reason::CREATE_REFUSED,
-            )
-    })
+    // Both main Pods fill the quota, so every sidecar is refused; the refusal may be
+    // reported before the operator has seen the second Pod, so wait for both.
+    let p = wait_policy(
+        &scene,
+        "shipper",
+        "Degraded=True CreateRefused, 2 matched",
+        |p| {
+            observed(p)
+                && p.status.as_ref().is_some_and(|s| s.matched_pods == 2)
+                && cond_is(
+                    p,
+                    condition::DEGRADED,
+                    condition_status::TRUE,
+                    reason::CREATE_REFUSED,
+                )
+        },
+    )
     .await;
     eprintln!("[status] {}", describe_policy(&p));
     let message = &cond(&p, condition::DEGRADED).expect("Degraded").message;
