@@ -1,19 +1,24 @@
 //! Fault tolerance (CI-sized forms; `make test-faults` runs the long forms):
 //! crashes at random moments, an API server outage with a compacted history (watches
-//! get 410 Gone and relist), concurrent writers, and surprising objects.
+//! get 410 Gone and relist), concurrent writers, surprising objects, stored policies that
+//! a later, stricter CRD refuses, and no hot loop on an idle converged namespace.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt as _};
-use serde_json::json;
+use serde_json::{Value, json};
 use sidecar_api::SidecarPolicy;
-use sidecar_api::constants::{LABEL_MAIN_UID, LABEL_POLICY, condition, reason};
-use sidecar_controller::{Operator, OperatorConfig};
-use sidecar_e2e::{PodRecorder, Scene, Seen, is_sidecar, pod, policy, wait_until};
+use sidecar_api::constants::{LABEL_MAIN_UID, LABEL_POLICY, condition, condition_status, reason};
+use sidecar_controller::metrics::CategoryLabel;
+use sidecar_controller::{ApiCalls, Operator, OperatorConfig};
+use sidecar_e2e::{
+    PodRecorder, Scene, Seen, TIMEOUT, is_sidecar, pod, policy, poll, sidecar_names, wait_until,
+};
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::shared;
 
@@ -485,4 +490,424 @@ async fn api_server_outage_with_compaction_reconnects_and_converges() {
     drop(op);
     drop(ns);
     cp.stop();
+}
+
+/// `after - before`, verb by verb.
+fn calls_delta(after: ApiCalls, before: ApiCalls) -> ApiCalls {
+    ApiCalls {
+        events: after.events - before.events,
+        get: after.get - before.get,
+        list: after.list - before.list,
+        watch: after.watch - before.watch,
+        create: after.create - before.create,
+        delete: after.delete - before.delete,
+        patch: after.patch - before.patch,
+        update: after.update - before.update,
+    }
+}
+
+/// Failed reconciles of `op` so far in error `category` (`create-refused`, `patch-status`…).
+fn errors_in(op: &Operator, category: &'static str) -> u64 {
+    op.metrics()
+        .errors
+        .get_or_create(&CategoryLabel { category })
+        .get()
+}
+
+/// Reads policy `name` every 200 ms until `probe` holds; after [`TIMEOUT`] panics naming
+/// `what`, with the last status seen.
+async fn wait_policy(
+    policies: &Api<SidecarPolicy>,
+    name: &str,
+    what: &str,
+    mut probe: impl FnMut(&SidecarPolicy) -> bool,
+) -> SidecarPolicy {
+    let mut last = None;
+    let found = poll(TIMEOUT, async || {
+        let p = policies.get(name).await.ok()?;
+        let hit = probe(&p).then(|| p.clone());
+        last = Some(p);
+        hit
+    })
+    .await;
+    found.unwrap_or_else(|| {
+        panic!(
+            "timed out after {}s waiting for policy {name}: {what}; last status: {}",
+            TIMEOUT.as_secs(),
+            serde_json::to_string(&last.and_then(|p| p.status)).unwrap_or_default()
+        )
+    })
+}
+
+/// The status was written for the policy's current generation.
+fn observed(p: &SidecarPolicy) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.observed_generation.is_some() && s.observed_generation == p.metadata.generation
+    })
+}
+
+/// The policy's `Degraded` condition as (status, reason, message).
+fn degraded(p: &SidecarPolicy) -> Option<(&str, &str, &str)> {
+    let s = p.status.as_ref()?;
+    let c = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::DEGRADED)?;
+    Some((c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+/// Removes every CEL rule (`x-kubernetes-validations`) and every `minItems` bound below `v`.
+fn strip_rules(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            map.remove("minItems");
+            map.values_mut().for_each(strip_rules);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_rules),
+        _ => {}
+    }
+}
+
+/// The project's CRD, generated like `install_crd` and `make crds` do
+/// ([`sidecar_api::crd`]), without its CEL rules and `minItems` bounds: an older, more
+/// lenient version of the same CRD.
+fn relaxed_crd() -> CustomResourceDefinition {
+    let mut v = serde_json::to_value(sidecar_api::crd()).expect("CRD JSON");
+    strip_rules(&mut v);
+    let text = v.to_string();
+    assert!(
+        !text.contains("x-kubernetes-validations") && !text.contains("minItems"),
+        "every rule and bound is stripped"
+    );
+    serde_json::from_value(v).expect("relaxed CRD")
+}
+
+/// A policy the relaxed CRD stores and the strict one refuses, and what the operator says
+/// about it.
+struct Invalid {
+    name: &'static str,
+    /// Edits the spec of the valid policy into this one.
+    edit: fn(&mut Value),
+    /// Words of the strict CRD's refusal (a fragment of `tests/bad-policies/*.yaml`).
+    refused_with: &'static str,
+    /// Reason of the `Degraded=True` condition the operator writes.
+    reason: &'static str,
+    /// Fragment of that condition's message: the field and what is wrong with it.
+    says: &'static str,
+    /// `status.matchedPods` the operator reports.
+    matched: i32,
+}
+
+const INVALID: [Invalid; 3] = [
+    // Under a selector-less CRD this would select every Pod of the namespace.
+    Invalid {
+        name: "empty-selector",
+        edit: |spec| spec["selector"] = json!({}),
+        refused_with: "spec.selector must not be empty",
+        reason: reason::INVALID_SPEC,
+        says: "spec.selector is empty",
+        matched: 0,
+    },
+    // A selector that does not parse (`In` needs values).
+    Invalid {
+        name: "in-without-values",
+        edit: |spec| {
+            spec["selector"] = json!({"matchExpressions": [{"key": "app", "operator": "In"}]});
+        },
+        refused_with: "values must be non-empty when operator is In or NotIn",
+        reason: reason::INVALID_SPEC,
+        says: "spec.selector: failed to parse value as expression: Expected values for In operator",
+        matched: 0,
+    },
+    // A sidecar without containers: the API server refuses every such Pod.
+    Invalid {
+        name: "no-containers",
+        edit: |spec| spec["template"]["spec"]["containers"] = json!([]),
+        refused_with: "spec.template.spec.containers in body should have at least 1 items",
+        reason: reason::CREATE_REFUSED,
+        says: "spec.containers: Required value",
+        matched: 3,
+    },
+];
+
+#[tokio::test]
+async fn stored_policies_a_stricter_crd_refuses_are_reported_without_crash_or_loop() {
+    const N: usize = 3;
+    let idle = Duration::from_secs(if long() { 60 } else { 10 });
+    // A private control plane: this test installs another version of the CRD.
+    let mut cp = sidecar_testenv::start(&sidecar_testenv::Options {
+        progress: false,
+        ..Default::default()
+    })
+    .await
+    .expect("private control plane");
+    let cfg = sidecar_testenv::config_from_kubeconfig(cp.cp.kubeconfig())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(cfg.clone()).expect("client");
+    sidecar_testenv::install_crd(&client, &relaxed_crd())
+        .await
+        .expect("relaxed CRD");
+    let ns = sidecar_testenv::TestNamespace::try_create(&client, "stored", &[])
+        .await
+        .expect("ns");
+    let scene = Scene {
+        pods: Api::namespaced(client.clone(), ns.name()),
+        policies: Api::namespaced(client.clone(), ns.name()),
+        client: client.clone(),
+        ns,
+    };
+    let good = policy("good", &[("app", "web")], &[("team", "obs")], "SameNode");
+    let invalid: Vec<SidecarPolicy> = INVALID
+        .iter()
+        .map(|case| {
+            let mut v = serde_json::to_value(&good).expect("policy JSON");
+            v["metadata"]["name"] = json!(case.name);
+            (case.edit)(&mut v["spec"]);
+            serde_json::from_value(v).expect("invalid policy")
+        })
+        .collect();
+    scene.create(&good).await;
+    for p in &invalid {
+        scene.create(p).await;
+    }
+    for i in 0..N {
+        scene
+            .create(&pod(&format!("web-{i}"), &[("app", "web")]))
+            .await;
+    }
+
+    // The strict CRD, same name: an update. The stored policies stay; new ones like them
+    // are refused.
+    sidecar_testenv::install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("strict CRD");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    // The API server swaps in the new schema shortly after the update: wait until it refuses.
+    for (case, p) in INVALID.iter().zip(&invalid) {
+        let mut again = p.clone();
+        again.metadata.name = Some(format!("{}-again", case.name));
+        let mut last = None;
+        let refused = poll(TIMEOUT, async || {
+            let r = scene.policies.create(&dry_run, &again).await;
+            let hit = matches!(&r, Err(kube::Error::Api(s))
+                if s.code == 422 && s.message.contains(case.refused_with));
+            last = Some(r.map(|_| ()));
+            hit.then_some(())
+        })
+        .await;
+        assert!(
+            refused.is_some(),
+            "the strict CRD must refuse {} with {:?}; last answer: {last:?}",
+            case.name,
+            case.refused_with
+        );
+    }
+    let mut again = good.clone();
+    again.metadata.name = Some("good-again".into());
+    scene
+        .policies
+        .create(&dry_run, &again)
+        .await
+        .expect("the strict CRD accepts the valid policy");
+
+    let t0 = Instant::now();
+    let op = Operator::start(cfg, OperatorConfig::namespace(scene.name()))
+        .await
+        .expect("operator starts");
+    let want: std::collections::BTreeSet<String> = (0..N)
+        .map(|i| sidecar_name(&format!("web-{i}"), "good"))
+        .collect();
+    scene
+        .wait_pods("the valid policy's sidecars, and no other", |pods| {
+            (sidecar_names(pods) == want).then_some(())
+        })
+        .await;
+    wait_policy(&scene.policies, "good", "3/3 ready, not degraded", |p| {
+        observed(p)
+            && p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
+            && degraded(p).is_some_and(|d| d.0 == condition_status::FALSE)
+    })
+    .await;
+    for case in &INVALID {
+        let what = format!(
+            "{} matched, Degraded=True {} saying {:?}",
+            case.matched, case.reason, case.says
+        );
+        let p = wait_policy(&scene.policies, case.name, &what, |p| {
+            observed(p)
+                && p.status
+                    .as_ref()
+                    .is_some_and(|s| s.matched_pods == case.matched)
+                && degraded(p).is_some_and(|(status, reason, message)| {
+                    status == condition_status::TRUE
+                        && reason == case.reason
+                        && message.contains(case.says)
+                })
+        })
+        .await;
+        let s = p.status.as_ref().expect("status");
+        eprintln!(
+            "[stored] {}: matched {} sidecars {}; Degraded {:?}",
+            case.name,
+            s.matched_pods,
+            s.sidecar_pods,
+            degraded(&p)
+        );
+        assert_eq!(
+            (s.matched_pods, s.sidecar_pods),
+            (case.matched, 0),
+            "{}",
+            case.name
+        );
+    }
+    scene.wait_settled().await;
+    eprintln!(
+        "[stored] reported in {:.1}s: {:?}; status writes {}, refused creates {}, reconciles pod {} policy {}",
+        t0.elapsed().as_secs_f64(),
+        op.api_calls(),
+        op.metrics().status_writes.get(),
+        errors_in(&op, "create-refused"),
+        op.metrics().reconcile_count("pod"),
+        op.metrics().reconcile_count("policy"),
+    );
+    assert_eq!(
+        errors_in(&op, "patch-status"),
+        0,
+        "the status writes pass the stricter CRD (validation ratcheting)"
+    );
+    assert_eq!(sidecar_names(&scene.list_pods().await), want);
+
+    // Idle: nothing but the backed-off retries of the refused creates.
+    let m = op.metrics();
+    let calls0 = op.api_calls();
+    let (created0, status0) = (m.sidecars_created.get(), m.status_writes.get());
+    let (pod0, policy0) = (m.reconcile_count("pod"), m.reconcile_count("policy"));
+    let before = scene.fingerprint().await;
+    tokio::time::sleep(idle).await;
+    let calls = calls_delta(op.api_calls(), calls0);
+    let created = m.sidecars_created.get() - created0;
+    let refused = calls.create - created;
+    let pod_reconciles = m.reconcile_count("pod") - pod0;
+    let policy_reconciles = m.reconcile_count("policy") - policy0;
+    eprintln!(
+        "[stored] idle {}s: create={} (refused {refused}) delete={} patch={} update={} events={}; status writes {}; reconciles pod {pod_reconciles} policy {policy_reconciles}",
+        idle.as_secs(),
+        calls.create,
+        calls.delete,
+        calls.patch,
+        calls.update,
+        calls.events,
+        m.status_writes.get() - status0,
+    );
+    assert!(op.is_ready(), "the operator is up");
+    assert_eq!(scene.fingerprint().await, before, "nothing was written");
+    assert_eq!(
+        (calls.delete, calls.patch, calls.update, calls.events),
+        (0, 0, 0, 0),
+        "no write but refused creates while idle: {calls:?}"
+    );
+    assert_eq!(m.status_writes.get(), status0, "no status write while idle");
+    assert_eq!(created, 0, "no sidecar created while idle");
+    // Retries double their delay (1 s, 2 s, 4 s…): at most log2(idle + 1) + 1 per Pod.
+    let per_pod = (idle.as_secs() + 1).ilog2() as u64 + 1;
+    assert!(
+        refused <= N as u64 * per_pod,
+        "refused creates are backed off: {refused} in {}s for {N} Pods",
+        idle.as_secs()
+    );
+    assert!(
+        pod_reconciles <= N as u64 * per_pod,
+        "no reconcile loop: {pod_reconciles} Pod reconciles in {}s",
+        idle.as_secs()
+    );
+    assert!(
+        policy_reconciles <= 1,
+        "no status loop: {policy_reconciles} policy reconciles in {}s",
+        idle.as_secs()
+    );
+
+    // Still alive: a new Pod gets the valid policy's sidecar, and nothing from the others.
+    scene
+        .create(&pod(&format!("web-{N}"), &[("app", "web")]))
+        .await;
+    let mut want = want;
+    want.insert(sidecar_name(&format!("web-{N}"), "good"));
+    scene
+        .wait_pods("the new Pod's sidecar of the valid policy", |pods| {
+            (sidecar_names(pods) == want).then_some(())
+        })
+        .await;
+    wait_policy(&scene.policies, "no-containers", "4 matched", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.matched_pods == N as i32 + 1)
+    })
+    .await;
+    assert_eq!(sidecar_names(&scene.list_pods().await), want);
+    drop(op);
+    drop(scene);
+    cp.stop();
+}
+
+#[tokio::test]
+async fn idle_converged_namespace_has_no_hot_loop() {
+    const N: usize = 100;
+    let idle = Duration::from_secs(if long() { 300 } else { 20 });
+    let scene = Scene::new("hot").await;
+    scene
+        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .await;
+    let op = operator(scene.name()).await;
+    let t0 = Instant::now();
+    create_many(&scene, "idle", N).await;
+    wait_converged(&scene, "idle", N, "agent").await;
+    let ready = format!("{N}/{N}");
+    wait_policy(&scene.policies, "agent", "all sidecars ready", |p| {
+        observed(p) && p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some(ready.as_str())
+    })
+    .await;
+    scene.wait_settled().await;
+    let converged = t0.elapsed();
+    let m = op.metrics();
+    let calls0 = op.api_calls();
+    let status0 = m.status_writes.get();
+    let (pod0, policy0) = (m.reconcile_count("pod"), m.reconcile_count("policy"));
+    let before = scene.fingerprint().await;
+    eprintln!(
+        "[idle] {N} Pods converged and settled in {:.1}s: {calls0:?}; status writes {status0}, reconciles pod {pod0} policy {policy0}",
+        converged.as_secs_f64()
+    );
+    tokio::time::sleep(idle).await;
+    let calls = calls_delta(op.api_calls(), calls0);
+    let status_writes = m.status_writes.get() - status0;
+    let pod_reconciles = m.reconcile_count("pod") - pod0;
+    let policy_reconciles = m.reconcile_count("policy") - policy0;
+    eprintln!(
+        "[idle] idle {}s: get={} list={} watch={} create={} delete={} patch={} update={} events={}; status writes {status_writes}; reconciles pod {pod_reconciles} policy {policy_reconciles}",
+        idle.as_secs(),
+        calls.get,
+        calls.list,
+        calls.watch,
+        calls.create,
+        calls.delete,
+        calls.patch,
+        calls.update,
+        calls.events,
+    );
+    assert_eq!(calls.writes(), 0, "no write while idle: {calls:?}");
+    assert_eq!(calls.events, 0, "no Event while idle: {calls:?}");
+    assert_eq!(status_writes, 0, "no status write while idle");
+    assert_eq!(scene.fingerprint().await, before, "nothing changed");
+    // Nothing changes, so nothing is reconciled: a hot loop would reconcile thousands of
+    // times; a relist would reconcile all 100 Pods.
+    assert!(
+        pod_reconciles + policy_reconciles <= 2,
+        "no reconcile loop: {pod_reconciles} Pod and {policy_reconciles} policy reconciles in {}s",
+        idle.as_secs()
+    );
 }
