@@ -28,9 +28,9 @@ test-unit: ## Run only the tests that need no control plane
 test-e2e: binaries ## Run only the control-plane tests (FILTER=substring to select)
 	$(CARGO) test -p sidecar-e2e --test e2e -- --test-threads=$(TEST_THREADS) $(FILTER)
 
-bench: binaries ## Benchmark vs the physical floor on a local control plane (BENCH_N=1000, 3 rounds); report in target/bench/
+bench: binaries ## Benchmark vs the physical floor on a local control plane (BENCH_N=1000, BENCH_ROUNDS=3); report in target/bench/
 	$(CARGO) build --release -p sidecar-operator
-	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000}
+	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000} --rounds $${BENCH_ROUNDS:-3} $(BENCH_ARGS)
 
 crds: ## Regenerate crds/ from the Rust types (commit the result)
 	$(CARGO) run -q -p sidecar-api --bin crdgen > crds/sidecarpolicies.sidecars.dev.yaml

@@ -4,7 +4,7 @@
 //! Pods are stored as [`PodView`]s (a few hundred bytes each), not as Pods.
 //! Indexes: Pods by namespace, sidecars by main-Pod uid, sidecars by (namespace, policy).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sidecar_planner::{PodView, PolicyView};
@@ -12,70 +12,81 @@ use sidecar_planner::{PodView, PolicyView};
 /// `(namespace, name)`.
 pub type Key = (String, String);
 
-/// Pods, by key, with indexes.
+/// Pods, by namespace and name, with indexes.
+///
+/// Sized for 10,000s of Pods: a Pod's name is stored once in the map (its namespace
+/// once per namespace), and the sidecar indexes hold small vectors, not tree nodes.
 #[derive(Debug, Default)]
 pub struct PodCache {
-    pods: HashMap<Key, Arc<PodView>>,
-    by_ns: HashMap<String, BTreeSet<String>>,
-    by_main_uid: HashMap<String, BTreeSet<Key>>,
-    by_policy: HashMap<Key, BTreeSet<Key>>,
-}
-
-fn index_remove<K: std::hash::Hash + Eq, V: Ord>(idx: &mut HashMap<K, BTreeSet<V>>, k: &K, v: &V) {
-    if let Some(set) = idx.get_mut(k) {
-        set.remove(v);
-        if set.is_empty() {
-            idx.remove(k);
-        }
-    }
+    /// Namespace → name → Pod (sorted by name: iteration is deterministic).
+    by_ns: HashMap<String, BTreeMap<String, Arc<PodView>>>,
+    len: usize,
+    /// Main-Pod uid (a sidecar's label) → the sidecars' keys (usually one per policy).
+    by_main_uid: HashMap<Box<str>, Vec<Key>>,
+    /// (namespace, policy) → names of the sidecars labelled with that policy.
+    by_policy: HashMap<Key, BTreeSet<String>>,
 }
 
 impl PodCache {
-    fn unindex(&mut self, key: &Key, v: &PodView) {
-        index_remove(&mut self.by_ns, &key.0, &key.1);
-        if let Some((uid, policy)) = v.sidecar_key() {
-            index_remove(&mut self.by_main_uid, &uid.to_string(), key);
-            index_remove(
-                &mut self.by_policy,
-                &(key.0.clone(), policy.to_string()),
-                key,
-            );
+    fn unindex(&mut self, ns: &str, v: &PodView) {
+        let Some((uid, policy)) = v.sidecar_key() else {
+            return;
+        };
+        if let Some(keys) = self.by_main_uid.get_mut(uid) {
+            keys.retain(|(kns, kname)| !(kns == ns && *kname == v.name));
+            if keys.is_empty() {
+                self.by_main_uid.remove(uid);
+            }
+        }
+        let pkey = (ns.to_string(), policy.to_string());
+        if let Some(names) = self.by_policy.get_mut(&pkey) {
+            names.remove(&v.name);
+            if names.is_empty() {
+                self.by_policy.remove(&pkey);
+            }
         }
     }
 
-    fn index(&mut self, key: &Key, v: &PodView) {
-        self.by_ns
-            .entry(key.0.clone())
+    fn index(&mut self, ns: &str, v: &PodView) {
+        let Some((uid, policy)) = v.sidecar_key() else {
+            return;
+        };
+        let key = (ns.to_string(), v.name.clone());
+        let keys = self.by_main_uid.entry(uid.into()).or_default();
+        keys.push(key);
+        keys.shrink_to_fit();
+        self.by_policy
+            .entry((ns.to_string(), policy.to_string()))
             .or_default()
-            .insert(key.1.clone());
-        if let Some((uid, policy)) = v.sidecar_key() {
-            self.by_main_uid
-                .entry(uid.to_string())
-                .or_default()
-                .insert(key.clone());
-            self.by_policy
-                .entry((key.0.clone(), policy.to_string()))
-                .or_default()
-                .insert(key.clone());
-        }
+            .insert(v.name.clone());
     }
 
     /// Inserts or replaces a Pod; returns the previous view.
     pub fn apply(&mut self, v: PodView) -> Option<Arc<PodView>> {
-        let key = (v.namespace.clone(), v.name.clone());
-        let old = self.pods.remove(&key);
-        if let Some(o) = &old {
-            self.unindex(&key, o);
+        let ns = v.namespace.clone();
+        let old = self.by_ns.get_mut(&ns).and_then(|m| m.remove(&v.name));
+        match &old {
+            Some(o) => self.unindex(&ns, o),
+            None => self.len += 1,
         }
-        self.index(&key, &v);
-        self.pods.insert(key, Arc::new(v));
+        self.index(&ns, &v);
+        self.by_ns
+            .entry(ns)
+            .or_default()
+            .insert(v.name.clone(), Arc::new(v));
         old
     }
 
     /// Removes a Pod; returns it.
     pub fn delete(&mut self, key: &Key) -> Option<Arc<PodView>> {
-        let old = self.pods.remove(key)?;
-        self.unindex(key, &old);
+        let (ns, name) = key;
+        let names = self.by_ns.get_mut(ns)?;
+        let old = names.remove(name)?;
+        if names.is_empty() {
+            self.by_ns.remove(ns);
+        }
+        self.len -= 1;
+        self.unindex(ns, &old);
         Some(old)
     }
 
@@ -86,28 +97,28 @@ impl PodCache {
             fresh.apply(v);
         }
         let gone = self
-            .pods
-            .iter()
-            .filter(|(k, _)| !fresh.pods.contains_key(*k))
-            .map(|(_, v)| v.clone())
+            .all()
+            .filter(|v| fresh.get(&v.namespace, &v.name).is_none())
+            .cloned()
             .collect();
         *self = fresh;
         gone
     }
 
-    /// A Pod by key.
+    /// A Pod by namespace and name.
     pub fn get(&self, ns: &str, name: &str) -> Option<&Arc<PodView>> {
-        self.pods.get(&(ns.to_string(), name.to_string()))
+        self.by_ns.get(ns)?.get(name)
+    }
+
+    fn get_all<'a>(&'a self, keys: impl IntoIterator<Item = &'a Key>) -> Vec<Arc<PodView>> {
+        keys.into_iter()
+            .filter_map(|(ns, name)| self.get(ns, name).cloned())
+            .collect()
     }
 
     /// Sidecars labelled with main-Pod uid `uid`.
     pub fn sidecars_of(&self, uid: &str) -> Vec<Arc<PodView>> {
-        self.by_main_uid
-            .get(uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.pods.get(k).cloned())
-            .collect()
+        self.get_all(self.by_main_uid.get(uid).into_iter().flatten())
     }
 
     /// Sidecars labelled with policy `policy` in `ns`.
@@ -116,32 +127,28 @@ impl PodCache {
             .get(&(ns.to_string(), policy.to_string()))
             .into_iter()
             .flatten()
-            .filter_map(|k| self.pods.get(k).cloned())
+            .filter_map(|name| self.get(ns, name).cloned())
             .collect()
     }
 
-    /// Every Pod of `ns`.
+    /// Every Pod of `ns`, by name.
     pub fn in_namespace(&self, ns: &str) -> impl Iterator<Item = &Arc<PodView>> {
-        self.by_ns
-            .get(ns)
-            .into_iter()
-            .flatten()
-            .filter_map(move |n| self.pods.get(&(ns.to_string(), n.clone())))
+        self.by_ns.get(ns).into_iter().flat_map(BTreeMap::values)
     }
 
     /// Every Pod.
     pub fn all(&self) -> impl Iterator<Item = &Arc<PodView>> {
-        self.pods.values()
+        self.by_ns.values().flat_map(BTreeMap::values)
     }
 
     /// Number of cached Pods.
     pub fn len(&self) -> usize {
-        self.pods.len()
+        self.len
     }
 
     /// No Pod cached.
     pub fn is_empty(&self) -> bool {
-        self.pods.is_empty()
+        self.len == 0
     }
 }
 
@@ -197,5 +204,98 @@ impl PolicyCache {
     /// Every policy.
     pub fn all(&self) -> impl Iterator<Item = &Arc<PolicyView>> {
         self.policies.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sidecar_api::constants::{
+        LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY_VALUE,
+    };
+    use sidecar_planner::{Labels, OwnerView};
+
+    use super::*;
+
+    fn main_pod(ns: &str, name: &str) -> PodView {
+        PodView {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            labels: Labels::from_iter([("app", "web")]),
+            ..PodView::default()
+        }
+    }
+
+    fn sidecar(ns: &str, name: &str, main: &str, policy: &str) -> PodView {
+        PodView {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            labels: Labels::from_iter([
+                (LABEL_MANAGED_BY, MANAGED_BY_VALUE),
+                (LABEL_MAIN_UID, &format!("uid-{main}")),
+                (LABEL_POLICY, policy),
+            ]),
+            owner: Some(OwnerView {
+                kind: "Pod".into(),
+                name: main.into(),
+                uid: format!("uid-{main}"),
+            }),
+            ..PodView::default()
+        }
+    }
+
+    fn names(views: &[Arc<PodView>]) -> Vec<&str> {
+        let mut n: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn indexes_follow_applies_relabels_and_deletes() {
+        let mut c = PodCache::default();
+        c.apply(main_pod("a", "web-0"));
+        c.apply(main_pod("b", "web-0"));
+        c.apply(sidecar("a", "web-0-log", "web-0", "log"));
+        c.apply(sidecar("a", "web-0-metrics", "web-0", "metrics"));
+        assert_eq!(c.len(), 4);
+        assert_eq!(
+            names(&c.sidecars_of("uid-web-0")),
+            ["web-0-log", "web-0-metrics"]
+        );
+        assert_eq!(names(&c.sidecars_of_policy("a", "log")), ["web-0-log"]);
+        assert!(c.sidecars_of_policy("b", "log").is_empty());
+        let in_a: Vec<&str> = c.in_namespace("a").map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            in_a,
+            ["web-0", "web-0-log", "web-0-metrics"],
+            "sorted by name"
+        );
+
+        // Replacing a sidecar by one labelled for another policy moves it between indexes.
+        let old = c.apply(sidecar("a", "web-0-log", "web-0", "other"));
+        assert!(old.is_some());
+        assert_eq!(c.len(), 4);
+        assert!(c.sidecars_of_policy("a", "log").is_empty());
+        assert_eq!(names(&c.sidecars_of_policy("a", "other")), ["web-0-log"]);
+        assert_eq!(c.sidecars_of("uid-web-0").len(), 2);
+
+        assert!(c.delete(&("a".into(), "web-0-log".into())).is_some());
+        assert!(c.delete(&("a".into(), "web-0-log".into())).is_none());
+        assert_eq!(names(&c.sidecars_of("uid-web-0")), ["web-0-metrics"]);
+        assert!(c.sidecars_of_policy("a", "other").is_empty());
+        assert_eq!(c.len(), 3);
+
+        let gone = c.replace_all(vec![main_pod("a", "web-0"), main_pod("c", "db-0")]);
+        let mut gone: Vec<_> = gone
+            .iter()
+            .map(|v| (v.namespace.as_str(), v.name.as_str()))
+            .collect();
+        gone.sort_unstable();
+        assert_eq!(gone, [("a", "web-0-metrics"), ("b", "web-0")]);
+        assert_eq!(c.len(), 2);
+        assert!(c.sidecars_of("uid-web-0").is_empty());
+        assert!(c.get("c", "db-0").is_some() && c.get("b", "web-0").is_none());
+        assert_eq!(c.all().count(), 2);
     }
 }

@@ -19,6 +19,7 @@
 mod cache;
 mod counter;
 mod error;
+mod events;
 pub mod metrics;
 mod queue;
 mod reconcile;
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use sidecar_api::SidecarPolicy;
 use sidecar_planner::Problems;
@@ -146,10 +147,8 @@ pub(crate) struct Shared {
     reported: Mutex<HashSet<(String, String, String)>>,
     not_converged: Mutex<HashMap<Key, i64>>,
     expectations: Mutex<Expectations>,
-    events: tokio::sync::mpsc::Sender<(
-        kube::runtime::events::Event,
-        k8s_openapi::api::core::v1::ObjectReference,
-    )>,
+    events: tokio::sync::mpsc::Sender<events::Outgoing>,
+    reporter: Reporter,
     pod_events: bool,
     metrics: Arc<Metrics>,
     pods_synced: AtomicBool,
@@ -192,12 +191,8 @@ impl Shared {
 
     /// Queues an event for the background publisher; drops it when the queue is full
     /// (events are informative; they never slow reconciles down).
-    pub(crate) fn publish(
-        &self,
-        ev: kube::runtime::events::Event,
-        reference: k8s_openapi::api::core::v1::ObjectReference,
-    ) {
-        if self.events.try_send((ev, reference)).is_err() {
+    pub(crate) fn publish(&self, ev: events::Outgoing) {
+        if self.events.try_send(ev).is_err() {
             tracing::debug!("event queue full; dropping an event");
         }
     }
@@ -366,24 +361,11 @@ impl Operator {
         let metrics = Arc::new(Metrics::default());
         let counter = Arc::new(Counter::new(metrics.api_requests.clone()));
         let client = counting_client(config, counter.clone()).map_err(Error::Client)?;
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "sidecar-operator".into(),
-                instance: opts.instance.clone(),
-            },
-        );
-        let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<(
-            kube::runtime::events::Event,
-            k8s_openapi::api::core::v1::ObjectReference,
-        )>(4096);
-        let publisher = tokio::spawn(async move {
-            while let Some((ev, reference)) = events_rx.recv().await {
-                if let Err(e) = recorder.publish(&ev, &reference).await {
-                    tracing::debug!(error = %e, "publishing an event failed");
-                }
-            }
-        });
+        let reporter = Reporter {
+            controller: "sidecar-operator".into(),
+            instance: opts.instance.clone(),
+        };
+        let (events_tx, publisher) = events::spawn(client.clone(), reporter.clone(), 4096);
         let shared = Arc::new(Shared {
             client: client.clone(),
             pods: RwLock::default(),
@@ -398,6 +380,7 @@ impl Operator {
             not_converged: Mutex::default(),
             expectations: Mutex::default(),
             events: events_tx,
+            reporter,
             pod_events: opts.pod_events,
             metrics,
             pods_synced: AtomicBool::new(false),

@@ -12,6 +12,7 @@ use sidecar_api::constants::{FIELD_MANAGER, reason};
 use sidecar_planner::{PodPlan, plan_pod, sidecar_name};
 
 use crate::cache::Key;
+use crate::events::Outgoing;
 use crate::{Error, Shared};
 
 /// Reconciles main Pod `key`.
@@ -187,7 +188,7 @@ pub(crate) async fn publish_on_policy(
         action: action.into(),
         secondary: None,
     };
-    shared.publish(ev, reference);
+    shared.publish(Outgoing::Policy(Box::new((ev, reference))));
 }
 
 /// Publishes a Normal event on a main Pod (when `pod_events` is on).
@@ -211,12 +212,6 @@ pub(crate) fn publish_on_main(
         uid: Some(o.uid.clone()),
         ..ObjectReference::default()
     };
-    let ev = KubeEvent {
-        type_: EventType::Normal,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    shared.publish(ev, reference);
+    let ev = crate::events::pod_event(&shared.reporter, reference, reason, action, note);
+    shared.publish(Outgoing::Pod(Box::new(ev)));
 }

@@ -36,9 +36,6 @@ use sidecar_planner::{Ineligible, PodView, PolicyView, eligibility, render, side
 
 /// Node shown in `SameNode` sidecars of main Pods that are not scheduled yet.
 pub const UNSCHEDULED_NODE: &str = "<unscheduled>";
-/// Longest label value: the policy name is the value of the sidecars' `sidecars.dev/policy`
-/// label.
-const MAX_LABEL_VALUE: usize = 63;
 
 /// Arguments of `check`.
 #[derive(clap::Args, Debug)]
@@ -371,16 +368,9 @@ fn read_policy(source: &Source, mut value: Value, ns: &str, name: &str, inputs: 
     let view = PolicyView::new(Arc::new(policy));
     if let Err(e) = &view.selector {
         inputs.error(format!(
-            "{source}: {who}: the operator cannot use this selector: {e}"
+            "{source}: {who}: the operator cannot act on this policy: {e}"
         ));
         return;
-    }
-    if view.name.len() > MAX_LABEL_VALUE {
-        inputs.note(format!(
-            "{source}: {who}: metadata.name is longer than {MAX_LABEL_VALUE} characters: it is \
-             the value of the sidecars' sidecars.dev/policy label, so the API server will refuse \
-             every sidecar"
-        ));
     }
     if let Some(i) = inputs
         .policies

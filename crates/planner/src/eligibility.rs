@@ -12,8 +12,8 @@ pub enum Ineligible {
     IsSidecar,
     /// The policy is being deleted.
     PolicyDeleting,
-    /// The policy's selector is empty or invalid.
-    InvalidSelector,
+    /// The operator cannot act on the policy (see [`PolicyView::selector`]).
+    InvalidSpec,
     /// The selector does not match the Pod's labels.
     NotSelected,
     /// Annotated `sidecars.dev/inject: "false"`.
@@ -34,7 +34,7 @@ impl Ineligible {
         match self {
             Ineligible::IsSidecar => "is-sidecar",
             Ineligible::PolicyDeleting => "policy-deleting",
-            Ineligible::InvalidSelector => "invalid-selector",
+            Ineligible::InvalidSpec => "invalid-spec",
             Ineligible::NotSelected => "not-selected",
             Ineligible::OptedOut => "opted-out",
             Ineligible::Terminating => "terminating",
@@ -56,7 +56,7 @@ pub fn eligibility(main: &PodView, policy: &PolicyView) -> Result<(), Ineligible
         return Err(Ineligible::PolicyDeleting);
     }
     if policy.selector.is_err() {
-        return Err(Ineligible::InvalidSelector);
+        return Err(Ineligible::InvalidSpec);
     }
     if main.namespace != policy.namespace || !policy.selects(&main.labels) {
         return Err(Ineligible::NotSelected);

@@ -12,6 +12,7 @@
 //!   deletes carry the uid of the Pod they mean.
 
 pub mod eligibility;
+pub mod labels;
 pub mod naming;
 pub mod plan;
 pub mod render;
@@ -19,6 +20,7 @@ pub mod status;
 pub mod view;
 
 pub use eligibility::{Ineligible, eligibility};
+pub use labels::{LabelMatcher, Labels};
 pub use naming::sidecar_name;
 pub use plan::{Collision, DeleteReason, DeleteSidecar, PodPlan, plan_pod};
 pub use render::render;

@@ -1,6 +1,5 @@
 //! Table-driven tests of every planning rule.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sidecar_api::constants::*;
@@ -34,7 +33,7 @@ fn main_pod(name: &str) -> PodView {
         namespace: "shop".into(),
         name: name.into(),
         uid: format!("uid-{name}"),
-        labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+        labels: Labels::from_iter([("app", "web")]),
         node_name: Some("node-a".into()),
         phase: Phase::Running,
         ..PodView::default()
@@ -89,7 +88,7 @@ fn eligibility_rules() {
         (
             "DoesNotExist excludes",
             with(&|p| {
-                p.labels.insert("canary".into(), "1".into());
+                p.labels.insert("canary", "1");
             }),
             &expr,
             Err(Ineligible::NotSelected),
@@ -97,7 +96,7 @@ fn eligibility_rules() {
         (
             "other labels",
             with(&|p| {
-                p.labels.insert("app".into(), "db".into());
+                p.labels.insert("app", "db");
             }),
             &web,
             Err(Ineligible::NotSelected),
@@ -150,13 +149,12 @@ fn eligibility_rules() {
             "empty selector selects nothing",
             m.clone(),
             &empty,
-            Err(Ineligible::InvalidSelector),
+            Err(Ineligible::InvalidSpec),
         ),
         (
             "sidecar",
             with(&|p| {
-                p.labels
-                    .insert(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+                p.labels.insert(LABEL_MANAGED_BY, MANAGED_BY_VALUE);
             }),
             &web,
             Err(Ineligible::IsSidecar),
@@ -348,7 +346,7 @@ fn plan_deletes_what_is_no_longer_wanted() {
             .collect()
     };
     let mut relabelled = m.clone();
-    relabelled.labels.insert("app".into(), "db".into());
+    relabelled.labels.insert("app", "db");
     let mut opted = m.clone();
     opted.opted_out = true;
     let mut done = m.clone();
@@ -432,10 +430,15 @@ fn paused_policy_neither_creates_nor_deletes() {
 fn sidecars_never_get_sidecars_even_when_selected() {
     // The template labels of `ship` (team=obs) are matched by `obs`.
     let ship = policy("ship", serde_json::json!({}));
+    // `obs`'s own template is labelled differently: a policy selecting its own sidecars
+    // is an invalid spec (see `stored_policy_the_crd_refuses_selects_nothing`).
     let obs = policy(
         "obs",
-        serde_json::json!({"selector": {"matchLabels": {"team": "obs"}}}),
+        serde_json::json!({"selector": {"matchLabels": {"team": "obs"}},
+                           "template": {"metadata": {"labels": {"team": "audit"}},
+                                        "spec": {"containers": [{"name": "a", "image": "a"}]}}}),
     );
+    assert!(obs.selector.is_ok(), "{:?}", obs.selector);
     let sc = sidecar_for(&main_pod("web-0"), &ship);
     assert!(
         obs.selects(&sc.labels),
@@ -535,9 +538,7 @@ mod status {
         scs[0].ready = true;
         scs[1].ready = true;
         let mut stale = scs[2].clone();
-        stale
-            .labels
-            .insert(LABEL_TEMPLATE_HASH.into(), "old".into());
+        stale.labels.insert(LABEL_TEMPLATE_HASH, "old");
 
         // 2 of 3 ready and current, one not ready: not Ready, converging.
         let c = counts(&p, &mains, &scs.iter().collect::<Vec<_>>());
@@ -633,4 +634,45 @@ mod status {
         );
         assert_eq!(s.ready.as_deref(), Some("0/0"));
     }
+}
+
+/// A policy stored under an older, laxer CRD, which the current rules refuse, selects
+/// nothing and says why, naming the field; so does a name too long for a label value.
+#[test]
+fn stored_policy_the_crd_refuses_selects_nothing() {
+    let m = main_pod("web-0");
+    let cases = [
+        (
+            "ship",
+            serde_json::json!({"updateStrategy": {"maxUnavailable": "0%"}}),
+            "spec.updateStrategy.maxUnavailable",
+        ),
+        (
+            "ship",
+            serde_json::json!({"template": {"spec": {"containers": []}}}),
+            "spec.template.spec.containers",
+        ),
+        (
+            "ship",
+            serde_json::json!({"selector": {"matchLabels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE}}}),
+            "spec.selector",
+        ),
+        (
+            &"p".repeat(64),
+            serde_json::json!({}),
+            "metadata.name is 64 characters long",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        let p = policy(name, spec);
+        let why = p.selector.as_ref().expect_err("refused");
+        assert!(why.contains(field), "{name}: {why:?} names {field}");
+        assert_eq!(eligibility(&m, &p), Err(Ineligible::InvalidSpec));
+        assert!(plan(&m, &[&p], &[]).is_empty(), "{name}: no create");
+    }
+    assert!(
+        policy(&"p".repeat(63), serde_json::json!({}))
+            .selector
+            .is_ok()
+    );
 }

@@ -2,16 +2,17 @@
 //! full objects: a Pod needs little more than its identity, labels, owner, node, phase
 //! and readiness.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::{Selector, SelectorExt as _};
+use kube::core::Selector;
 use sidecar_api::constants::{
     ANNOTATION_INJECT, INJECT_DISABLED, LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY,
     LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
 };
 use sidecar_api::{Placement, SidecarPolicy, UpdateStrategyType};
+
+use crate::labels::{LabelMatcher, Labels};
 
 /// Lifecycle phase of a Pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,7 +63,7 @@ pub struct PodView {
     /// uid.
     pub uid: String,
     /// All labels (selectors match on them).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Annotated `sidecars.dev/inject: "false"`.
     pub opted_out: bool,
     /// The controller owner reference, if any.
@@ -95,7 +96,7 @@ impl PodView {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone()?,
             uid: meta.uid.clone()?,
-            labels: meta.labels.clone().unwrap_or_default(),
+            labels: meta.labels.as_ref().map(Labels::from).unwrap_or_default(),
             opted_out: meta
                 .annotations
                 .as_ref()
@@ -118,7 +119,7 @@ impl PodView {
     /// Created by this operator (label `app.kubernetes.io/managed-by: sidecar-operator`).
     /// Such Pods are never main Pods.
     pub fn is_sidecar(&self) -> bool {
-        self.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE)
+        self.labels.get(LABEL_MANAGED_BY) == Some(MANAGED_BY_VALUE)
     }
 
     /// For a sidecar: `(main Pod uid, policy name)` from its labels.
@@ -127,14 +128,14 @@ impl PodView {
             return None;
         }
         Some((
-            self.labels.get(LABEL_MAIN_UID)?.as_str(),
-            self.labels.get(LABEL_POLICY)?.as_str(),
+            self.labels.get(LABEL_MAIN_UID)?,
+            self.labels.get(LABEL_POLICY)?,
         ))
     }
 
     /// For a sidecar: the template hash it was built from.
     pub fn template_hash(&self) -> Option<&str> {
-        self.labels.get(LABEL_TEMPLATE_HASH).map(String::as_str)
+        self.labels.get(LABEL_TEMPLATE_HASH)
     }
 
     /// A sidecar this operator owns for main Pod `main_uid`: managed-by label, main-uid
@@ -153,6 +154,9 @@ impl PodView {
     }
 }
 
+/// Longest policy name: it is the value of the sidecars' [`LABEL_POLICY`] label.
+pub const MAX_POLICY_NAME: usize = 63;
+
 /// What the operator keeps of a SidecarPolicy, with derived values computed once.
 #[derive(Debug, Clone)]
 pub struct PolicyView {
@@ -168,8 +172,10 @@ pub struct PolicyView {
     pub generation: i64,
     /// `metadata.deletionTimestamp` is set: the policy is going away.
     pub deleting: bool,
-    /// The parsed selector, or why it could not be parsed.
-    pub selector: Result<Selector, String>,
+    /// The parsed selector; or why the operator cannot act on this policy (a spec the CRD's
+    /// rules refuse, stored under an older CRD; a name too long for a label value). Such a
+    /// policy selects no Pod, and its status says why (`Degraded`, reason `InvalidSpec`).
+    pub selector: Result<LabelMatcher, String>,
     /// `template_hash(spec)`.
     pub hash: String,
 }
@@ -178,15 +184,28 @@ impl PolicyView {
     /// Projects a policy and computes its selector and template hash.
     pub fn new(policy: Arc<SidecarPolicy>) -> PolicyView {
         let spec = &policy.spec;
-        let sel = &spec.selector;
-        let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-            && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty());
-        let selector = if empty {
-            // An empty selector would select every Pod; the CRD refuses it, and a stored
-            // one (older CRD) selects nothing here.
-            Err("spec.selector is empty".to_string())
+        let name = policy.metadata.name.as_deref().unwrap_or_default();
+        let errors = sidecar_api::validate(spec);
+        let selector = if !errors.is_empty() {
+            // The API server checks these rules at admission, so such a policy was stored
+            // under an older, laxer CRD. Acting on it could mean a rollout that never
+            // progresses or a create refused forever: it selects nothing until fixed.
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Err(format!(
+                "{}; the current CRD refuses this spec: fix the policy",
+                errors.join("; ")
+            ))
+        } else if name.len() > MAX_POLICY_NAME {
+            Err(format!(
+                "metadata.name is {} characters long, over {MAX_POLICY_NAME}: it is the value of \
+                 the sidecars' {LABEL_POLICY} label, which the API server would refuse; recreate \
+                 the policy with a shorter name",
+                name.len()
+            ))
         } else {
-            Selector::try_from(sel.clone()).map_err(|e| format!("spec.selector: {e}"))
+            Selector::try_from(spec.selector.clone())
+                .map(LabelMatcher::from)
+                .map_err(|e| format!("spec.selector: {e}"))
         };
         PolicyView {
             namespace: policy.metadata.namespace.clone().unwrap_or_default(),
@@ -201,7 +220,7 @@ impl PolicyView {
     }
 
     /// The selector matches `labels` (false when the selector is invalid).
-    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn selects(&self, labels: &Labels) -> bool {
         self.selector.as_ref().is_ok_and(|s| s.matches(labels))
     }
 

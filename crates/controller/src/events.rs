@@ -1,0 +1,135 @@
+//! Event publishing, off the reconcile path.
+//!
+//! Two kinds of Events, published by one background task:
+//!
+//! - **On policies** (Warnings: refusals, name collisions). They repeat while a problem
+//!   lasts, so they go through kube's [`Recorder`], which aggregates a repeat into the
+//!   `series` of the first Event. Its cache holds every Event it published for 6 minutes
+//!   and is scanned on each publish; policies are few, so that is cheap.
+//! - **On main Pods** (Normal: sidecar created, replaced). One per action the operator
+//!   took, on a Pod that rarely sees a second one, so there is nothing to aggregate; they
+//!   are created directly. Through the Recorder, a burst of 10,000 Pods would keep 10,000
+//!   Events in its cache (≈ 1.5 KB each) and rescan them on every publish.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// An Event waiting to be published.
+pub(crate) enum Outgoing {
+    /// Aggregated by the [`Recorder`].
+    Policy(Box<(Event, ObjectReference)>),
+    /// Created as is.
+    Pod(Box<K8sEvent>),
+}
+
+/// Starts the publisher; Events queued beyond `capacity` are dropped by the sender.
+pub(crate) fn spawn(
+    client: Client,
+    reporter: Reporter,
+    capacity: usize,
+) -> (mpsc::Sender<Outgoing>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(capacity);
+    let recorder = Recorder::new(client.clone(), reporter);
+    let task = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let result = match out {
+                Outgoing::Policy(ev) => recorder.publish(&ev.0, &ev.1).await,
+                Outgoing::Pod(ev) => {
+                    let ns = ev.metadata.namespace.as_deref().unwrap_or("default");
+                    Api::<K8sEvent>::namespaced(client.clone(), ns)
+                        .create(&PostParams::default(), &ev)
+                        .await
+                        .map(drop)
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "publishing an event failed");
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// A Normal Event on a Pod, in the shape kube's [`Recorder`] gives its Events.
+pub(crate) fn pod_event(
+    reporter: &Reporter,
+    regarding: ObjectReference,
+    reason: &str,
+    action: &str,
+    note: String,
+) -> K8sEvent {
+    let now = Timestamp::now();
+    let name = format!(
+        "{}.{:x}",
+        regarding.name.as_deref().unwrap_or(&reporter.controller),
+        now.as_nanosecond()
+    );
+    K8sEvent {
+        metadata: ObjectMeta {
+            namespace: regarding.namespace.clone(),
+            name: Some(name),
+            ..ObjectMeta::default()
+        },
+        action: Some(action.to_string()),
+        reason: Some(reason.to_string()),
+        note: Some(note),
+        event_time: Some(MicroTime(now)),
+        type_: Some(event_type(EventType::Normal).to_string()),
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: Some(
+            reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| reporter.controller.clone()),
+        ),
+        regarding: Some(regarding),
+        ..K8sEvent::default()
+    }
+}
+
+fn event_type(t: EventType) -> &'static str {
+    match t {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_events_name_the_pod_and_the_reporter() {
+        let reporter = Reporter {
+            controller: "sidecar-operator".into(),
+            instance: Some("op-0".into()),
+        };
+        let regarding = ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some("web-0".into()),
+            namespace: Some("shop".into()),
+            uid: Some("u-1".into()),
+            ..ObjectReference::default()
+        };
+        let ev = pod_event(
+            &reporter,
+            regarding,
+            "SidecarCreated",
+            "Create",
+            "created".into(),
+        );
+        assert!(ev.metadata.name.as_deref().unwrap().starts_with("web-0."));
+        assert_eq!(ev.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(ev.type_.as_deref(), Some("Normal"));
+        assert_eq!(ev.reporting_instance.as_deref(), Some("op-0"));
+        assert_eq!(ev.regarding.and_then(|r| r.uid).as_deref(), Some("u-1"));
+        assert!(ev.series.is_none() && ev.event_time.is_some());
+    }
+}
