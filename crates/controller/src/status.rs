@@ -111,6 +111,7 @@ fn rollout_victims(
     c: sidecar_planner::Counts,
 ) -> Vec<Victim> {
     if policy.paused()
+        || policy.selector.is_err()
         || policy.strategy() != UpdateStrategyType::RollingUpdate
         || c.updated == c.sidecars
     {

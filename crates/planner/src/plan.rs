@@ -110,7 +110,9 @@ pub fn plan_pod<'a>(
         let policy = policies.iter().find(|p| p.name == pname && !p.deleting);
         let reason = match policy {
             None => Some(DeleteReason::PolicyGone),
-            Some(p) if p.paused() => None,
+            // Paused, or a spec the operator cannot act on (`InvalidSpec`): keep what
+            // exists; a policy it cannot read says nothing about which sidecars are unwanted.
+            Some(p) if p.paused() || p.selector.is_err() => None,
             Some(p) => match eligibility(main, p) {
                 Err(why) => Some(DeleteReason::NotWanted(why)),
                 Ok(()) if s.name != sidecar_name(&main.name, &p.name) => {

@@ -669,6 +669,9 @@ fn stored_policy_the_crd_refuses_selects_nothing() {
         assert!(why.contains(field), "{name}: {why:?} names {field}");
         assert_eq!(eligibility(&m, &p), Err(Ineligible::InvalidSpec));
         assert!(plan(&m, &[&p], &[]).is_empty(), "{name}: no create");
+        // Sidecars made before the CRD changed are kept: no delete either.
+        let made = sidecar_for(&m, &policy(name, serde_json::json!({})));
+        assert!(plan(&m, &[&p], &[&made]).is_empty(), "{name}: no delete");
     }
     assert!(
         policy(&"p".repeat(63), serde_json::json!({}))
