@@ -143,8 +143,11 @@ pub struct OperatorRound {
     pub idle_writes_by: BTreeMap<String, f64>,
     /// CPU seconds during the idle period.
     pub idle_cpu_s: f64,
-    /// Seconds from the template change until every sidecar carries the new hash.
+    /// Seconds from the template change until every sidecar carries the new hash (the
+    /// step timeout when it did not finish: see `rollout_finished`).
     pub rollout_s: f64,
+    /// The rollout finished within the step timeout.
+    pub rollout_finished: bool,
     /// Sidecars created during the rollout beyond the N replacements: replacements that
     /// something else deleted again (with kwok: its name-based deletes, see the notes).
     pub rollout_extra_sidecars: usize,
@@ -515,7 +518,12 @@ impl Report {
             format!("{:.2}", self.rollout_s),
             rounds_f(&|r| {
                 format!(
-                    "{:.2} ({} extra sidecars; creates/sidecar {:.2})",
+                    "{}{:.2} ({} extra sidecars; creates/sidecar {:.2})",
+                    if r.rollout_finished {
+                        ""
+                    } else {
+                        "not done after "
+                    },
                     r.rollout_s,
                     r.rollout_extra_sidecars,
                     r.rollout_api_calls_per_sidecar

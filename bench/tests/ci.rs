@@ -34,6 +34,7 @@ async fn ci_sized_benchmark_counts_everything() {
     let op = &report.operator_rounds[0];
     assert_eq!(op.sidecars_seen, N, "operator sidecars counted");
     assert_eq!(op.latency_ms.count, N, "one latency per main Pod");
+    assert!(op.rollout_finished, "the rollout of {N} sidecars finished");
     assert_eq!(report.latency_ms.count, N);
     assert!(
         op.api_calls_per_sidecar

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::Api;
@@ -64,39 +66,57 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
             .filter(|(_, uid, _)| !exp.delete_pending(uid))
             .collect()
     };
-    if !stale.is_empty() {
-        let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.0);
-        for (name, uid, owner) in stale {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&name, &dp).await {
-                Ok(_) => {
-                    shared.expectations().expect_delete(uid);
-                    shared.metrics.deleted("rollout");
-                    crate::reconcile::publish_on_main(
-                        shared,
-                        owner.as_ref(),
-                        &key.0,
-                        sidecar_api::constants::reason::SIDECAR_REPLACED,
-                        "ReplaceSidecar",
-                        format!(
-                            "Replacing sidecar Pod {name}: SidecarPolicy {} changed its template",
-                            key.1
-                        ),
-                    );
-                    tracing::info!(namespace = %key.0, sidecar = %name, policy = %key.1, "replacing stale sidecar");
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(Error::DeleteSidecar { name, source: e }),
-            }
-        }
+    if stale.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    // The victims are already within the maxUnavailable budget: delete them concurrently
+    // (one at a time, 1,000 deletes took 10-20 s under load).
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.0);
+    let deletes = futures::stream::iter(stale)
+        .map(|victim| replace_stale(shared, &api, key, victim))
+        .buffer_unordered(ROLLOUT_DELETES_IN_FLIGHT);
+    let results: Vec<Result<(), Error>> = deletes.collect().await;
+    results.into_iter().collect()
+}
+
+/// Concurrent deletes of one policy's rollout step.
+const ROLLOUT_DELETES_IN_FLIGHT: usize = 16;
+
+/// Deletes one stale sidecar (uid precondition); the pod controller recreates it.
+async fn replace_stale(
+    shared: &Shared,
+    api: &Api<Pod>,
+    key: &Key,
+    (name, uid, owner): Victim,
+) -> Result<(), Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &dp).await {
+        Ok(_) => {
+            shared.expectations().expect_delete(uid);
+            shared.metrics.deleted("rollout");
+            crate::reconcile::publish_on_main(
+                shared,
+                owner.as_ref(),
+                &key.0,
+                sidecar_api::constants::reason::SIDECAR_REPLACED,
+                "ReplaceSidecar",
+                format!(
+                    "Replacing sidecar Pod {name}: SidecarPolicy {} changed its template",
+                    key.1
+                ),
+            );
+            tracing::info!(namespace = %key.0, sidecar = %name, policy = %key.1, "replacing stale sidecar");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(Error::DeleteSidecar { name, source: e }),
+    }
 }
 
 /// A stale sidecar to replace: name, uid, main Pod.
