@@ -311,6 +311,9 @@ async fn surprising_objects_are_handled_without_crash_or_loop() {
         },
     )
     .await;
+    // The status may still take one more write (its counts follow the relabelled Pod a
+    // debounce later); a loop would keep writing after the namespace settled.
+    scene.wait_settled().await;
     let before = (op.api_calls(), op.metrics().reconcile_count("pod"));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = (op.api_calls(), op.metrics().reconcile_count("pod"));
