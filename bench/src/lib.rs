@@ -317,7 +317,6 @@ fn notes(cfg: &Config) -> Vec<String> {
 /// FlowSchema and priority level uids to names.
 async fn probe_apf(client: &Client) -> Apf {
     use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
-    use kube::ResourceExt as _;
     let req = match http::Request::get("/api").body(kube::client::Body::from(Vec::new())) {
         Ok(r) => r,
         Err(e) => {
@@ -345,35 +344,37 @@ async fn probe_apf(client: &Client) -> Apf {
     let fs_uid = header("x-kubernetes-pf-flowschema-uid");
     let pl_uid = header("x-kubernetes-pf-prioritylevel-uid");
     let enabled = fs_uid.is_some() || pl_uid.is_some();
-    let name_of_fs = async {
-        let uid = fs_uid.clone()?;
-        let list = kube::Api::<FlowSchema>::all(client.clone())
-            .list(&Default::default())
-            .await
-            .ok()?;
-        list.items
-            .into_iter()
-            .find(|f| f.uid().as_deref() == Some(uid.as_str()))
-            .map(|f| f.name_any())
-    };
-    let name_of_pl = async {
-        let uid = pl_uid.clone()?;
-        let list = kube::Api::<PriorityLevelConfiguration>::all(client.clone())
-            .list(&Default::default())
-            .await
-            .ok()?;
-        list.items
-            .into_iter()
-            .find(|f| f.uid().as_deref() == Some(uid.as_str()))
-            .map(|f| f.name_any())
-    };
-    let (fs, pl) = futures::join!(name_of_fs, name_of_pl);
+    let (fs, pl) = futures::join!(
+        name_by_uid::<FlowSchema>(client, fs_uid.as_deref()),
+        name_by_uid::<PriorityLevelConfiguration>(client, pl_uid.as_deref())
+    );
     Apf {
         enabled,
         flow_schema: fs.or(fs_uid).unwrap_or_default(),
         priority_level: pl.or(pl_uid).unwrap_or_default(),
         note: "from the X-Kubernetes-PF-FlowSchema-UID / -PriorityLevel-UID headers of an admin GET /api (kube-apiserver runs with its default --enable-priority-and-fairness=true)".into(),
     }
+}
+
+/// The name of the cluster-scoped object of kind `K` with uid `uid`.
+async fn name_by_uid<K>(client: &kube::Client, uid: Option<&str>) -> Option<String>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    use kube::ResourceExt as _;
+    let uid = uid?;
+    let list = kube::Api::<K>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .ok()?;
+    list.items
+        .into_iter()
+        .find(|o| o.uid().as_deref() == Some(uid))
+        .map(|o| o.name_any())
 }
 
 async fn floor_round(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<FloorRound> {

@@ -18,7 +18,7 @@ use sidecar_api::constants::{
     reason,
 };
 use sidecar_controller::metrics::CategoryLabel;
-use sidecar_controller::{ApiCalls, Operator, OperatorConfig};
+use sidecar_controller::{Operator, OperatorConfig};
 use sidecar_e2e::{
     PodRecorder, Scene, Seen, TIMEOUT, is_sidecar, pod, policy, poll, sidecar_names, wait_until,
 };
@@ -365,10 +365,18 @@ async fn compact_etcd(etcd: &str) {
     eprintln!("[outage] compacted etcd at revision {rev}: {done}");
 }
 
-#[tokio::test]
-async fn api_server_outage_with_compaction_reconnects_and_converges() {
-    // A private control plane: this test stops its API server.
-    let mut cp = sidecar_testenv::start(&sidecar_testenv::Options {
+/// A private control plane, for a test that stops its API server or changes the CRD:
+/// started, with `crd` installed and one namespace; with a client and its config.
+async fn private_plane(
+    crd: &CustomResourceDefinition,
+    prefix: &str,
+) -> (
+    sidecar_testenv::Running,
+    kube::Config,
+    kube::Client,
+    sidecar_testenv::TestNamespace,
+) {
+    let cp = sidecar_testenv::start(&sidecar_testenv::Options {
         progress: false,
         ..Default::default()
     })
@@ -378,12 +386,19 @@ async fn api_server_outage_with_compaction_reconnects_and_converges() {
         .await
         .expect("config");
     let client = kube::Client::try_from(cfg.clone()).expect("client");
-    sidecar_testenv::install_crd(&client, &sidecar_api::crd())
+    sidecar_testenv::install_crd(&client, crd)
         .await
         .expect("CRD");
-    let ns = sidecar_testenv::TestNamespace::try_create(&client, "outage", &[])
+    let ns = sidecar_testenv::TestNamespace::try_create(&client, prefix, &[])
         .await
         .expect("ns");
+    (cp, cfg, client, ns)
+}
+
+#[tokio::test]
+async fn api_server_outage_with_compaction_reconnects_and_converges() {
+    // A private control plane: this test stops its API server.
+    let (mut cp, cfg, client, ns) = private_plane(&sidecar_api::crd(), "outage").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), ns.name());
     policies
@@ -496,20 +511,6 @@ async fn api_server_outage_with_compaction_reconnects_and_converges() {
     drop(op);
     drop(ns);
     cp.stop();
-}
-
-/// `after - before`, verb by verb.
-fn calls_delta(after: ApiCalls, before: ApiCalls) -> ApiCalls {
-    ApiCalls {
-        events: after.events - before.events,
-        get: after.get - before.get,
-        list: after.list - before.list,
-        watch: after.watch - before.watch,
-        create: after.create - before.create,
-        delete: after.delete - before.delete,
-        patch: after.patch - before.patch,
-        update: after.update - before.update,
-    }
 }
 
 /// Failed reconciles of `op` so far in error `category` (`create-refused`, `patch-status`…).
@@ -650,22 +651,7 @@ async fn stored_policies_a_stricter_crd_refuses_are_reported_without_crash_or_lo
     const N: usize = 3;
     let idle = Duration::from_secs(if long() { 60 } else { 10 });
     // A private control plane: this test installs another version of the CRD.
-    let mut cp = sidecar_testenv::start(&sidecar_testenv::Options {
-        progress: false,
-        ..Default::default()
-    })
-    .await
-    .expect("private control plane");
-    let cfg = sidecar_testenv::config_from_kubeconfig(cp.cp.kubeconfig())
-        .await
-        .expect("config");
-    let client = kube::Client::try_from(cfg.clone()).expect("client");
-    sidecar_testenv::install_crd(&client, &relaxed_crd())
-        .await
-        .expect("relaxed CRD");
-    let ns = sidecar_testenv::TestNamespace::try_create(&client, "stored", &[])
-        .await
-        .expect("ns");
+    let (mut cp, cfg, client, ns) = private_plane(&relaxed_crd(), "stored").await;
     let scene = Scene {
         pods: Api::namespaced(client.clone(), ns.name()),
         policies: Api::namespaced(client.clone(), ns.name()),
@@ -805,7 +791,7 @@ async fn stored_policies_a_stricter_crd_refuses_are_reported_without_crash_or_lo
     let (pod0, policy0) = (m.reconcile_count("pod"), m.reconcile_count("policy"));
     let before = scene.fingerprint().await;
     tokio::time::sleep(idle).await;
-    let calls = calls_delta(op.api_calls(), calls0);
+    let calls = op.api_calls().since(&calls0);
     let pod_reconciles = m.reconcile_count("pod") - pod0;
     let policy_reconciles = m.reconcile_count("policy") - policy0;
     eprintln!(
@@ -889,7 +875,7 @@ async fn idle_converged_namespace_has_no_hot_loop() {
         converged.as_secs_f64()
     );
     tokio::time::sleep(idle).await;
-    let calls = calls_delta(op.api_calls(), calls0);
+    let calls = op.api_calls().since(&calls0);
     let status_writes = m.status_writes.get() - status0;
     let pod_reconciles = m.reconcile_count("pod") - pod0;
     let policy_reconciles = m.reconcile_count("policy") - policy0;

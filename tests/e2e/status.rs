@@ -23,7 +23,7 @@ use sidecar_api::constants::{
     LABEL_MAIN_UID, LABEL_POLICY, LABEL_TEMPLATE_HASH, condition, condition_status, reason,
 };
 use sidecar_api::{SidecarPolicy, template_hash};
-use sidecar_controller::{ApiCalls, Operator, OperatorConfig};
+use sidecar_controller::{Operator, OperatorConfig};
 use sidecar_e2e::{
     Scene, TIMEOUT, describe_pods, find, is_sidecar, node_of, phase_of, pod, pod_ready, policy,
     poll, uid_of, wait_until,
@@ -389,19 +389,6 @@ async fn wait_refusal_event(scene: &Scene, name: &str, needle: &str) -> Event {
         describe_events(&about)
     );
     event
-}
-
-fn calls_delta(after: ApiCalls, before: ApiCalls) -> ApiCalls {
-    ApiCalls {
-        events: after.events - before.events,
-        get: after.get - before.get,
-        list: after.list - before.list,
-        watch: after.watch - before.watch,
-        create: after.create - before.create,
-        delete: after.delete - before.delete,
-        patch: after.patch - before.patch,
-        update: after.update - before.update,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1110,7 +1097,7 @@ async fn pod_security_refusal_degrades_only_that_policy_with_backoff() {
 
     // Create attempts over the window, then the other policy is untouched.
     tokio::time::sleep(WINDOW.saturating_sub(start.elapsed())).await;
-    let calls = calls_delta(op.api_calls(), calls0);
+    let calls = op.api_calls().since(&calls0);
     let created = metrics.sidecars_created.get() - created0;
     let status_writes = metrics.status_writes.get() - writes0;
     let refused = calls.create - created;
@@ -1263,7 +1250,7 @@ async fn idle_converged_namespace_gets_no_writes_for_30_seconds() {
     let (calls0, writes0) = (op.api_calls(), metrics.status_writes.get());
     let before = scene.policies.get("shipper").await.expect("get policy");
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let calls = calls_delta(op.api_calls(), calls0);
+    let calls = op.api_calls().since(&calls0);
     let after = scene.policies.get("shipper").await.expect("get policy");
     eprintln!(
         "[status] idle 30s: get={} list={} watch={} create={} delete={} patch={} update={} events={}; status writes {}",
@@ -1312,7 +1299,7 @@ async fn status_writes_coalesce_for_fifty_pods_created_at_once() {
     let converged_after = start.elapsed();
     scene.wait_settled().await;
     let writes = metrics.status_writes.get() - writes0;
-    let calls = calls_delta(op.api_calls(), calls0);
+    let calls = op.api_calls().since(&calls0);
     let pod_events = watch.lock().events;
     eprintln!(
         "[status] {N} Pods: converged in {:.1}s; {writes} status writes for {pod_events} Pod events \

@@ -37,6 +37,21 @@ impl ApiCalls {
     pub fn writes(&self) -> u64 {
         self.create + self.delete + self.patch + self.update
     }
+
+    /// The requests made since `before` (an earlier reading of the same counter), verb by
+    /// verb.
+    pub fn since(&self, before: &ApiCalls) -> ApiCalls {
+        ApiCalls {
+            events: self.events - before.events,
+            get: self.get - before.get,
+            list: self.list - before.list,
+            watch: self.watch - before.watch,
+            create: self.create - before.create,
+            delete: self.delete - before.delete,
+            patch: self.patch - before.patch,
+            update: self.update - before.update,
+        }
+    }
 }
 
 /// Request counters by verb (shared with the `api_requests` metric).

@@ -288,7 +288,12 @@ async fn policies_stream(
             }
             Ok(Event::Apply(p)) | Ok(Event::Delete(p)) if !in_scope(&p) => {}
             Ok(Event::Apply(p)) => {
-                let v = PolicyView::new(Arc::new(p));
+                let key = (p.namespace().unwrap_or_default(), p.name_any());
+                let prev = shared.policies().get(&key).cloned();
+                let v = match prev {
+                    Some(prev) => PolicyView::update(Arc::new(p), &prev),
+                    None => PolicyView::new(Arc::new(p)),
+                };
                 let old = shared.policies_mut().apply(v.clone());
                 shared.trigger_policy(old.as_deref(), Some(&v));
             }

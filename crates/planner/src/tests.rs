@@ -679,3 +679,18 @@ fn stored_policy_the_crd_refuses_selects_nothing() {
             .is_ok()
     );
 }
+
+/// A status-only revision keeps what was derived from the spec; a new generation
+/// derives it again.
+#[test]
+fn policy_update_rederives_only_on_a_new_generation() {
+    let v1 = policy("ship", serde_json::json!({}));
+    let mut echo = (*v1.policy).clone();
+    echo.spec.template.metadata = None; // a different spec under the same generation
+    let same = PolicyView::update(Arc::new(echo.clone()), &v1);
+    assert_eq!(same.hash, v1.hash, "same generation: derived values reused");
+    echo.metadata.generation = Some(2);
+    let next = PolicyView::update(Arc::new(echo), &v1);
+    assert_ne!(next.hash, v1.hash, "new generation: derived again");
+    assert_eq!(next.generation, 2);
+}

@@ -219,6 +219,25 @@ impl PolicyView {
         }
     }
 
+    /// [`PolicyView::new`] for a new revision of `prev`'s policy, reusing what it derived
+    /// from the spec (validation, parsed selector, template hash) when the spec is the
+    /// same generation: the echoes of the operator's own status writes change nothing of
+    /// it, and they are most of the policy events.
+    pub fn update(policy: Arc<SidecarPolicy>, prev: &PolicyView) -> PolicyView {
+        let meta = &policy.metadata;
+        let same_spec = meta.uid.as_deref() == Some(prev.uid.as_str())
+            && meta.generation.is_some_and(|g| g == prev.generation)
+            && meta.name.as_deref() == Some(prev.name.as_str());
+        if !same_spec {
+            return PolicyView::new(policy);
+        }
+        PolicyView {
+            deleting: meta.deletion_timestamp.is_some(),
+            policy,
+            ..prev.clone()
+        }
+    }
+
     /// The selector matches `labels` (false when the selector is invalid).
     pub fn selects(&self, labels: &Labels) -> bool {
         self.selector.as_ref().is_ok_and(|s| s.matches(labels))
