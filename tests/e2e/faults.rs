@@ -563,12 +563,15 @@ fn degraded(p: &SidecarPolicy) -> Option<(&str, &str, &str)> {
     Some((c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
-/// Removes every CEL rule (`x-kubernetes-validations`) and every `minItems` bound below `v`.
+/// Removes every CEL rule (`x-kubernetes-validations`) and every `minItems`, `maximum` and
+/// `minimum` bound below `v`.
 fn strip_rules(v: &mut Value) {
     match v {
         Value::Object(map) => {
             map.remove("x-kubernetes-validations");
             map.remove("minItems");
+            map.remove("maximum");
+            map.remove("minimum");
             map.values_mut().for_each(strip_rules);
         }
         Value::Array(items) => items.iter_mut().for_each(strip_rules),
@@ -902,4 +905,126 @@ async fn idle_converged_namespace_has_no_hot_loop() {
         "no reconcile loop: {pod_reconciles} Pod and {policy_reconciles} policy reconciles in {}s",
         idle.as_secs()
     );
+}
+
+/// Edits of a valid spec into values the CRD once let through but the operator's types
+/// cannot hold (an `IntOrString` is 32 bits), with the field each is reported under.
+const UNDECODABLE: [(&str, fn(&mut Value), &str); 2] = [
+    (
+        "huge-max-unavailable",
+        |spec| spec["updateStrategy"] = json!({"type": "RollingUpdate", "maxUnavailable": 3_000_000_000_u64}),
+        "spec.updateStrategy.maxUnavailable",
+    ),
+    (
+        "negative-huge-max-unavailable",
+        |spec| spec["updateStrategy"] = json!({"type": "RollingUpdate", "maxUnavailable": -3_000_000_000_i64}),
+        "spec.updateStrategy.maxUnavailable",
+    ),
+];
+
+/// Issue 11 §2: stored policies that do not decode into the operator's types are reported
+/// on themselves and never stall a watch: neither for a running operator (watch event)
+/// nor after a restart (the initial LIST), and every other namespace keeps converging.
+#[tokio::test]
+async fn undecodable_stored_policies_never_stall_the_operator() {
+    let (mut cp, cfg, client, bad_ns) = private_plane(&relaxed_crd(), "undecodable").await;
+    let good_ns = sidecar_testenv::TestNamespace::try_create(&client, "decodable", &[])
+        .await
+        .expect("ns");
+    let scene = Scene {
+        pods: Api::namespaced(client.clone(), good_ns.name()),
+        policies: Api::namespaced(client.clone(), good_ns.name()),
+        client: client.clone(),
+        ns: good_ns,
+    };
+    let bad_policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), bad_ns.name());
+    let good = policy("good", &[("app", "web")], &[("team", "obs")], "SameNode");
+    scene.create(&good).await;
+    scene.create(&pod("web-0", &[("app", "web")])).await;
+    let opts = OperatorConfig {
+        sync_timeout: Duration::from_secs(30),
+        ..OperatorConfig::all_namespaces()
+    };
+    let op = Operator::start(cfg.clone(), opts.clone())
+        .await
+        .expect("operator starts");
+    let mut want = std::collections::BTreeSet::from([sidecar_name("web-0", "good")]);
+    scene
+        .wait_pods("the good policy's sidecar", |pods| {
+            (sidecar_names(pods) == want).then_some(())
+        })
+        .await;
+
+    // Written through the lax CRD while the operator runs: each reaches it as a watch event.
+    for (name, edit, _) in &UNDECODABLE {
+        let mut v = serde_json::to_value(&good).expect("policy JSON");
+        v["metadata"]["name"] = json!(name);
+        edit(&mut v["spec"]);
+        let dynamic: kube::core::DynamicObject = serde_json::from_value(v).expect("dynamic");
+        let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            bad_ns.name(),
+            &kube::discovery::ApiResource::erase::<SidecarPolicy>(&()),
+        );
+        api.create(&PostParams::default(), &dynamic)
+            .await
+            .unwrap_or_else(|e| panic!("the lax CRD stores {name}: {e}"));
+    }
+    let check_reported = async |phase: &str| {
+        for (name, _, field) in &UNDECODABLE {
+            let what = format!("{phase}: {name} Degraded=True InvalidSpec naming {field}, not Ready");
+            let p = wait_policy(&bad_policies, name, &what, |p| {
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+                degraded(p).is_some_and(|(status, reason, message)| {
+                    status == condition_status::TRUE
+                        && reason == reason::INVALID_SPEC
+                        && message.contains(field)
+                }) && ready.is_some_and(|c| c.status == condition_status::FALSE)
+            })
+            .await;
+            eprintln!("[undecodable] {phase}: {name}: {:?}", degraded(&p));
+        }
+    };
+    check_reported("running").await;
+    // The watch is alive: a new Pod still gets its sidecar.
+    scene.create(&pod("web-1", &[("app", "web")])).await;
+    want.insert(sidecar_name("web-1", "good"));
+    scene
+        .wait_pods("web-1's sidecar after the undecodable policies", |pods| {
+            (sidecar_names(pods) == want).then_some(())
+        })
+        .await;
+    op.stop().await;
+
+    // The strict CRD, then a restart: the initial LIST holds the undecodable policies.
+    sidecar_testenv::install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("strict CRD");
+    let op = Operator::start(cfg, opts)
+        .await
+        .expect("the operator syncs although some stored policies do not decode");
+    check_reported("restarted").await;
+    scene.create(&pod("web-2", &[("app", "web")])).await;
+    want.insert(sidecar_name("web-2", "good"));
+    scene
+        .wait_pods("web-2's sidecar after the restart", |pods| {
+            (sidecar_names(pods) == want).then_some(())
+        })
+        .await;
+    wait_policy(&scene.policies, "good", "3/3 ready", |p| {
+        p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
+    })
+    .await;
+    eprintln!(
+        "[undecodable] restarted operator: {:?}; watch errors {}",
+        op.api_calls(),
+        op.metrics().watch_errors.get()
+    );
+    drop(op);
+    drop(scene);
+    drop(bad_ns);
+    cp.stop();
 }

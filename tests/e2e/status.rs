@@ -33,17 +33,17 @@ use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
 use sidecar_testenv::{TestNamespace, install_crd, shared};
 
 /// Length of every "nothing (more) happens" check.
-const QUIET: Duration = Duration::from_secs(5);
+pub(crate) const QUIET: Duration = Duration::from_secs(5);
 
 /// Label selecting the main Pods of most tests.
-const WEB: (&str, &str) = ("app", "web");
+pub(crate) const WEB: (&str, &str) = ("app", "web");
 
 // ---------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------
 
 /// Starts an operator instance that watches only the scene's namespace.
-async fn start_operator(scene: &Scene) -> Operator {
+pub(crate) async fn start_operator(scene: &Scene) -> Operator {
     let config = shared().kube_config().await;
     Operator::start(config, OperatorConfig::namespace(scene.name()))
         .await
@@ -80,7 +80,7 @@ fn merge_json(base: &mut Value, patch: &Value) {
 
 /// The fixture [`policy`] (`SameNode`, sidecars labelled `team=obs`, one `agent` container
 /// with `LEVEL=info`) selecting `selector`, with `spec_patch` merged into its spec.
-fn policy_with(name: &str, selector: (&str, &str), spec_patch: Value) -> SidecarPolicy {
+pub(crate) fn policy_with(name: &str, selector: (&str, &str), spec_patch: Value) -> SidecarPolicy {
     let base = policy(name, &[selector], &[("team", "obs")], "SameNode");
     let mut v = serde_json::to_value(base).expect("policy JSON");
     merge_json(&mut v["spec"], &spec_patch);
@@ -88,12 +88,12 @@ fn policy_with(name: &str, selector: (&str, &str), spec_patch: Value) -> Sidecar
 }
 
 /// The fixture's sidecar container, with `LEVEL=level`.
-fn agent(level: &str) -> Value {
+pub(crate) fn agent(level: &str) -> Value {
     json!({"name": "agent", "image": "busybox:1.36", "env": [{"name": "LEVEL", "value": level}]})
 }
 
 /// A merge patch of a policy that changes its template (the `agent` container's `LEVEL`).
-fn new_template(level: &str) -> Value {
+pub(crate) fn new_template(level: &str) -> Value {
     json!({"spec": {"template": {"spec": {"containers": [agent(level)]}}}})
 }
 
@@ -108,14 +108,14 @@ fn restricted_container_security() -> Value {
 }
 
 /// A sidecar template spec that passes Pod Security `restricted`.
-fn compliant_template_spec() -> Value {
+pub(crate) fn compliant_template_spec() -> Value {
     let mut c = agent("info");
     c["securityContext"] = restricted_container_security();
     json!({"securityContext": restricted_pod_security(), "containers": [c]})
 }
 
 /// A sidecar template spec that Pod Security `restricted` (and `baseline`) refuses.
-fn privileged_template_spec() -> Value {
+pub(crate) fn privileged_template_spec() -> Value {
     let mut c = agent("info");
     c["securityContext"] = json!({"privileged": true});
     json!({"containers": [c]})
@@ -130,12 +130,12 @@ fn restricted_pod(name: &str, labels: &[(&str, &str)]) -> Pod {
 }
 
 /// `prefix-0`, `prefix-1`, … (zero-padded to 2 digits so names sort like numbers).
-fn names(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:02}")).collect()
 }
 
 /// Creates `pods`, 8 at a time.
-async fn create_all(scene: &Scene, pods: Vec<Pod>) {
+pub(crate) async fn create_all(scene: &Scene, pods: Vec<Pod>) {
     futures::stream::iter(pods)
         .map(|p| {
             let api = scene.pods.clone();
@@ -148,12 +148,12 @@ async fn create_all(scene: &Scene, pods: Vec<Pod>) {
 }
 
 /// Creates bare main Pods `names` labelled `labels`.
-async fn create_pods(scene: &Scene, names: &[String], labels: &[(&str, &str)]) {
+pub(crate) async fn create_pods(scene: &Scene, names: &[String], labels: &[(&str, &str)]) {
     create_all(scene, names.iter().map(|n| pod(n, labels)).collect()).await;
 }
 
 /// The sidecars of policy `policy` among `pods`, by name.
-fn sidecars_of<'a>(pods: &'a [Pod], policy: &str) -> BTreeMap<String, &'a Pod> {
+pub(crate) fn sidecars_of<'a>(pods: &'a [Pod], policy: &str) -> BTreeMap<String, &'a Pod> {
     pods.iter()
         .filter(|p| {
             is_sidecar(p) && p.labels().get(LABEL_POLICY).map(String::as_str) == Some(policy)
@@ -163,7 +163,7 @@ fn sidecars_of<'a>(pods: &'a [Pod], policy: &str) -> BTreeMap<String, &'a Pod> {
 }
 
 /// name → uid of the sidecars of `policy` among `pods`.
-fn sidecar_uids(pods: &[Pod], policy: &str) -> BTreeMap<String, String> {
+pub(crate) fn sidecar_uids(pods: &[Pod], policy: &str) -> BTreeMap<String, String> {
     sidecars_of(pods, policy)
         .into_iter()
         .map(|(n, p)| (n, uid_of(p)))
@@ -171,24 +171,24 @@ fn sidecar_uids(pods: &[Pod], policy: &str) -> BTreeMap<String, String> {
 }
 
 /// The template hash a sidecar was built from.
-fn hash_of(p: &Pod) -> Option<&str> {
+pub(crate) fn hash_of(p: &Pod) -> Option<&str> {
     p.labels().get(LABEL_TEMPLATE_HASH).map(String::as_str)
 }
 
 /// The policy's condition of type `type_`.
-fn cond<'a>(p: &'a SidecarPolicy, type_: &str) -> Option<&'a Condition> {
+pub(crate) fn cond<'a>(p: &'a SidecarPolicy, type_: &str) -> Option<&'a Condition> {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
 }
 
 /// The policy has condition `type_` with `status` and `reason`.
-fn cond_is(p: &SidecarPolicy, type_: &str, status: &str, reason: &str) -> bool {
+pub(crate) fn cond_is(p: &SidecarPolicy, type_: &str, status: &str, reason: &str) -> bool {
     cond(p, type_).is_some_and(|c| c.status == status && c.reason == reason)
 }
 
 /// The status was computed from the current generation.
-fn observed(p: &SidecarPolicy) -> bool {
+pub(crate) fn observed(p: &SidecarPolicy) -> bool {
     let generation = p.metadata.generation;
     p.status.as_ref().is_some_and(|s| {
         s.observed_generation == generation
@@ -200,7 +200,7 @@ fn observed(p: &SidecarPolicy) -> bool {
 }
 
 /// Generation, spec flags and status of a policy, for failure messages.
-fn describe_policy(p: &SidecarPolicy) -> String {
+pub(crate) fn describe_policy(p: &SidecarPolicy) -> String {
     format!(
         "policy {} generation={:?} hash={} paused={} status:\n{}",
         p.name_any(),
@@ -213,7 +213,7 @@ fn describe_policy(p: &SidecarPolicy) -> String {
 
 /// Reads policy `name` every 200 ms until `probe` holds; after `timeout` panics naming
 /// `what`, with the last policy seen and the namespace's Pods.
-async fn wait_policy_within(
+pub(crate) async fn wait_policy_within(
     scene: &Scene,
     name: &str,
     timeout: Duration,
@@ -240,7 +240,7 @@ async fn wait_policy_within(
 }
 
 /// [`wait_policy_within`] with the default [`TIMEOUT`].
-async fn wait_policy(
+pub(crate) async fn wait_policy(
     scene: &Scene,
     name: &str,
     what: &str,
@@ -251,7 +251,7 @@ async fn wait_policy(
 
 /// The status of a policy that selects `n` eligible Pods, all with a Ready sidecar at the
 /// current template hash, nothing failing, not paused.
-fn converged(p: &SidecarPolicy, n: i32) -> bool {
+pub(crate) fn converged(p: &SidecarPolicy, n: i32) -> bool {
     let Some(s) = &p.status else { return false };
     let ready = if n == 0 {
         reason::NO_MATCHING_PODS
@@ -283,7 +283,7 @@ fn converged(p: &SidecarPolicy, n: i32) -> bool {
 }
 
 /// Waits (up to `timeout`) until policy `name` reports `n` Pods converged.
-async fn wait_converged_within(
+pub(crate) async fn wait_converged_within(
     scene: &Scene,
     name: &str,
     n: i32,
@@ -294,12 +294,12 @@ async fn wait_converged_within(
 }
 
 /// [`wait_converged_within`] with the default [`TIMEOUT`].
-async fn wait_converged(scene: &Scene, name: &str, n: i32) -> SidecarPolicy {
+pub(crate) async fn wait_converged(scene: &Scene, name: &str, n: i32) -> SidecarPolicy {
     wait_converged_within(scene, name, n, TIMEOUT).await
 }
 
 /// The Events (events.k8s.io/v1) of the scene's namespace.
-async fn events(scene: &Scene) -> Vec<Event> {
+pub(crate) async fn events(scene: &Scene) -> Vec<Event> {
     scene
         .api::<Event>()
         .list(&ListParams::default())
@@ -309,7 +309,7 @@ async fn events(scene: &Scene) -> Vec<Event> {
 }
 
 /// The Events about the object `kind`/`name` with `reason`.
-fn events_about<'a>(events: &'a [Event], kind: &str, name: &str, reason: &str) -> Vec<&'a Event> {
+pub(crate) fn events_about<'a>(events: &'a [Event], kind: &str, name: &str, reason: &str) -> Vec<&'a Event> {
     events
         .iter()
         .filter(|e| {
@@ -322,7 +322,7 @@ fn events_about<'a>(events: &'a [Event], kind: &str, name: &str, reason: &str) -
 }
 
 /// One line per Event, for failure messages and the test log.
-fn describe_events(events: &[&Event]) -> String {
+pub(crate) fn describe_events(events: &[&Event]) -> String {
     events
         .iter()
         .map(|e| {
@@ -350,7 +350,7 @@ fn describe_events(events: &[&Event]) -> String {
 
 /// Waits until exactly one Warning Event with reason `CreateRefused` is about policy `name`
 /// (the Events API aggregates repeats into one object), whose note contains `needle`.
-async fn wait_refusal_event(scene: &Scene, name: &str, needle: &str) -> Event {
+pub(crate) async fn wait_refusal_event(scene: &Scene, name: &str, needle: &str) -> Event {
     let what = format!("a Warning Event CreateRefused on SidecarPolicy {name} saying {needle:?}");
     let found = poll(TIMEOUT, async || {
         let all = events(scene).await;
@@ -396,26 +396,26 @@ async fn wait_refusal_event(scene: &Scene, name: &str, needle: &str) -> Event {
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug, Default)]
-struct Availability {
+pub(crate) struct Availability {
     /// The namespace's Pods as of the last event (once the first list is done).
-    pods: BTreeMap<String, Pod>,
-    synced: bool,
+    pub(crate) pods: BTreeMap<String, Pod>,
+    pub(crate) synced: bool,
     /// Eligible main Pods lacking a Ready sidecar, now.
-    current: usize,
+    pub(crate) current: usize,
     /// The most seen at any resourceVersion.
-    max: usize,
+    pub(crate) max: usize,
     /// (time since start, value) at every change.
-    timeline: Vec<(Duration, usize)>,
+    pub(crate) timeline: Vec<(Duration, usize)>,
     /// Pod watch events seen after the first list.
-    events: usize,
-    errors: Vec<String>,
+    pub(crate) events: usize,
+    pub(crate) errors: Vec<String>,
 }
 
 /// Watches the namespace's Pods (its own watch, not the operator's) and, after every event,
 /// counts the eligible main Pods selected by `selector` that lack a Ready sidecar of
 /// `policy`: missing, not Ready, terminating, or not theirs. Watch events arrive in
 /// resourceVersion order, so every count is the count of one real state of the cluster.
-struct AvailabilityWatch {
+pub(crate) struct AvailabilityWatch {
     state: Arc<Mutex<Availability>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -427,7 +427,7 @@ impl Drop for AvailabilityWatch {
 }
 
 /// Eligible main Pods of `selector` lacking a Ready sidecar of `policy` in `pods`.
-fn lacking_ready_sidecar(
+pub(crate) fn lacking_ready_sidecar(
     pods: &BTreeMap<String, Pod>,
     policy: &str,
     selector: (&str, &str),
@@ -453,7 +453,7 @@ fn lacking_ready_sidecar(
 
 impl AvailabilityWatch {
     /// Starts watching; returns once the first list is in.
-    async fn start(pods: Api<Pod>, policy: &str, selector: (&'static str, &'static str)) -> Self {
+    pub(crate) async fn start(pods: Api<Pod>, policy: &str, selector: (&'static str, &'static str)) -> Self {
         let state = Arc::new(Mutex::new(Availability::default()));
         let sink = state.clone();
         let policy = policy.to_string();
@@ -512,12 +512,12 @@ impl AvailabilityWatch {
         watch
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Availability> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Availability> {
         self.state.lock().expect("availability state")
     }
 
     /// Forgets the maximum and the timeline so far (keeps the current value).
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         let mut s = self.lock();
         s.max = s.current;
         s.timeline.clear();
@@ -525,7 +525,7 @@ impl AvailabilityWatch {
     }
 
     /// The timeline as `t=1.2s:0 t=3.4s:2 …`.
-    fn timeline(&self) -> String {
+    pub(crate) fn timeline(&self) -> String {
         self.lock()
             .timeline
             .iter()
@@ -537,7 +537,7 @@ impl AvailabilityWatch {
 
 /// Records, from its own watch, when policy `name` changes and what its status says then
 /// (each change without a new generation is one status write by the operator).
-struct PolicyWrites {
+pub(crate) struct PolicyWrites {
     seen: Arc<Mutex<Vec<(Duration, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }

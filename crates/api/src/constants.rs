@@ -100,6 +100,12 @@ pub mod reason {
     pub const CREATE_REFUSED: &str = "CreateRefused";
     /// `Degraded=True`: a Pod the operator does not own already has a sidecar's name.
     pub const NAME_COLLISION: &str = "NameCollision";
+    /// `Degraded=True`: a sidecar of this policy keeps ending `Failed` or `Succeeded`
+    /// (eviction, exit under `restartPolicy: Never`…); it is replaced with a growing delay.
+    pub const SIDECARS_FAILING: &str = "SidecarsFailing";
+    /// Warning event on a policy: one of its sidecars ended `Failed` or `Succeeded` and is
+    /// being replaced.
+    pub const SIDECAR_FAILED: &str = "SidecarFailed";
     /// `Degraded=True`: the policy passed admission but cannot be used (for example a
     /// selector the operator cannot parse).
     pub const INVALID_SPEC: &str = "InvalidSpec";

@@ -1,0 +1,438 @@
+//! The everyday events of a production cluster (issue 11), against the real control plane:
+//! sidecars that end Failed, name collisions that go away, main Pods recreated under their
+//! name, Pods orphaned by `--cascade=orphan`, template changes in the middle of a rollout,
+//! and Pods with the longest names the API allows.
+//!
+//! Each test runs its own operator instance in its own namespace.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
+use serde_json::json;
+use sidecar_api::SidecarPolicy;
+use sidecar_api::constants::{LABEL_MAIN_UID, condition, condition_status, reason};
+use sidecar_api::template_hash;
+use sidecar_e2e::{Scene, Seen, TIMEOUT, find, is_sidecar, phase_of, pod, pod_ready, poll, uid_of};
+use sidecar_planner::sidecar_name;
+use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
+
+use crate::status::{
+    AvailabilityWatch, QUIET, WEB, cond, cond_is, create_pods, describe_events, events,
+    events_about, hash_of, names, new_template, policy_with, sidecars_of, start_operator,
+    wait_converged, wait_converged_within, wait_policy,
+};
+
+/// Sets the phase of Pod `name` to `Failed` through the status subresource, as the kubelet
+/// does after a node-pressure eviction.
+async fn fail_pod(scene: &Scene, name: &str) -> kube::Result<Pod> {
+    let patch = json!({"status": {"phase": "Failed", "reason": "Evicted",
+        "message": "The node was low on resource: memory."}});
+    scene
+        .pods
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+}
+
+/// The Degraded condition of a policy as `(status, reason, message)`.
+fn degraded(p: &SidecarPolicy) -> (String, String, String) {
+    cond(p, condition::DEGRADED)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
+/// Waits for a Warning Event with `reason` about policy `name` whose note contains `needle`.
+async fn wait_policy_event(scene: &Scene, name: &str, reason: &str, needle: &str) {
+    let found = poll(TIMEOUT, async || {
+        let all = events(scene).await;
+        let about = events_about(&all, "SidecarPolicy", name, reason);
+        about
+            .iter()
+            .any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains(needle))
+            })
+            .then_some(())
+    })
+    .await;
+    if found.is_none() {
+        let all = events(scene).await;
+        panic!(
+            "no Warning Event {reason} on SidecarPolicy {name} saying {needle:?}; Events:\n{}",
+            describe_events(&all.iter().collect::<Vec<_>>())
+        );
+    }
+}
+
+/// §1: a sidecar that ends `Failed` (evicted) is deleted and recreated; one that fails
+/// again at once is replaced with a growing delay (no hot loop), and the policy says
+/// `Degraded=True, SidecarsFailing` while it keeps failing, then recovers.
+#[tokio::test]
+async fn failed_sidecar_is_replaced_with_backoff_and_reported() {
+    let scene = Scene::new("hd-failed").await;
+    let op = start_operator(&scene).await;
+    scene.create(&policy_with("shipper", WEB, json!({}))).await;
+    scene.create(&pod("web-0", &[WEB])).await;
+    wait_converged(&scene, "shipper", 1).await;
+    let name = sidecar_name("web-0", "shipper");
+    let rec = scene.record().await;
+    let first = uid_of(&scene.pods.get(&name).await.expect("sidecar"));
+
+    fail_pod(&scene, &name).await.expect("fail the sidecar");
+    let second = scene
+        .wait_pods("the evicted sidecar replaced by a new, Ready one", |pods| {
+            find(pods, &name)
+                .filter(|s| uid_of(s) != first && pod_ready(s) && phase_of(s) == Some("Running"))
+                .map(uid_of)
+        })
+        .await;
+    assert!(
+        rec.seen(Seen::Deleted).iter().any(|p| uid_of(p) == first),
+        "the failed sidecar was deleted"
+    );
+    wait_policy_event(&scene, "shipper", reason::SIDECAR_FAILED, &name).await;
+    wait_converged(&scene, "shipper", 1).await;
+    eprintln!("[hardening] evicted sidecar {first} replaced by {second}");
+
+    // A sidecar that fails as soon as it runs: fail every new one.
+    let failer = {
+        let pods = scene.pods.clone();
+        let name = name.clone();
+        let patched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = patched.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(p) = pods.get(&name).await
+                    && phase_of(&p) != Some("Failed")
+                    && p.metadata.deletion_timestamp.is_none()
+                {
+                    let patch = json!({"status": {"phase": "Failed", "reason": "Error"}});
+                    if pods
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .is_ok()
+                    {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        (task, patched)
+    };
+    let p = wait_policy(
+        &scene,
+        "shipper",
+        "Degraded=True SidecarsFailing, no ready or up-to-date sidecar counted",
+        |p| {
+            let s = p.status.clone().unwrap_or_default();
+            cond_is(
+                p,
+                condition::DEGRADED,
+                condition_status::TRUE,
+                reason::SIDECARS_FAILING,
+            ) && (s.ready_pods, s.updated_pods) == (0, 0)
+                && cond_is(
+                    p,
+                    condition::READY,
+                    condition_status::FALSE,
+                    reason::SIDECARS_NOT_READY,
+                )
+        },
+    )
+    .await;
+    eprintln!(
+        "[hardening] while failing: Degraded {:?}; Progressing {:?}",
+        degraded(&p),
+        cond(&p, condition::PROGRESSING).map(|c| c.message.clone())
+    );
+    assert!(
+        degraded(&p).2.contains(&name),
+        "the message names the failing sidecar: {:?}",
+        degraded(&p)
+    );
+    // Measure: how many sidecars the operator creates while every one fails at once.
+    let window = Duration::from_secs(15);
+    let creates0 = rec.added_uids(&name).len();
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let creates = rec.added_uids(&name).len() - creates0;
+    eprintln!(
+        "[hardening] {creates} sidecars created in {:.0}s while each fails at once ({} failed by the test so far)",
+        t0.elapsed().as_secs_f64(),
+        failer.1.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(
+        (1..=6).contains(&creates),
+        "replacements back off (1 s, 2 s, 4 s …) instead of looping: {creates} creates in {}s",
+        window.as_secs()
+    );
+    failer.0.abort();
+    // Once the sidecar stops failing, the pair recovers and the policy clears.
+    wait_converged_within(&scene, "shipper", 1, Duration::from_secs(120)).await;
+    op.stop().await;
+}
+
+/// §6: `NameCollision` clears when the Pod holding the name is deleted (the sidecar is then
+/// created) or when the main Pod that wanted the name is gone.
+#[tokio::test]
+async fn name_collision_clears_when_the_holder_or_the_main_pod_is_gone() {
+    let scene = Scene::new("hd-collide").await;
+    let op = start_operator(&scene).await;
+    scene.create(&policy_with("shipper", WEB, json!({}))).await;
+    let held: Vec<String> = ["web-0", "web-1"]
+        .iter()
+        .map(|m| sidecar_name(m, "shipper"))
+        .collect();
+    for h in &held {
+        scene.create(&pod(h, &[("app", "other")])).await;
+    }
+    create_pods(&scene, &["web-0".into(), "web-1".into()], &[WEB]).await;
+    wait_policy(&scene, "shipper", "NameCollision naming both names", |p| {
+        let (s, r, m) = degraded(p);
+        s == condition_status::TRUE
+            && r == reason::NAME_COLLISION
+            && held.iter().all(|h| m.contains(h.as_str()))
+    })
+    .await;
+
+    // The holder of web-0's name goes: web-0 gets its sidecar; only web-1's name is reported.
+    scene.delete::<Pod>(&held[0]).await;
+    scene
+        .wait_pods("web-0's sidecar, once the name is free", |pods| {
+            find(pods, &held[0])
+                .filter(|p| is_sidecar(p) && p.metadata.deletion_timestamp.is_none())
+                .map(|_| ())
+        })
+        .await;
+    wait_policy(&scene, "shipper", "NameCollision naming only web-1's name", |p| {
+        let (s, r, m) = degraded(p);
+        s == condition_status::TRUE
+            && r == reason::NAME_COLLISION
+            && m.contains(held[1].as_str())
+            && !m.contains(held[0].as_str())
+    })
+    .await;
+
+    // The main Pod that wanted the other name goes: nothing is left to report.
+    scene.delete::<Pod>("web-1").await;
+    let p = wait_policy(&scene, "shipper", "no collision once web-1 is gone", |p| {
+        cond_is(
+            p,
+            condition::DEGRADED,
+            condition_status::FALSE,
+            reason::AS_EXPECTED,
+        ) && p.status.as_ref().is_some_and(|s| s.matched_pods == 1)
+    })
+    .await;
+    eprintln!("[hardening] collisions cleared: {:?}", degraded(&p));
+    op.stop().await;
+}
+
+/// §6: a main Pod recreated under its name (a StatefulSet's `web-0`) while its old sidecar
+/// is still terminating waits for that sidecar to go; it is not a name collision.
+#[tokio::test]
+async fn main_pod_recreated_under_its_name_waits_for_its_old_sidecar() {
+    let scene = Scene::new("hd-recreate").await;
+    let op = start_operator(&scene).await;
+    scene.create(&policy_with("shipper", WEB, json!({}))).await;
+    scene.create(&pod("web-0", &[WEB])).await;
+    wait_converged(&scene, "shipper", 1).await;
+    let name = sidecar_name("web-0", "shipper");
+    // Hold the old sidecar in Terminating with a finalizer of the test's own.
+    scene
+        .merge::<Pod>(
+            &name,
+            json!({"metadata": {"finalizers": ["example.com/hold"]}}),
+        )
+        .await;
+    let old_main = uid_of(&scene.pods.get("web-0").await.expect("web-0"));
+    scene.delete::<Pod>("web-0").await;
+    scene
+        .wait_pods("web-0 gone and its sidecar terminating", |pods| {
+            let main_gone = find(pods, "web-0").is_none();
+            let terminating = find(pods, &name).is_some_and(|s| s.metadata.deletion_timestamp.is_some());
+            (main_gone && terminating).then_some(())
+        })
+        .await;
+    let new_main = uid_of(&scene.create(&pod("web-0", &[WEB])).await);
+    assert_ne!(old_main, new_main);
+    // The operator has seen the new Pod: it is matched and waits for its sidecar.
+    wait_policy(&scene, "shipper", "the new web-0 matched, its sidecar missing", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| (s.matched_pods, s.ready_pods) == (1, 0))
+    })
+    .await;
+    let t0 = Instant::now();
+    while t0.elapsed() < QUIET {
+        let p = scene.policies.get("shipper").await.expect("policy");
+        assert_ne!(
+            degraded(&p).1,
+            reason::NAME_COLLISION,
+            "the old sidecar is ours, not a collision: {:?}",
+            degraded(&p)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    scene
+        .merge::<Pod>(&name, json!({"metadata": {"finalizers": null}}))
+        .await;
+    let sidecar = scene
+        .wait_pods("a new sidecar for the new web-0", |pods| {
+            find(pods, &name)
+                .filter(|s| s.labels().get(LABEL_MAIN_UID) == Some(&new_main))
+                .cloned()
+        })
+        .await;
+    wait_converged(&scene, "shipper", 1).await;
+    let all = events(&scene).await;
+    let collisions = events_about(&all, "SidecarPolicy", "shipper", reason::NAME_COLLISION);
+    assert!(
+        collisions.is_empty(),
+        "no NameCollision Event:\n{}",
+        describe_events(&collisions)
+    );
+    eprintln!(
+        "[hardening] web-0 recreated ({old_main} -> {new_main}); new sidecar {}",
+        uid_of(&sidecar)
+    );
+    op.stop().await;
+}
+
+/// §6: status counts only sidecars of live, selected main Pods (a paused policy keeps an
+/// orphan but does not count it: READY never reads 2/1), and a sidecar orphaned by
+/// `kubectl delete --cascade=orphan` of its main Pod is deleted once the policy acts.
+#[tokio::test]
+async fn orphaned_sidecars_are_not_counted_and_are_deleted() {
+    let scene = Scene::new("hd-orphan").await;
+    let op = start_operator(&scene).await;
+    scene.create(&policy_with("shipper", WEB, json!({}))).await;
+    create_pods(&scene, &["web-0".into(), "web-1".into()], &[WEB]).await;
+    wait_converged(&scene, "shipper", 2).await;
+    let orphan = sidecar_name("web-0", "shipper");
+    let kept = sidecar_name("web-1", "shipper");
+    let kept_uid = uid_of(&scene.pods.get(&kept).await.expect("sidecar"));
+
+    scene
+        .merge::<SidecarPolicy>("shipper", json!({"spec": {"paused": true}}))
+        .await;
+    wait_policy(&scene, "shipper", "Paused=True", |p| {
+        cond_is(p, condition::PAUSED, condition_status::TRUE, reason::PAUSED)
+    })
+    .await;
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    scene.pods.delete("web-0", &dp).await.expect("orphan delete");
+    scene
+        .wait_pods("web-0 gone, its sidecar orphaned (no owner)", |pods| {
+            let orphaned = find(pods, &orphan).is_some_and(|s| s.owner_references().is_empty());
+            (find(pods, "web-0").is_none() && orphaned).then_some(())
+        })
+        .await;
+    let p = wait_policy(&scene, "shipper", "1 matched, 1 sidecar, READY 1/1", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            (s.matched_pods, s.sidecar_pods, s.updated_pods, s.ready_pods) == (1, 1, 1, 1)
+                && s.ready.as_deref() == Some("1/1")
+        })
+    })
+    .await;
+    eprintln!("[hardening] paused, orphan kept, status {:?}", p.status.map(|s| s.ready));
+
+    scene
+        .merge::<SidecarPolicy>("shipper", json!({"spec": {"paused": false}}))
+        .await;
+    scene
+        .wait_pods("the orphaned sidecar deleted, web-1's kept", |pods| {
+            let kept_same = find(pods, &kept).is_some_and(|s| uid_of(s) == kept_uid);
+            (find(pods, &orphan).is_none() && kept_same).then_some(())
+        })
+        .await;
+    wait_converged(&scene, "shipper", 1).await;
+    op.stop().await;
+}
+
+/// §6: template changes one after the other, in the middle of a rollout, never take more
+/// than `maxUnavailable` main Pods without a Ready sidecar (deletes already sent count as
+/// unavailable before the watch shows them).
+#[tokio::test]
+async fn template_changes_mid_rollout_never_exceed_max_unavailable() {
+    const N: usize = 12;
+    const MAX: usize = 1;
+    let scene = Scene::new("hd-rollout").await;
+    let op = start_operator(&scene).await;
+    let spec = json!({
+        "updateStrategy": {"type": "RollingUpdate", "maxUnavailable": MAX},
+        "template": {"metadata": {"annotations": {POD_READY_DELAY_ANNOTATION: "1s"}}},
+    });
+    scene.create(&policy_with("shipper", WEB, spec)).await;
+    create_pods(&scene, &names("web", N), &[WEB]).await;
+    wait_converged_within(&scene, "shipper", N as i32, Duration::from_secs(120)).await;
+    let watch = AvailabilityWatch::start(scene.pods.clone(), "shipper", WEB).await;
+    watch.reset();
+    let mut last = None;
+    for level in ["debug", "trace", "warn", "error", "info2"] {
+        let p: SidecarPolicy = scene.merge("shipper", new_template(level)).await;
+        last = Some(template_hash(&p.spec));
+    }
+    let want = last.expect("a last hash");
+    scene
+        .wait_pods_within(
+            Duration::from_secs(240),
+            "every sidecar at the last template and Ready",
+            |pods| {
+                let sc = sidecars_of(pods, "shipper");
+                let done = sc.len() == N
+                    && sc.values().all(|s| {
+                        hash_of(s) == Some(want.as_str())
+                            && pod_ready(s)
+                            && s.metadata.deletion_timestamp.is_none()
+                    });
+                done.then_some(())
+            },
+        )
+        .await;
+    let (max, errors) = {
+        let s = watch.lock();
+        (s.max, s.errors.clone())
+    };
+    eprintln!(
+        "[hardening] 5 template changes at once over {N} sidecars (maxUnavailable {MAX}): max lacking a Ready sidecar {max}; timeline {}",
+        watch.timeline()
+    );
+    assert!(errors.is_empty(), "the watcher's record has gaps: {errors:?}");
+    assert!(
+        max <= MAX,
+        "at most {MAX} main Pods lacked a Ready sidecar; saw {max}: {}",
+        watch.timeline()
+    );
+    wait_converged(&scene, "shipper", N as i32).await;
+    op.stop().await;
+}
+
+/// §6: a Pod with a 253-character name (the API's limit) gets its sidecar and its Normal
+/// `SidecarCreated` Event (the Event's name must stay within 253 characters too).
+#[tokio::test]
+async fn pods_with_the_longest_names_get_sidecars_and_events() {
+    let scene = Scene::new("hd-long").await;
+    let op = start_operator(&scene).await;
+    scene.create(&policy_with("shipper", WEB, json!({}))).await;
+    let long = format!("web-{}", "x".repeat(249));
+    assert_eq!(long.len(), 253);
+    scene.create(&pod(&long, &[WEB])).await;
+    let sidecar = sidecar_name(&long, "shipper");
+    wait_converged(&scene, "shipper", 1).await;
+    let found = poll(TIMEOUT, async || {
+        let all = events(&scene).await;
+        (!events_about(&all, "Pod", &long, reason::SIDECAR_CREATED).is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "a SidecarCreated Event on the Pod with a 253-character name (sidecar {sidecar})"
+    );
+    op.stop().await;
+}
