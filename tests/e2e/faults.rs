@@ -909,15 +909,23 @@ async fn idle_converged_namespace_has_no_hot_loop() {
 
 /// Edits of a valid spec into values the CRD once let through but the operator's types
 /// cannot hold (an `IntOrString` is 32 bits), with the field each is reported under.
-const UNDECODABLE: [(&str, fn(&mut Value), &str); 2] = [
+type Undecodable = (&'static str, fn(&mut Value), &'static str);
+
+const UNDECODABLE: [Undecodable; 2] = [
     (
         "huge-max-unavailable",
-        |spec| spec["updateStrategy"] = json!({"type": "RollingUpdate", "maxUnavailable": 3_000_000_000_u64}),
+        |spec| {
+            spec["updateStrategy"] =
+                json!({"type": "RollingUpdate", "maxUnavailable": 3_000_000_000_u64})
+        },
         "spec.updateStrategy.maxUnavailable",
     ),
     (
         "negative-huge-max-unavailable",
-        |spec| spec["updateStrategy"] = json!({"type": "RollingUpdate", "maxUnavailable": -3_000_000_000_i64}),
+        |spec| {
+            spec["updateStrategy"] =
+                json!({"type": "RollingUpdate", "maxUnavailable": -3_000_000_000_i64})
+        },
         "spec.updateStrategy.maxUnavailable",
     ),
 ];
@@ -937,7 +945,6 @@ async fn undecodable_stored_policies_never_stall_the_operator() {
         client: client.clone(),
         ns: good_ns,
     };
-    let bad_policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), bad_ns.name());
     let good = policy("good", &[("app", "web")], &[("team", "obs")], "SameNode");
     scene.create(&good).await;
     scene.create(&pod("web-0", &[("app", "web")])).await;
@@ -955,37 +962,55 @@ async fn undecodable_stored_policies_never_stall_the_operator() {
         })
         .await;
 
+    // Read and written as plain JSON: these objects do not decode into `SidecarPolicy`.
+    let bad_dynamic: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        bad_ns.name(),
+        &kube::discovery::ApiResource::erase::<SidecarPolicy>(&()),
+    );
     // Written through the lax CRD while the operator runs: each reaches it as a watch event.
     for (name, edit, _) in &UNDECODABLE {
         let mut v = serde_json::to_value(&good).expect("policy JSON");
         v["metadata"]["name"] = json!(name);
         edit(&mut v["spec"]);
         let dynamic: kube::core::DynamicObject = serde_json::from_value(v).expect("dynamic");
-        let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            bad_ns.name(),
-            &kube::discovery::ApiResource::erase::<SidecarPolicy>(&()),
-        );
-        api.create(&PostParams::default(), &dynamic)
+        bad_dynamic
+            .create(&PostParams::default(), &dynamic)
             .await
             .unwrap_or_else(|e| panic!("the lax CRD stores {name}: {e}"));
     }
+    let condition_of =
+        |p: &kube::core::DynamicObject, type_: &str| -> Option<(String, String, String)> {
+            let c = p.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == type_)?
+                .clone();
+            let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            Some((text("status"), text("reason"), text("message")))
+        };
     let check_reported = async |phase: &str| {
         for (name, _, field) in &UNDECODABLE {
-            let what = format!("{phase}: {name} Degraded=True InvalidSpec naming {field}, not Ready");
-            let p = wait_policy(&bad_policies, name, &what, |p| {
-                let ready = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
-                degraded(p).is_some_and(|(status, reason, message)| {
-                    status == condition_status::TRUE
-                        && reason == reason::INVALID_SPEC
-                        && message.contains(field)
-                }) && ready.is_some_and(|c| c.status == condition_status::FALSE)
+            let what =
+                format!("{phase}: {name} Degraded=True InvalidSpec naming {field}, not Ready");
+            let mut last = None;
+            let found = poll(TIMEOUT, async || {
+                let p = bad_dynamic.get(name).await.ok()?;
+                let degraded = condition_of(&p, condition::DEGRADED);
+                let ready = condition_of(&p, condition::READY);
+                last = Some(p.data["status"].clone());
+                let hit = degraded.as_ref().is_some_and(|(s, r, m)| {
+                    s == condition_status::TRUE && r == reason::INVALID_SPEC && m.contains(field)
+                }) && ready.is_some_and(|(s, r, _)| {
+                    s == condition_status::FALSE && r == reason::INVALID_SPEC
+                });
+                hit.then_some(degraded)
             })
             .await;
-            eprintln!("[undecodable] {phase}: {name}: {:?}", degraded(&p));
+            let Some(degraded) = found else {
+                panic!("timed out waiting for {what}; last status: {last:?}");
+            };
+            eprintln!("[undecodable] {phase}: {name}: {degraded:?}");
         }
     };
     check_reported("running").await;

@@ -206,13 +206,18 @@ async fn name_collision_clears_when_the_holder_or_the_main_pod_is_gone() {
                 .map(|_| ())
         })
         .await;
-    wait_policy(&scene, "shipper", "NameCollision naming only web-1's name", |p| {
-        let (s, r, m) = degraded(p);
-        s == condition_status::TRUE
-            && r == reason::NAME_COLLISION
-            && m.contains(held[1].as_str())
-            && !m.contains(held[0].as_str())
-    })
+    wait_policy(
+        &scene,
+        "shipper",
+        "NameCollision naming only web-1's name",
+        |p| {
+            let (s, r, m) = degraded(p);
+            s == condition_status::TRUE
+                && r == reason::NAME_COLLISION
+                && m.contains(held[1].as_str())
+                && !m.contains(held[0].as_str())
+        },
+    )
     .await;
 
     // The main Pod that wanted the other name goes: nothing is left to report.
@@ -252,18 +257,24 @@ async fn main_pod_recreated_under_its_name_waits_for_its_old_sidecar() {
     scene
         .wait_pods("web-0 gone and its sidecar terminating", |pods| {
             let main_gone = find(pods, "web-0").is_none();
-            let terminating = find(pods, &name).is_some_and(|s| s.metadata.deletion_timestamp.is_some());
+            let terminating =
+                find(pods, &name).is_some_and(|s| s.metadata.deletion_timestamp.is_some());
             (main_gone && terminating).then_some(())
         })
         .await;
     let new_main = uid_of(&scene.create(&pod("web-0", &[WEB])).await);
     assert_ne!(old_main, new_main);
     // The operator has seen the new Pod: it is matched and waits for its sidecar.
-    wait_policy(&scene, "shipper", "the new web-0 matched, its sidecar missing", |p| {
-        p.status
-            .as_ref()
-            .is_some_and(|s| (s.matched_pods, s.ready_pods) == (1, 0))
-    })
+    wait_policy(
+        &scene,
+        "shipper",
+        "the new web-0 matched, its sidecar missing",
+        |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| (s.matched_pods, s.ready_pods) == (1, 0))
+        },
+    )
     .await;
     let t0 = Instant::now();
     while t0.elapsed() < QUIET {
@@ -326,7 +337,11 @@ async fn orphaned_sidecars_are_not_counted_and_are_deleted() {
         propagation_policy: Some(PropagationPolicy::Orphan),
         ..DeleteParams::default()
     };
-    scene.pods.delete("web-0", &dp).await.expect("orphan delete");
+    scene
+        .pods
+        .delete("web-0", &dp)
+        .await
+        .expect("orphan delete");
     scene
         .wait_pods("web-0 gone, its sidecar orphaned (no owner)", |pods| {
             let orphaned = find(pods, &orphan).is_some_and(|s| s.owner_references().is_empty());
@@ -340,7 +355,10 @@ async fn orphaned_sidecars_are_not_counted_and_are_deleted() {
         })
     })
     .await;
-    eprintln!("[hardening] paused, orphan kept, status {:?}", p.status.map(|s| s.ready));
+    eprintln!(
+        "[hardening] paused, orphan kept, status {:?}",
+        p.status.map(|s| s.ready)
+    );
 
     scene
         .merge::<SidecarPolicy>("shipper", json!({"spec": {"paused": false}}))
@@ -373,10 +391,18 @@ async fn template_changes_mid_rollout_never_exceed_max_unavailable() {
     wait_converged_within(&scene, "shipper", N as i32, Duration::from_secs(120)).await;
     let watch = AvailabilityWatch::start(scene.pods.clone(), "shipper", WEB).await;
     watch.reset();
+    // A template change every 50 ms for 10 s: each one runs a rollout step at once, often
+    // before the watch has shown the previous step's delete.
     let mut last = None;
-    for level in ["debug", "trace", "warn", "error", "info2"] {
-        let p: SidecarPolicy = scene.merge("shipper", new_template(level)).await;
+    let t0 = Instant::now();
+    let mut changes = 0;
+    while t0.elapsed() < Duration::from_secs(10) {
+        let p: SidecarPolicy = scene
+            .merge("shipper", new_template(&format!("level-{changes}")))
+            .await;
         last = Some(template_hash(&p.spec));
+        changes += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let want = last.expect("a last hash");
     scene
@@ -400,10 +426,13 @@ async fn template_changes_mid_rollout_never_exceed_max_unavailable() {
         (s.max, s.errors.clone())
     };
     eprintln!(
-        "[hardening] 5 template changes at once over {N} sidecars (maxUnavailable {MAX}): max lacking a Ready sidecar {max}; timeline {}",
+        "[hardening] {changes} template changes in 10 s over {N} sidecars (maxUnavailable {MAX}): max lacking a Ready sidecar {max}; timeline {}",
         watch.timeline()
     );
-    assert!(errors.is_empty(), "the watcher's record has gaps: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "the watcher's record has gaps: {errors:?}"
+    );
     assert!(
         max <= MAX,
         "at most {MAX} main Pods lacked a Ready sidecar; saw {max}: {}",

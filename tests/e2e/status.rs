@@ -309,7 +309,12 @@ pub(crate) async fn events(scene: &Scene) -> Vec<Event> {
 }
 
 /// The Events about the object `kind`/`name` with `reason`.
-pub(crate) fn events_about<'a>(events: &'a [Event], kind: &str, name: &str, reason: &str) -> Vec<&'a Event> {
+pub(crate) fn events_about<'a>(
+    events: &'a [Event],
+    kind: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<&'a Event> {
     events
         .iter()
         .filter(|e| {
@@ -453,7 +458,11 @@ pub(crate) fn lacking_ready_sidecar(
 
 impl AvailabilityWatch {
     /// Starts watching; returns once the first list is in.
-    pub(crate) async fn start(pods: Api<Pod>, policy: &str, selector: (&'static str, &'static str)) -> Self {
+    pub(crate) async fn start(
+        pods: Api<Pod>,
+        policy: &str,
+        selector: (&'static str, &'static str),
+    ) -> Self {
         let state = Arc::new(Mutex::new(Availability::default()));
         let sink = state.clone();
         let policy = policy.to_string();

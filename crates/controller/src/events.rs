@@ -66,10 +66,9 @@ pub(crate) fn pod_event(
     note: String,
 ) -> K8sEvent {
     let now = Timestamp::now();
-    let name = format!(
-        "{}.{:x}",
+    let name = event_name(
         regarding.name.as_deref().unwrap_or(&reporter.controller),
-        now.as_nanosecond()
+        now.as_nanosecond(),
     );
     K8sEvent {
         metadata: ObjectMeta {
@@ -94,6 +93,23 @@ pub(crate) fn pod_event(
     }
 }
 
+/// Longest object name the API accepts (a DNS subdomain).
+const MAX_NAME: usize = 253;
+
+/// `<object>.<nanoseconds in hex>`, like client-go names Events, with the object's name cut
+/// so the whole stays a valid name of at most 253 characters (a Pod's name may already be
+/// 253 characters long).
+fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!("{nanos:x}");
+    let room = MAX_NAME - suffix.len() - 1;
+    // Names are ASCII (DNS subdomains), so byte slicing is on char boundaries.
+    let prefix = object
+        .get(..room.min(object.len()))
+        .unwrap_or(object)
+        .trim_end_matches(['-', '.']);
+    format!("{prefix}.{suffix}")
+}
+
 fn event_type(t: EventType) -> &'static str {
     match t {
         EventType::Normal => "Normal",
@@ -104,6 +120,22 @@ fn event_type(t: EventType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_names_stay_valid_for_the_longest_pod_names() {
+        let nanos = 1_764_620_000_123_456_789_i128;
+        assert_eq!(event_name("web-0", nanos), format!("web-0.{nanos:x}"));
+        for object in [
+            "w".repeat(253),
+            format!("{}-{}", "a".repeat(236), "b".repeat(16)),
+            format!("{}.{}", "a".repeat(237), "b".repeat(15)),
+        ] {
+            let name = event_name(&object, nanos);
+            assert!(name.len() <= 253, "{} characters", name.len());
+            assert!(!name.contains("-.") && !name.contains(".."), "{name}");
+            assert!(name.ends_with(&format!(".{nanos:x}")));
+        }
+    }
 
     #[test]
     fn pod_events_name_the_pod_and_the_reporter() {

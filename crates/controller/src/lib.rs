@@ -18,6 +18,7 @@
 
 mod cache;
 mod counter;
+mod decode;
 mod error;
 mod events;
 pub mod metrics;
@@ -29,7 +30,7 @@ mod watch;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::Reporter;
@@ -43,6 +44,8 @@ pub use counter::{ApiCalls, Counter, counting_client};
 pub use error::Error;
 pub use metrics::Metrics;
 pub use queue::WorkQueue;
+
+use decode::Lenient;
 
 /// How an operator instance runs.
 #[derive(Debug, Clone)]
@@ -133,6 +136,14 @@ impl Expectations {
     }
 }
 
+/// A failed sidecar's replacements in a row.
+#[derive(Debug)]
+pub(crate) struct Replaced {
+    policy: String,
+    count: u32,
+    last: Instant,
+}
+
 /// State shared by the watchers and workers of one operator instance.
 pub(crate) struct Shared {
     client: Client,
@@ -141,10 +152,18 @@ pub(crate) struct Shared {
     pod_queue: WorkQueue<Key>,
     status_queue: WorkQueue<Key>,
     status_debounce: Duration,
-    failures: Mutex<HashMap<Key, u32>>,
+    /// Consecutive failed reconciles, per controller and key (a Pod and a policy of the
+    /// same name have separate backoffs).
+    failures: Mutex<RetryBackoff>,
     problems: Mutex<HashMap<Key, Problems>>,
-    collisions: Mutex<HashMap<Key, BTreeSet<String>>>,
-    reported: Mutex<HashSet<(String, String, String)>>,
+    /// Per policy: the (name, holder uid) collisions already reported by an Event; pruned
+    /// to the collisions that still hold at every status computation.
+    reported: Mutex<HashMap<Key, BTreeSet<(String, String)>>>,
+    /// (namespace, name) held by a Pod in the way of a sidecar → the main Pod waiting for
+    /// it: the deletion of that Pod reconciles the main Pod again.
+    waiters: Mutex<HashMap<Key, String>>,
+    /// Failed sidecars replaced, per (namespace, sidecar name).
+    replaced: Mutex<HashMap<Key, Replaced>>,
     not_converged: Mutex<HashMap<Key, i64>>,
     expectations: Mutex<Expectations>,
     events: tokio::sync::mpsc::Sender<events::Outgoing>,
@@ -256,32 +275,80 @@ impl Shared {
         true
     }
 
-    pub(crate) fn set_collision(&self, key: &Key, name: &str, collides: bool) {
-        let mut c = lock(&self.collisions);
-        let set = c.entry(key.clone()).or_default();
-        let changed = if collides {
-            set.insert(name.to_string())
-        } else {
-            set.remove(name)
-        };
-        drop(c);
-        if changed {
-            self.status_queue.add(key.clone());
+    /// True the first time policy `key`'s collision on `name` with Pod `holder` is seen.
+    pub(crate) fn first_report(&self, key: &Key, name: &str, holder: &str) -> bool {
+        lock(&self.reported)
+            .entry(key.clone())
+            .or_default()
+            .insert((name.into(), holder.into()))
+    }
+
+    /// Forgets the reported collisions of policy `key` that no longer hold (so a name
+    /// taken again later is reported again, and the set stays bounded).
+    pub(crate) fn prune_reported(&self, key: &Key, current: &[String]) {
+        let mut r = lock(&self.reported);
+        if let Some(set) = r.get_mut(key) {
+            set.retain(|(name, _)| current.contains(name));
+            if set.is_empty() {
+                r.remove(key);
+            }
         }
     }
 
-    /// True the first time a (namespace, name, holder) collision is seen.
-    pub(crate) fn first_report(&self, ns: &str, name: &str, holder: &str) -> bool {
-        lock(&self.reported).insert((ns.into(), name.into(), holder.into()))
+    /// Main Pod `main` waits for the Pod `name` of `ns` to go.
+    pub(crate) fn wait_for_name(&self, ns: &str, name: &str, main: &str) {
+        lock(&self.waiters).insert((ns.into(), name.into()), main.into());
+    }
+
+    /// The Pod `key` is gone: reconcile the main Pod that waited for its name.
+    pub(crate) fn name_freed(&self, key: &Key) {
+        let waiter = lock(&self.waiters).remove(key);
+        if let Some(main) = waiter {
+            self.pod_queue.add((key.0.clone(), main));
+        }
+    }
+
+    /// Whether the failed sidecar `name` of `ns` (policy `policy`) may be replaced at
+    /// `now`: `Ok(attempt)` (recorded), or `Err(wait)` while its backoff runs.
+    pub(crate) fn replace_failed(
+        &self,
+        ns: &str,
+        name: &str,
+        policy: &str,
+        now: Instant,
+    ) -> Result<u32, Duration> {
+        let mut r = lock(&self.replaced);
+        let entry = r.entry((ns.into(), name.into())).or_insert(Replaced {
+            policy: policy.into(),
+            count: 0,
+            last: now,
+        });
+        match sidecar_planner::failed_replacement(entry.count, now - entry.last) {
+            Ok(count) => {
+                *entry = Replaced {
+                    policy: policy.into(),
+                    count,
+                    last: now,
+                };
+                Ok(count)
+            }
+            Err(wait) => Err(wait),
+        }
+    }
+
+    /// (sidecar name, replacements in a row) of policy `key`'s failed sidecars, forgetting
+    /// those not replaced for [`sidecar_planner::FAILURE_MEMORY`].
+    pub(crate) fn replaced_of(&self, key: &Key, now: Instant) -> Vec<(String, u32)> {
+        let mut r = lock(&self.replaced);
+        r.retain(|_, v| now - v.last < sidecar_planner::FAILURE_MEMORY);
+        r.iter()
+            .filter(|((ns, _), v)| *ns == key.0 && v.policy == key.1)
+            .map(|((_, name), v)| (name.clone(), v.count))
+            .collect()
     }
 
     pub(crate) fn problems_of(&self, key: &Key) -> Problems {
-        let mut p = lock(&self.problems).get(key).cloned().unwrap_or_default();
-        p.collisions = lock(&self.collisions)
-            .get(key)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        p
+        lock(&self.problems).get(key).cloned().unwrap_or_default()
     }
 
     /// A new generation may fix what was refused: forget it and retry at once.
@@ -291,7 +358,8 @@ impl Shared {
 
     pub(crate) fn forget_policy(&self, key: &Key) {
         lock(&self.problems).remove(key);
-        lock(&self.collisions).remove(key);
+        lock(&self.reported).remove(key);
+        lock(&self.replaced).retain(|(ns, _), v| !(*ns == key.0 && v.policy == key.1));
         self.set_not_converged(key, 0);
     }
 
@@ -306,16 +374,62 @@ impl Shared {
         self.metrics.pairs_not_converged.set(m.values().sum());
     }
 
-    fn backoff(&self, key: &Key, failed: bool) -> Option<Duration> {
-        let mut f = lock(&self.failures);
+    fn backoff(&self, controller: &'static str, key: &Key, failed: bool) -> Option<Duration> {
+        lock(&self.failures).record(controller, key, failed)
+    }
+}
+
+/// Consecutive failed reconciles per controller and key: a Pod and a policy of the same
+/// name have separate counts, so a Pod's success never resets a failing policy's backoff.
+#[derive(Debug, Default)]
+pub(crate) struct RetryBackoff(HashMap<(&'static str, Key), u32>);
+
+impl RetryBackoff {
+    /// Records a reconcile's outcome; for a failure, the delay before the retry:
+    /// 1 s, 2 s, 4 s … capped at 5 minutes.
+    pub(crate) fn record(
+        &mut self,
+        controller: &'static str,
+        key: &Key,
+        failed: bool,
+    ) -> Option<Duration> {
+        let k = (controller, key.clone());
         if !failed {
-            f.remove(key);
+            self.0.remove(&k);
             return None;
         }
-        let n = f.entry(key.clone()).or_insert(0);
+        let n = self.0.entry(k).or_insert(0);
         *n = n.saturating_add(1);
-        // 1 s, 2 s, 4 s … capped at 5 minutes.
         Some(Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300)))
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn pods_and_policies_of_one_name_back_off_apart() {
+        let mut b = RetryBackoff::default();
+        let key: Key = ("shop".into(), "web".into());
+        let s = Duration::from_secs;
+        // (controller, failed, expected delay)
+        let steps = [
+            ("policy", true, Some(s(1))),
+            ("policy", true, Some(s(2))),
+            ("pod", false, None),
+            ("pod", true, Some(s(1))),
+            ("policy", true, Some(s(4))),
+            ("policy", false, None),
+            ("policy", true, Some(s(1))),
+        ];
+        for (i, (controller, failed, want)) in steps.into_iter().enumerate() {
+            assert_eq!(b.record(controller, &key, failed), want, "step {i}");
+        }
+        for _ in 0..20 {
+            b.record("pod", &key, true);
+        }
+        assert_eq!(b.record("pod", &key, true), Some(s(256)));
     }
 }
 
@@ -375,8 +489,9 @@ impl Operator {
             status_debounce: opts.status_debounce,
             failures: Mutex::default(),
             problems: Mutex::default(),
-            collisions: Mutex::default(),
             reported: Mutex::default(),
+            waiters: Mutex::default(),
+            replaced: Mutex::default(),
             not_converged: Mutex::default(),
             expectations: Mutex::default(),
             events: events_tx,
@@ -391,13 +506,14 @@ impl Operator {
             policies_watch_ok: AtomicBool::new(true),
             synced: tokio::sync::Notify::new(),
         });
-        let (pods, policies): (Api<Pod>, Api<SidecarPolicy>) = match &opts.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
-        };
+        let (pods, policies): (Api<Lenient<Pod>>, Api<Lenient<SidecarPolicy>>) =
+            match &opts.namespace {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client, ns),
+                ),
+                None => (Api::all(client.clone()), Api::all(client)),
+            };
         let mut watchers = vec![publisher];
         match &opts.namespace_selector {
             Some(sel) => {
@@ -526,7 +642,7 @@ fn finish(
     queue.done(key);
     let failed = r.is_err();
     shared.metrics.reconciled(controller, !failed, took);
-    let delay = shared.backoff(key, failed);
+    let delay = shared.backoff(controller, key, failed);
     if let Err(e) = r {
         let delay = delay.unwrap_or(Duration::from_secs(1));
         shared

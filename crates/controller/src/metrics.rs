@@ -72,6 +72,16 @@ pub struct Metrics {
     pub pairs_not_converged: Gauge,
     /// Pods in the cache.
     pub cached_pods: Gauge,
+    /// Objects received that do not decode into the operator's types: such Pods are
+    /// skipped, such policies are reported `InvalidSpec` on themselves.
+    pub undecodable_objects: Family<KindLabel, Counter>,
+}
+
+/// Label: the kind of an object (`pod`, `sidecarpolicy`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Kind.
+    pub kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -89,6 +99,7 @@ impl Default for Metrics {
             api_requests: Family::default(),
             pairs_not_converged: Gauge::default(),
             cached_pods: Gauge::default(),
+            undecodable_objects: Family::default(),
         }
     }
 }
@@ -146,6 +157,11 @@ impl Metrics {
             "cached_pods",
             "Pods held in the watch cache",
             self.cached_pods.clone(),
+        );
+        r.register(
+            "undecodable_objects",
+            "Objects received that do not decode (Pods skipped; policies reported InvalidSpec), by kind",
+            self.undecodable_objects.clone(),
         );
     }
 

@@ -1,6 +1,7 @@
 //! The pod controller: for one main Pod, observe (caches) → plan (pure) → apply.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
@@ -9,13 +10,13 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Api, Resource as _};
 use sidecar_api::constants::{FIELD_MANAGER, reason};
-use sidecar_planner::{PodPlan, plan_pod, sidecar_name};
+use sidecar_planner::{DeleteReason, DeleteSidecar, PodPlan, plan_orphan, plan_pod};
 
 use crate::cache::Key;
 use crate::events::Outgoing;
 use crate::{Error, Shared};
 
-/// Reconciles main Pod `key`.
+/// Reconciles main Pod `key` (or, for a sidecar that lost its owner, that sidecar).
 pub(crate) async fn reconcile_pod(shared: &Arc<Shared>, key: &Key) -> Result<(), Error> {
     let (ns, name) = key;
     let Some(plan) = observe_and_plan(shared, ns, name) else {
@@ -24,14 +25,24 @@ pub(crate) async fn reconcile_pod(shared: &Arc<Shared>, key: &Key) -> Result<(),
     if plan.is_empty() {
         return Ok(());
     }
-    apply(shared, ns, plan).await
+    apply(shared, key, plan).await
 }
 
 fn observe_and_plan(shared: &Shared, ns: &str, name: &str) -> Option<PodPlan> {
     let pods = shared.pods();
     let main = pods.get(ns, name)?.clone();
     if main.is_sidecar() {
-        return None;
+        let policy = main.sidecar_key().and_then(|(_, p)| {
+            shared
+                .policies()
+                .get(&(ns.to_string(), p.to_string()))
+                .cloned()
+        });
+        let delete = plan_orphan(&main, policy.as_deref())?;
+        return Some(PodPlan {
+            deletes: vec![delete],
+            ..PodPlan::default()
+        });
     }
     let policies = shared.policies().in_namespace(ns);
     let sidecars = pods.sidecars_of(&main.uid);
@@ -40,16 +51,48 @@ fn observe_and_plan(shared: &Shared, ns: &str, name: &str) -> Option<PodPlan> {
     let plan = plan_pod(&main, &pol_refs, &sc_refs, |n| {
         pods.get(ns, n).map(|p| p.as_ref())
     });
-    // Collisions are level-triggered: forget this Pod's names, then record today's.
-    for p in &policies {
-        let wanted = sidecar_name(&main.name, &p.name);
-        let collides = plan.collisions.iter().any(|c| c.name == wanted);
-        shared.set_collision(&(ns.to_string(), p.name.clone()), &wanted, collides);
+    for n in plan.blocked_names() {
+        shared.wait_for_name(ns, n, name);
     }
     Some(plan)
 }
 
-async fn apply(shared: &Arc<Shared>, ns: &str, mut plan: PodPlan) -> Result<(), Error> {
+/// Keeps the replacements of failed sidecars that their per-pair backoff allows now
+/// (recording them, with a Warning event on the policy); the others are retried when
+/// their delay is over.
+fn pace_failed_replacements(shared: &Shared, key: &Key, plan: &mut PodPlan) {
+    let (ns, main) = key;
+    let now = Instant::now();
+    let mut retry: Option<Duration> = None;
+    plan.deletes.retain(|d| {
+        if d.reason != DeleteReason::Failed {
+            return true;
+        }
+        match shared.replace_failed(ns, &d.name, &d.policy, now) {
+            Ok(attempt) => {
+                let pkey = (ns.clone(), d.policy.clone());
+                let note = format!(
+                    "Sidecar Pod {} of Pod {main} ended Failed or Succeeded; replacing it (replacement {attempt} in a row)",
+                    d.name
+                );
+                tracing::warn!(namespace = %ns, sidecar = %d.name, policy = %d.policy, attempt, "replacing a failed sidecar");
+                publish_on_policy(shared, &pkey, reason::SIDECAR_FAILED, "ReplaceSidecar", &note);
+                shared.status_soon(pkey);
+                true
+            }
+            Err(wait) => {
+                retry = Some(retry.map_or(wait, |r| r.min(wait)));
+                false
+            }
+        }
+    });
+    if let Some(wait) = retry {
+        shared.pod_queue.add_after(key.clone(), wait);
+    }
+}
+
+async fn apply(shared: &Arc<Shared>, key: &Key, mut plan: PodPlan) -> Result<(), Error> {
+    let ns = key.0.as_str();
     {
         let exp = shared.expectations();
         plan.creates.retain(|p| {
@@ -57,33 +100,15 @@ async fn apply(shared: &Arc<Shared>, ns: &str, mut plan: PodPlan) -> Result<(), 
         });
         plan.deletes.retain(|d| !exp.delete_pending(&d.uid));
     }
+    pace_failed_replacements(shared, key, &mut plan);
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
     let mut first_err = None;
     for c in &plan.collisions {
         report_collision(shared, ns, c).await;
     }
     for d in &plan.deletes {
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(d.uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&d.name, &dp).await {
-            Ok(_) => {
-                shared.expectations().expect_delete(d.uid.clone());
-                shared.metrics.deleted(d.reason.as_str());
-                tracing::info!(namespace = ns, sidecar = %d.name, policy = %d.policy, reason = d.reason.as_str(), "deleted sidecar");
-            }
-            // Already gone, or replaced by another Pod of that name: nothing to do.
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => {
-                first_err.get_or_insert(Error::DeleteSidecar {
-                    name: d.name.clone(),
-                    source: e,
-                });
-            }
+        if let Err(e) = delete_sidecar(shared, &api, d).await {
+            first_err.get_or_insert(e);
         }
     }
     let pp = PostParams {
@@ -137,8 +162,7 @@ async fn apply(shared: &Arc<Shared>, ns: &str, mut plan: PodPlan) -> Result<(), 
                         reason::CREATE_REFUSED,
                         "CreateSidecar",
                         &message,
-                    )
-                    .await;
+                    );
                 }
                 first_err.get_or_insert(Error::CreateRefused { name, message });
             }
@@ -150,10 +174,42 @@ async fn apply(shared: &Arc<Shared>, ns: &str, mut plan: PodPlan) -> Result<(), 
     first_err.map_or(Ok(()), Err)
 }
 
+/// Deletes one sidecar with its uid as precondition (a Pod recreated under the name is
+/// never deleted by mistake), for the pod controller and the rollout alike. Already gone,
+/// or replaced by another Pod of the name: nothing to do.
+pub(crate) async fn delete_sidecar(
+    shared: &Shared,
+    api: &Api<Pod>,
+    d: &DeleteSidecar,
+) -> Result<(), Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(d.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&d.name, &dp).await {
+        Ok(_) => {
+            shared.expectations().expect_delete(d.uid.clone());
+            shared.metrics.deleted(d.reason.as_str());
+            tracing::info!(namespace = ?api.namespace(), sidecar = %d.name, policy = %d.policy, reason = d.reason.as_str(), "deleted sidecar");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(Error::DeleteSidecar {
+            name: d.name.clone(),
+            source: e,
+        }),
+    }
+}
+
 async fn report_collision(shared: &Arc<Shared>, ns: &str, c: &sidecar_planner::Collision) {
-    if !shared.first_report(ns, &c.name, &c.holder_uid) {
+    let pkey = (ns.to_string(), c.policy.clone());
+    if !shared.first_report(&pkey, &c.name, &c.holder_uid) {
         return;
     }
+    shared.status_soon(pkey);
     let note = format!(
         "Pod {} exists and is not the sidecar this policy manages; it is left alone. Rename or delete it so the sidecar can be created.",
         c.name
@@ -165,12 +221,11 @@ async fn report_collision(shared: &Arc<Shared>, ns: &str, c: &sidecar_planner::C
         reason::NAME_COLLISION,
         "CreateSidecar",
         &note,
-    )
-    .await;
+    );
 }
 
 /// Publishes a Warning event on a policy (aggregated by the events API).
-pub(crate) async fn publish_on_policy(
+pub(crate) fn publish_on_policy(
     shared: &Shared,
     key: &Key,
     reason: &str,

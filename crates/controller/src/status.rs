@@ -2,18 +2,21 @@
 //! the rolling replacement of stale sidecars within `maxUnavailable`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt as _;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Patch, PatchParams};
+use sidecar_api::SidecarPolicy;
 use sidecar_api::constants::FIELD_MANAGER;
-use sidecar_api::{SidecarPolicy, UpdateStrategyType};
-use sidecar_planner::{PodView, compute_status, counts, eligibility, sidecar_name};
+use sidecar_planner::{Replace, compute_status, failing, observe, plan_rollout};
 
 use crate::cache::Key;
+use crate::decode::Lenient;
+use crate::reconcile::delete_sidecar;
 use crate::{Error, Shared};
 
 /// Reconciles the status (and rollout) of policy `key`.
@@ -24,25 +27,33 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
     if policy.deleting {
         return Ok(());
     }
-    let problems = shared.problems_of(key);
-    let (c, stale) = {
+    let mut problems = shared.problems_of(key);
+    let replaced = shared.replaced_of(key, Instant::now());
+    let (observed, steps) = {
         let pods = shared.pods();
-        let sidecars = pods.sidecars_of_policy(&key.0, &key.1);
-        let sc_refs: Vec<&PodView> = sidecars.iter().map(|s| s.as_ref()).collect();
-        let mains = pods
-            .in_namespace(&key.0)
-            .filter(|p| !p.is_sidecar())
-            .map(|p| p.as_ref());
-        let c = counts(&policy, mains, &sc_refs);
-        let stale = rollout_victims(&policy, &pods, &sc_refs, c);
-        (c, stale)
+        let mains = || {
+            pods.in_namespace(&key.0)
+                .filter(|p| !p.is_sidecar())
+                .map(|p| p.as_ref())
+        };
+        let by_name = |n: &str| pods.get(&key.0, n).map(|p| p.as_ref());
+        let observed = observe(&policy, mains(), by_name);
+        problems.failing = failing(replaced, by_name);
+        let exp = shared.expectations();
+        let steps = plan_rollout(&policy, mains(), by_name, |uid| exp.delete_pending(uid));
+        (observed, steps)
     };
+    problems.collisions = observed.collisions;
+    shared.prune_reported(key, &problems.collisions);
+    let c = observed.counts;
     shared.set_not_converged(key, i64::from(c.matched - c.converged));
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let old = policy.policy.status.as_ref();
     let status = compute_status(&policy, c, &problems, old, now);
     if old != Some(&status) {
-        let api: Api<SidecarPolicy> = Api::namespaced(shared.client.clone(), &key.0);
+        // The answer is decoded leniently: a policy whose stored spec does not fit the
+        // types still gets its status (which says so).
+        let api: Api<Lenient<SidecarPolicy>> = Api::namespaced(shared.client.clone(), &key.0);
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
@@ -59,21 +70,14 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
             }
         };
     }
-    let stale: Vec<Victim> = {
-        let exp = shared.expectations();
-        stale
-            .into_iter()
-            .filter(|(_, uid, _)| !exp.delete_pending(uid))
-            .collect()
-    };
-    if stale.is_empty() {
+    if steps.is_empty() {
         return Ok(());
     }
-    // The victims are already within the maxUnavailable budget: delete them concurrently
+    // The steps are already within the maxUnavailable budget: delete them concurrently
     // (one at a time, 1,000 deletes took 10-20 s under load).
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.0);
-    let deletes = futures::stream::iter(stale)
-        .map(|victim| replace_stale(shared, &api, key, victim))
+    let deletes = futures::stream::iter(steps)
+        .map(|step| replace_stale(shared, &api, key, step))
         .buffer_unordered(ROLLOUT_DELETES_IN_FLIGHT);
     let results: Vec<Result<(), Error>> = deletes.collect().await;
     results.into_iter().collect()
@@ -87,100 +91,26 @@ async fn replace_stale(
     shared: &Shared,
     api: &Api<Pod>,
     key: &Key,
-    (name, uid, owner): Victim,
+    step: Replace,
 ) -> Result<(), Error> {
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some(uid.clone()),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
+    delete_sidecar(shared, api, &step.delete).await?;
+    let owner = OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: step.main_name,
+        uid: step.main_uid,
+        ..OwnerReference::default()
     };
-    match api.delete(&name, &dp).await {
-        Ok(_) => {
-            shared.expectations().expect_delete(uid);
-            shared.metrics.deleted("rollout");
-            crate::reconcile::publish_on_main(
-                shared,
-                owner.as_ref(),
-                &key.0,
-                sidecar_api::constants::reason::SIDECAR_REPLACED,
-                "ReplaceSidecar",
-                format!(
-                    "Replacing sidecar Pod {name}: SidecarPolicy {} changed its template",
-                    key.1
-                ),
-            );
-            tracing::info!(namespace = %key.0, sidecar = %name, policy = %key.1, "replacing stale sidecar");
-            Ok(())
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(Error::DeleteSidecar { name, source: e }),
-    }
-}
-
-/// A stale sidecar to replace: name, uid, main Pod.
-type Victim = (String, String, Option<OwnerReference>);
-
-/// Stale sidecars to delete now so the pod controller recreates them from the current
-/// template, keeping at most `maxUnavailable` eligible Pods without a Ready sidecar.
-fn rollout_victims(
-    policy: &sidecar_planner::PolicyView,
-    pods: &crate::cache::PodCache,
-    sidecars: &[&PodView],
-    c: sidecar_planner::Counts,
-) -> Vec<Victim> {
-    if policy.paused()
-        || policy.selector.is_err()
-        || policy.strategy() != UpdateStrategyType::RollingUpdate
-        || c.updated == c.sidecars
-    {
-        return Vec::new();
-    }
-    let max = policy
-        .policy
-        .spec
-        .update_strategy
-        .max_unavailable_for(c.matched.max(0) as u32)
-        .unwrap_or(1) as i32;
-    let unavailable = c.matched - c.available;
-    let mut budget = max - unavailable;
-    if budget <= 0 {
-        return Vec::new();
-    }
-    // Not-ready stale sidecars first: replacing them costs no availability.
-    let mut stale: Vec<&PodView> = sidecars
-        .iter()
-        .copied()
-        .filter(|s| !s.deleting && s.template_hash() != Some(&policy.hash))
-        .filter(|s| {
-            // Only sidecars of eligible main Pods at their deterministic name; others
-            // are the pod controller's business.
-            s.owner.as_ref().is_some_and(|o| {
-                pods.get(&s.namespace, &o.name).is_some_and(|m| {
-                    m.uid == o.uid
-                        && eligibility(m, policy).is_ok()
-                        && s.name == sidecar_name(&m.name, &policy.name)
-                })
-            })
-        })
-        .collect();
-    stale.sort_by_key(|s| (s.ready, s.name.clone()));
-    let mut out = Vec::new();
-    for s in stale {
-        let owner = s.owner.as_ref().map(|o| OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: o.name.clone(),
-            uid: o.uid.clone(),
-            ..OwnerReference::default()
-        });
-        if !s.ready {
-            out.push((s.name.clone(), s.uid.clone(), owner));
-        } else if budget > 0 {
-            budget -= 1;
-            out.push((s.name.clone(), s.uid.clone(), owner));
-        }
-    }
-    out
+    crate::reconcile::publish_on_main(
+        shared,
+        Some(&owner),
+        &key.0,
+        sidecar_api::constants::reason::SIDECAR_REPLACED,
+        "ReplaceSidecar",
+        format!(
+            "Replacing sidecar Pod {}: SidecarPolicy {} changed its template",
+            step.delete.name, key.1
+        ),
+    );
+    Ok(())
 }

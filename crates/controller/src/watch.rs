@@ -20,15 +20,26 @@ use std::collections::HashSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, ResourceExt as _};
+use kube::{Api, Resource as _, ResourceExt as _};
 use sidecar_api::SidecarPolicy;
 use sidecar_planner::{PodView, PolicyView};
 
 use crate::Shared;
 use crate::cache::Key;
+use crate::decode::Lenient;
+use crate::metrics::KindLabel;
 
 fn key_of(v: &PodView) -> Key {
     (v.namespace.clone(), v.name.clone())
+}
+
+/// The key a sidecar's event reconciles: its main Pod's (the owner), or its own when it
+/// has no owner Pod (an orphan, which the pod controller then deletes).
+fn sidecar_trigger(v: &PodView) -> Key {
+    match v.owner.as_ref().filter(|o| o.kind == "Pod") {
+        Some(o) => (v.namespace.clone(), o.name.clone()),
+        None => key_of(v),
+    }
 }
 
 impl Shared {
@@ -36,9 +47,7 @@ impl Shared {
     pub(crate) fn trigger_pod(&self, views: &[&PodView]) {
         for v in views {
             if v.is_sidecar() {
-                if let Some(o) = v.owner.as_ref().filter(|o| o.kind == "Pod") {
-                    self.pod_queue.add((v.namespace.clone(), o.name.clone()));
-                }
+                self.pod_queue.add(sidecar_trigger(v));
                 if let Some((_, policy)) = v.sidecar_key() {
                     self.status_soon((v.namespace.clone(), policy.to_string()));
                 }
@@ -83,9 +92,7 @@ impl Shared {
             }
         }
         for s in pods.sidecars_of_policy(&any.namespace, &any.name) {
-            if let Some(o) = &s.owner {
-                self.pod_queue.add((s.namespace.clone(), o.name.clone()));
-            }
+            self.pod_queue.add(sidecar_trigger(&s));
         }
     }
 
@@ -94,9 +101,7 @@ impl Shared {
         let pods = self.pods();
         for v in pods.all() {
             if v.is_sidecar() {
-                if let Some(o) = &v.owner {
-                    self.pod_queue.add((v.namespace.clone(), o.name.clone()));
-                }
+                self.pod_queue.add(sidecar_trigger(v));
             } else {
                 self.pod_queue.add(key_of(v));
             }
@@ -125,7 +130,7 @@ async fn scope_known(shared: &Shared) -> tokio::sync::watch::Receiver<u64> {
 const POD_LIST_PAGE: u32 = 100;
 
 /// Keeps the Pod cache in sync; runs until aborted. Relists when the scope changes.
-pub(crate) async fn watch_pods(shared: Arc<Shared>, api: Api<Pod>) {
+pub(crate) async fn watch_pods(shared: Arc<Shared>, api: Api<Lenient<Pod>>) {
     loop {
         let mut scope = scope_known(&shared).await;
         let cfg = watcher::Config::default().page_size(POD_LIST_PAGE);
@@ -137,18 +142,36 @@ pub(crate) async fn watch_pods(shared: Arc<Shared>, api: Api<Pod>) {
     }
 }
 
+/// The view of a listed or watched Pod; `None` (counted, logged) for a Pod that does not
+/// decode: it is skipped, never a failed LIST.
+fn pod_view(shared: &Shared, p: &Lenient<Pod>) -> Option<PodView> {
+    match p {
+        Lenient::Ok(p) => PodView::from_pod(p),
+        Lenient::Err(u) => {
+            shared
+                .metrics
+                .undecodable_objects
+                .get_or_create(&KindLabel { kind: "pod" })
+                .inc();
+            tracing::warn!(namespace = ?u.metadata.namespace, pod = ?u.metadata.name, error = %u.error, "skipping a Pod that does not decode");
+            None
+        }
+    }
+}
+
 async fn pods_stream(
     shared: &Arc<Shared>,
-    stream: impl futures::Stream<Item = Result<Event<Pod>, watcher::Error>> + Send,
+    stream: impl futures::Stream<Item = Result<Event<Lenient<Pod>>, watcher::Error>> + Send,
 ) {
     let mut stream = std::pin::pin!(stream);
     let mut buffer: Vec<PodView> = Vec::new();
     while let Some(ev) = stream.next().await {
         shared.watch_health(true, ev.is_ok());
-        let in_scope = |p: &Pod| shared.in_scope(p.metadata.namespace.as_deref().unwrap_or(""));
+        let in_scope =
+            |p: &Lenient<Pod>| shared.in_scope(p.meta().namespace.as_deref().unwrap_or(""));
         match ev {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(p)) if in_scope(&p) => buffer.extend(PodView::from_pod(&p)),
+            Ok(Event::InitApply(p)) if in_scope(&p) => buffer.extend(pod_view(shared, &p)),
             Ok(Event::InitApply(_)) => {}
             Ok(Event::InitDone) => {
                 let gone = shared.pods_mut().replace_all(std::mem::take(&mut buffer));
@@ -163,7 +186,7 @@ async fn pods_stream(
             }
             Ok(Event::Apply(p)) | Ok(Event::Delete(p)) if !in_scope(&p) => {}
             Ok(Event::Apply(p)) => {
-                let Some(v) = PodView::from_pod(&p) else {
+                let Some(v) = pod_view(shared, &p) else {
                     continue;
                 };
                 if v.is_sidecar() {
@@ -180,17 +203,23 @@ async fn pods_stream(
                 }
             }
             Ok(Event::Delete(p)) => {
-                let Some(v) = PodView::from_pod(&p) else {
+                let meta = p.meta();
+                let key = (
+                    meta.namespace.clone().unwrap_or_default(),
+                    meta.name.clone().unwrap_or_default(),
+                );
+                let old = shared.pods_mut().delete(&key);
+                if old.is_some() {
+                    shared.metrics.cached_pods.dec();
+                }
+                let Some(v) = old.as_deref().cloned().or_else(|| pod_view(shared, &p)) else {
                     continue;
                 };
                 if v.is_sidecar() {
                     shared.expectations().observed(&v, true);
                 }
-                let old = shared.pods_mut().delete(&key_of(&v));
-                if old.is_some() {
-                    shared.metrics.cached_pods.dec();
-                }
-                shared.trigger_pod(&[old.as_deref().unwrap_or(&v)]);
+                shared.trigger_pod(&[&v]);
+                shared.name_freed(&key);
             }
             Err(e) => {
                 shared.metrics.watch_errors.inc();
@@ -249,7 +278,7 @@ fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<WatchBackoff> {
 }
 
 /// Keeps the policy cache in sync; runs until aborted.
-pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<SidecarPolicy>) {
+pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<Lenient<SidecarPolicy>>) {
     loop {
         let mut scope = scope_known(&shared).await;
         let stream = watcher(api.clone(), watcher::Config::default()).backoff(watch_backoff());
@@ -260,19 +289,48 @@ pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<SidecarPolicy>)
     }
 }
 
+/// The view of a listed or watched policy. One that does not decode becomes a view that
+/// selects nothing and reports why on itself ([`PolicyView::undecodable`]); it never fails
+/// the LIST or the watch, so it never affects another namespace.
+fn policy_view(shared: &Shared, p: Lenient<SidecarPolicy>) -> PolicyView {
+    match p {
+        Lenient::Ok(p) => {
+            let key = (p.namespace().unwrap_or_default(), p.name_any());
+            let prev = shared.policies().get(&key).cloned();
+            match prev {
+                Some(prev) => PolicyView::update(Arc::new(p), &prev),
+                None => PolicyView::new(Arc::new(p)),
+            }
+        }
+        Lenient::Err(u) => {
+            shared
+                .metrics
+                .undecodable_objects
+                .get_or_create(&KindLabel {
+                    kind: "sidecarpolicy",
+                })
+                .inc();
+            tracing::warn!(namespace = ?u.metadata.namespace, policy = ?u.metadata.name, error = %u.error, "a SidecarPolicy does not decode; reporting it InvalidSpec");
+            let status = u.status.and_then(|s| serde_json::from_value(s).ok());
+            PolicyView::undecodable(u.metadata, status, &u.error)
+        }
+    }
+}
+
 async fn policies_stream(
     shared: &Arc<Shared>,
-    stream: impl futures::Stream<Item = Result<Event<SidecarPolicy>, watcher::Error>> + Send,
+    stream: impl futures::Stream<Item = Result<Event<Lenient<SidecarPolicy>>, watcher::Error>> + Send,
 ) {
     let mut stream = std::pin::pin!(stream);
     let mut buffer: Vec<PolicyView> = Vec::new();
     while let Some(ev) = stream.next().await {
         shared.watch_health(false, ev.is_ok());
-        let in_scope =
-            |p: &SidecarPolicy| shared.in_scope(p.metadata.namespace.as_deref().unwrap_or(""));
+        let in_scope = |p: &Lenient<SidecarPolicy>| {
+            shared.in_scope(p.meta().namespace.as_deref().unwrap_or(""))
+        };
         match ev {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(p)) if in_scope(&p) => buffer.push(PolicyView::new(Arc::new(p))),
+            Ok(Event::InitApply(p)) if in_scope(&p) => buffer.push(policy_view(shared, p)),
             Ok(Event::InitApply(_)) => {}
             Ok(Event::InitDone) => {
                 let gone = shared
@@ -288,22 +346,23 @@ async fn policies_stream(
             }
             Ok(Event::Apply(p)) | Ok(Event::Delete(p)) if !in_scope(&p) => {}
             Ok(Event::Apply(p)) => {
-                let key = (p.namespace().unwrap_or_default(), p.name_any());
-                let prev = shared.policies().get(&key).cloned();
-                let v = match prev {
-                    Some(prev) => PolicyView::update(Arc::new(p), &prev),
-                    None => PolicyView::new(Arc::new(p)),
-                };
+                let v = policy_view(shared, p);
                 let old = shared.policies_mut().apply(v.clone());
                 shared.trigger_policy(old.as_deref(), Some(&v));
             }
             Ok(Event::Delete(p)) => {
-                let v = PolicyView::new(Arc::new(p));
-                let old = shared
-                    .policies_mut()
-                    .delete(&(v.namespace.clone(), v.name.clone()));
-                shared.trigger_policy(Some(old.as_deref().unwrap_or(&v)), None);
-                shared.forget_policy(&(v.namespace.clone(), v.name.clone()));
+                let meta = p.meta();
+                let key = (
+                    meta.namespace.clone().unwrap_or_default(),
+                    meta.name.clone().unwrap_or_default(),
+                );
+                let old = shared.policies_mut().delete(&key);
+                let v = match old {
+                    Some(o) => o,
+                    None => Arc::new(policy_view(shared, p)),
+                };
+                shared.trigger_policy(Some(&v), None);
+                shared.forget_policy(&key);
             }
             Err(e) => {
                 shared.metrics.watch_errors.inc();

@@ -12,19 +12,25 @@
 //!   deletes carry the uid of the Pod they mean.
 
 pub mod eligibility;
+pub mod failed;
 pub mod labels;
 pub mod naming;
 pub mod plan;
 pub mod render;
+pub mod rollout;
 pub mod status;
 pub mod view;
 
 pub use eligibility::{Ineligible, eligibility};
+pub use failed::{FAILING_AFTER, FAILURE_MEMORY, failed_replacement, failing, replacement_delay};
 pub use labels::{LabelMatcher, Labels};
 pub use naming::sidecar_name;
-pub use plan::{Collision, DeleteReason, DeleteSidecar, PodPlan, plan_pod};
+pub use plan::{
+    Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, holder, plan_orphan, plan_pod,
+};
 pub use render::render;
-pub use status::{Counts, Problems, compute_status, counts};
+pub use rollout::{Replace, plan_rollout};
+pub use status::{Counts, Observed, Problems, compute_status, observe};
 pub use view::{OwnerView, Phase, PodView, PolicyView};
 
 #[cfg(test)]

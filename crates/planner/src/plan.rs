@@ -16,6 +16,14 @@ pub enum DeleteReason {
     NotWanted(Ineligible),
     /// Another sidecar of ours for the same pair holds the deterministic name.
     Duplicate,
+    /// The sidecar ended `Failed` or `Succeeded` (evicted, exited under
+    /// `restartPolicy: Never`…): it is replaced, like a DaemonSet replaces failed Pods.
+    Failed,
+    /// Built from an older template: replaced by the rollout (see [`crate::plan_rollout`]).
+    Stale,
+    /// The sidecar has lost its main Pod: no owner reference (orphaned by
+    /// `--cascade=orphan`), or its owner is an earlier Pod of the main Pod's name.
+    Orphaned,
 }
 
 impl DeleteReason {
@@ -25,6 +33,9 @@ impl DeleteReason {
             DeleteReason::PolicyGone => "policy-gone",
             DeleteReason::NotWanted(i) => i.as_str(),
             DeleteReason::Duplicate => "duplicate",
+            DeleteReason::Failed => "failed",
+            DeleteReason::Stale => "rollout",
+            DeleteReason::Orphaned => "orphaned",
         }
     }
 }
@@ -64,13 +75,78 @@ pub struct PodPlan {
     pub deletes: Vec<DeleteSidecar>,
     /// Names held by foreign Pods.
     pub collisions: Vec<Collision>,
+    /// Wanted names held by a Pod that is going away (a terminating sidecar, or one of an
+    /// earlier Pod of this name being deleted now): the create waits for its deletion.
+    pub waiting_for: Vec<String>,
 }
 
 impl PodPlan {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.creates.is_empty() && self.deletes.is_empty() && self.collisions.is_empty()
+        self.creates.is_empty()
+            && self.deletes.is_empty()
+            && self.collisions.is_empty()
+            && self.waiting_for.is_empty()
     }
+
+    /// Names whose holder's deletion should bring this main Pod back to the planner.
+    pub fn blocked_names(&self) -> impl Iterator<Item = &str> {
+        self.collisions
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(self.waiting_for.iter().map(String::as_str))
+    }
+}
+
+/// Who holds the deterministic name of a (main Pod, policy) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// This pair's sidecar.
+    Ours,
+    /// A sidecar this operator made for the same policy and an earlier Pod of the main
+    /// Pod's name (a StatefulSet's `web-0` recreated), or one that lost its owner: it is
+    /// going away (deleted by the planner, or already terminating), never a collision.
+    Predecessor,
+    /// Any other Pod: a name collision, reported and never touched.
+    Foreign,
+}
+
+/// Classifies `holder`, the Pod at the deterministic name of (`main`, `policy`).
+pub fn holder(main: &PodView, policy: &str, holder: &PodView) -> Holder {
+    let same_policy = holder.sidecar_key().is_some_and(|(_, p)| p == policy);
+    if same_policy && holder.is_sidecar_of(&main.uid) {
+        return Holder::Ours;
+    }
+    let earlier_owner = match &holder.owner {
+        None => true,
+        Some(o) => o.kind == "Pod" && o.name == main.name && o.uid != main.uid,
+    };
+    if same_policy && earlier_owner {
+        Holder::Predecessor
+    } else {
+        Holder::Foreign
+    }
+}
+
+/// For a Pod labelled as one of this operator's sidecars, when it is not reached through a
+/// main Pod: delete it if it has no owner reference to a Pod (its main Pod was deleted with
+/// `--cascade=orphan`, or someone removed the reference; the garbage collector would never
+/// remove it). `policy` is its policy (by the label), if it exists: a paused policy, or
+/// one the operator cannot read, keeps what exists.
+pub fn plan_orphan(sidecar: &PodView, policy: Option<&PolicyView>) -> Option<DeleteSidecar> {
+    let (_, pname) = sidecar.sidecar_key()?;
+    if sidecar.deleting || sidecar.owner.as_ref().is_some_and(|o| o.kind == "Pod") {
+        return None;
+    }
+    if policy.is_some_and(|p| !p.deleting && (p.paused() || p.selector.is_err())) {
+        return None;
+    }
+    Some(DeleteSidecar {
+        name: sidecar.name.clone(),
+        uid: sidecar.uid.clone(),
+        policy: pname.to_string(),
+        reason: DeleteReason::Orphaned,
+    })
 }
 
 /// Plans one main Pod.
@@ -85,8 +161,11 @@ impl PodPlan {
 /// nor deleted; a sidecar whose policy is gone or no longer wants it is deleted; a
 /// sidecar of ours not at the deterministic name is a duplicate and deleted; a wanted,
 /// missing sidecar is created unless its name is held (a terminating sidecar of ours
-/// still holds it: its deletion event brings the Pod back here). Stale template hashes
-/// are left alone: replacing them is the rollout's job (policy controller).
+/// still holds it: its deletion event brings the Pod back here); a sidecar of an earlier
+/// Pod of the same name is deleted first, and is not a collision. A sidecar that ended
+/// `Failed` or `Succeeded` is deleted so that it is recreated (the controller spaces these
+/// replacements out per pair). Stale template hashes are left alone: replacing them is the
+/// rollout's job (policy controller).
 pub fn plan_pod<'a>(
     main: &PodView,
     policies: &[&PolicyView],
@@ -118,6 +197,7 @@ pub fn plan_pod<'a>(
                 Ok(()) if s.name != sidecar_name(&main.name, &p.name) => {
                     Some(DeleteReason::Duplicate)
                 }
+                Ok(()) if s.terminal() => Some(DeleteReason::Failed),
                 Ok(()) => None,
             },
         };
@@ -142,11 +222,25 @@ pub fn plan_pod<'a>(
             continue;
         }
         match by_name(&name) {
-            Some(holder) => plan.collisions.push(Collision {
-                name,
-                policy: p.name.clone(),
-                holder_uid: holder.uid.clone(),
-            }),
+            Some(h) => match holder(main, &p.name, h) {
+                Holder::Ours => {}
+                Holder::Predecessor => {
+                    if !h.deleting {
+                        plan.deletes.push(DeleteSidecar {
+                            name: h.name.clone(),
+                            uid: h.uid.clone(),
+                            policy: p.name.clone(),
+                            reason: DeleteReason::Orphaned,
+                        });
+                    }
+                    plan.waiting_for.push(name);
+                }
+                Holder::Foreign => plan.collisions.push(Collision {
+                    name,
+                    policy: p.name.clone(),
+                    holder_uid: h.uid.clone(),
+                }),
+            },
             None => plan.creates.push(render(main, p)),
         }
     }

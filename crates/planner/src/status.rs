@@ -4,14 +4,13 @@
 //! a recomputation that changes nothing yields a status equal to the stored one and the
 //! controller writes nothing.
 
-use std::collections::HashMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use sidecar_api::constants::{condition, condition_status, reason};
 use sidecar_api::{SidecarPolicyStatus, UpdateStrategyType, ready_text};
 
 use crate::eligibility::{Ineligible, eligibility};
 use crate::naming::sidecar_name;
+use crate::plan::Holder;
 use crate::view::{PodView, PolicyView};
 
 /// Problems the controller saw while applying plans for this policy.
@@ -19,8 +18,11 @@ use crate::view::{PodView, PolicyView};
 pub struct Problems {
     /// The last refusal of a sidecar create by the API server (its message).
     pub refused: Option<String>,
-    /// Names held by Pods that are not this policy's sidecars.
+    /// Names held by Pods that are not this policy's sidecars (see [`Observed::collisions`]).
     pub collisions: Vec<String>,
+    /// Sidecars that keep failing: replaced at least [`FAILING_AFTER`] times in a row and
+    /// not Ready now (see [`crate::failing`]).
+    pub failing: Vec<String>,
 }
 
 /// Counts behind the status.
@@ -40,48 +42,73 @@ pub struct Counts {
     pub available: i32,
     /// Eligible main Pods without a sidecar.
     pub missing: i32,
+    /// Sidecars counted in `sidecars` that ended `Failed` or `Succeeded` (being replaced).
+    pub failed: i32,
 }
 
-/// Counts for `policy` from the Pods of its namespace and its sidecars.
-pub fn counts<'a>(
+/// What a policy's status is computed from: counts and the names held by other Pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The counts.
+    pub counts: Counts,
+    /// Sidecar names of eligible main Pods held by a Pod that is neither their sidecar nor
+    /// a predecessor going away (see [`crate::holder`]); sorted. Computed from the caches
+    /// at every status computation, so a collision clears as soon as the holder or the
+    /// main Pod is gone.
+    pub collisions: Vec<String>,
+}
+
+/// Counts for `policy` from the Pods of its namespace (`pods`; `by_name` looks one up by
+/// name). Only the sidecar of a live, selected main Pod counts (one per main Pod, at its
+/// deterministic name, owned by it): orphans and leftovers never inflate `sidecarPods` or
+/// `readyPods`. A sidecar that ended `Failed`/`Succeeded` counts as neither ready nor up
+/// to date.
+pub fn observe<'a>(
     policy: &PolicyView,
     pods: impl IntoIterator<Item = &'a PodView>,
-    sidecars: &[&PodView],
-) -> Counts {
-    let live: Vec<&PodView> = sidecars
-        .iter()
-        .copied()
-        .filter(|s| !s.deleting && s.sidecar_key().is_some_and(|(_, p)| p == policy.name))
-        .collect();
-    let by_name: HashMap<&str, &PodView> = live.iter().map(|s| (s.name.as_str(), *s)).collect();
-    let mut c = Counts {
-        sidecars: live.len() as i32,
-        updated: live
-            .iter()
-            .filter(|s| s.template_hash() == Some(&policy.hash))
-            .count() as i32,
-        ready: live.iter().filter(|s| s.ready).count() as i32,
-        ..Counts::default()
-    };
+    by_name: impl Fn(&str) -> Option<&'a PodView>,
+) -> Observed {
+    let mut o = Observed::default();
+    let c = &mut o.counts;
     for m in pods {
-        match eligibility(m, policy) {
-            Ok(()) | Err(Ineligible::Paused) => {}
+        let eligible = match eligibility(m, policy) {
+            Ok(()) => true,
+            Err(Ineligible::Paused) => false,
             Err(_) => continue,
-        }
+        };
         c.matched += 1;
-        match by_name.get(sidecar_name(&m.name, &policy.name).as_str()) {
-            Some(s) if s.is_sidecar_of(&m.uid) => {
-                if s.ready {
-                    c.available += 1;
-                    if s.template_hash() == Some(&policy.hash) {
-                        c.converged += 1;
-                    }
-                }
+        let name = sidecar_name(&m.name, &policy.name);
+        let Some(s) = by_name(&name) else {
+            c.missing += 1;
+            continue;
+        };
+        match crate::plan::holder(m, &policy.name, s) {
+            Holder::Ours if !s.deleting => {}
+            Holder::Foreign if eligible => {
+                o.collisions.push(name);
+                c.missing += 1;
+                continue;
             }
-            _ => c.missing += 1,
+            _ => {
+                c.missing += 1;
+                continue;
+            }
+        }
+        c.sidecars += 1;
+        if s.terminal() {
+            c.failed += 1;
+            continue;
+        }
+        let current = s.template_hash() == Some(&policy.hash);
+        c.updated += i32::from(current);
+        if s.ready {
+            c.ready += 1;
+            c.available += 1;
+            c.converged += i32::from(current);
         }
     }
-    c
+    o.collisions.sort_unstable();
+    o
 }
 
 fn cond(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
@@ -109,8 +136,15 @@ pub fn compute_status(
     now: Time,
 ) -> SidecarPolicyStatus {
     let paused = policy.paused();
-    let stale = c.sidecars - c.updated;
-    let ready = if c.matched == 0 {
+    let stale = c.sidecars - c.updated - c.failed;
+    let ready = if let Err(e) = &policy.selector {
+        cond(
+            condition::READY,
+            false,
+            reason::INVALID_SPEC,
+            format!("the operator cannot act on this policy: {e}"),
+        )
+    } else if c.matched == 0 {
         cond(
             condition::READY,
             true,
@@ -164,6 +198,16 @@ pub fn compute_status(
                 c.missing
             ),
         )
+    } else if c.failed > 0 {
+        cond(
+            condition::PROGRESSING,
+            true,
+            reason::ROLLING_OUT,
+            format!(
+                "{} sidecars ended Failed or Succeeded and are being replaced; {} missing, {stale} to replace",
+                c.failed, c.missing
+            ),
+        )
     } else if c.missing > 0 || stale > 0 {
         cond(
             condition::PROGRESSING,
@@ -187,6 +231,16 @@ pub fn compute_status(
             true,
             reason::CREATE_REFUSED,
             format!("the API server refused a sidecar: {msg}"),
+        )
+    } else if !problems.failing.is_empty() {
+        cond(
+            condition::DEGRADED,
+            true,
+            reason::SIDECARS_FAILING,
+            format!(
+                "sidecars keep ending Failed or Succeeded and are replaced with a growing delay: {}",
+                problems.failing.join(", ")
+            ),
         )
     } else if !problems.collisions.is_empty() {
         cond(

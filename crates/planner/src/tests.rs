@@ -476,12 +476,22 @@ fn foreign_pod_holding_the_name_is_reported_not_touched() {
             holder_uid: "uid-foreign".into()
         }]
     );
-    // A sidecar whose owner reference was removed by hand is no longer ours either.
+    // A sidecar of ours whose owner reference is gone (orphaned by `--cascade=orphan`, or
+    // removed by hand) is not a collision: it is deleted, and the create waits for it.
     let mut orphan = sidecar_for(&m, &p);
     orphan.owner = None;
     let plan2 = plan(&m, &[&p], &[&orphan]);
-    assert!(plan2.deletes.is_empty() && plan2.creates.is_empty());
-    assert_eq!(plan2.collisions.len(), 1);
+    assert!(plan2.creates.is_empty() && plan2.collisions.is_empty());
+    assert_eq!(
+        plan2.deletes,
+        [DeleteSidecar {
+            name: "web-0-ship".into(),
+            uid: orphan.uid.clone(),
+            policy: "ship".into(),
+            reason: DeleteReason::Orphaned,
+        }]
+    );
+    assert_eq!(plan2.waiting_for, ["web-0-ship"]);
     // Ambiguous short names: (a-b, c) and (a, b-c) both want "a-b-c".
     let c = policy(
         "c",
@@ -495,6 +505,129 @@ fn foreign_pod_holding_the_name_is_reported_not_touched() {
     let plan3 = plan_pod(&a, &[&bc], &[], |n| (n == taken.name).then_some(&taken));
     assert_eq!(plan3.collisions.len(), 1);
     assert!(plan3.creates.is_empty());
+}
+
+/// Who holds a pair's name, as a table: (holder, expected).
+#[test]
+fn holders_of_a_pairs_name() {
+    let p = policy("ship", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let ours = sidecar_for(&m, &p);
+    // The same name recreated (a StatefulSet's web-0): the old Pod's sidecar.
+    let mut earlier_main = m.clone();
+    earlier_main.uid = "uid-web-0-before".into();
+    let predecessor = sidecar_for(&earlier_main, &p);
+    let mut orphan = ours.clone();
+    orphan.owner = None;
+    let other_policy = sidecar_for(&m, &policy("other", serde_json::json!({})));
+    let mut renamed = other_policy.clone();
+    renamed.name = ours.name.clone();
+    let mut other_owner = predecessor.clone();
+    if let Some(o) = other_owner.owner.as_mut() {
+        o.name = "someone-else".into();
+    }
+    let foreign = PodView {
+        name: ours.name.clone(),
+        uid: "uid-foreign".into(),
+        namespace: "shop".into(),
+        ..PodView::default()
+    };
+    let cases = [
+        ("ours", &ours, Holder::Ours),
+        ("predecessor", &predecessor, Holder::Predecessor),
+        ("orphan", &orphan, Holder::Predecessor),
+        ("another policy's sidecar", &renamed, Holder::Foreign),
+        (
+            "a sidecar of another main Pod",
+            &other_owner,
+            Holder::Foreign,
+        ),
+        ("a user's Pod", &foreign, Holder::Foreign),
+    ];
+    for (what, h, want) in cases {
+        assert_eq!(holder(&m, "ship", h), want, "{what}");
+    }
+}
+
+/// A main Pod recreated under its name: the old sidecar, terminating, is waited for; not
+/// yet terminating, it is deleted first. Never a collision.
+#[test]
+fn recreated_main_pod_waits_for_its_predecessors_sidecar() {
+    let p = policy("ship", serde_json::json!({}));
+    let m = main_pod("web-0");
+    let mut earlier = m.clone();
+    earlier.uid = "uid-web-0-before".into();
+    let mut old = sidecar_for(&earlier, &p);
+    old.deleting = true;
+    let waiting = plan_pod(&m, &[&p], &[], |n| (n == old.name).then_some(&old));
+    assert_eq!(
+        waiting,
+        PodPlan {
+            waiting_for: vec!["web-0-ship".into()],
+            ..PodPlan::default()
+        }
+    );
+    old.deleting = false;
+    let deleting = plan_pod(&m, &[&p], &[], |n| (n == old.name).then_some(&old));
+    assert_eq!(deleting.deletes.len(), 1);
+    assert_eq!(deleting.deletes[0].reason, DeleteReason::Orphaned);
+    assert_eq!(deleting.deletes[0].uid, old.uid);
+    assert!(deleting.collisions.is_empty() && deleting.creates.is_empty());
+    assert_eq!(deleting.blocked_names().collect::<Vec<_>>(), ["web-0-ship"]);
+}
+
+/// A sidecar that ended Failed or Succeeded is replaced (deleted; recreated once gone),
+/// unless the policy is paused; a terminating one is left to finish.
+#[test]
+fn terminal_sidecars_are_replaced() {
+    let p = policy("ship", serde_json::json!({}));
+    let paused = policy("ship", serde_json::json!({"paused": true}));
+    let m = main_pod("web-0");
+    for phase in [Phase::Failed, Phase::Succeeded] {
+        let mut s = sidecar_for(&m, &p);
+        s.phase = phase;
+        let replan = plan(&m, &[&p], &[&s]);
+        assert_eq!(replan.deletes.len(), 1, "{phase:?}");
+        assert_eq!(replan.deletes[0].reason, DeleteReason::Failed);
+        assert!(replan.creates.is_empty(), "recreated only once gone");
+        assert!(plan(&m, &[&paused], &[&s]).is_empty(), "paused: {phase:?}");
+        s.deleting = true;
+        assert!(plan(&m, &[&p], &[&s]).is_empty(), "terminating: {phase:?}");
+    }
+}
+
+/// Sidecars reached without a main Pod: deleted when they have no owner Pod, unless their
+/// policy is paused or unreadable.
+#[test]
+fn orphaned_sidecars_are_deleted_unless_their_policy_holds_them() {
+    let p = policy("ship", serde_json::json!({}));
+    let paused = policy("ship", serde_json::json!({"paused": true}));
+    let invalid = policy("ship", serde_json::json!({"selector": {}}));
+    let m = main_pod("web-0");
+    let owned = sidecar_for(&m, &p);
+    let mut orphan = owned.clone();
+    orphan.owner = None;
+    let mut terminating = orphan.clone();
+    terminating.deleting = true;
+    let cases: [(&str, &PodView, Option<&PolicyView>, bool); 7] = [
+        ("owned", &owned, Some(&p), false),
+        ("orphan", &orphan, Some(&p), true),
+        ("orphan, policy gone", &orphan, None, true),
+        ("orphan, paused policy", &orphan, Some(&paused), false),
+        ("orphan, invalid policy", &orphan, Some(&invalid), false),
+        ("terminating orphan", &terminating, Some(&p), false),
+        ("a main Pod", &m, Some(&p), false),
+    ];
+    for (what, s, policy, deleted) in cases {
+        let d = plan_orphan(s, policy);
+        assert_eq!(d.is_some(), deleted, "{what}: {d:?}");
+        if let Some(d) = d {
+            assert_eq!(
+                (d.reason, d.uid.as_str()),
+                (DeleteReason::Orphaned, s.uid.as_str())
+            );
+        }
+    }
 }
 
 #[test]
@@ -516,6 +649,15 @@ mod status {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
     use sidecar_api::constants::{condition, reason};
+
+    /// The counts of `p` over `mains`, looking Pods up among `sidecars`.
+    fn counts<'a>(
+        p: &PolicyView,
+        mains: impl IntoIterator<Item = &'a PodView>,
+        sidecars: &[&'a PodView],
+    ) -> Counts {
+        observe(p, mains, |n| sidecars.iter().copied().find(|s| s.name == n)).counts
+    }
 
     fn t(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).expect("time"))
@@ -588,7 +730,7 @@ mod status {
         assert_eq!(c.missing, 3);
         let problems = Problems {
             refused: Some("quota".into()),
-            collisions: vec![],
+            ..Problems::default()
         };
         let s3 = compute_status(&p, c, &problems, Some(&s2), t(300));
         assert_eq!(
@@ -603,6 +745,114 @@ mod status {
         // Recomputing with nothing changed yields an equal status (no write).
         let again = compute_status(&p, c, &problems, Some(&s3), t(400));
         assert_eq!(again, s3);
+    }
+
+    /// Only the sidecar of a live, selected main Pod counts; a failed one counts as
+    /// neither ready nor up to date; names held by others are collisions (not while
+    /// paused), and never a predecessor's sidecar.
+    #[test]
+    fn observe_counts_only_sidecars_of_live_selected_pods() {
+        let p = policy("ship", serde_json::json!({}));
+        let mains: Vec<PodView> = (0..4).map(|i| main_pod(&format!("web-{i}"))).collect();
+        let mut pods: Vec<PodView> = mains.iter().map(|m| sidecar_for(m, &p)).collect();
+        for s in &mut pods {
+            s.ready = true;
+        }
+        pods[1].phase = Phase::Failed;
+        pods[1].ready = false;
+        // web-2's name is held by a user's Pod.
+        pods[2] = PodView {
+            name: pods[2].name.clone(),
+            uid: "uid-foreign".into(),
+            namespace: "shop".into(),
+            ..PodView::default()
+        };
+        // web-3's sidecar belongs to an earlier web-3 (recreated), still terminating.
+        let mut earlier = mains[3].clone();
+        earlier.uid = "uid-web-3-before".into();
+        pods[3] = sidecar_for(&earlier, &p);
+        pods[3].deleting = true;
+        // Orphans and sidecars of Pods that are gone or not selected never count.
+        let gone = main_pod("gone-0");
+        let mut unselected = main_pod("other-0");
+        unselected.labels = Labels::from_iter([("app", "other")]);
+        let mut orphan = sidecar_for(&gone, &p);
+        orphan.owner = None;
+        orphan.ready = true;
+        let mut of_unselected = sidecar_for(&unselected, &p);
+        of_unselected.ready = true;
+        pods.extend([orphan, of_unselected, unselected]);
+        let all: Vec<&PodView> = mains.iter().chain(&pods).collect();
+        let find = |n: &str| all.iter().copied().find(|v| v.name == n);
+        let o = observe(&p, mains.iter().chain(&pods), find);
+        let c = o.counts;
+        assert_eq!(
+            (
+                c.matched, c.sidecars, c.updated, c.ready, c.failed, c.missing
+            ),
+            (4, 2, 1, 1, 1, 2)
+        );
+        assert_eq!(o.collisions, [sidecar_name("web-2", "ship")]);
+        let s = compute_status(&p, c, &Problems::default(), None, t(1));
+        assert_eq!(s.ready.as_deref(), Some("1/4"));
+        let progressing = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::PROGRESSING)
+            .expect("Progressing");
+        assert!(
+            progressing.message.contains("1 sidecars ended Failed"),
+            "{}",
+            progressing.message
+        );
+        let paused = policy("ship", serde_json::json!({"paused": true}));
+        assert!(observe(&paused, &mains, find).collisions.is_empty());
+    }
+
+    /// Degraded says why, in this order: InvalidSpec, CreateRefused, SidecarsFailing,
+    /// NameCollision; a policy the operator cannot act on is never Ready.
+    #[test]
+    fn degraded_reasons_in_order_and_invalid_spec_is_not_ready() {
+        let p = policy("ship", serde_json::json!({}));
+        let invalid = policy("ship", serde_json::json!({"selector": {}}));
+        let full = Problems {
+            refused: Some("quota".into()),
+            failing: vec!["web-0-ship".into()],
+            collisions: vec!["web-1-ship".into()],
+        };
+        let c = Counts::default();
+        let cases = [
+            (&invalid, Problems::default(), reason::INVALID_SPEC),
+            (&invalid, full.clone(), reason::INVALID_SPEC),
+            (&p, full.clone(), reason::CREATE_REFUSED),
+            (
+                &p,
+                Problems {
+                    refused: None,
+                    ..full.clone()
+                },
+                reason::SIDECARS_FAILING,
+            ),
+            (
+                &p,
+                Problems {
+                    collisions: vec!["web-1-ship".into()],
+                    ..Problems::default()
+                },
+                reason::NAME_COLLISION,
+            ),
+            (&p, Problems::default(), reason::AS_EXPECTED),
+        ];
+        for (policy, problems, want) in cases {
+            let s = compute_status(policy, c, &problems, None, t(1));
+            assert_eq!(cond(&s, condition::DEGRADED).1, want, "{problems:?}");
+        }
+        let s = compute_status(&invalid, c, &Problems::default(), None, t(1));
+        assert_eq!(
+            cond(&s, condition::READY),
+            ("False", reason::INVALID_SPEC),
+            "no matched Pod, but not Ready either"
+        );
     }
 
     #[test]
@@ -693,4 +943,74 @@ fn policy_update_rederives_only_on_a_new_generation() {
     let next = PolicyView::update(Arc::new(echo), &v1);
     assert_ne!(next.hash, v1.hash, "new generation: derived again");
     assert_eq!(next.generation, 2);
+}
+
+/// Rollout steps as a table: the budget counts sidecars not Ready, missing, and deletes
+/// sent but not yet seen.
+#[test]
+fn rollout_steps_stay_within_max_unavailable() {
+    let strategy = |max: serde_json::Value| {
+        policy(
+            "ship",
+            serde_json::json!({"updateStrategy": {"type": "RollingUpdate", "maxUnavailable": max}}),
+        )
+    };
+    let mains: Vec<PodView> = (0..4).map(|i| main_pod(&format!("web-{i}"))).collect();
+    let stale_ready = |p: &PolicyView| -> Vec<PodView> {
+        mains
+            .iter()
+            .map(|m| {
+                let mut s = sidecar_for(m, p);
+                s.labels.insert(LABEL_TEMPLATE_HASH, "old");
+                s.ready = true;
+                s
+            })
+            .collect()
+    };
+    let steps = |p: &PolicyView, sidecars: &[PodView], pending: &[&str]| -> Vec<String> {
+        let all: Vec<&PodView> = mains.iter().chain(sidecars).collect();
+        plan_rollout(
+            p,
+            &mains,
+            |n| all.iter().copied().find(|v| v.name == n),
+            |uid| pending.contains(&uid),
+        )
+        .into_iter()
+        .map(|r| r.main_name)
+        .collect()
+    };
+    let one = strategy(serde_json::json!(1));
+    let two = strategy(serde_json::json!(2));
+    let sc = stale_ready(&one);
+    assert_eq!(steps(&one, &sc, &[]), ["web-0"]);
+    assert_eq!(steps(&two, &stale_ready(&two), &[]), ["web-0", "web-1"]);
+    // A delete already sent (not yet in the cache) spends the budget.
+    let pending = [sc[0].uid.as_str()];
+    assert!(steps(&one, &sc, &pending).is_empty());
+    let sc2 = stale_ready(&two);
+    assert_eq!(steps(&two, &sc2, &[sc2[0].uid.as_str()]), ["web-1"]);
+    // A stale sidecar that is not Ready costs nothing and goes first.
+    let mut unready = sc.clone();
+    unready[3].ready = false;
+    assert_eq!(steps(&one, &unready, &[]), ["web-3"]);
+    // A missing sidecar counts as unavailable.
+    assert!(steps(&one, &sc[1..], &[]).is_empty());
+    // Failed sidecars are the pod controller's; up-to-date ones are never touched.
+    let mut failed = sc.clone();
+    failed[0].phase = Phase::Failed;
+    failed[0].ready = false;
+    assert!(
+        steps(&one, &failed, &[]).is_empty(),
+        "one unavailable already"
+    );
+    let current: Vec<PodView> = mains.iter().map(|m| sidecar_for(m, &one)).collect();
+    assert!(steps(&one, &current, &[]).is_empty());
+    // Paused or OnDelete: nothing.
+    let paused = policy("ship", serde_json::json!({"paused": true}));
+    assert!(steps(&paused, &stale_ready(&paused), &[]).is_empty());
+    let on_delete = policy(
+        "ship",
+        serde_json::json!({"updateStrategy": {"type": "OnDelete"}}),
+    );
+    assert!(steps(&on_delete, &stale_ready(&on_delete), &[]).is_empty());
 }

@@ -219,6 +219,34 @@ impl PolicyView {
         }
     }
 
+    /// A stored policy whose spec does not decode into the operator's types (a value the
+    /// CRD once let through, or written by a future CRD version): `error` says which field
+    /// and why. It selects nothing, keeps the sidecars it made, and its status says why
+    /// (`Degraded`, reason `InvalidSpec`); the status it had (`status`, if that decodes)
+    /// keeps the conditions' transition times.
+    pub fn undecodable(
+        metadata: kube::api::ObjectMeta,
+        status: Option<sidecar_api::SidecarPolicyStatus>,
+        error: &str,
+    ) -> PolicyView {
+        let spec = sidecar_api::SidecarPolicySpec {
+            selector: Default::default(),
+            template: Default::default(),
+            placement: Default::default(),
+            update_strategy: Default::default(),
+            paused: false,
+        };
+        let mut policy = SidecarPolicy::new(metadata.name.as_deref().unwrap_or_default(), spec);
+        policy.metadata = metadata;
+        policy.status = status;
+        let mut v = PolicyView::new(Arc::new(policy));
+        v.hash = String::new();
+        v.selector = Err(format!(
+            "{error}; the operator cannot read this stored spec: fix the field (kubectl edit) or recreate the policy"
+        ));
+        v
+    }
+
     /// [`PolicyView::new`] for a new revision of `prev`'s policy, reusing what it derived
     /// from the spec (validation, parsed selector, template hash) when the spec is the
     /// same generation: the echoes of the operator's own status writes change nothing of
