@@ -1015,10 +1015,12 @@ async fn paused_policy_creates_and_deletes_nothing_until_resumed() {
         record.added_uids(&deleted).is_empty(),
         "recreated while paused"
     );
+    // web-0 is still selected (its sidecar is gone); web-1 is not, so its kept sidecar is
+    // not counted: sidecarPods counts only sidecars of selected Pods (issue 11 §6).
     let p = wait_policy(&scene, "shipper", "paused status counts", |p| {
         p.status
             .as_ref()
-            .is_some_and(|s| s.matched_pods == 1 && s.sidecar_pods == 1)
+            .is_some_and(|s| s.matched_pods == 1 && s.sidecar_pods == 0)
     })
     .await;
     assert!(
