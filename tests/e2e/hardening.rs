@@ -21,7 +21,7 @@ use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
 use crate::status::{
     AvailabilityWatch, QUIET, WEB, cond, cond_is, create_pods, describe_events, events,
     events_about, hash_of, names, new_template, policy_with, sidecars_of, start_operator,
-    wait_converged, wait_converged_within, wait_policy,
+    wait_converged, wait_converged_within, wait_policy, wait_policy_event,
 };
 
 /// Sets the phase of Pod `name` to `Failed` through the status subresource, as the kubelet
@@ -40,29 +40,6 @@ fn degraded(p: &SidecarPolicy) -> (String, String, String) {
     cond(p, condition::DEGRADED)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
         .unwrap_or_default()
-}
-
-/// Waits for a Warning Event with `reason` about policy `name` whose note contains `needle`.
-async fn wait_policy_event(scene: &Scene, name: &str, reason: &str, needle: &str) {
-    let found = poll(TIMEOUT, async || {
-        let all = events(scene).await;
-        let about = events_about(&all, "SidecarPolicy", name, reason);
-        about
-            .iter()
-            .any(|e| {
-                e.type_.as_deref() == Some("Warning")
-                    && e.note.as_deref().is_some_and(|n| n.contains(needle))
-            })
-            .then_some(())
-    })
-    .await;
-    if found.is_none() {
-        let all = events(scene).await;
-        panic!(
-            "no Warning Event {reason} on SidecarPolicy {name} saying {needle:?}; Events:\n{}",
-            describe_events(&all.iter().collect::<Vec<_>>())
-        );
-    }
 }
 
 /// §1: a sidecar that ends `Failed` (evicted) is deleted and recreated; one that fails

@@ -8,3 +8,4 @@ mod deploy;
 mod faults;
 mod hardening;
 mod status;
+mod templates;

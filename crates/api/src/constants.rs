@@ -106,6 +106,11 @@ pub mod reason {
     /// Warning event on a policy: one of its sidecars ended `Failed` or `Succeeded` and is
     /// being replaced.
     pub const SIDECAR_FAILED: &str = "SidecarFailed";
+    /// `Degraded=True` (and a Warning event): the API server refuses a Pod built from the
+    /// template (server-side dry run): Pod validation, or the namespace's admission (Pod
+    /// Security, quota, LimitRange). Nothing is created until the template or the
+    /// namespace allows it.
+    pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
     /// `Degraded=True`: the policy passed admission but cannot be used (for example a
     /// selector the operator cannot parse).
     pub const INVALID_SPEC: &str = "InvalidSpec";

@@ -24,6 +24,8 @@ pub struct ApiCalls {
     pub watch: u64,
     /// POST.
     pub create: u64,
+    /// POST with `dryRun=All` (checks a template; persists nothing).
+    pub dry_run: u64,
     /// DELETE.
     pub delete: u64,
     /// PATCH.
@@ -47,6 +49,7 @@ impl ApiCalls {
             list: self.list - before.list,
             watch: self.watch - before.watch,
             create: self.create - before.create,
+            dry_run: self.dry_run - before.dry_run,
             delete: self.delete - before.delete,
             patch: self.patch - before.patch,
             update: self.update - before.update,
@@ -64,6 +67,7 @@ pub struct Counter {
 pub fn verb<B>(req: &Request<B>) -> &'static str {
     let query = req.uri().query().unwrap_or("");
     match *req.method() {
+        Method::POST if query.split('&').any(|kv| kv == "dryRun=All") => "dry-run",
         Method::POST => "create",
         Method::DELETE => "delete",
         Method::PATCH => "patch",
@@ -156,6 +160,7 @@ impl Counter {
             list: l("list"),
             watch: l("watch"),
             create: l("create"),
+            dry_run: l("dry-run"),
             delete: l("delete"),
             patch: l("patch"),
             update: l("update"),
@@ -219,6 +224,10 @@ mod tests {
                 "get",
             ),
             (r(Method::POST, "/api/v1/namespaces/a/pods"), "create"),
+            (
+                r(Method::POST, "/api/v1/namespaces/a/pods?&dryRun=All"),
+                "dry-run",
+            ),
             (r(Method::DELETE, "/api/v1/namespaces/a/pods/p"), "delete"),
             (
                 r(

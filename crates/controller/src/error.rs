@@ -31,6 +31,16 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The server-side dry run of a policy's template failed for a reason that says
+    /// nothing about the template (transient).
+    #[error("checking the template of policy {name}")]
+    CheckTemplate {
+        /// Policy name.
+        name: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
     /// Writing a policy's status failed (transient).
     #[error("patching the status of policy {name}")]
     PatchStatus {
@@ -58,6 +68,7 @@ impl Error {
             Error::CreateSidecar { .. } => "create",
             Error::DeleteSidecar { .. } => "delete",
             Error::PatchStatus { .. } => "patch-status",
+            Error::CheckTemplate { .. } => "check-template",
             Error::Client(_) => "client",
             Error::SyncTimeout(_) => "sync-timeout",
         }

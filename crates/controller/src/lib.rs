@@ -25,6 +25,7 @@ pub mod metrics;
 mod queue;
 mod reconcile;
 mod status;
+mod template_check;
 mod watch;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -164,6 +165,8 @@ pub(crate) struct Shared {
     waiters: Mutex<HashMap<Key, String>>,
     /// Failed sidecars replaced, per (namespace, sidecar name).
     replaced: Mutex<HashMap<Key, Replaced>>,
+    /// The API server's verdict on each policy's current template (dry run).
+    templates: Mutex<template_check::TemplateChecks>,
     not_converged: Mutex<HashMap<Key, i64>>,
     expectations: Mutex<Expectations>,
     events: tokio::sync::mpsc::Sender<events::Outgoing>,
@@ -218,6 +221,16 @@ impl Shared {
 
     pub(crate) fn expectations(&self) -> std::sync::MutexGuard<'_, Expectations> {
         lock(&self.expectations)
+    }
+
+    pub(crate) fn templates(&self) -> std::sync::MutexGuard<'_, template_check::TemplateChecks> {
+        lock(&self.templates)
+    }
+
+    pub(crate) fn templates_mut(
+        &self,
+    ) -> std::sync::MutexGuard<'_, template_check::TemplateChecks> {
+        lock(&self.templates)
     }
 
     pub(crate) fn status_soon(&self, key: Key) {
@@ -359,6 +372,7 @@ impl Shared {
     pub(crate) fn forget_policy(&self, key: &Key) {
         lock(&self.problems).remove(key);
         lock(&self.reported).remove(key);
+        lock(&self.templates).forget(key);
         lock(&self.replaced).retain(|(ns, _), v| !(*ns == key.0 && v.policy == key.1));
         self.set_not_converged(key, 0);
     }
@@ -492,6 +506,7 @@ impl Operator {
             reported: Mutex::default(),
             waiters: Mutex::default(),
             replaced: Mutex::default(),
+            templates: Mutex::default(),
             not_converged: Mutex::default(),
             expectations: Mutex::default(),
             events: events_tx,

@@ -14,6 +14,7 @@ use sidecar_planner::{DeleteReason, DeleteSidecar, PodPlan, plan_orphan, plan_po
 
 use crate::cache::Key;
 use crate::events::Outgoing;
+use crate::template_check::Gate;
 use crate::{Error, Shared};
 
 /// Reconciles main Pod `key` (or, for a sidecar that lost its owner, that sidecar).
@@ -55,6 +56,28 @@ fn observe_and_plan(shared: &Shared, ns: &str, name: &str) -> Option<PodPlan> {
         shared.wait_for_name(ns, n, name);
     }
     Some(plan)
+}
+
+/// Keeps only the creates whose policy's current template the API server accepted (a
+/// dry run per template, see `template_check`); for a template not checked yet, asks for
+/// the check at once (its acceptance reconciles this Pod again).
+fn gate_creates(shared: &Shared, ns: &str, plan: &mut PodPlan) {
+    plan.creates.retain(|pod| {
+        let labels = pod.metadata.labels.as_ref();
+        let label = |k: &str| labels.and_then(|l| l.get(k)).cloned().unwrap_or_default();
+        let pkey = (ns.to_string(), label(sidecar_api::constants::LABEL_POLICY));
+        let gate = shared
+            .templates()
+            .gate(&pkey, &label(sidecar_api::constants::LABEL_TEMPLATE_HASH));
+        match gate {
+            Gate::Open => true,
+            Gate::Closed => false,
+            Gate::Unknown => {
+                shared.status_queue.add(pkey);
+                false
+            }
+        }
+    });
 }
 
 /// Keeps the replacements of failed sidecars that their per-pair backoff allows now
@@ -101,6 +124,7 @@ async fn apply(shared: &Arc<Shared>, key: &Key, mut plan: PodPlan) -> Result<(),
         plan.deletes.retain(|d| !exp.delete_pending(&d.uid));
     }
     pace_failed_replacements(shared, key, &mut plan);
+    gate_creates(shared, ns, &mut plan);
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
     let mut first_err = None;
     for c in &plan.collisions {

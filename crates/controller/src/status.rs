@@ -27,7 +27,9 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
     if policy.deleting {
         return Ok(());
     }
+    crate::template_check::check_template(shared, key, &policy).await?;
     let mut problems = shared.problems_of(key);
+    problems.invalid_template = shared.templates().problem(key, &policy.hash);
     let replaced = shared.replaced_of(key, Instant::now());
     let (observed, steps) = {
         let pods = shared.pods();

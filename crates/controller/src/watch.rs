@@ -96,6 +96,16 @@ impl Shared {
         }
     }
 
+    /// Reconciles the main Pods `policy` selects (its template was just accepted).
+    pub(crate) fn trigger_selected(&self, policy: &PolicyView) {
+        let pods = self.pods();
+        for m in pods.in_namespace(&policy.namespace) {
+            if !m.is_sidecar() && policy.selects(&m.labels) {
+                self.pod_queue.add(key_of(m));
+            }
+        }
+    }
+
     /// After a full list of either kind: reconcile everything.
     fn trigger_all(&self) {
         let pods = self.pods();

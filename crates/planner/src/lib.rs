@@ -19,6 +19,7 @@ pub mod plan;
 pub mod render;
 pub mod rollout;
 pub mod status;
+pub mod template_check;
 pub mod view;
 
 pub use eligibility::{Ineligible, eligibility};
@@ -31,6 +32,7 @@ pub use plan::{
 pub use render::render;
 pub use rollout::{Replace, plan_rollout};
 pub use status::{Counts, Observed, Problems, compute_status, observe};
+pub use template_check::{Verdict, dry_run_sidecar, recheck_delay};
 pub use view::{OwnerView, Phase, PodView, PolicyView};
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub struct Problems {
     pub refused: Option<String>,
     /// Names held by Pods that are not this policy's sidecars (see [`Observed::collisions`]).
     pub collisions: Vec<String>,
+    /// Why the API server refuses a Pod built from the current template (server-side dry
+    /// run; see [`crate::Verdict::problem`]): nothing is created while this is set.
+    pub invalid_template: Option<String>,
     /// Sidecars that keep failing: replaced at least [`FAILING_AFTER`] times in a row and
     /// not Ready now (see [`crate::failing`]).
     pub failing: Vec<String>,
@@ -188,6 +191,16 @@ pub fn compute_status(
                 "{stale} sidecars run an older template; OnDelete replaces them when they are deleted"
             ),
         )
+    } else if c.missing > 0 && problems.invalid_template.is_some() {
+        cond(
+            condition::PROGRESSING,
+            false,
+            reason::INVALID_TEMPLATE,
+            format!(
+                "{} sidecars missing: the API server refuses the template (see Degraded)",
+                c.missing
+            ),
+        )
     } else if c.missing > 0 && problems.refused.is_some() {
         cond(
             condition::PROGRESSING,
@@ -225,6 +238,13 @@ pub fn compute_status(
     };
     let degraded = if let Err(e) = &policy.selector {
         cond(condition::DEGRADED, true, reason::INVALID_SPEC, e.clone())
+    } else if let Some(msg) = &problems.invalid_template {
+        cond(
+            condition::DEGRADED,
+            true,
+            reason::INVALID_TEMPLATE,
+            msg.clone(),
+        )
     } else if let Some(msg) = &problems.refused {
         cond(
             condition::DEGRADED,

@@ -809,7 +809,7 @@ mod status {
         assert!(observe(&paused, &mains, find).collisions.is_empty());
     }
 
-    /// Degraded says why, in this order: InvalidSpec, CreateRefused, SidecarsFailing,
+    /// Degraded says why, in this order: InvalidSpec, InvalidTemplate, CreateRefused, SidecarsFailing,
     /// NameCollision; a policy the operator cannot act on is never Ready.
     #[test]
     fn degraded_reasons_in_order_and_invalid_spec_is_not_ready() {
@@ -819,11 +819,20 @@ mod status {
             refused: Some("quota".into()),
             failing: vec!["web-0-ship".into()],
             collisions: vec!["web-1-ship".into()],
+            invalid_template: None,
         };
         let c = Counts::default();
         let cases = [
             (&invalid, Problems::default(), reason::INVALID_SPEC),
             (&invalid, full.clone(), reason::INVALID_SPEC),
+            (
+                &p,
+                Problems {
+                    invalid_template: Some("refused".into()),
+                    ..full.clone()
+                },
+                reason::INVALID_TEMPLATE,
+            ),
             (&p, full.clone(), reason::CREATE_REFUSED),
             (
                 &p,

@@ -1,0 +1,271 @@
+//! The API server's verdict on each policy's template, from one server-side dry run per
+//! template hash (see [`sidecar_planner::template_check`]). The pod controller creates a
+//! policy's sidecars only once its current template is accepted; a template the namespace
+//! refuses (Pod Security, quota, LimitRange) is checked again with a growing delay, so
+//! fixing the namespace is enough.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use sidecar_api::constants::{FIELD_MANAGER, reason};
+use sidecar_planner::{PolicyView, Verdict, dry_run_sidecar, recheck_delay};
+
+use crate::cache::Key;
+use crate::{Error, Shared};
+
+/// The last verdict on one policy's template.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    hash: String,
+    verdict: Verdict,
+    /// Namespace refusals in a row (for the recheck delay).
+    refusals: u32,
+    /// When a namespace refusal is checked again.
+    recheck_at: Option<Instant>,
+}
+
+/// Verdicts by policy.
+#[derive(Debug, Default)]
+pub(crate) struct TemplateChecks(HashMap<Key, Checked>);
+
+/// May sidecars of template `hash` of policy `key` be created?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Accepted by the API server.
+    Open,
+    /// Refused.
+    Closed,
+    /// Not checked yet.
+    Unknown,
+}
+
+impl TemplateChecks {
+    pub(crate) fn gate(&self, key: &Key, hash: &str) -> Gate {
+        match self.0.get(key) {
+            Some(c) if c.hash == hash && c.verdict == Verdict::Accepted => Gate::Open,
+            Some(c) if c.hash == hash => Gate::Closed,
+            _ => Gate::Unknown,
+        }
+    }
+
+    /// Whether the current template needs a (new) dry run at `now`: `Ok(())` if so,
+    /// `Err(Some(wait))` for a namespace refusal to check again later, `Err(None)` when
+    /// the verdict stands.
+    fn due(&self, key: &Key, hash: &str, now: Instant) -> Result<(), Option<Duration>> {
+        match self.0.get(key) {
+            Some(c) if c.hash == hash => match c.recheck_at {
+                Some(t) if now >= t => Ok(()),
+                Some(t) => Err(Some(t - now)),
+                None => Err(None),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// The problem to report for the current template, if refused.
+    pub(crate) fn problem(&self, key: &Key, hash: &str) -> Option<String> {
+        self.0
+            .get(key)
+            .filter(|c| c.hash == hash)
+            .and_then(|c| c.verdict.problem())
+    }
+
+    pub(crate) fn forget(&mut self, key: &Key) {
+        self.0.remove(key);
+    }
+
+    /// Records a verdict; returns whether it changed what is known of this template.
+    fn record(&mut self, key: &Key, hash: &str, verdict: Verdict, now: Instant) -> (bool, u32) {
+        let prev = self.0.get(key).filter(|c| c.hash == hash);
+        let changed = prev.is_none_or(|c| c.verdict != verdict);
+        let refusals = match (&verdict, prev) {
+            (Verdict::RefusedByNamespace { .. }, Some(c)) => c.refusals.saturating_add(1),
+            (Verdict::RefusedByNamespace { .. }, None) => 1,
+            _ => 0,
+        };
+        let recheck_at = matches!(verdict, Verdict::RefusedByNamespace { .. })
+            .then(|| now + recheck_delay(refusals));
+        self.0.insert(
+            key.clone(),
+            Checked {
+                hash: hash.to_string(),
+                verdict,
+                refusals,
+                recheck_at,
+            },
+        );
+        (changed, refusals)
+    }
+}
+
+/// Checks `policy`'s template with the API server when it is new to the operator (or a
+/// namespace refusal is due for a recheck). On acceptance, the policy's main Pods are
+/// reconciled (their creates waited for it); on refusal, a Warning event, and for a
+/// namespace refusal a recheck later.
+pub(crate) async fn check_template(
+    shared: &Shared,
+    key: &Key,
+    policy: &PolicyView,
+) -> Result<(), Error> {
+    if policy.deleting || policy.paused() || policy.selector.is_err() {
+        return Ok(());
+    }
+    let now = Instant::now();
+    let due = shared.templates().due(key, &policy.hash, now);
+    match due {
+        Ok(()) => {}
+        // Scheduled again here: a delayed add of the same key coalesces with (and so may
+        // be dropped for) an earlier one, such as a debounced status run.
+        Err(Some(wait)) => {
+            shared.status_queue.add_after(key.clone(), wait);
+            return Ok(());
+        }
+        Err(None) => return Ok(()),
+    }
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.0);
+    let pp = PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    let answer = api.create(&pp, &dry_run_sidecar(policy)).await;
+    // The server names the generated Pod; one name stands for all, so that rechecks of
+    // one refusal say the same thing (one status write, one event).
+    let message = match &answer {
+        Err(kube::Error::Api(s)) => scrub_generated_name(&s.message, &dry_run_prefix(policy)),
+        _ => String::new(),
+    };
+    let refusal = match &answer {
+        Ok(_) => None,
+        Err(kube::Error::Api(s)) => Some((s.code, message.as_str())),
+        Err(_) => Some((0, "")),
+    };
+    let Some(verdict) = Verdict::of(refusal) else {
+        return match answer {
+            Err(e) => Err(Error::CheckTemplate {
+                name: key.1.clone(),
+                source: e,
+            }),
+            Ok(_) => Ok(()),
+        };
+    };
+    let problem = verdict.problem();
+    let accepted = verdict == Verdict::Accepted;
+    let namespace_refusal = matches!(verdict, Verdict::RefusedByNamespace { .. });
+    let (changed, refusals) = shared
+        .templates_mut()
+        .record(key, &policy.hash, verdict, now);
+    if namespace_refusal {
+        shared
+            .status_queue
+            .add_after(key.clone(), recheck_delay(refusals));
+    }
+    if !changed {
+        return Ok(());
+    }
+    match problem {
+        None => {
+            tracing::info!(namespace = %key.0, policy = %key.1, hash = %policy.hash, "the API server accepts the template");
+        }
+        Some(message) => {
+            tracing::warn!(namespace = %key.0, policy = %key.1, hash = %policy.hash, %message, "the API server refuses the template");
+            crate::reconcile::publish_on_policy(
+                shared,
+                key,
+                reason::INVALID_TEMPLATE,
+                "CheckTemplate",
+                &message,
+            );
+        }
+    }
+    // The creates that waited for the verdict go ahead.
+    if accepted {
+        shared.trigger_selected(policy);
+    }
+    Ok(())
+}
+
+/// The `generateName` of `policy`'s dry-run sidecar.
+fn dry_run_prefix(policy: &PolicyView) -> String {
+    dry_run_sidecar(policy)
+        .metadata
+        .generate_name
+        .unwrap_or_default()
+}
+
+/// `message` with every `"<prefix><generated suffix>"` replaced by `"<sidecar>"`.
+fn scrub_generated_name(message: &str, prefix: &str) -> String {
+    let needle = format!("\"{prefix}");
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(&needle) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + needle.len()..];
+        match after.find('"') {
+            Some(j) => {
+                out.push_str("\"<sidecar>\"");
+                rest = &after[j + 1..];
+            }
+            None => {
+                rest = &rest[i..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_are_scrubbed_from_messages() {
+        let m = r#"pods "dry-run-priv-fb7xw" is forbidden: violates PodSecurity "restricted:latest": x"#;
+        assert_eq!(
+            scrub_generated_name(m, "dry-run-priv-"),
+            r#"pods "<sidecar>" is forbidden: violates PodSecurity "restricted:latest": x"#
+        );
+        assert_eq!(scrub_generated_name("no name", "dry-run-priv-"), "no name");
+        assert_eq!(
+            scrub_generated_name(r#"a "dry-run-priv-unterminated"#, "dry-run-priv-"),
+            r#"a "dry-run-priv-unterminated"#
+        );
+    }
+
+    #[test]
+    fn namespace_refusals_are_due_again_later() {
+        let mut t = TemplateChecks::default();
+        let key: Key = ("a".into(), "p".into());
+        let t0 = Instant::now();
+        assert_eq!(t.due(&key, "h1", t0), Ok(()), "never checked");
+        let refused = Verdict::RefusedByNamespace {
+            message: "quota".into(),
+        };
+        assert_eq!(t.record(&key, "h1", refused.clone(), t0), (true, 1));
+        assert_eq!(t.gate(&key, "h1"), Gate::Closed);
+        assert_eq!(t.due(&key, "h1", t0), Err(Some(Duration::from_secs(1))));
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(t.due(&key, "h1", t1), Ok(()));
+        assert_eq!(
+            t.record(&key, "h1", refused, t1),
+            (false, 2),
+            "same refusal"
+        );
+        assert_eq!(t.due(&key, "h1", t1), Err(Some(Duration::from_secs(2))));
+        assert_eq!(t.due(&key, "h2", t1), Ok(()), "a new template");
+        assert_eq!(t.gate(&key, "h2"), Gate::Unknown);
+        assert_eq!(t.record(&key, "h1", Verdict::Accepted, t1), (true, 0));
+        assert_eq!(t.gate(&key, "h1"), Gate::Open);
+        assert_eq!(t.due(&key, "h1", t1), Err(None));
+        let invalid = Verdict::InvalidTemplate {
+            message: "bad".into(),
+        };
+        t.record(&key, "h3", invalid, t1);
+        assert_eq!(t.due(&key, "h3", t1 + Duration::from_secs(3600)), Err(None));
+        assert!(t.problem(&key, "h3").is_some());
+    }
+}
