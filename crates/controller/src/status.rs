@@ -37,6 +37,11 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
         let stale = rollout_victims(&policy, &pods, &sc_refs, c);
         (c, stale)
     };
+    // Checked after observing (see `reconcile_pod`): no status or rollout from a
+    // namespace on its way out of the scope.
+    if !shared.in_scope(&key.0) {
+        return Ok(());
+    }
     shared.set_not_converged(key, i64::from(c.matched - c.converged));
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let old = policy.policy.status.as_ref();
