@@ -7,5 +7,6 @@ mod controller;
 mod deploy;
 mod faults;
 mod hardening;
+mod shard;
 mod status;
 mod templates;

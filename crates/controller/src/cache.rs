@@ -105,6 +105,34 @@ impl PodCache {
         gone
     }
 
+    /// Forgets every Pod of `ns` (the namespace left this instance's scope); returns
+    /// how many.
+    pub fn drop_namespace(&mut self, ns: &str) -> usize {
+        let Some(names) = self.by_ns.remove(ns) else {
+            return 0;
+        };
+        for v in names.values() {
+            self.unindex(ns, v);
+        }
+        self.len -= names.len();
+        names.len()
+    }
+
+    /// Replaces the Pods of `ns` with `views` (a LIST of that namespace alone; views
+    /// of other namespaces are ignored); returns the views of `ns` that disappeared.
+    pub fn replace_namespace(&mut self, ns: &str, views: Vec<PodView>) -> Vec<Arc<PodView>> {
+        let mut old = self.by_ns.remove(ns).unwrap_or_default();
+        for v in old.values() {
+            self.unindex(ns, v);
+        }
+        self.len -= old.len();
+        for v in views.into_iter().filter(|v| v.namespace == ns) {
+            old.remove(&v.name);
+            self.apply(v);
+        }
+        old.into_values().collect()
+    }
+
     /// A Pod by namespace and name.
     pub fn get(&self, ns: &str, name: &str) -> Option<&Arc<PodView>> {
         self.by_ns.get(ns)?.get(name)
@@ -185,6 +213,33 @@ impl PolicyCache {
             .collect();
         self.policies = fresh;
         gone
+    }
+
+    /// Forgets every policy of `ns` (the namespace left this instance's scope); returns
+    /// their keys.
+    pub fn drop_namespace(&mut self, ns: &str) -> Vec<Key> {
+        let keys: Vec<Key> = self
+            .policies
+            .keys()
+            .filter(|k| k.0 == ns)
+            .cloned()
+            .collect();
+        for k in &keys {
+            self.policies.remove(k);
+        }
+        keys
+    }
+
+    /// Replaces the policies of `ns` with `views` (a LIST of that namespace alone; views
+    /// of other namespaces are ignored); returns the keys of `ns` that disappeared.
+    pub fn replace_namespace(&mut self, ns: &str, views: Vec<PolicyView>) -> Vec<Key> {
+        let mut gone: BTreeSet<Key> = self.drop_namespace(ns).into_iter().collect();
+        for v in views.into_iter().filter(|v| v.namespace == ns) {
+            let key = (v.namespace.clone(), v.name.clone());
+            gone.remove(&key);
+            self.policies.insert(key, Arc::new(v));
+        }
+        gone.into_iter().collect()
     }
 
     /// A policy by key.
@@ -297,5 +352,68 @@ mod tests {
         assert!(c.sidecars_of("uid-web-0").is_empty());
         assert!(c.get("c", "db-0").is_some() && c.get("b", "web-0").is_none());
         assert_eq!(c.all().count(), 2);
+    }
+
+    #[test]
+    fn a_namespace_is_dropped_and_refilled_alone() {
+        let mut c = PodCache::default();
+        c.apply(main_pod("a", "web-0"));
+        c.apply(sidecar("a", "web-0-log", "web-0", "log"));
+        c.apply(main_pod("b", "web-0"));
+        c.apply(sidecar("b", "web-0-log", "web-0", "log"));
+        assert_eq!(c.drop_namespace("a"), 2);
+        assert_eq!(c.drop_namespace("a"), 0);
+        assert_eq!(c.len(), 2);
+        assert!(c.sidecars_of_policy("a", "log").is_empty());
+        assert_eq!(c.in_namespace("a").count(), 0);
+        // The uid index is shared: b's sidecar (same main name, same fake uid) stays.
+        assert_eq!(names(&c.sidecars_of("uid-web-0")), ["web-0-log"]);
+        assert_eq!(names(&c.sidecars_of_policy("b", "log")), ["web-0-log"]);
+
+        // Refilling b from a namespaced list: kept, added, gone; a view of another
+        // namespace in the list is ignored.
+        let gone = c.replace_namespace(
+            "b",
+            vec![
+                main_pod("b", "web-0"),
+                main_pod("b", "web-1"),
+                main_pod("c", "db-0"),
+            ],
+        );
+        assert_eq!(names(&gone), ["web-0-log"]);
+        assert_eq!(c.len(), 2);
+        assert!(c.sidecars_of_policy("b", "log").is_empty());
+        assert!(c.get("c", "db-0").is_none());
+        let in_b: Vec<&str> = c.in_namespace("b").map(|v| v.name.as_str()).collect();
+        assert_eq!(in_b, ["web-0", "web-1"]);
+    }
+
+    #[test]
+    fn policies_of_a_namespace_are_dropped_and_refilled_alone() {
+        let view = |ns: &str, name: &str| {
+            let mut p = sidecar_api::SidecarPolicy::new(
+                name,
+                serde_json::from_value(serde_json::json!({
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
+                }))
+                .expect("spec"),
+            );
+            p.metadata.namespace = Some(ns.into());
+            PolicyView::new(Arc::new(p))
+        };
+        let key = |ns: &str, name: &str| (ns.to_string(), name.to_string());
+        let mut c = PolicyCache::default();
+        c.apply(view("a", "log"));
+        c.apply(view("a", "metrics"));
+        c.apply(view("b", "log"));
+        let mut dropped = c.drop_namespace("a");
+        dropped.sort();
+        assert_eq!(dropped, [key("a", "log"), key("a", "metrics")]);
+        assert!(c.in_namespace("a").is_empty());
+        assert_eq!(c.in_namespace("b").len(), 1);
+        let gone = c.replace_namespace("b", vec![view("b", "trace"), view("c", "x")]);
+        assert_eq!(gone, [key("b", "log")]);
+        assert!(c.get(&key("b", "trace")).is_some() && c.get(&key("c", "x")).is_none());
     }
 }

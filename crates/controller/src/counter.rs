@@ -174,11 +174,19 @@ pub fn counting_client(
     counter: Arc<Counter>,
 ) -> Result<kube::Client, kube::Error> {
     let builder = kube::client::ClientBuilder::try_from(config)?;
-    let layer = tower::util::MapRequestLayer::new(move |req: Request<kube::client::Body>| {
+    Ok(builder.with_layer(&counting_layer(counter)).build())
+}
+
+/// The client layer of [`counting_client`].
+pub(crate) fn counting_layer(
+    counter: Arc<Counter>,
+) -> tower::util::MapRequestLayer<
+    impl Fn(Request<kube::client::Body>) -> Request<kube::client::Body> + Clone,
+> {
+    tower::util::MapRequestLayer::new(move |req: Request<kube::client::Body>| {
         counter.record(&req);
         req
-    });
-    Ok(builder.with_layer(&layer).build())
+    })
 }
 
 #[cfg(test)]

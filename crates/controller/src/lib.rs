@@ -21,6 +21,7 @@ mod counter;
 mod decode;
 mod error;
 mod events;
+mod health;
 pub mod metrics;
 mod queue;
 mod reconcile;
@@ -55,7 +56,10 @@ pub struct OperatorConfig {
     pub namespace: Option<String>,
     /// Manage only namespaces whose labels match this selector (e.g. `sidecars=enabled`);
     /// combined with `namespace`, both must hold. One way to shard a large cluster over
-    /// several operator instances, each with its own Lease.
+    /// several operator instances, each with its own Lease. A namespace relabelled from
+    /// one instance's selector to another's keeps its sidecars: the instance that loses
+    /// it forgets its objects (it never deletes because of the move), the one that gains
+    /// it lists that namespace alone and adopts what is there.
     pub namespace_selector: Option<String>,
     /// Concurrent pod reconciles.
     pub concurrency: usize,
@@ -135,6 +139,10 @@ impl Expectations {
             self.deleted.remove(&v.uid);
         }
     }
+    /// The namespace left the scope: its pending creates are no longer ours to await.
+    pub(crate) fn forget_namespace(&mut self, ns: &str) {
+        self.created.retain(|(n, _), _| n != ns);
+    }
 }
 
 /// A failed sidecar's replacements in a row.
@@ -175,13 +183,14 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     pods_synced: AtomicBool,
     policies_synced: AtomicBool,
-    /// Namespaces in scope when a namespace selector is set (`None`: all).
+    /// Namespaces in scope when a namespace selector is set (`None`: all): the ones
+    /// reconciles act on. A namespace enters once both caches hold it, and leaves before
+    /// they forget it.
     scope: Option<RwLock<HashSet<String>>>,
-    /// Bumped whenever the scope changes; the Pod and policy watches relist then.
+    /// Set to 1 once the initial scope is known; the Pod and policy watches start then.
     scope_generation: tokio::sync::watch::Sender<u64>,
-    /// Set false on a watch error, true on the next successful watch event.
-    pods_watch_ok: AtomicBool,
-    policies_watch_ok: AtomicBool,
+    /// Whether the Pod and policy watches are established (see `health.rs`).
+    watches: Arc<health::WatchHealth>,
     synced: tokio::sync::Notify,
 }
 
@@ -249,25 +258,20 @@ impl Shared {
         }
     }
 
-    /// The namespace is managed by this instance.
+    /// The namespace is managed by this instance. Reconciles check it after observing
+    /// and before writing: a namespace on its way out (or not yet fully in) is left to
+    /// the instance that manages it.
     pub(crate) fn in_scope(&self, ns: &str) -> bool {
         self.scope.as_ref().is_none_or(|s| read(s).contains(ns))
     }
 
     /// Synced, and both watches currently connected (false during an API outage).
     pub(crate) fn is_ready(&self) -> bool {
-        self.is_synced()
-            && self.pods_watch_ok.load(Ordering::SeqCst)
-            && self.policies_watch_ok.load(Ordering::SeqCst)
+        self.is_synced() && self.watches.ok()
     }
 
     pub(crate) fn watch_health(&self, pods: bool, ok: bool) {
-        let flag = if pods {
-            &self.pods_watch_ok
-        } else {
-            &self.policies_watch_ok
-        };
-        flag.store(ok, Ordering::SeqCst);
+        self.watches.set(pods, ok);
     }
 
     /// Both caches completed their first list.
@@ -488,7 +492,12 @@ impl Operator {
     pub async fn start(config: kube::Config, opts: OperatorConfig) -> Result<Operator, Error> {
         let metrics = Arc::new(Metrics::default());
         let counter = Arc::new(Counter::new(metrics.api_requests.clone()));
-        let client = counting_client(config, counter.clone()).map_err(Error::Client)?;
+        let watches = Arc::new(health::WatchHealth::default());
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(Error::Client)?
+            .with_layer(&counter::counting_layer(counter.clone()))
+            .with_layer(&health::WatchHealthLayer(watches.clone()))
+            .build();
         let reporter = Reporter {
             controller: "sidecar-operator".into(),
             instance: opts.instance.clone(),
@@ -517,8 +526,7 @@ impl Operator {
             policies_synced: AtomicBool::new(false),
             scope: opts.namespace_selector.as_ref().map(|_| RwLock::default()),
             scope_generation: tokio::sync::watch::Sender::new(0),
-            pods_watch_ok: AtomicBool::new(true),
-            policies_watch_ok: AtomicBool::new(true),
+            watches,
             synced: tokio::sync::Notify::new(),
         });
         let (pods, policies): (Api<Lenient<Pod>>, Api<Lenient<SidecarPolicy>>) =
@@ -530,14 +538,23 @@ impl Operator {
                 None => (Api::all(client.clone()), Api::all(client)),
             };
         let mut watchers = vec![publisher];
+        let (mut pod_changes, mut policy_changes) = (None, None);
         match &opts.namespace_selector {
             Some(sel) => {
                 let api: Api<k8s_openapi::api::core::v1::Namespace> =
                     Api::all(shared.client.clone());
+                let (pods_tx, pods_rx) = tokio::sync::mpsc::unbounded_channel();
+                let (policies_tx, policies_rx) = tokio::sync::mpsc::unbounded_channel();
+                (pod_changes, policy_changes) = (Some(pods_rx), Some(policies_rx));
                 watchers.push(tokio::spawn(watch::watch_namespaces(
                     shared.clone(),
                     api,
                     sel.clone(),
+                    opts.namespace.clone(),
+                    watch::ScopeControl {
+                        pods: pods_tx,
+                        policies: policies_tx,
+                    },
                 )));
             }
             None => {
@@ -548,8 +565,12 @@ impl Operator {
             shared: shared.clone(),
             counter,
             watchers: vec![
-                tokio::spawn(watch::watch_pods(shared.clone(), pods)),
-                tokio::spawn(watch::watch_policies(shared.clone(), policies)),
+                tokio::spawn(watch::watch_pods(shared.clone(), pods, pod_changes)),
+                tokio::spawn(watch::watch_policies(
+                    shared.clone(),
+                    policies,
+                    policy_changes,
+                )),
             ],
             workers: Vec::new(),
         };

@@ -26,6 +26,11 @@ pub(crate) async fn reconcile_pod(shared: &Arc<Shared>, key: &Key) -> Result<(),
     if plan.is_empty() {
         return Ok(());
     }
+    // Checked after observing: a namespace leaving the scope is out of it before its
+    // caches are emptied, so a plan made from a half-forgotten namespace is never applied.
+    if !shared.in_scope(ns) {
+        return Ok(());
+    }
     apply(shared, key, plan).await
 }
 

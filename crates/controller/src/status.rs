@@ -45,6 +45,11 @@ pub(crate) async fn reconcile_policy(shared: &Arc<Shared>, key: &Key) -> Result<
         let steps = plan_rollout(&policy, mains(), by_name, |uid| exp.delete_pending(uid));
         (observed, steps)
     };
+    // Checked after observing (see `reconcile_pod`): no status or rollout from a
+    // namespace on its way out of the scope.
+    if !shared.in_scope(&key.0) {
+        return Ok(());
+    }
     problems.collisions = observed.collisions;
     shared.prune_reported(key, &problems.collisions);
     let c = observed.counts;

@@ -10,14 +10,21 @@
 //! - After every full (re)list the caches are swapped in one step and everything is
 //!   reconciled: what changed while the watch was down (or the operator was stopped) is
 //!   caught up, level-triggered.
+//! - With a namespace selector, the Pod and policy watches still watch every namespace
+//!   and keep only the objects of namespaces in scope. A namespace that enters the scope
+//!   is filled by a LIST of that namespace alone (by each watch's own task, between two
+//!   events, so no event is lost or applied out of order), then adopted; one that leaves
+//!   is forgotten without a trigger. Leaving the scope never reads as "policy gone".
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use std::collections::HashSet;
+use tokio::sync::{mpsc, oneshot};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::ListParams;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource as _, ResourceExt as _};
@@ -123,15 +130,198 @@ impl Shared {
     }
 }
 
-/// Waits until the namespace scope is known, then returns a receiver of its changes.
-async fn scope_known(shared: &Shared) -> tokio::sync::watch::Receiver<u64> {
-    let mut rx = shared.scope_generation.subscribe();
-    while *rx.borrow_and_update() == 0 {
-        if rx.changed().await.is_err() {
-            break;
+impl Shared {
+    /// A namespace entered the scope (its caches are filled): reconcile its Pods and
+    /// the status of its policies.
+    fn trigger_namespace(&self, ns: &str) {
+        for v in self.pods().in_namespace(ns) {
+            if v.is_sidecar() {
+                if let Some(o) = &v.owner {
+                    self.pod_queue.add((v.namespace.clone(), o.name.clone()));
+                }
+            } else {
+                self.pod_queue.add(key_of(v));
+            }
+        }
+        for p in self.policies().in_namespace(ns) {
+            self.status_queue.add((p.namespace.clone(), p.name.clone()));
         }
     }
-    rx
+}
+
+/// A change of the namespace scope, sent by the namespace watch to the Pod and the
+/// policy watch; each answers on the channel once its cache reflects the change.
+#[derive(Debug)]
+pub(crate) enum ScopeChange {
+    /// The namespace entered the scope: fill the cache with a LIST of it.
+    Enter(String, oneshot::Sender<()>),
+    /// The namespace left the scope: forget its objects, without a trigger.
+    Leave(String, oneshot::Sender<()>),
+}
+
+/// Where the namespace watch sends [`ScopeChange`]s.
+#[derive(Debug)]
+pub(crate) struct ScopeControl {
+    pub(crate) pods: mpsc::UnboundedSender<ScopeChange>,
+    pub(crate) policies: mpsc::UnboundedSender<ScopeChange>,
+}
+
+/// The namespaces whose objects one watch keeps (`None`: all), and the changes to come.
+pub(crate) struct ScopeFilter {
+    namespaces: Option<HashSet<String>>,
+    changes: Option<mpsc::UnboundedReceiver<ScopeChange>>,
+}
+
+impl ScopeFilter {
+    /// Waits until the initial scope is known and starts from it.
+    async fn new(shared: &Shared, changes: Option<mpsc::UnboundedReceiver<ScopeChange>>) -> Self {
+        let mut rx = shared.scope_generation.subscribe();
+        while *rx.borrow_and_update() == 0 {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        let namespaces = shared.scope.as_ref().map(|s| crate::read(s).clone());
+        ScopeFilter {
+            namespaces,
+            changes,
+        }
+    }
+
+    fn admits(&self, ns: &str) -> bool {
+        self.namespaces.as_ref().is_none_or(|s| s.contains(ns))
+    }
+
+    /// The next change of the scope; never while `relisting` (a relist's buffer is
+    /// filtered by the scope it started with, so the change waits for its end).
+    async fn next(&mut self, relisting: bool) -> ScopeChange {
+        if let Some(rx) = self.changes.as_mut().filter(|_| !relisting)
+            && let Some(change) = rx.recv().await
+        {
+            return change;
+        }
+        std::future::pending().await
+    }
+
+    fn enter(&mut self, ns: String) {
+        self.namespaces.get_or_insert_default().insert(ns);
+    }
+
+    fn leave(&mut self, ns: &str) {
+        if let Some(s) = self.namespaces.as_mut() {
+            s.remove(ns);
+        }
+    }
+}
+
+/// What a watch task does next: apply a scope change, or the next watch event.
+enum Next<E> {
+    Scope(ScopeChange),
+    Event(Option<E>),
+}
+
+async fn next<S: futures::Stream + Unpin>(
+    scope: &mut ScopeFilter,
+    relisting: bool,
+    stream: &mut S,
+) -> Next<S::Item> {
+    tokio::select! {
+        change = scope.next(relisting) => Next::Scope(change),
+        ev = stream.next() => Next::Event(ev),
+    }
+}
+
+/// Every object of a namespaced LIST, page by page (each page converted at once by
+/// `view`), retried with the watches' backoff until it succeeds.
+async fn list_namespace<K, V>(
+    shared: &Shared,
+    api: &Api<K>,
+    page: u32,
+    mut view: impl FnMut(K) -> Option<V>,
+) -> Vec<V>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut backoff = WatchBackoff { next: BACKOFF_MIN };
+    'restart: loop {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default().limit(page);
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            match api.list(&lp).await {
+                Ok(list) => {
+                    out.extend(list.items.into_iter().filter_map(&mut view));
+                    token = list.metadata.continue_.filter(|t| !t.is_empty());
+                    if token.is_none() {
+                        return out;
+                    }
+                }
+                Err(e) => {
+                    shared.metrics.watch_errors.inc();
+                    tracing::warn!(error = %e, "listing a namespace that entered the scope; retrying with backoff");
+                    tokio::time::sleep(backoff.next().unwrap_or(BACKOFF_MAX)).await;
+                    continue 'restart;
+                }
+            }
+        }
+    }
+}
+
+/// Applies a scope change to the Pod cache.
+async fn pods_scope_change(shared: &Shared, scope: &mut ScopeFilter, change: ScopeChange) {
+    match change {
+        ScopeChange::Enter(ns, done) => {
+            let api: Api<Lenient<Pod>> = Api::namespaced(shared.client.clone(), &ns);
+            let views = list_namespace(shared, &api, POD_LIST_PAGE, |p| pod_view(shared, &p)).await;
+            {
+                let mut exp = shared.expectations();
+                for v in views.iter().filter(|v| v.is_sidecar()) {
+                    exp.observed(v, false);
+                }
+            }
+            let n = views.len();
+            shared.pods_mut().replace_namespace(&ns, views);
+            shared.metrics.cached_pods.set(shared.pods().len() as i64);
+            tracing::info!(namespace = %ns, pods = n, "namespace entered the scope; its Pods listed");
+            scope.enter(ns);
+            let _ = done.send(());
+        }
+        ScopeChange::Leave(ns, done) => {
+            scope.leave(&ns);
+            let n = shared.pods_mut().drop_namespace(&ns);
+            shared.expectations().forget_namespace(&ns);
+            shared.metrics.cached_pods.set(shared.pods().len() as i64);
+            tracing::info!(namespace = %ns, pods = n, "namespace left the scope; its Pods forgotten");
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Applies a scope change to the policy cache.
+async fn policies_scope_change(shared: &Shared, scope: &mut ScopeFilter, change: ScopeChange) {
+    match change {
+        ScopeChange::Enter(ns, done) => {
+            let api: Api<Lenient<SidecarPolicy>> = Api::namespaced(shared.client.clone(), &ns);
+            let views = list_namespace(shared, &api, 500, |p| Some(policy_view(shared, p))).await;
+            let n = views.len();
+            shared.policies_mut().replace_namespace(&ns, views);
+            tracing::info!(namespace = %ns, policies = n, "namespace entered the scope; its SidecarPolicies listed");
+            scope.enter(ns);
+            let _ = done.send(());
+        }
+        ScopeChange::Leave(ns, done) => {
+            scope.leave(&ns);
+            let keys = shared.policies_mut().drop_namespace(&ns);
+            for k in &keys {
+                shared.forget_policy(k);
+            }
+            tracing::info!(namespace = %ns, policies = keys.len(), "namespace left the scope; its SidecarPolicies forgotten");
+            let _ = done.send(());
+        }
+    }
 }
 
 /// Pods per page of the initial (and any re-) list. Each page is held as full Pod
@@ -139,17 +329,16 @@ async fn scope_known(shared: &Shared) -> tokio::sync::watch::Receiver<u64> {
 /// memory peak over twice the steady memory. 100 costs one LIST request per 100 Pods.
 const POD_LIST_PAGE: u32 = 100;
 
-/// Keeps the Pod cache in sync; runs until aborted. Relists when the scope changes.
-pub(crate) async fn watch_pods(shared: Arc<Shared>, api: Api<Lenient<Pod>>) {
-    loop {
-        let mut scope = scope_known(&shared).await;
-        let cfg = watcher::Config::default().page_size(POD_LIST_PAGE);
-        let stream = watcher(api.clone(), cfg).backoff(watch_backoff());
-        tokio::select! {
-            _ = pods_stream(&shared, stream) => return,
-            _ = scope.changed() => tracing::info!("namespace scope changed; relisting Pods"),
-        }
-    }
+/// Keeps the Pod cache in sync; runs until aborted. Follows the scope's changes.
+pub(crate) async fn watch_pods(
+    shared: Arc<Shared>,
+    api: Api<Lenient<Pod>>,
+    changes: Option<mpsc::UnboundedReceiver<ScopeChange>>,
+) {
+    let scope = ScopeFilter::new(&shared, changes).await;
+    let cfg = watcher::Config::default().page_size(POD_LIST_PAGE);
+    let stream = watcher(api, cfg).backoff(watch_backoff());
+    pods_stream(&shared, stream, scope).await;
 }
 
 /// The view of a listed or watched Pod; `None` (counted, logged) for a Pod that does not
@@ -172,18 +361,31 @@ fn pod_view(shared: &Shared, p: &Lenient<Pod>) -> Option<PodView> {
 async fn pods_stream(
     shared: &Arc<Shared>,
     stream: impl futures::Stream<Item = Result<Event<Lenient<Pod>>, watcher::Error>> + Send,
+    mut scope: ScopeFilter,
 ) {
     let mut stream = std::pin::pin!(stream);
     let mut buffer: Vec<PodView> = Vec::new();
-    while let Some(ev) = stream.next().await {
+    let mut relisting = false;
+    loop {
+        let ev = match next(&mut scope, relisting, &mut stream).await {
+            Next::Scope(change) => {
+                pods_scope_change(shared, &mut scope, change).await;
+                continue;
+            }
+            Next::Event(ev) => ev,
+        };
+        let Some(ev) = ev else { break };
         shared.watch_health(true, ev.is_ok());
-        let in_scope =
-            |p: &Lenient<Pod>| shared.in_scope(p.meta().namespace.as_deref().unwrap_or(""));
+        let in_scope = |p: &Lenient<Pod>| scope.admits(p.meta().namespace.as_deref().unwrap_or(""));
         match ev {
-            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::Init) => {
+                relisting = true;
+                buffer.clear();
+            }
             Ok(Event::InitApply(p)) if in_scope(&p) => buffer.extend(pod_view(shared, &p)),
             Ok(Event::InitApply(_)) => {}
             Ok(Event::InitDone) => {
+                relisting = false;
                 let gone = shared.pods_mut().replace_all(std::mem::take(&mut buffer));
                 shared.trigger_pod(&gone.iter().map(|g| g.as_ref()).collect::<Vec<_>>());
                 shared.mark_synced(true, false);
@@ -287,16 +489,15 @@ fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<WatchBackoff> {
     )
 }
 
-/// Keeps the policy cache in sync; runs until aborted.
-pub(crate) async fn watch_policies(shared: Arc<Shared>, api: Api<Lenient<SidecarPolicy>>) {
-    loop {
-        let mut scope = scope_known(&shared).await;
-        let stream = watcher(api.clone(), watcher::Config::default()).backoff(watch_backoff());
-        tokio::select! {
-            _ = policies_stream(&shared, stream) => return,
-            _ = scope.changed() => tracing::info!("namespace scope changed; relisting SidecarPolicies"),
-        }
-    }
+/// Keeps the policy cache in sync; runs until aborted. Follows the scope's changes.
+pub(crate) async fn watch_policies(
+    shared: Arc<Shared>,
+    api: Api<Lenient<SidecarPolicy>>,
+    changes: Option<mpsc::UnboundedReceiver<ScopeChange>>,
+) {
+    let scope = ScopeFilter::new(&shared, changes).await;
+    let stream = watcher(api, watcher::Config::default()).backoff(watch_backoff());
+    policies_stream(&shared, stream, scope).await;
 }
 
 /// The view of a listed or watched policy. One that does not decode becomes a view that
@@ -330,19 +531,32 @@ fn policy_view(shared: &Shared, p: Lenient<SidecarPolicy>) -> PolicyView {
 async fn policies_stream(
     shared: &Arc<Shared>,
     stream: impl futures::Stream<Item = Result<Event<Lenient<SidecarPolicy>>, watcher::Error>> + Send,
+    mut scope: ScopeFilter,
 ) {
     let mut stream = std::pin::pin!(stream);
     let mut buffer: Vec<PolicyView> = Vec::new();
-    while let Some(ev) = stream.next().await {
-        shared.watch_health(false, ev.is_ok());
-        let in_scope = |p: &Lenient<SidecarPolicy>| {
-            shared.in_scope(p.meta().namespace.as_deref().unwrap_or(""))
+    let mut relisting = false;
+    loop {
+        let ev = match next(&mut scope, relisting, &mut stream).await {
+            Next::Scope(change) => {
+                policies_scope_change(shared, &mut scope, change).await;
+                continue;
+            }
+            Next::Event(ev) => ev,
         };
+        let Some(ev) = ev else { break };
+        shared.watch_health(false, ev.is_ok());
+        let in_scope =
+            |p: &Lenient<SidecarPolicy>| scope.admits(p.meta().namespace.as_deref().unwrap_or(""));
         match ev {
-            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::Init) => {
+                relisting = true;
+                buffer.clear();
+            }
             Ok(Event::InitApply(p)) if in_scope(&p) => buffer.push(policy_view(shared, p)),
             Ok(Event::InitApply(_)) => {}
             Ok(Event::InitDone) => {
+                relisting = false;
                 let gone = shared
                     .policies_mut()
                     .replace_all(std::mem::take(&mut buffer));
@@ -382,20 +596,31 @@ async fn policies_stream(
     }
 }
 
-/// With `--namespace-selector`: keeps the set of namespaces in scope, and bumps the
-/// scope generation (so the Pod and policy watches relist) whenever it changes.
-pub(crate) async fn watch_namespaces(shared: Arc<Shared>, api: Api<Namespace>, selector: String) {
+/// With `--namespace-selector`: keeps the set of namespaces in scope. The first list
+/// sets the initial scope (the Pod and policy watches start with it); after that, a
+/// namespace that starts to match is filled by the Pod and policy watches and then
+/// adopted, and one that stops matching is first taken out of the scope (reconciles stop
+/// acting on it) and then forgotten by both caches: cost in proportion to the namespace
+/// that moved, never a relist, never a delete.
+pub(crate) async fn watch_namespaces(
+    shared: Arc<Shared>,
+    api: Api<Namespace>,
+    selector: String,
+    only: Option<String>,
+    control: ScopeControl,
+) {
     let Some(scope) = shared.scope.as_ref() else {
         return;
     };
-    let cfg = watcher::Config::default().labels(&selector);
+    let mut cfg = watcher::Config::default().labels(&selector);
+    if let Some(ns) = &only {
+        cfg = cfg.fields(&format!("metadata.name={ns}"));
+    }
     let mut stream = std::pin::pin!(watcher(api, cfg).backoff(watch_backoff()));
     let mut buffer: HashSet<String> = HashSet::new();
-    let bump = |changed: bool| {
-        if changed || *shared.scope_generation.borrow() == 0 {
-            shared.scope_generation.send_modify(|g| *g += 1);
-        }
-    };
+    // What the selector matches, as far as this watch knows; `scope` follows it once
+    // each change is reflected in the caches.
+    let mut matching: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(Event::Init) => buffer.clear(),
@@ -404,28 +629,32 @@ pub(crate) async fn watch_namespaces(shared: Arc<Shared>, api: Api<Namespace>, s
             }
             Ok(Event::InitDone) => {
                 let fresh = std::mem::take(&mut buffer);
-                let changed = {
-                    let mut set = scope.write().unwrap_or_else(|e| e.into_inner());
-                    let changed = *set != fresh;
-                    *set = fresh;
-                    changed
-                };
-                tracing::info!(namespaces = ?scope.read().map(|s| s.len()).unwrap_or(0), %selector, "namespace scope listed");
-                bump(changed);
+                tracing::info!(namespaces = fresh.len(), %selector, "namespace scope listed");
+                if *shared.scope_generation.borrow() == 0 {
+                    *crate::write(scope) = fresh.clone();
+                    matching = fresh;
+                    shared.scope_generation.send_replace(1);
+                    continue;
+                }
+                for ns in matching.difference(&fresh) {
+                    leave(&shared, &control, ns).await;
+                }
+                for ns in fresh.difference(&matching) {
+                    enter(&shared, &control, ns).await;
+                }
+                matching = fresh;
             }
             Ok(Event::Apply(n)) => {
-                let inserted = scope
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(n.name_any());
-                bump(inserted);
+                let ns = n.name_any();
+                if matching.insert(ns.clone()) {
+                    enter(&shared, &control, &ns).await;
+                }
             }
             Ok(Event::Delete(n)) => {
-                let removed = scope
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&n.name_any());
-                bump(removed);
+                let ns = n.name_any();
+                if matching.remove(&ns) {
+                    leave(&shared, &control, &ns).await;
+                }
             }
             Err(e) => {
                 shared.metrics.watch_errors.inc();
@@ -433,4 +662,48 @@ pub(crate) async fn watch_namespaces(shared: Arc<Shared>, api: Api<Namespace>, s
             }
         }
     }
+}
+
+/// `ns` starts to match: both caches list it, then it is in scope and reconciled.
+async fn enter(shared: &Shared, control: &ScopeControl, ns: &str) {
+    let t0 = std::time::Instant::now();
+    let (pods, policies) = (oneshot::channel(), oneshot::channel());
+    let _ = control
+        .pods
+        .send(ScopeChange::Enter(ns.to_string(), pods.0));
+    let _ = control
+        .policies
+        .send(ScopeChange::Enter(ns.to_string(), policies.0));
+    let _ = tokio::join!(pods.1, policies.1);
+    if let Some(scope) = &shared.scope {
+        crate::write(scope).insert(ns.to_string());
+    }
+    shared.trigger_namespace(ns);
+    tracing::info!(
+        namespace = ns,
+        took_ms = t0.elapsed().as_millis() as u64,
+        "namespace entered the scope; adopting what is there"
+    );
+}
+
+/// `ns` stops matching: out of scope first (reconciles stop acting on it), then its
+/// Pods and then its policies are forgotten — in that order, so that no reconcile ever
+/// sees its Pods without its policies.
+async fn leave(shared: &Shared, control: &ScopeControl, ns: &str) {
+    if let Some(scope) = &shared.scope {
+        crate::write(scope).remove(ns);
+    }
+    let (pods, policies) = (oneshot::channel(), oneshot::channel());
+    let _ = control
+        .pods
+        .send(ScopeChange::Leave(ns.to_string(), pods.0));
+    let _ = pods.1.await;
+    let _ = control
+        .policies
+        .send(ScopeChange::Leave(ns.to_string(), policies.0));
+    let _ = policies.1.await;
+    tracing::info!(
+        namespace = ns,
+        "namespace left the scope; its objects forgotten, none deleted"
+    );
 }
