@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{
     Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, ResourceExt,
 };
@@ -401,4 +402,76 @@ async fn table_shows_the_printer_columns() {
     assert_eq!(cells[3], 4);
     assert_eq!(cells[4], false);
     assert!(cells[5].is_string(), "AGE cell: {}", cells[5]);
+}
+
+/// The template rules refuse only what Pod validation refuses: a template that uses every
+/// checked field correctly, with every bounded integer at its largest value, is accepted, and
+/// reads back into the Rust types (which hold those integers as `i32`).
+#[tokio::test]
+async fn templates_within_the_rules_are_accepted_and_read_back() {
+    let (client, ns) = setup("api-template-ok").await;
+    let mut spec = minimal_spec();
+    spec["updateStrategy"] = json!({"type": "RollingUpdate", "maxUnavailable": i32::MAX});
+    spec["template"] = json!({
+        "metadata": {"labels": {"team": "obs", "tier": ""}},
+        "spec": {
+            "priority": i32::MAX,
+            "restartPolicy": "Always",
+            "initContainers": [{
+                "name": "proxy",
+                "image": "busybox:1.36.1",
+                "restartPolicy": "Always",
+                "readinessProbe": {"tcpSocket": {"port": "proxy"}, "periodSeconds": i32::MAX},
+                "ports": [{"name": "proxy", "containerPort": 1, "protocol": "UDP"}],
+                "volumeMounts": [{"name": "logs", "mountPath": "/logs"}],
+            }, {
+                "name": "setup",
+                "image": "busybox:1.36.1",
+                "restartPolicy": "OnFailure",
+            }],
+            "containers": [{
+                "name": "shipper",
+                "image": "busybox:1.36.1",
+                "imagePullPolicy": "IfNotPresent",
+                "env": [{"name": "log.level-1", "value": "debug"}, {"name": "LOG LEVEL", "value": "x"}],
+                "ports": [
+                    {"name": "http-metrics", "containerPort": 65535, "hostPort": 65535},
+                    {"containerPort": 2020, "hostPort": 0, "protocol": "SCTP"},
+                    {"containerPort": 2021},
+                ],
+                "livenessProbe": {"httpGet": {"path": "/", "port": 65535}},
+                "startupProbe": {"grpc": {"port": 65535}},
+                "lifecycle": {"preStop": {"tcpSocket": {"port": "http-metrics"}}},
+                "volumeMounts": [
+                    {"name": "logs", "mountPath": "/var/log/app"},
+                    {"name": "config", "mountPath": "/etc/shipper"},
+                ],
+            }],
+            "volumes": [{"name": "logs", "emptyDir": {}}, {"name": "config", "configMap": {"name": "c"}}],
+        },
+    });
+    dynamic_api(&client, ns.name())
+        .create(&PostParams::default(), &policy("edge", spec))
+        .await
+        .unwrap_or_else(|e| panic!("a valid template refused: {e}"));
+    let typed: Api<SidecarPolicy> = Api::namespaced(client, ns.name());
+    let got = typed
+        .get("edge")
+        .await
+        .expect("the stored policy reads back");
+    assert_eq!(
+        got.spec.update_strategy.max_unavailable,
+        IntOrString::Int(i32::MAX)
+    );
+    let pod = got.spec.template.spec.as_ref().expect("template spec");
+    assert_eq!(pod.priority, Some(i32::MAX));
+    assert_eq!(
+        pod.containers[0].ports.as_ref().unwrap()[0].container_port,
+        65535
+    );
+    assert!(
+        sidecar_api::validate(&got.spec).is_empty(),
+        "{:?}",
+        sidecar_api::validate(&got.spec)
+    );
 }

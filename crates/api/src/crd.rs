@@ -13,8 +13,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::Error;
 use crate::types::SidecarPolicy;
+use crate::{Error, schema};
 
 /// First lines of [`crd_yaml`]'s output.
 pub const CRD_YAML_HEADER: &str = "\
@@ -23,8 +23,9 @@ pub const CRD_YAML_HEADER: &str = "\
 ";
 
 /// The `SidecarPolicy` CRD as installed: the derived CRD without the upstream descriptions
-/// inside `spec.template`, with doc-comment line breaks unwrapped, and with
-/// `spec.updateStrategy.maxUnavailable` not nullable.
+/// inside `spec.template`, with doc-comment line breaks unwrapped, with
+/// `spec.updateStrategy.maxUnavailable` not nullable, and with every 32-bit integer bounded to
+/// what the Rust types can hold.
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = SidecarPolicy::crd();
     for version in &mut crd.spec.versions {
@@ -47,10 +48,24 @@ pub fn crd() -> CustomResourceDefinition {
             .and_then(|strategy| child(strategy, "maxUnavailable"))
         {
             max_unavailable.nullable = None;
+            // An `IntOrString` holds an `i32`.
+            max_unavailable.maximum = Some(schema::INT32_MAX as f64);
         }
+        bound_int32_fields(root);
         unwrap_descriptions(root);
     }
     crd
+}
+
+/// [`schema::bound_int32`] on the whole schema, template and status included.
+fn bound_int32_fields(root: &mut JSONSchemaProps) {
+    let Ok(mut value) = serde_json::to_value(&*root) else {
+        return;
+    };
+    schema::bound_int32(&mut value);
+    if let Ok(bounded) = serde_json::from_value(value) {
+        *root = bounded;
+    }
 }
 
 /// [`crd`] as YAML, preceded by [`CRD_YAML_HEADER`]: the content of

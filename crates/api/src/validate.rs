@@ -8,7 +8,8 @@
 //!    are dropped;
 //! 2. schema defaults are applied;
 //! 3. the structural schema of the generated CRD is checked: `type`, `required`, `enum`,
-//!    `pattern`, `minLength`/`maxLength`, `minItems`/`maxItems`, `maxProperties`;
+//!    `pattern`, `minLength`/`maxLength`, `minItems`/`maxItems`, `maxProperties`,
+//!    `minimum`/`maximum`;
 //! 4. unless step 3 found a *blocking* error (unsupported value, missing required field, too
 //!    long, too many, wrong type), the CEL rules (`x-kubernetes-validations`) run.
 //!
@@ -469,6 +470,15 @@ fn type_error(path: &str, value: &Value, expected: &str) -> FieldError {
     )
 }
 
+/// A `minimum`/`maximum` as the server prints it for an integer value: without a fraction.
+fn bound_text(bound: f64) -> String {
+    if bound.fract() == 0.0 && bound.abs() < 9.0e15 {
+        format!("{}", bound as i64)
+    } else {
+        bound.to_string()
+    }
+}
+
 fn as_count(schema: &Value, key: &str) -> Option<usize> {
     schema
         .get(key)
@@ -529,6 +539,7 @@ impl Walker {
         }
         match value {
             Value::String(s) => self.string(schema, s, path),
+            Value::Number(n) => self.number(schema, n, path),
             Value::Array(items) => {
                 if let Some(max) = as_count(schema, "maxItems")
                     && items.len() > max
@@ -588,6 +599,40 @@ impl Walker {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// `minimum` and `maximum` (inclusive), checked on numbers whatever the declared type, as
+    /// the server does (an int-or-string's number too).
+    fn number(&mut self, schema: &Value, n: &serde_json::Number, path: &str) {
+        let Some(x) = n.as_f64() else {
+            return;
+        };
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+            && x > max
+        {
+            self.push(
+                FieldErrorKind::Invalid,
+                path,
+                Some(n.to_string()),
+                format!(
+                    "{path} in body should be less than or equal to {}",
+                    bound_text(max)
+                ),
+            );
+        }
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+            && x < min
+        {
+            self.push(
+                FieldErrorKind::Invalid,
+                path,
+                Some(n.to_string()),
+                format!(
+                    "{path} in body should be greater than or equal to {}",
+                    bound_text(min)
+                ),
+            );
         }
     }
 
@@ -693,11 +738,12 @@ impl Walker {
             Some("FieldValueRequired") => (FieldErrorKind::Required, None),
             Some("FieldValueForbidden") => (FieldErrorKind::Forbidden, None),
             Some("FieldValueDuplicate") => (FieldErrorKind::Invalid, None),
-            // FieldValueInvalid (the default): the server shows the schema type as the value.
-            _ => {
-                let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
-                (FieldErrorKind::Invalid, Some(quote(ty)))
-            }
+            // FieldValueInvalid (the default): the server shows the value the rule is on,
+            // unless it is an object or a list.
+            _ => match schema.get("type").and_then(Value::as_str) {
+                Some("object" | "array") => (FieldErrorKind::Invalid, None),
+                _ => (FieldErrorKind::Invalid, Some(render(value))),
+            },
         };
         self.push(kind, &field, shown, message);
     }
@@ -739,6 +785,30 @@ fn mirrored_rules() -> Vec<(Rule, Mirror)> {
         ),
         (schema::rule_max_unavailable(), max_unavailable),
         (schema::match_expression_rule(), match_expression_values),
+        // Rules of the Pod template. Several sit at more than one place (containers and init
+        // containers) with the same text and a message naming the place.
+        (schema::rule_dns_label(""), dns_label),
+        (schema::rule_image_required(""), image_set),
+        (
+            schema::rule_container_names_unique(),
+            container_names_unique,
+        ),
+        (
+            schema::rule_no_ephemeral_containers(),
+            no_ephemeral_containers,
+        ),
+        (schema::rule_volume_names_unique(), volume_names_unique),
+        (
+            schema::rule_volume_mounts_declared(),
+            volume_mounts_declared,
+        ),
+        (
+            schema::rule_init_container_probes_need_restart_always(),
+            init_container_probes_need_restart_always,
+        ),
+        (schema::rule_port_name(""), port_name),
+        (schema::rule_port_names_unique(""), port_names_unique),
+        (schema::rule_env_name(""), env_name),
     ];
     // In the order of `template_metadata_rules`: name, generateName, namespace,
     // ownerReferences, labels.
@@ -905,6 +975,116 @@ fn template_labels_not_reserved(metadata: &Value) -> bool {
                 .keys()
                 .any(|k| k == LABEL_MANAGED_BY || k.starts_with(KEY_PREFIX))
         })
+}
+
+/// `s` matches `pattern` (compiled once per pattern), as CEL's `matches` (unanchored search).
+fn matches(pattern: &'static str, s: &str) -> bool {
+    static REGEXES: OnceLock<std::sync::Mutex<HashMap<&'static str, Option<Regex>>>> =
+        OnceLock::new();
+    let mut regexes = REGEXES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    regexes
+        .entry(pattern)
+        .or_insert_with(|| Regex::new(pattern).ok())
+        .as_ref()
+        .is_some_and(|re| re.is_match(s))
+}
+
+fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The `name`s of the entries of list `key` of `v` (entries without a string name are skipped:
+/// the structural schema requires one).
+fn names<'a>(v: &'a Value, key: &str) -> Vec<&'a str> {
+    items(v, key)
+        .iter()
+        .filter_map(|item| item.get("name").and_then(Value::as_str))
+        .collect()
+}
+
+fn all_unique(names: &[&str]) -> bool {
+    names
+        .iter()
+        .enumerate()
+        .all(|(i, n)| !names[..i].contains(n))
+}
+
+/// [`schema::rule_dns_label`] (on a name string).
+fn dns_label(name: &Value) -> bool {
+    name.as_str()
+        .is_some_and(|s| matches(schema::DNS_LABEL_PATTERN, s))
+}
+
+/// [`schema::rule_image_required`] (on each container).
+fn image_set(container: &Value) -> bool {
+    size(container.get("image")) > 0
+}
+
+/// [`schema::rule_container_names_unique`] (on the Pod spec).
+fn container_names_unique(pod_spec: &Value) -> bool {
+    let mut all = names(pod_spec, "containers");
+    all.extend(names(pod_spec, "initContainers"));
+    all_unique(&all)
+}
+
+/// [`schema::rule_no_ephemeral_containers`] (on the Pod spec).
+fn no_ephemeral_containers(pod_spec: &Value) -> bool {
+    size(pod_spec.get("ephemeralContainers")) == 0
+}
+
+/// [`schema::rule_volume_names_unique`] (on the Pod spec).
+fn volume_names_unique(pod_spec: &Value) -> bool {
+    all_unique(&names(pod_spec, "volumes"))
+}
+
+/// [`schema::rule_volume_mounts_declared`] (on the Pod spec).
+fn volume_mounts_declared(pod_spec: &Value) -> bool {
+    let volumes = names(pod_spec, "volumes");
+    ["containers", "initContainers"]
+        .into_iter()
+        .flat_map(|list| items(pod_spec, list))
+        .flat_map(|c| names(c, "volumeMounts"))
+        .all(|mount| volumes.contains(&mount))
+}
+
+/// [`schema::rule_init_container_probes_need_restart_always`] (on each init container).
+fn init_container_probes_need_restart_always(container: &Value) -> bool {
+    str_at(container, "restartPolicy") == "Always"
+        || [
+            "lifecycle",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+        ]
+        .iter()
+        .all(|field| !has(container, field))
+}
+
+/// [`schema::rule_port_name`] (on a port's name string).
+fn port_name(name: &Value) -> bool {
+    let s = name.as_str().unwrap_or_default();
+    s.is_empty()
+        || (matches(schema::DNS_LABEL_PATTERN, s) && matches("[a-z]", s) && !s.contains("--"))
+}
+
+/// [`schema::rule_port_names_unique`] (on each container).
+fn port_names_unique(container: &Value) -> bool {
+    let named: Vec<&str> = names(container, "ports")
+        .into_iter()
+        .filter(|n| !n.is_empty())
+        .collect();
+    all_unique(&named)
+}
+
+/// [`schema::rule_env_name`] (on a variable's name string).
+fn env_name(name: &Value) -> bool {
+    name.as_str()
+        .is_some_and(|s| matches(schema::ENV_NAME_PATTERN, s))
 }
 
 #[cfg(test)]

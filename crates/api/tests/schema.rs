@@ -210,3 +210,122 @@ fn every_rule_message_names_its_field_and_fits_one_line() {
         assert!(!message.contains('\n') && !rule["rule"].as_str().unwrap().contains('\n'));
     }
 }
+
+#[test]
+fn pod_template_rules_sit_where_the_api_server_evaluates_them() {
+    let spec = spec_schema();
+    let pod = &spec["properties"]["template"]["properties"]["spec"];
+    let pod_rules = rules(pod);
+    for prefix in [
+        "spec.template.spec.containers[].name and spec.template.spec.initContainers[].name must be unique",
+        "spec.template.spec.ephemeralContainers must not be set",
+        "spec.template.spec.volumes[].name must be unique",
+        "spec.template.spec.containers[].volumeMounts[].name and",
+    ] {
+        assert!(
+            pod_rules.iter().any(|m| m.starts_with(prefix)),
+            "no Pod spec rule {prefix:?}: {pod_rules:#?}"
+        );
+    }
+    for list in ["containers", "initContainers"] {
+        let container = &pod["properties"][list]["items"];
+        let path = format!("spec.template.spec.{list}[]");
+        let messages = rules(container);
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with(&format!("{path}.image must be set"))),
+            "{list}: {messages:#?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with(&format!("{path}.ports[].name must be unique"))),
+            "{list}: {messages:#?}"
+        );
+        let p = &container["properties"];
+        assert_eq!(p["name"]["maxLength"], 63);
+        assert!(rules(&p["name"])[0].starts_with(&format!("{path}.name must be a DNS-1123 label")));
+        let port = &p["ports"]["items"]["properties"];
+        assert_eq!(
+            (
+                &port["containerPort"]["minimum"],
+                &port["containerPort"]["maximum"]
+            ),
+            (&json!(1.0), &json!(65535.0))
+        );
+        assert_eq!(
+            (&port["hostPort"]["minimum"], &port["hostPort"]["maximum"]),
+            (&json!(0.0), &json!(65535.0))
+        );
+        assert_eq!(port["protocol"]["enum"], json!(["TCP", "UDP", "SCTP", ""]));
+        assert_eq!(
+            p["restartPolicy"]["enum"],
+            json!(["Always", "OnFailure", "Never"])
+        );
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            for handler in ["httpGet", "tcpSocket", "grpc"] {
+                let port = &p[probe]["properties"][handler]["properties"]["port"];
+                assert_eq!(port["maximum"], 65535.0, "{list} {probe} {handler}");
+                assert_eq!(port["minimum"], 1.0, "{list} {probe} {handler}");
+            }
+        }
+        for bounded in ["ports", "env", "volumeMounts"] {
+            assert!(p[bounded]["maxItems"].is_i64(), "{list}[].{bounded}");
+        }
+        let init_rule = messages
+            .iter()
+            .any(|m| m.contains("may only be set with restartPolicy Always"));
+        assert_eq!(init_rule, list == "initContainers", "{list}: {messages:#?}");
+    }
+    assert!(pod["properties"]["volumes"]["maxItems"].is_i64());
+    assert!(pod["properties"]["initContainers"]["maxItems"].is_i64());
+}
+
+/// Every integer the Rust types hold as `i32` (fields with `format: int32`, and the
+/// int-or-strings that are `IntOrString`, not quantities) has bounds within the `i32` range, so
+/// the API server never stores a value the operator cannot read back.
+#[test]
+fn every_32_bit_integer_is_bounded() {
+    // Int-or-strings that are `Quantity` (a string of any size) need no bound.
+    const QUANTITIES: &[&str] = &["limits", "requests", "overhead", "sizeLimit", "divisor"];
+    fn walk(schema: &Value, path: &str, parent: &str, out: &mut Vec<String>, seen: &mut usize) {
+        let int32 = schema["type"] == "integer" && schema["format"] == "int32";
+        let int_or_string = schema["x-kubernetes-int-or-string"] == true;
+        if int32 || (int_or_string && !QUANTITIES.contains(&parent)) {
+            *seen += 1;
+            let min = schema["minimum"].as_f64();
+            let max = schema["maximum"].as_f64();
+            let min_ok = int_or_string || min.is_some_and(|m| m >= f64::from(i32::MIN));
+            if !(min_ok && max.is_some_and(|m| m <= f64::from(i32::MAX))) {
+                out.push(format!("{path}: minimum {min:?}, maximum {max:?}"));
+            }
+        }
+        if let Some(props) = schema["properties"].as_object() {
+            for (k, v) in props {
+                walk(v, &format!("{path}.{k}"), k, out, seen);
+            }
+        }
+        if schema["items"].is_object() {
+            walk(&schema["items"], &format!("{path}[]"), parent, out, seen);
+        }
+        if schema["additionalProperties"].is_object() {
+            let last = path.rsplit('.').next().unwrap_or_default().to_owned();
+            walk(
+                &schema["additionalProperties"],
+                &format!("{path}.*"),
+                &last,
+                out,
+                seen,
+            );
+        }
+    }
+    let crd = crd();
+    let root = crd
+        .pointer("/spec/versions/0/schema/openAPIV3Schema")
+        .unwrap();
+    let (mut unbounded, mut seen) = (Vec::new(), 0);
+    walk(root, "", "", &mut unbounded, &mut seen);
+    assert!(seen > 100, "only {seen} 32-bit integers found");
+    assert!(unbounded.is_empty(), "unbounded: {unbounded:#?}");
+}
