@@ -171,6 +171,16 @@ struct Starter {
     t0: Instant,
 }
 
+impl Drop for Starter {
+    /// A start that failed stops what it had started (a successful one has moved its
+    /// processes into [`Running`]).
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut().rev() {
+            p.stop(Duration::from_secs(2));
+        }
+    }
+}
+
 impl Starter {
     fn say(&self, msg: &str) {
         if self.progress {
@@ -256,6 +266,19 @@ fn p(path: &Path) -> String {
 
 /// Starts a control plane and waits until it is ready (see the crate docs).
 pub async fn start(opts: &Options) -> Result<Running, Error> {
+    match start_once(opts).await {
+        // A component can die while the plane comes up for reasons of its own (kwok v0.8.0
+        // was seen to crash with "concurrent map writes" on start): one more try, on new
+        // ports in a new directory, before failing the run.
+        Err(e @ Error::Exited { .. }) => {
+            eprintln!("[testenv] a component died while starting ({e}); starting again");
+            start_once(opts).await
+        }
+        other => other,
+    }
+}
+
+async fn start_once(opts: &Options) -> Result<Running, Error> {
     let bin = crate::ensure_binaries()?;
     let base = opts.base_dir.clone().unwrap_or_else(default_base_dir);
     remove_stale_dirs(&base);
