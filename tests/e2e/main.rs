@@ -6,4 +6,5 @@ mod control_plane;
 mod controller;
 mod deploy;
 mod faults;
+mod leadership;
 mod status;
