@@ -2,14 +2,16 @@
 //! ServiceAccount of `deploy/` (least-privilege RBAC), and leader election between
 //! two processes.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sidecar_api::SidecarPolicy;
 use sidecar_e2e::{pod, wait_until};
@@ -20,7 +22,7 @@ const SA_NS: &str = "sidecar-system";
 const SA: &str = "sidecar-operator";
 
 /// The operator binary built by cargo for this workspace (built on demand).
-fn operator_bin() -> PathBuf {
+pub(crate) fn operator_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/e2e-<hash> → target/<profile>/sidecar-operator
     let bin = exe
@@ -56,14 +58,14 @@ fn free_port() -> u16 {
 }
 
 /// A running `sidecar-operator run` process, killed on drop.
-struct Proc {
-    child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     port: u16,
     log: PathBuf,
 }
 
 impl Proc {
-    fn start(kubeconfig: &Path, ns: &str, extra: &[&str], tag: &str) -> Proc {
+    pub(crate) fn start(kubeconfig: &Path, ns: &str, extra: &[&str], tag: &str) -> Proc {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("sidecar-operator-{ns}-{tag}.log"));
         let out = std::fs::File::create(&log).expect("log file");
@@ -85,7 +87,7 @@ impl Proc {
     }
 
     /// GET a path of its metrics server; `None` if unreachable.
-    fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) fn get(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read as _, Write as _};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -98,7 +100,7 @@ impl Proc {
     }
 
     /// Value of a metric line (exact series name + labels) from /metrics.
-    fn metric(&self, series: &str) -> f64 {
+    pub(crate) fn metric(&self, series: &str) -> f64 {
         self.get("/metrics")
             .and_then(|(_, body)| {
                 body.lines()
@@ -109,7 +111,53 @@ impl Proc {
             .unwrap_or(0.0)
     }
 
-    fn log_tail(&self) -> String {
+    /// Requests the process sent, by (resource, verb), from its `api_requests` counter;
+    /// `None` if /metrics is unreachable.
+    pub(crate) fn api_requests(&self) -> Option<BTreeMap<(String, String), f64>> {
+        let (_, body) = self.get("/metrics")?;
+        let mut out = BTreeMap::new();
+        for line in body.lines() {
+            let Some(rest) = line.strip_prefix("sidecar_operator_api_requests_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            let label = |k: &str| {
+                labels.split(',').find_map(|kv| {
+                    kv.strip_prefix(&format!("{k}=\""))
+                        .and_then(|v| v.strip_suffix('"'))
+                        .map(str::to_string)
+                })
+            };
+            if let (Some(res), Some(verb), Ok(v)) =
+                (label("resource"), label("verb"), value.parse())
+            {
+                out.insert((res, verb), v);
+            }
+        }
+        Some(out)
+    }
+
+    /// Writes (create, delete, patch, update of any resource, Events and the Lease
+    /// included) the process sent; `None` if /metrics is unreachable.
+    pub(crate) fn writes(&self) -> Option<f64> {
+        let calls = self.api_requests()?;
+        Some(
+            calls
+                .iter()
+                .filter(|((_, verb), _)| {
+                    matches!(
+                        verb.as_str(),
+                        "create" | "dry-run" | "delete" | "patch" | "update"
+                    )
+                })
+                .map(|(_, v)| v)
+                .sum(),
+        )
+    }
+
+    pub(crate) fn log_tail(&self) -> String {
         sidecar_testenv::process::log_tail(&self.log, 30)
     }
 }
@@ -172,7 +220,7 @@ async fn service_account_kubeconfig(client: &Client, dir: &Path) -> PathBuf {
     path
 }
 
-fn policy(name: &str, app: &str) -> SidecarPolicy {
+pub(crate) fn policy(name: &str, app: &str) -> SidecarPolicy {
     let spec = serde_json::from_value(serde_json::json!({
         "selector": {"matchLabels": {"app": app}},
         "template": {"spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}},
@@ -181,7 +229,26 @@ fn policy(name: &str, app: &str) -> SidecarPolicy {
     SidecarPolicy::new(name, spec)
 }
 
-async fn wait_pod(pods: &Api<Pod>, name: &str, present: bool, what: &str) -> Option<Pod> {
+/// A policy whose sidecar (a privileged container) Pod Security `baseline` refuses: the
+/// operator keeps retrying its create with backoff, so it always has a write due.
+pub(crate) fn refused_policy(name: &str, app: &str) -> SidecarPolicy {
+    let spec = serde_json::from_value(serde_json::json!({
+        "selector": {"matchLabels": {"app": app}},
+        "template": {"spec": {"containers": [{
+            "name": "agent", "image": "busybox:1.36",
+            "securityContext": {"privileged": true},
+        }]}},
+    }))
+    .expect("spec");
+    SidecarPolicy::new(name, spec)
+}
+
+pub(crate) async fn wait_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    present: bool,
+    what: &str,
+) -> Option<Pod> {
     wait_until(Duration::from_secs(60), what, || {
         let pods = pods.clone();
         let name = name.to_string();
@@ -209,7 +276,8 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     ] {
         kubectl_apply(f);
     }
-    let ns = TestNamespace::create(&client, "rbac").await;
+    // Pod Security `baseline`, so that a privileged sidecar is refused (below).
+    let ns = TestNamespace::create_labeled(&client, "rbac", &[(PSA_ENFORCE, "baseline")]).await;
     let dir = std::env::temp_dir().join(format!("sidecar-rbac-{}", ns.name()));
     std::fs::create_dir_all(&dir).expect("dir");
     let kc = service_account_kubeconfig(&client, &dir).await;
@@ -227,7 +295,22 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
         "{err:?}"
     );
 
-    let op = Proc::start(&kc, ns.name(), &[], "rbac");
+    // With leader election on a Lease in the operator's namespace (the shipped Role).
+    let lease = format!("rbac-{}", ns.name());
+    let op = Proc::start(
+        &kc,
+        ns.name(),
+        &[
+            "--leader-elect",
+            "--lease-namespace",
+            SA_NS,
+            "--lease-name",
+            &lease,
+            "--lease-duration",
+            "4",
+        ],
+        "rbac",
+    );
     wait_until(Duration::from_secs(60), "operator /readyz", || async {
         (op.get("/readyz").map(|(c, _)| c) == Some(200)).then_some(())
     })
@@ -277,12 +360,105 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     })
     .await;
 
-    // Delete the policy: the sidecar goes.
+    // A refusal that clears and comes back repeats its Warning, which the events API
+    // aggregates into a series (events patch).
     policies
-        .delete("agent", &DeleteParams::default())
+        .create(&PostParams::default(), &refused_policy("priv", "web"))
         .await
-        .expect("delete policy");
+        .expect("policy");
+    // Pod Security refuses the template's dry run (InvalidTemplate, checked again with
+    // backoff), so nothing is created until the namespace allows it.
+    let dry_runs =
+        || op.metric("sidecar_operator_api_requests_total{verb=\"dry-run\",resource=\"pods\"}");
+    wait_until(
+        Duration::from_secs(30),
+        "privileged template refused and checked again",
+        || async { (dry_runs() >= 3.0).then_some(()) },
+    )
+    .await;
+    set_psa(&client, ns.name(), "privileged").await;
+    let priv_sc = sidecar_name("web-0", "priv");
+    wait_pod(&pods, &priv_sc, true, "privileged sidecar once allowed").await;
+    // The template is now accepted: refusals of the recreated sidecar are create refusals
+    // (CreateRefused). One that clears and comes back repeats the same Warning.
+    let refusals =
+        || op.metric("sidecar_operator_reconcile_errors_total{category=\"create-refused\"}");
+    for round in 0..2 {
+        set_psa(&client, ns.name(), "baseline").await;
+        pods.delete(&priv_sc, &DeleteParams::default())
+            .await
+            .expect("delete sidecar");
+        wait_until(
+            Duration::from_secs(30),
+            "the recreated privileged sidecar refused",
+            || async { (refusals() >= f64::from(round + 1)).then_some(()) },
+        )
+        .await;
+        if round == 0 {
+            set_psa(&client, ns.name(), "privileged").await;
+            wait_pod(&pods, &priv_sc, true, "privileged sidecar allowed again").await;
+        }
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the repeated Warning patched",
+        || async {
+            let patched = op
+                .api_requests()?
+                .get(&("events".to_string(), "patch".to_string()))
+                .copied();
+            (patched >= Some(1.0)).then_some(())
+        },
+    )
+    .await;
+
+    // Delete the policies: the sidecar goes.
+    for name in ["agent", "priv"] {
+        policies
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete policy");
+    }
     wait_pod(&pods, &sc, false, "sidecar deleted after the policy").await;
+    // Least privilege, checked against use: every (resource, verb) the shipped ClusterRole
+    // and Role grant was used by the operator (its request counter saw it), and it used
+    // nothing else.
+    let used: BTreeSet<(String, String)> = op
+        .api_requests()
+        .expect("/metrics")
+        .into_iter()
+        .filter(|(_, n)| *n > 0.0)
+        // A server-side dry run (the template check) is authorized as a create.
+        .map(|((res, verb), _)| {
+            let verb = if verb == "dry-run" {
+                "create".into()
+            } else {
+                verb
+            };
+            (res, verb)
+        })
+        .collect();
+    let granted = shipped_grants(&client).await;
+    eprintln!("[rbac] used (resource, verb): {used:?}");
+    eprintln!("[rbac] granted (group, resource, verb): {granted:?}");
+    let unused: Vec<_> = granted
+        .iter()
+        .filter(|(group, res, verb)| {
+            group_of(res) != Some(group.as_str()) || !used.contains(&(res.clone(), verb.clone()))
+        })
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "deploy/10-rbac.yaml grants what the operator never used: {unused:?} (used: {used:?})"
+    );
+    let ungranted: Vec<_> = used
+        .iter()
+        .filter(|(res, verb)| {
+            !group_of(res).is_some_and(|g| granted.contains(&(g.into(), res.clone(), verb.clone())))
+        })
+        .collect();
+    assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
+
     // Every documented metric family is exported.
     let (_, metrics) = op.get("/metrics").expect("/metrics");
     for family in [
@@ -295,6 +471,8 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
         "sidecar_operator_api_requests_total{verb=\"create\",resource=\"pods\"}",
         "sidecar_operator_pairs_not_converged",
         "sidecar_operator_cached_pods",
+        "sidecar_operator_leader 1",
+        "sidecar_operator_writes_fenced_total 0",
     ] {
         assert!(
             metrics.contains(family),
@@ -304,10 +482,66 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     assert_eq!(op.get("/healthz").map(|(c, _)| c), Some(200));
     let errors = op.metric("sidecar_operator_reconcile_errors_total{category=\"create\"}");
     assert_eq!(errors, 0.0, "operator log:\n{}", op.log_tail());
+
     let _ = std::fs::remove_dir_all(dir);
 }
 
-async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+async fn set_psa(client: &Client, ns: &str, level: &str) {
+    let patch = serde_json::json!({"metadata": {"labels": {PSA_ENFORCE: level}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("label namespace");
+}
+
+/// The API group of each resource name the operator's request counter uses.
+fn group_of(resource: &str) -> Option<&'static str> {
+    match resource {
+        "pods" | "namespaces" => Some(""),
+        "sidecarpolicies" | "sidecarpolicies/status" => Some(sidecar_api::constants::GROUP),
+        "events" => Some("events.k8s.io"),
+        "leases" => Some("coordination.k8s.io"),
+        _ => None,
+    }
+}
+
+/// (group, resource, verb) granted by the ClusterRole and the leader-election Role of
+/// deploy/10-rbac.yaml, as stored by the API server.
+async fn shipped_grants(client: &Client) -> BTreeSet<(String, String, String)> {
+    let cr = Api::<ClusterRole>::all(client.clone())
+        .get(SA)
+        .await
+        .expect("ClusterRole");
+    let role = Api::<Role>::namespaced(client.clone(), SA_NS)
+        .get("sidecar-operator-leader-election")
+        .await
+        .expect("Role");
+    let mut out = BTreeSet::new();
+    for rule in cr
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .chain(role.rules.unwrap_or_default())
+    {
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "{rule:?}"
+        );
+        for g in rule.api_groups.iter().flatten() {
+            for r in rule.resources.iter().flatten() {
+                for v in &rule.verbs {
+                    assert!(g != "*" && r != "*" && v != "*", "a wildcard in {rule:?}");
+                    out.insert((g.clone(), r.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(crate) async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     leases
         .get_opt(name)
         .await

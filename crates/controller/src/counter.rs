@@ -1,10 +1,14 @@
 //! Counts every HTTP request the operator's client sends, by verb, so tests and
-//! benchmarks can prove "one create per sidecar, no reads per reconcile, no idle writes".
+//! benchmarks can prove "one create per sidecar, no reads per reconcile, no idle writes",
+//! and a test can compare what the operator uses with what its RBAC grants. The same layer
+//! holds writes to the [`WriteGate`] (leader election).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus_client::metrics::family::Family;
 
+use crate::gate::{Fenced, WriteGate};
 use crate::metrics::VerbLabel;
 
 use http::{Method, Request};
@@ -84,24 +88,44 @@ pub fn verb<B>(req: &Request<B>) -> &'static str {
     }
 }
 
-/// The resource a request is about (bounded set).
+/// Every value [`resource`] returns. Each name is an RBAC resource (`/subresource`
+/// included) of the one API group the operator uses it in, so a count per (resource,
+/// verb) compares one to one with the rules of a ClusterRole.
+pub const RESOURCES: [&str; 7] = [
+    "pods",
+    "sidecarpolicies",
+    "sidecarpolicies/status",
+    "events",
+    "leases",
+    "namespaces",
+    "other",
+];
+
+/// The resource a request is about: one of [`RESOURCES`] (`other` for anything else,
+/// including the same name in another API group).
 pub fn resource<B>(req: &Request<B>) -> &'static str {
     let segs: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
-    let rest = match segs.first() {
-        Some(&"api") if segs.len() >= 2 => &segs[2..],
-        Some(&"apis") if segs.len() >= 3 => &segs[3..],
+    let (group, rest) = match segs.as_slice() {
+        ["api", _, rest @ ..] => ("", rest),
+        ["apis", group, _, rest @ ..] => (*group, rest),
         _ => return "other",
     };
-    let res = match rest {
-        ["namespaces", _, r, ..] => *r,
-        [r, ..] => *r,
-        [] => "",
+    // [namespaces/{ns}/]{resource}[/{name}[/{subresource}]]
+    let (res, after) = match rest {
+        ["namespaces", _, res, after @ ..] => (*res, after),
+        [res, after @ ..] => (*res, after),
+        [] => return "other",
     };
-    match res {
-        "pods" => "pods",
-        "sidecarpolicies" => "sidecarpolicies",
-        "events" => "events",
-        "leases" => "leases",
+    let sub = after.get(1).copied();
+    match (group, res, sub) {
+        ("", "pods", None) => "pods",
+        (sidecar_api::constants::GROUP, "sidecarpolicies", None) => "sidecarpolicies",
+        (sidecar_api::constants::GROUP, "sidecarpolicies", Some("status")) => {
+            "sidecarpolicies/status"
+        }
+        ("events.k8s.io", "events", None) => "events",
+        ("coordination.k8s.io", "leases", None) => "leases",
+        ("", "namespaces", None) => "namespaces",
         _ => "other",
     }
 }
@@ -135,10 +159,10 @@ impl Counter {
 
     /// A snapshot.
     pub fn snapshot(&self) -> ApiCalls {
-        const RESOURCES: [&str; 4] = ["pods", "sidecarpolicies", "leases", "other"];
         let l = |verb: &'static str| -> u64 {
             RESOURCES
                 .iter()
+                .filter(|r| **r != "events")
                 .map(|resource| {
                     self.family
                         .get_or_create(&VerbLabel { verb, resource })
@@ -168,25 +192,124 @@ impl Counter {
     }
 }
 
+/// Every value [`verb`] returns.
+pub const VERBS: [&str; 8] = [
+    "get", "list", "watch", "create", "dry-run", "delete", "patch", "update",
+];
+
+/// A request that changes state (create, delete, patch, update).
+pub fn is_write<B>(req: &Request<B>) -> bool {
+    matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+impl Counter {
+    /// Requests counted so far per (resource, verb), the ones never sent left out.
+    pub fn by_resource(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        let mut out = BTreeMap::new();
+        for resource in RESOURCES {
+            for verb in VERBS {
+                let n = self
+                    .family
+                    .get_or_create(&VerbLabel { verb, resource })
+                    .get();
+                if n > 0 {
+                    out.insert((resource, verb), n);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Builds a client from `config` whose every request is counted by `counter`.
 pub fn counting_client(
     config: kube::Config,
     counter: Arc<Counter>,
 ) -> Result<kube::Client, kube::Error> {
-    let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&counting_layer(counter)).build())
+    gated_client(config, counter, None)
 }
 
-/// The client layer of [`counting_client`].
-pub(crate) fn counting_layer(
+/// Like [`counting_client`]; with a `gate`, a write (create, delete, patch, update) passes
+/// only while the gate is open ([`WriteGate`]). A write the gate refuses is never sent:
+/// it fails with [`Fenced`] and is counted by [`WriteGate::fenced`], not as a request.
+/// Reads always pass.
+pub fn gated_client(
+    config: kube::Config,
     counter: Arc<Counter>,
-) -> tower::util::MapRequestLayer<
-    impl Fn(Request<kube::client::Body>) -> Request<kube::client::Body> + Clone,
-> {
-    tower::util::MapRequestLayer::new(move |req: Request<kube::client::Body>| {
-        counter.record(&req);
-        req
-    })
+    gate: Option<WriteGate>,
+) -> Result<kube::Client, kube::Error> {
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder.with_layer(&counting_layer(counter, gate)).build())
+}
+
+/// The client layer of [`gated_client`]: counts every request, and refuses writes once
+/// `gate` is closed.
+pub(crate) fn counting_layer(counter: Arc<Counter>, gate: Option<WriteGate>) -> CountingLayer {
+    CountingLayer { counter, gate }
+}
+
+/// The outermost layer of the client: every request passes through it.
+#[derive(Clone)]
+pub(crate) struct CountingLayer {
+    counter: Arc<Counter>,
+    gate: Option<WriteGate>,
+}
+
+impl<S> tower::Layer<S> for CountingLayer {
+    type Service = CountingService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CountingService {
+            inner,
+            counter: self.counter.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+pub(crate) struct CountingService<S> {
+    inner: S,
+    counter: Arc<Counter>,
+    gate: Option<WriteGate>,
+}
+
+impl<S, B> tower::Service<Request<B>> for CountingService<S>
+where
+    S: tower::Service<Request<B>>,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<S::Response, tower::BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Checked when the request enters the client, against the clock: no timer has to
+        // fire first, so a process resumed after its deadline cannot send even one write.
+        if let Some(gate) = &self.gate
+            && is_write(&req)
+            && !gate.is_open()
+        {
+            gate.fenced().inc();
+            tracing::debug!(method = %req.method(), path = req.uri().path(), "write fenced: leadership lapsed");
+            return Box::pin(std::future::ready(Err(Box::new(Fenced) as tower::BoxError)));
+        }
+        self.counter.record(&req);
+        let fut = self.inner.call(req);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
 }
 
 #[cfg(test)]
@@ -255,8 +378,22 @@ mod tests {
             ("/apis/events.k8s.io/v1/namespaces/a/events", "events"),
             (
                 "/apis/sidecars.dev/v1alpha1/namespaces/a/sidecarpolicies/x/status",
+                "sidecarpolicies/status",
+            ),
+            (
+                "/apis/sidecars.dev/v1alpha1/namespaces/a/sidecarpolicies/x",
                 "sidecarpolicies",
             ),
+            (
+                "/apis/sidecars.dev/v1alpha1/sidecarpolicies",
+                "sidecarpolicies",
+            ),
+            ("/api/v1/namespaces/a/pods/p/status", "other"),
+            // Core Events are not the events.k8s.io Events the operator writes.
+            ("/api/v1/namespaces/a/events", "other"),
+            ("/api/v1/namespaces", "namespaces"),
+            ("/api/v1/namespaces/a", "namespaces"),
+            ("/apis/other.dev/v1/namespaces/a/leases/l", "other"),
             (
                 "/apis/coordination.k8s.io/v1/namespaces/s/leases/l",
                 "leases",
@@ -265,6 +402,95 @@ mod tests {
         ];
         for (uri, want) in res {
             assert_eq!(resource(&r(Method::GET, uri)), want, "{uri}");
+            assert!(RESOURCES.contains(&want));
         }
+        assert_eq!(
+            <sidecar_api::SidecarPolicy as kube::Resource>::group(&()),
+            sidecar_api::constants::GROUP
+        );
+    }
+
+    /// The layer of [`gated_client`] around a fake API server that counts what reaches it.
+    fn gated(gate: Option<WriteGate>) -> (CountingService<FakeServer>, Arc<Counter>, FakeServer) {
+        let counter = Arc::new(Counter::default());
+        let server = FakeServer::default();
+        let layer = CountingLayer {
+            counter: counter.clone(),
+            gate,
+        };
+        (tower::Layer::layer(&layer, server.clone()), counter, server)
+    }
+
+    #[derive(Clone, Default)]
+    struct FakeServer(Arc<std::sync::atomic::AtomicU64>);
+
+    impl tower::Service<Request<()>> for FakeServer {
+        type Response = ();
+        type Error = tower::BoxError;
+        type Future = std::future::Ready<Result<(), tower::BoxError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    async fn send(svc: &mut CountingService<FakeServer>, m: Method, uri: &str) -> bool {
+        use tower::{Service as _, ServiceExt as _};
+        let req = Request::builder().method(m).uri(uri).body(()).expect("req");
+        svc.ready().await.expect("ready").call(req).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_closed_gate_keeps_writes_from_being_sent_and_lets_reads_through() {
+        let gate = WriteGate::new();
+        let (mut svc, counter, server) = gated(Some(gate.clone()));
+        let pods = "/api/v1/namespaces/a/pods";
+        assert!(!send(&mut svc, Method::POST, pods).await, "fenced");
+        assert!(!send(&mut svc, Method::DELETE, "/api/v1/namespaces/a/pods/p").await);
+        assert!(send(&mut svc, Method::GET, pods).await, "reads pass");
+        assert_eq!(server.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(gate.fenced().get(), 2);
+        assert_eq!(
+            counter.by_resource(),
+            BTreeMap::from([(("pods", "list"), 1)]),
+            "a fenced write is not a request"
+        );
+
+        gate.open_until(tokio::time::Instant::now() + std::time::Duration::from_secs(60));
+        assert!(send(&mut svc, Method::POST, pods).await);
+        assert_eq!(counter.snapshot().create, 1);
+        // The deadline, not a timer, closes it.
+        gate.open_until(tokio::time::Instant::now());
+        assert!(!send(&mut svc, Method::POST, pods).await);
+        assert_eq!(gate.fenced().get(), 3);
+    }
+
+    #[tokio::test]
+    async fn without_a_gate_everything_is_sent_and_counted() {
+        let (mut svc, counter, server) = gated(None);
+        assert!(send(&mut svc, Method::POST, "/api/v1/namespaces/a/pods").await);
+        assert!(
+            send(
+                &mut svc,
+                Method::PATCH,
+                "/apis/sidecars.dev/v1alpha1/namespaces/a/sidecarpolicies/x/status"
+            )
+            .await
+        );
+        assert_eq!(server.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(
+            counter.by_resource(),
+            BTreeMap::from([
+                (("pods", "create"), 1),
+                (("sidecarpolicies/status", "patch"), 1)
+            ])
+        );
+        assert_eq!(counter.snapshot().writes(), 2);
     }
 }

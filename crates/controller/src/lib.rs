@@ -21,6 +21,7 @@ mod counter;
 mod decode;
 mod error;
 mod events;
+mod gate;
 mod health;
 pub mod metrics;
 mod queue;
@@ -42,8 +43,9 @@ use sidecar_planner::Problems;
 use tokio::task::JoinHandle;
 
 pub use cache::{Key, PodCache, PolicyCache};
-pub use counter::{ApiCalls, Counter, counting_client};
+pub use counter::{ApiCalls, Counter, counting_client, gated_client};
 pub use error::Error;
+pub use gate::{Fenced, WriteGate};
 pub use metrics::Metrics;
 pub use queue::WorkQueue;
 
@@ -71,6 +73,12 @@ pub struct OperatorConfig {
     pub sync_timeout: Duration,
     /// Publish Normal events on main Pods (sidecar created / replaced).
     pub pod_events: bool,
+    /// Writes are sent only while this gate is open (leader election opens it up to the
+    /// renew deadline of the Lease); `None`: always.
+    pub write_gate: Option<WriteGate>,
+    /// Count into these metrics (shared by the operators one process runs in turn, and
+    /// with its Lease client); `None`: fresh ones.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for OperatorConfig {
@@ -83,6 +91,8 @@ impl Default for OperatorConfig {
             instance: None,
             sync_timeout: Duration::from_secs(120),
             pod_events: true,
+            write_gate: None,
+            metrics: None,
         }
     }
 }
@@ -490,12 +500,15 @@ impl std::fmt::Debug for Operator {
 impl Operator {
     /// Starts watching and returns once the caches have synced; workers run from then on.
     pub async fn start(config: kube::Config, opts: OperatorConfig) -> Result<Operator, Error> {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = opts.metrics.clone().unwrap_or_default();
         let counter = Arc::new(Counter::new(metrics.api_requests.clone()));
         let watches = Arc::new(health::WatchHealth::default());
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(Error::Client)?
-            .with_layer(&counter::counting_layer(counter.clone()))
+            .with_layer(&counter::counting_layer(
+                counter.clone(),
+                opts.write_gate.clone(),
+            ))
             .with_layer(&health::WatchHealthLayer(watches.clone()))
             .build();
         let reporter = Reporter {
@@ -620,15 +633,37 @@ impl Operator {
         self.shared.pods().len()
     }
 
-    /// Graceful stop: no new work is taken, in-flight reconciles finish, watches end.
+    /// Graceful stop: in-flight reconciles finish, queued keys are dropped (the caches
+    /// stop with the watches, so they would be reconciled against a frozen picture; the
+    /// next instance lists and reconciles everything anyway), watches end.
     pub async fn stop(mut self) {
-        self.shared.pod_queue.close();
-        self.shared.status_queue.close();
+        self.shared.pod_queue.shut_down();
+        self.shared.status_queue.shut_down();
         for w in std::mem::take(&mut self.watchers) {
             w.abort();
         }
         for w in std::mem::take(&mut self.workers) {
             let _ = w.await;
+        }
+    }
+
+    /// Stop at once (leadership lost): every task, in-flight reconciles included, is
+    /// cancelled where it stands and no queued key is taken; returns once all of them have
+    /// ended. Writes a cancelled reconcile had not sent yet are never sent; one already on
+    /// the wire may still land (the write gate closed before this is called, so none
+    /// started after the deadline).
+    pub async fn abort(mut self) {
+        self.shared.pod_queue.shut_down();
+        self.shared.status_queue.shut_down();
+        let tasks: Vec<_> = std::mem::take(&mut self.watchers)
+            .into_iter()
+            .chain(std::mem::take(&mut self.workers))
+            .collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
         }
     }
 }

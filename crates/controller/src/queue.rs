@@ -141,6 +141,20 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         self.notify.notify_one();
     }
 
+    /// Stops at once: closes the queue and drops every waiting key, so `next` returns
+    /// `None` now (keys being processed finish; they are not re-queued).
+    pub fn shut_down(&self) {
+        {
+            let mut s = self.lock();
+            s.closed = true;
+            s.ready.clear();
+            s.queued.clear();
+            s.dirty.clear();
+        }
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
     /// Keys waiting (not counting active or delayed ones).
     pub fn len(&self) -> usize {
         self.lock().ready.len()
@@ -185,6 +199,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(q.len(), 1);
         assert_eq!(q.next().await, Some("p"));
+    }
+
+    #[tokio::test]
+    async fn shut_down_drops_what_waits() {
+        let q = WorkQueue::new();
+        q.add(1);
+        q.add(2);
+        assert_eq!(q.next().await, Some(1));
+        q.add(1); // dirty while active
+        q.shut_down();
+        q.add(3);
+        q.done(&1);
+        assert_eq!(
+            q.next().await,
+            None,
+            "nothing queued is taken after shut_down"
+        );
+        assert!(q.is_empty());
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! version.
 
 mod check;
+mod leader;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use sidecar_controller::{Operator, OperatorConfig};
+use sidecar_controller::{Counter, Metrics, Operator, OperatorConfig, WriteGate};
 
 /// Gives every Pod a SidecarPolicy selects a companion sidecar Pod.
 #[derive(Parser, Debug)]
@@ -23,7 +24,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the operator (in-cluster config, or --kubeconfig / $KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the SidecarPolicy CRD as YAML (install with kubectl apply -f -).
     Crd,
     /// Validate SidecarPolicies offline and preview the sidecar Pods they would create.
@@ -86,6 +87,15 @@ struct RunArgs {
     /// Lease duration in seconds: a standby takes over this long after the leader vanished.
     #[arg(long, env = "SIDECAR_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
+    /// Renew deadline in seconds (default: two thirds of the lease duration): a leader that
+    /// has not renewed the Lease for this long stops writing at once and stands by, so it
+    /// stops before a standby can take over. Must be shorter than the lease duration.
+    #[arg(long, env = "SIDECAR_LEASE_RENEW_DEADLINE")]
+    lease_renew_deadline: Option<f64>,
+    /// Seconds between two attempts to acquire or renew the Lease (default: 2/15 of the
+    /// lease duration). Must be shorter than the renew deadline.
+    #[arg(long, env = "SIDECAR_LEASE_RETRY_PERIOD")]
+    lease_retry_period: Option<f64>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -114,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
@@ -147,108 +157,141 @@ async fn kube_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
     let config = kube_config(&args).await?;
+    let timing = if args.leader_elect {
+        Some(
+            leader::Timing::from_secs(
+                args.lease_duration,
+                args.lease_renew_deadline,
+                args.lease_retry_period,
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
+    // One set of metrics for the process: the operators it runs in turn (one per term of
+    // leadership) and its Lease client count into them.
+    let metrics = Arc::new(Metrics::default());
+    let gate = WriteGate::new();
+    let leader_gauge = prometheus_client::metrics::gauge::Gauge::default();
+    let mut registry = prometheus_registry();
+    metrics.register(&mut registry);
+    if timing.is_some() {
+        let r = registry.sub_registry_with_prefix("sidecar_operator");
+        r.register(
+            "leader",
+            "1 while this instance holds the leader Lease and may write",
+            leader_gauge.clone(),
+        );
+        r.register(
+            "writes_fenced",
+            "Writes not sent because this instance's leadership had lapsed",
+            gate.fenced(),
+        );
+    }
     // Readiness: a standby (leader election) is ready; a running operator is ready while
     // its caches are synced and its watches connected.
     let ready = Arc::new(AtomicBool::new(false));
     let health: Arc<std::sync::Mutex<Option<sidecar_controller::Health>>> = Arc::default();
-    let registry = Arc::new(std::sync::Mutex::new(prometheus_registry()));
-    let server = serve(
-        args.metrics_addr,
-        ready.clone(),
-        health.clone(),
-        registry.clone(),
-    )
-    .await?;
+    let registry = Arc::new(std::sync::Mutex::new(registry));
+    let server = serve(args.metrics_addr, ready.clone(), health.clone(), registry).await?;
     tracing::info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
 
     let identity = args
         .instance
         .clone()
         .unwrap_or_else(|| format!("sidecar-operator-{}", std::process::id()));
-    let mut leadership = None;
-    if args.leader_elect {
-        ready.store(true, Ordering::SeqCst); // a healthy standby is ready
-        let client = kube::Client::try_from(config.clone()).context("building the lease client")?;
-        let lm = kube_lease_manager::LeaseManagerBuilder::new(client, &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(&identity)
-            .with_duration(args.lease_duration.max(2))
-            .with_grace((args.lease_duration.max(2) / 3).max(1))
-            .with_field_manager(sidecar_api::constants::FIELD_MANAGER)
-            .build()
-            .await
-            .with_context(|| {
-                format!(
-                    "setting up Lease {}/{}",
-                    args.lease_namespace, args.lease_name
-                )
-            })?;
-        let (mut rx, task) = lm.watch().await;
-        tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting for leadership");
-        loop {
-            if *rx.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { anyhow::bail!("the lease manager stopped") },
-                _ = shutdown_signal() => { server.abort(); return Ok(()); }
-            }
-        }
-        tracing::info!(%identity, "acquired leadership");
-        leadership = Some((rx, task));
-    }
-
     let opts = OperatorConfig {
         namespace: args.namespace.clone(),
         namespace_selector: args.namespace_selector.clone(),
         concurrency: args.concurrency,
         instance: Some(identity.clone()),
         pod_events: args.pod_events,
+        metrics: Some(metrics.clone()),
+        write_gate: timing.map(|_| gate.clone()),
         ..OperatorConfig::default()
     };
-    ready.store(false, Ordering::SeqCst);
-    let op = tokio::select! {
-        r = Operator::start(config, opts) => r.context("starting the controllers")?,
-        _ = shutdown_signal() => { server.abort(); return Ok(()); }
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+
+    let Some(timing) = timing else {
+        let op = tokio::select! {
+            r = Operator::start(config, opts) => r.context("starting the controllers")?,
+            _ = &mut shutdown => { server.abort(); return Ok(()); }
+        };
+        *lock(&health) = Some(op.health());
+        tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight work");
+        *lock(&health) = None;
+        op.stop().await;
+        server.abort();
+        tracing::info!("stopped");
+        return Ok(());
     };
-    if let Ok(mut reg) = registry.lock() {
-        op.metrics().register(&mut reg);
-    }
-    if let Ok(mut h) = health.lock() {
-        *h = Some(op.health());
-    }
-    tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
-    let lost = match leadership.as_mut() {
-        Some((rx, _)) => {
-            tokio::select! {
-                _ = shutdown_signal() => false,
-                _ = async { while rx.changed().await.is_ok() { if !*rx.borrow() { break; } } } => true,
+
+    // Leader election: the elector keeps the write gate open exactly while this instance
+    // holds the Lease; every write of the operator's client passes the gate.
+    let lease_client = sidecar_controller::counting_client(
+        config.clone(),
+        Arc::new(Counter::new(metrics.api_requests.clone())),
+    )
+    .context("building the Lease client")?;
+    let elector = leader::Elector::new(
+        kube::Api::namespaced(lease_client, &args.lease_namespace),
+        &args.lease_name,
+        &identity,
+        timing,
+        gate.clone(),
+        leader_gauge,
+    );
+    let (stop_elector, stop_rx) = tokio::sync::oneshot::channel();
+    let elector = tokio::spawn(elector.run(stop_rx));
+    loop {
+        ready.store(true, Ordering::SeqCst); // a healthy standby is ready
+        tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "standing by: waiting for leadership");
+        tokio::select! {
+            _ = gate.opened() => {}
+            _ = &mut shutdown => break,
+        }
+        tracing::info!(%identity, "leading: starting the controllers");
+        ready.store(false, Ordering::SeqCst);
+        let op = tokio::select! {
+            r = Operator::start(config.clone(), opts.clone()) => r.context("starting the controllers")?,
+            _ = gate.closed() => {
+                tracing::warn!("leadership lapsed while the caches synced; standing by");
+                continue;
+            }
+            _ = &mut shutdown => break,
+        };
+        *lock(&health) = Some(op.health());
+        tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
+        tokio::select! {
+            _ = gate.closed() => {
+                // Writes are already refused by the gate; stop everything at once (no
+                // queued key is processed) and compete again from scratch.
+                *lock(&health) = None;
+                op.abort().await;
+                tracing::warn!(%identity, "leadership lapsed (Lease lost or not renewed within the renew deadline): stopped all work; standing by");
+            }
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: finishing in-flight work");
+                *lock(&health) = None;
+                op.stop().await;
+                break;
             }
         }
-        None => {
-            shutdown_signal().await;
-            false
-        }
-    };
-    tracing::info!(
-        lost_leadership = lost,
-        "shutting down: finishing in-flight work"
-    );
-    ready.store(false, Ordering::SeqCst);
-    if let Ok(mut h) = health.lock() {
-        *h = None;
     }
-    op.stop().await;
-    if let Some((rx, task)) = leadership {
-        drop(rx); // releases the Lease
-        let _ = task.await;
-    }
+    // Releases the Lease if it is still ours, after the controllers stopped.
+    let _ = stop_elector.send(());
+    let _ = elector.await;
     server.abort();
-    if lost {
-        anyhow::bail!("lost leadership; exiting so that a fresh process competes again");
-    }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn prometheus_registry() -> prometheus_client::registry::Registry {
