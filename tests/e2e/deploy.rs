@@ -552,6 +552,20 @@ pub(crate) async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// Flags of an operator that elects a leader on Lease `lease` in `ns`, with a 6 s lease
+/// (renew deadline and retry period at their defaults).
+pub(crate) fn lease_args<'a>(lease: &'a str, ns: &'a str) -> [&'a str; 7] {
+    [
+        "--leader-elect",
+        "--lease-name",
+        lease,
+        "--lease-namespace",
+        ns,
+        "--lease-duration",
+        "6",
+    ]
+}
+
 #[tokio::test]
 async fn leader_election_one_leader_failover_and_clean_release() {
     let client = shared().client().await;
@@ -561,15 +575,7 @@ async fn leader_election_one_leader_failover_and_clean_release() {
     let ns = TestNamespace::create(&client, "ha").await;
     let lease = format!("ha-{}", ns.name());
     let kc = shared().kubeconfig().to_path_buf();
-    let args = [
-        "--leader-elect",
-        "--lease-name",
-        &lease,
-        "--lease-namespace",
-        ns.name(),
-        "--lease-duration",
-        "6",
-    ];
+    let args = lease_args(&lease, ns.name());
     let mut a = Proc::start(&kc, ns.name(), &args, "a");
     let mut b = Proc::start(&kc, ns.name(), &args, "b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());

@@ -12,7 +12,7 @@ use sidecar_e2e::{pod, wait_until};
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::{TestNamespace, install_crd, shared};
 
-use crate::deploy::{Proc, holder, policy, refused_policy, wait_pod};
+use crate::deploy::{Proc, holder, lease_args, policy, refused_policy, wait_pod};
 
 const SIGSTOP: i32 = 19;
 const SIGCONT: i32 = 18;
@@ -40,15 +40,7 @@ async fn a_leader_frozen_past_its_lease_sends_no_write_when_it_resumes_and_stand
     let lease = format!("lead-{}", ns.name());
     let kc = shared().kubeconfig().to_path_buf();
     // Lease 6 s; the renew deadline (4 s) and retry period (0.8 s) are the defaults.
-    let args = [
-        "--leader-elect",
-        "--lease-name",
-        &lease,
-        "--lease-namespace",
-        ns.name(),
-        "--lease-duration",
-        "6",
-    ];
+    let args = lease_args(&lease, ns.name());
     let a = Proc::start(&kc, ns.name(), &args, "a");
     let b = Proc::start(&kc, ns.name(), &args, "b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());

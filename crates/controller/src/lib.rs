@@ -246,12 +246,6 @@ impl Shared {
         lock(&self.templates)
     }
 
-    pub(crate) fn templates_mut(
-        &self,
-    ) -> std::sync::MutexGuard<'_, template_check::TemplateChecks> {
-        lock(&self.templates)
-    }
-
     pub(crate) fn status_soon(&self, key: Key) {
         self.status_queue.add_after(key, self.status_debounce);
     }

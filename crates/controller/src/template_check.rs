@@ -154,9 +154,7 @@ pub(crate) async fn check_template(
     let problem = verdict.problem();
     let accepted = verdict == Verdict::Accepted;
     let namespace_refusal = matches!(verdict, Verdict::RefusedByNamespace { .. });
-    let (changed, refusals) = shared
-        .templates_mut()
-        .record(key, &policy.hash, verdict, now);
+    let (changed, refusals) = shared.templates().record(key, &policy.hash, verdict, now);
     if namespace_refusal {
         shared
             .status_queue
