@@ -420,6 +420,88 @@ async fn template_changes_mid_rollout_never_exceed_max_unavailable() {
     op.stop().await;
 }
 
+/// §6: a rollout step counts the deletes it sent that its cache does not show yet. The
+/// operator's Pod watch lags 1.5 s behind the API server (fault injection: a loaded API
+/// server), the policy watch does not. The template changes again just after a rollout
+/// step deleted a Ready sidecar: the next step still sees that sidecar Ready in its cache
+/// and, without counting its own pending delete, would delete another Ready one.
+#[tokio::test]
+async fn a_rollout_step_counts_its_deletes_the_cache_has_not_shown() {
+    const N: usize = 4;
+    const MAX: usize = 1;
+    let scene = Scene::new("hd-lag").await;
+    let opts = sidecar_controller::OperatorConfig {
+        pod_watch_lag: Some(Duration::from_millis(1500)),
+        ..sidecar_controller::OperatorConfig::namespace(scene.name())
+    };
+    let op =
+        sidecar_controller::Operator::start(sidecar_testenv::shared().kube_config().await, opts)
+            .await
+            .expect("operator starts");
+    let spec = json!({"updateStrategy": {"type": "RollingUpdate", "maxUnavailable": MAX}});
+    scene.create(&policy_with("shipper", WEB, spec)).await;
+    create_pods(&scene, &names("web", N), &[WEB]).await;
+    wait_converged_within(&scene, "shipper", N as i32, Duration::from_secs(120)).await;
+    let watch = AvailabilityWatch::start(scene.pods.clone(), "shipper", WEB).await;
+    watch.reset();
+    let p: SidecarPolicy = scene.merge("shipper", new_template("one")).await;
+    let one = template_hash(&p.spec);
+    // The moment of the race: the rollout's second step has just deleted a Ready sidecar
+    // (one main Pod lacks it) while the first replacement is Ready at the new template.
+    let at_race = poll(Duration::from_secs(120), async || {
+        let s = watch.lock();
+        let replaced_ready = s.pods.values().any(|p| {
+            is_sidecar(p)
+                && hash_of(p) == Some(one.as_str())
+                && pod_ready(p)
+                && p.metadata.deletion_timestamp.is_none()
+        });
+        (replaced_ready && s.current == 1).then_some(())
+    })
+    .await;
+    assert!(
+        at_race.is_some(),
+        "the rollout never reached its second step: {}",
+        watch.timeline()
+    );
+    let p: SidecarPolicy = scene.merge("shipper", new_template("two")).await;
+    let two = template_hash(&p.spec);
+    scene
+        .wait_pods_within(
+            Duration::from_secs(240),
+            "every sidecar at the last template and Ready",
+            |pods| {
+                let sc = sidecars_of(pods, "shipper");
+                let done = sc.len() == N
+                    && sc.values().all(|s| {
+                        hash_of(s) == Some(two.as_str())
+                            && pod_ready(s)
+                            && s.metadata.deletion_timestamp.is_none()
+                    });
+                done.then_some(())
+            },
+        )
+        .await;
+    let (max, errors) = {
+        let s = watch.lock();
+        (s.max, s.errors.clone())
+    };
+    eprintln!(
+        "[hardening] Pod watch lagging 1.5 s, template changed at the second rollout step (maxUnavailable {MAX}): max lacking a Ready sidecar {max}; timeline {}",
+        watch.timeline()
+    );
+    assert!(
+        errors.is_empty(),
+        "the watcher's record has gaps: {errors:?}"
+    );
+    assert!(
+        max <= MAX,
+        "at most {MAX} main Pods lacked a Ready sidecar; saw {max}: {}",
+        watch.timeline()
+    );
+    op.stop().await;
+}
+
 /// §6: a Pod with a 253-character name (the API's limit) gets its sidecar and its Normal
 /// `SidecarCreated` Event (the Event's name must stay within 253 characters too).
 #[tokio::test]
@@ -441,5 +523,183 @@ async fn pods_with_the_longest_names_get_sidecars_and_events() {
         found.is_some(),
         "a SidecarCreated Event on the Pod with a 253-character name (sidecar {sidecar})"
     );
+    op.stop().await;
+}
+
+/// Refuses every status write to the SidecarPolicies of `scene`'s namespace with a
+/// ValidatingAdmissionPolicy (the API server's own admission, as a cluster policy engine
+/// would), and returns once the API server applies it. Dropping the guard removes it.
+struct StatusWritesRefused {
+    client: kube::Client,
+    name: String,
+}
+
+/// The refusal's message, to recognise it.
+const REFUSED_BY_TEST: &str = "status writes refused by the test";
+
+impl StatusWritesRefused {
+    async fn install(scene: &Scene, probe_policy: &str) -> Self {
+        use kube::api::{Api, DynamicObject, PostParams};
+        use kube::discovery::ApiResource;
+        let ns = scene.name();
+        let name = format!("refuse-status-{ns}");
+        let client = scene.client.clone();
+        let ar = |kind: &str, plural: &str| ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let vap: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [sidecar_api::constants::GROUP], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["sidecarpolicies/status"],
+                }]},
+                "validations": [{"expression": "false", "message": REFUSED_BY_TEST}],
+            },
+        }))
+        .expect("policy JSON");
+        let binding: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": ns}}},
+            },
+        }))
+        .expect("binding JSON");
+        let pp = PostParams::default();
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &ar("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+        )
+        .create(&pp, &vap)
+        .await
+        .expect("create the ValidatingAdmissionPolicy");
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &ar(
+                "ValidatingAdmissionPolicyBinding",
+                "validatingadmissionpolicybindings",
+            ),
+        )
+        .create(&pp, &binding)
+        .await
+        .expect("create the binding");
+        let guard = StatusWritesRefused { client, name };
+        // The API server applies new admission policies within a second or so: wait until
+        // our own status write is refused.
+        let patch = json!({"status": {"observedGeneration": 0}});
+        let applied = poll(TIMEOUT, async || {
+            let r = scene
+                .policies
+                .patch_status(probe_policy, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            matches!(r, Err(kube::Error::Api(s)) if s.message.contains(REFUSED_BY_TEST))
+                .then_some(())
+        })
+        .await;
+        assert!(
+            applied.is_some(),
+            "the ValidatingAdmissionPolicy never applied"
+        );
+        guard
+    }
+}
+
+impl Drop for StatusWritesRefused {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        // Cluster-scoped: removed explicitly (binding first) even when the test fails.
+        tokio::spawn(async move {
+            use kube::api::{Api, DynamicObject};
+            use kube::discovery::ApiResource;
+            for (kind, plural) in [
+                (
+                    "ValidatingAdmissionPolicyBinding",
+                    "validatingadmissionpolicybindings",
+                ),
+                ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+            ] {
+                let ar = ApiResource {
+                    group: "admissionregistration.k8s.io".into(),
+                    version: "v1".into(),
+                    api_version: "admissionregistration.k8s.io/v1".into(),
+                    kind: kind.into(),
+                    plural: plural.into(),
+                };
+                let _ = Api::<DynamicObject>::all_with(client.clone(), &ar)
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+            }
+        });
+    }
+}
+
+/// §6: a Pod and a policy of the same name back off apart. The policy's status writes are
+/// refused (a ValidatingAdmissionPolicy), so its reconciles fail and back off (1 s, 2 s,
+/// 4 s …); meanwhile a Pod of the same name changes every 150 ms and its reconciles
+/// succeed. Had they shared one counter, each Pod success would reset the policy's
+/// backoff and it would retry every second.
+#[tokio::test]
+async fn a_pod_and_a_policy_of_one_name_back_off_apart() {
+    const CHURN: Duration = Duration::from_secs(15);
+    let scene = Scene::new("hd-backoff").await;
+    // Selects no Pod: the Pod's changes must not trigger the policy by themselves.
+    scene
+        .create(&policy_with("web", ("app", "nobody"), json!({})))
+        .await;
+    let refused = StatusWritesRefused::install(&scene, "web").await;
+    scene.create(&pod("web", &[WEB])).await;
+    let op = start_operator(&scene).await;
+    let metrics = op.metrics();
+    // The first status write has been refused once the policy reconcile failed.
+    let failed_once = poll(TIMEOUT, async || {
+        (metrics.reconcile_count("policy") > 0 && op.api_calls().patch > 0).then_some(())
+    })
+    .await;
+    assert!(failed_once.is_some(), "the policy was never reconciled");
+    let (calls0, pod_reconciles0) = (op.api_calls(), metrics.reconcile_count("pod"));
+    let start = Instant::now();
+    let mut tick = 0;
+    while start.elapsed() < CHURN {
+        tick += 1;
+        let patch = json!({"metadata": {"labels": {"tick": tick.to_string()}}});
+        scene
+            .pods
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("relabel the Pod");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let elapsed = start.elapsed();
+    let status_writes = op.api_calls().since(&calls0).patch;
+    let pod_reconciles = metrics.reconcile_count("pod") - pod_reconciles0;
+    eprintln!(
+        "[hardening] over {:.1} s: {pod_reconciles} Pod reconciles of `web`, {status_writes} refused status writes of policy `web`",
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        pod_reconciles >= 20,
+        "the Pod's changes were reconciled ({pod_reconciles} reconciles for {tick} changes)"
+    );
+    // Backoff 1, 2, 4, 8 s: at most 5 attempts fit in 15 s (one more for rounding); a
+    // backoff reset by every Pod success would retry about once a second.
+    let bound = 1 + (elapsed.as_secs_f64() + 1.0).log2().ceil() as u64;
+    assert!(
+        status_writes <= bound,
+        "the policy's retries kept their backoff: {status_writes} status writes in {:.1} s (at most {bound})",
+        elapsed.as_secs_f64()
+    );
+    drop(refused);
     op.stop().await;
 }

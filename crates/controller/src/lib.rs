@@ -79,6 +79,10 @@ pub struct OperatorConfig {
     /// Count into these metrics (shared by the operators one process runs in turn, and
     /// with its Lease client); `None`: fresh ones.
     pub metrics: Option<Arc<Metrics>>,
+    /// Fault injection for tests: apply each Pod watch event this long after it arrives
+    /// (a cache that lags the API server, as under a loaded API server). `None` in
+    /// production.
+    pub pod_watch_lag: Option<Duration>,
 }
 
 impl Default for OperatorConfig {
@@ -93,6 +97,7 @@ impl Default for OperatorConfig {
             pod_events: true,
             write_gate: None,
             metrics: None,
+            pod_watch_lag: None,
         }
     }
 }
@@ -190,6 +195,7 @@ pub(crate) struct Shared {
     events: tokio::sync::mpsc::Sender<events::Outgoing>,
     reporter: Reporter,
     pod_events: bool,
+    pod_watch_lag: Option<Duration>,
     metrics: Arc<Metrics>,
     pods_synced: AtomicBool,
     policies_synced: AtomicBool,
@@ -528,6 +534,7 @@ impl Operator {
             events: events_tx,
             reporter,
             pod_events: opts.pod_events,
+            pod_watch_lag: opts.pod_watch_lag,
             metrics,
             pods_synced: AtomicBool::new(false),
             policies_synced: AtomicBool::new(false),

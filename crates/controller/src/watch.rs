@@ -338,7 +338,41 @@ pub(crate) async fn watch_pods(
     let scope = ScopeFilter::new(&shared, changes).await;
     let cfg = watcher::Config::default().page_size(POD_LIST_PAGE);
     let stream = watcher(api, cfg).backoff(watch_backoff());
-    pods_stream(&shared, stream, scope).await;
+    match shared.pod_watch_lag {
+        Some(lag) => pods_stream(&shared, lagged(stream, lag), scope).await,
+        None => pods_stream(&shared, stream, scope).await,
+    }
+}
+
+/// `stream`'s items, each handed on `lag` after it arrived, in order (fault injection:
+/// a watch that lags the API server's writes, as under a loaded API server).
+fn lagged<T: Send + 'static>(
+    stream: impl futures::Stream<Item = T> + Send + 'static,
+    lag: Duration,
+) -> impl futures::Stream<Item = T> + Send {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let forward = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if tx.send((tokio::time::Instant::now() + lag, item)).is_err() {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold((rx, AbortOnDrop(forward)), |(mut rx, guard)| async move {
+        let (due, item) = rx.recv().await?;
+        tokio::time::sleep_until(due).await;
+        Some((item, (rx, guard)))
+    })
+}
+
+/// Aborts the task when dropped (the lag's forwarder ends with its consumer).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The view of a listed or watched Pod; `None` (counted, logged) for a Pod that does not
