@@ -13,16 +13,103 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource as _};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::cache::PolicyCache;
+use crate::keys::PolicyKey;
+
+/// The sending side: queues Events for the publisher, never waiting.
+pub(crate) struct Events {
+    tx: mpsc::Sender<Outgoing>,
+    reporter: Reporter,
+    /// Publish Normal Events on main Pods.
+    on_pods: bool,
+}
+
+impl Events {
+    /// Starts the publisher (Events beyond `capacity` waiting are dropped).
+    pub(crate) fn start(
+        client: Client,
+        reporter: Reporter,
+        capacity: usize,
+        on_pods: bool,
+    ) -> (Events, JoinHandle<()>) {
+        let (tx, task) = spawn(client, reporter.clone(), capacity);
+        (
+            Events {
+                tx,
+                reporter,
+                on_pods,
+            },
+            task,
+        )
+    }
+
+    /// Queues an Event; drops it when the queue is full (Events are informative; they
+    /// never slow reconciles down).
+    fn publish(&self, ev: Outgoing) {
+        if self.tx.try_send(ev).is_err() {
+            tracing::debug!("event queue full; dropping an event");
+        }
+    }
+
+    /// A Warning Event on policy `key` (aggregated by the Events API).
+    pub(crate) fn warn_policy(
+        &self,
+        policies: &PolicyCache,
+        key: &PolicyKey,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let Some(policy) = policies.get(key) else {
+            return;
+        };
+        let reference = policy.policy.object_ref(&());
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        self.publish(Outgoing::Policy(Box::new((ev, reference))));
+    }
+
+    /// A Normal Event on the main Pod `owner` of namespace `ns` (when Pod Events are on).
+    pub(crate) fn on_main(
+        &self,
+        owner: Option<&OwnerReference>,
+        ns: &str,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let Some(o) = owner else { return };
+        if !self.on_pods {
+            return;
+        }
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(o.name.clone()),
+            namespace: Some(ns.to_string()),
+            uid: Some(o.uid.clone()),
+            ..ObjectReference::default()
+        };
+        let ev = pod_event(&self.reporter, reference, reason, action, note);
+        self.publish(Outgoing::Pod(Box::new(ev)));
+    }
+}
+
 /// An Event waiting to be published.
-pub(crate) enum Outgoing {
+enum Outgoing {
     /// Aggregated by the [`Recorder`].
     Policy(Box<(Event, ObjectReference)>),
     /// Created as is.
@@ -30,7 +117,7 @@ pub(crate) enum Outgoing {
 }
 
 /// Starts the publisher; Events queued beyond `capacity` are dropped by the sender.
-pub(crate) fn spawn(
+fn spawn(
     client: Client,
     reporter: Reporter,
     capacity: usize,

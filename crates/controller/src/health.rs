@@ -55,6 +55,61 @@ impl WatchHealth {
     }
 }
 
+/// Readiness of one operator instance: both caches completed their first list, and both
+/// watches are established now.
+#[derive(Debug)]
+pub(crate) struct Readiness {
+    pods_synced: AtomicBool,
+    policies_synced: AtomicBool,
+    pub(crate) watches: Arc<WatchHealth>,
+    synced: tokio::sync::Notify,
+}
+
+impl Readiness {
+    pub(crate) fn new(watches: Arc<WatchHealth>) -> Self {
+        Readiness {
+            pods_synced: AtomicBool::new(false),
+            policies_synced: AtomicBool::new(false),
+            watches,
+            synced: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The Pod (`pods`) and/or policy cache completed a full list.
+    pub(crate) fn mark_synced(&self, pods: bool, policies: bool) {
+        if pods {
+            self.pods_synced.store(true, Ordering::SeqCst);
+        }
+        if policies {
+            self.policies_synced.store(true, Ordering::SeqCst);
+        }
+        if self.is_synced() {
+            self.synced.notify_waiters();
+        }
+    }
+
+    /// Both caches completed their first list.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.pods_synced.load(Ordering::SeqCst) && self.policies_synced.load(Ordering::SeqCst)
+    }
+
+    /// Synced, and both watches currently connected (false during an API outage).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.is_synced() && self.watches.ok()
+    }
+
+    /// Returns once both caches are synced.
+    pub(crate) async fn wait_synced(&self) {
+        loop {
+            let notified = self.synced.notified();
+            if self.is_synced() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Client layer: a 2xx answer to a `watch=true` request for Pods or policies marks
 /// that watch established.
 #[derive(Debug, Clone)]

@@ -13,8 +13,9 @@ use kube::api::PostParams;
 use sidecar_api::constants::{FIELD_MANAGER, reason};
 use sidecar_planner::{PolicyView, Verdict, dry_run_sidecar, recheck_delay};
 
-use crate::cache::Key;
-use crate::{Error, Shared};
+use crate::Error;
+use crate::context::Context;
+use crate::keys::PolicyKey;
 
 /// The last verdict on one policy's template.
 #[derive(Debug)]
@@ -29,7 +30,7 @@ pub(crate) struct Checked {
 
 /// Verdicts by policy.
 #[derive(Debug, Default)]
-pub(crate) struct TemplateChecks(HashMap<Key, Checked>);
+pub(crate) struct TemplateChecks(HashMap<PolicyKey, Checked>);
 
 /// May sidecars of template `hash` of policy `key` be created?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +44,7 @@ pub(crate) enum Gate {
 }
 
 impl TemplateChecks {
-    pub(crate) fn gate(&self, key: &Key, hash: &str) -> Gate {
+    pub(crate) fn gate(&self, key: &PolicyKey, hash: &str) -> Gate {
         match self.0.get(key) {
             Some(c) if c.hash == hash && c.verdict == Verdict::Accepted => Gate::Open,
             Some(c) if c.hash == hash => Gate::Closed,
@@ -54,7 +55,7 @@ impl TemplateChecks {
     /// Whether the current template needs a (new) dry run at `now`: `Ok(())` if so,
     /// `Err(Some(wait))` for a namespace refusal to check again later, `Err(None)` when
     /// the verdict stands.
-    fn due(&self, key: &Key, hash: &str, now: Instant) -> Result<(), Option<Duration>> {
+    fn due(&self, key: &PolicyKey, hash: &str, now: Instant) -> Result<(), Option<Duration>> {
         match self.0.get(key) {
             Some(c) if c.hash == hash => match c.recheck_at {
                 Some(t) if now >= t => Ok(()),
@@ -66,19 +67,25 @@ impl TemplateChecks {
     }
 
     /// The problem to report for the current template, if refused.
-    pub(crate) fn problem(&self, key: &Key, hash: &str) -> Option<String> {
+    pub(crate) fn problem(&self, key: &PolicyKey, hash: &str) -> Option<String> {
         self.0
             .get(key)
             .filter(|c| c.hash == hash)
             .and_then(|c| c.verdict.problem())
     }
 
-    pub(crate) fn forget(&mut self, key: &Key) {
+    pub(crate) fn forget(&mut self, key: &PolicyKey) {
         self.0.remove(key);
     }
 
     /// Records a verdict; returns whether it changed what is known of this template.
-    fn record(&mut self, key: &Key, hash: &str, verdict: Verdict, now: Instant) -> (bool, u32) {
+    fn record(
+        &mut self,
+        key: &PolicyKey,
+        hash: &str,
+        verdict: Verdict,
+        now: Instant,
+    ) -> (bool, u32) {
         let prev = self.0.get(key).filter(|c| c.hash == hash);
         let changed = prev.is_none_or(|c| c.verdict != verdict);
         let refusals = match (&verdict, prev) {
@@ -106,26 +113,26 @@ impl TemplateChecks {
 /// reconciled (their creates waited for it); on refusal, a Warning event, and for a
 /// namespace refusal a recheck later.
 pub(crate) async fn check_template(
-    shared: &Shared,
-    key: &Key,
+    ctx: &Context,
+    key: &PolicyKey,
     policy: &PolicyView,
 ) -> Result<(), Error> {
     if policy.deleting || policy.paused() || policy.selector.is_err() {
         return Ok(());
     }
     let now = Instant::now();
-    let due = shared.templates().due(key, &policy.hash, now);
+    let due = ctx.policy_state.templates().due(key, &policy.hash, now);
     match due {
         Ok(()) => {}
         // Scheduled again here: a delayed add of the same key coalesces with (and so may
         // be dropped for) an earlier one, such as a debounced status run.
         Err(Some(wait)) => {
-            shared.status_queue.add_after(key.clone(), wait);
+            ctx.queues.policies.add_after(key.clone(), wait);
             return Ok(());
         }
         Err(None) => return Ok(()),
     }
-    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.0);
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.0);
     let pp = PostParams {
         dry_run: true,
         field_manager: Some(FIELD_MANAGER.into()),
@@ -154,10 +161,13 @@ pub(crate) async fn check_template(
     let problem = verdict.problem();
     let accepted = verdict == Verdict::Accepted;
     let namespace_refusal = matches!(verdict, Verdict::RefusedByNamespace { .. });
-    let (changed, refusals) = shared.templates().record(key, &policy.hash, verdict, now);
+    let (changed, refusals) = ctx
+        .policy_state
+        .templates()
+        .record(key, &policy.hash, verdict, now);
     if namespace_refusal {
-        shared
-            .status_queue
+        ctx.queues
+            .policies
             .add_after(key.clone(), recheck_delay(refusals));
     }
     if !changed {
@@ -169,18 +179,12 @@ pub(crate) async fn check_template(
         }
         Some(message) => {
             tracing::warn!(namespace = %key.0, policy = %key.1, hash = %policy.hash, %message, "the API server refuses the template");
-            crate::reconcile::publish_on_policy(
-                shared,
-                key,
-                reason::INVALID_TEMPLATE,
-                "CheckTemplate",
-                &message,
-            );
+            ctx.warn_policy(key, reason::INVALID_TEMPLATE, "CheckTemplate", &message);
         }
     }
     // The creates that waited for the verdict go ahead.
     if accepted {
-        shared.trigger_selected(policy);
+        ctx.trigger_selected(policy);
     }
     Ok(())
 }
@@ -237,7 +241,7 @@ mod tests {
     #[test]
     fn namespace_refusals_are_due_again_later() {
         let mut t = TemplateChecks::default();
-        let key: Key = ("a".into(), "p".into());
+        let key = PolicyKey::new("a", "p");
         let t0 = Instant::now();
         assert_eq!(t.due(&key, "h1", t0), Ok(()), "never checked");
         let refused = Verdict::RefusedByNamespace {

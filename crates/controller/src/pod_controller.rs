@@ -3,24 +3,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference as OwnerRef;
+use kube::Api;
 use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::{Api, Resource as _};
 use sidecar_api::constants::{FIELD_MANAGER, reason};
 use sidecar_planner::{DeleteReason, DeleteSidecar, PodPlan, plan_orphan, plan_pod};
 
-use crate::cache::Key;
-use crate::events::Outgoing;
+use crate::Error;
+use crate::context::Context;
+use crate::keys::{PodKey, PolicyKey};
 use crate::template_check::Gate;
-use crate::{Error, Shared};
 
 /// Reconciles main Pod `key` (or, for a sidecar that lost its owner, that sidecar).
-pub(crate) async fn reconcile_pod(shared: &Arc<Shared>, key: &Key) -> Result<(), Error> {
-    let (ns, name) = key;
-    let Some(plan) = observe_and_plan(shared, ns, name) else {
+pub(crate) async fn reconcile_pod(ctx: &Arc<Context>, key: &PodKey) -> Result<(), Error> {
+    let PodKey(ns, name) = key;
+    let Some(plan) = observe_and_plan(ctx, ns, name) else {
         return Ok(());
     };
     if plan.is_empty() {
@@ -28,29 +25,26 @@ pub(crate) async fn reconcile_pod(shared: &Arc<Shared>, key: &Key) -> Result<(),
     }
     // Checked after observing: a namespace leaving the scope is out of it before its
     // caches are emptied, so a plan made from a half-forgotten namespace is never applied.
-    if !shared.in_scope(ns) {
+    if !ctx.caches.in_scope(ns) {
         return Ok(());
     }
-    apply(shared, key, plan).await
+    apply(ctx, key, plan).await
 }
 
-fn observe_and_plan(shared: &Shared, ns: &str, name: &str) -> Option<PodPlan> {
-    let pods = shared.pods();
+fn observe_and_plan(ctx: &Context, ns: &str, name: &str) -> Option<PodPlan> {
+    let pods = ctx.caches.pods();
     let main = pods.get(ns, name)?.clone();
     if main.is_sidecar() {
-        let policy = main.sidecar_key().and_then(|(_, p)| {
-            shared
-                .policies()
-                .get(&(ns.to_string(), p.to_string()))
-                .cloned()
-        });
+        let policy = main
+            .sidecar_key()
+            .and_then(|(_, p)| ctx.caches.policies().get(&PolicyKey::new(ns, p)).cloned());
         let delete = plan_orphan(&main, policy.as_deref())?;
         return Some(PodPlan {
             deletes: vec![delete],
             ..PodPlan::default()
         });
     }
-    let policies = shared.policies().in_namespace(ns);
+    let policies = ctx.caches.policies().in_namespace(ns);
     let sidecars = pods.sidecars_of(&main.uid);
     let pol_refs: Vec<_> = policies.iter().map(|p| p.as_ref()).collect();
     let sc_refs: Vec<_> = sidecars.iter().map(|s| s.as_ref()).collect();
@@ -58,7 +52,7 @@ fn observe_and_plan(shared: &Shared, ns: &str, name: &str) -> Option<PodPlan> {
         pods.get(ns, n).map(|p| p.as_ref())
     });
     for n in plan.blocked_names() {
-        shared.wait_for_name(ns, n, name);
+        ctx.waiters().wait(PodKey::new(ns, n), name.to_string());
     }
     Some(plan)
 }
@@ -66,19 +60,20 @@ fn observe_and_plan(shared: &Shared, ns: &str, name: &str) -> Option<PodPlan> {
 /// Keeps only the creates whose policy's current template the API server accepted (a
 /// dry run per template, see `template_check`); for a template not checked yet, asks for
 /// the check at once (its acceptance reconciles this Pod again).
-fn gate_creates(shared: &Shared, ns: &str, plan: &mut PodPlan) {
+fn gate_creates(ctx: &Context, ns: &str, plan: &mut PodPlan) {
     plan.creates.retain(|pod| {
         let labels = pod.metadata.labels.as_ref();
         let label = |k: &str| labels.and_then(|l| l.get(k)).cloned().unwrap_or_default();
-        let pkey = (ns.to_string(), label(sidecar_api::constants::LABEL_POLICY));
-        let gate = shared
+        let pkey = PolicyKey(ns.to_string(), label(sidecar_api::constants::LABEL_POLICY));
+        let gate = ctx
+            .policy_state
             .templates()
             .gate(&pkey, &label(sidecar_api::constants::LABEL_TEMPLATE_HASH));
         match gate {
             Gate::Open => true,
             Gate::Closed => false,
             Gate::Unknown => {
-                shared.status_queue.add(pkey);
+                ctx.queues.policies.add(pkey);
                 false
             }
         }
@@ -88,24 +83,27 @@ fn gate_creates(shared: &Shared, ns: &str, plan: &mut PodPlan) {
 /// Keeps the replacements of failed sidecars that their per-pair backoff allows now
 /// (recording them, with a Warning event on the policy); the others are retried when
 /// their delay is over.
-fn pace_failed_replacements(shared: &Shared, key: &Key, plan: &mut PodPlan) {
-    let (ns, main) = key;
+fn pace_failed_replacements(ctx: &Context, key: &PodKey, plan: &mut PodPlan) {
+    let PodKey(ns, main) = key;
     let now = Instant::now();
     let mut retry: Option<Duration> = None;
     plan.deletes.retain(|d| {
         if d.reason != DeleteReason::Failed {
             return true;
         }
-        match shared.replace_failed(ns, &d.name, &d.policy, now) {
+        match ctx
+            .policy_state
+            .replace_failed(PodKey::new(ns.clone(), d.name.clone()), &d.policy, now)
+        {
             Ok(attempt) => {
-                let pkey = (ns.clone(), d.policy.clone());
+                let pkey = PolicyKey(ns.clone(), d.policy.clone());
                 let note = format!(
                     "Sidecar Pod {} of Pod {main} ended Failed or Succeeded; replacing it (replacement {attempt} in a row)",
                     d.name
                 );
                 tracing::warn!(namespace = %ns, sidecar = %d.name, policy = %d.policy, attempt, "replacing a failed sidecar");
-                publish_on_policy(shared, &pkey, reason::SIDECAR_FAILED, "ReplaceSidecar", &note);
-                shared.status_soon(pkey);
+                ctx.warn_policy(&pkey, reason::SIDECAR_FAILED, "ReplaceSidecar", &note);
+                ctx.queues.status_soon(pkey);
                 true
             }
             Err(wait) => {
@@ -115,28 +113,31 @@ fn pace_failed_replacements(shared: &Shared, key: &Key, plan: &mut PodPlan) {
         }
     });
     if let Some(wait) = retry {
-        shared.pod_queue.add_after(key.clone(), wait);
+        ctx.queues.pods.add_after(key.clone(), wait);
     }
 }
 
-async fn apply(shared: &Arc<Shared>, key: &Key, mut plan: PodPlan) -> Result<(), Error> {
+async fn apply(ctx: &Arc<Context>, key: &PodKey, mut plan: PodPlan) -> Result<(), Error> {
     let ns = key.0.as_str();
     {
-        let exp = shared.expectations();
+        let exp = ctx.expectations();
         plan.creates.retain(|p| {
-            !exp.create_pending(&(ns.to_string(), p.metadata.name.clone().unwrap_or_default()))
+            !exp.create_pending(&PodKey(
+                ns.to_string(),
+                p.metadata.name.clone().unwrap_or_default(),
+            ))
         });
         plan.deletes.retain(|d| !exp.delete_pending(&d.uid));
     }
-    pace_failed_replacements(shared, key, &mut plan);
-    gate_creates(shared, ns, &mut plan);
-    let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
+    pace_failed_replacements(ctx, key, &mut plan);
+    gate_creates(ctx, ns, &mut plan);
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let mut first_err = None;
     for c in &plan.collisions {
-        report_collision(shared, ns, c).await;
+        report_collision(ctx, ns, c).await;
     }
     for d in &plan.deletes {
-        if let Err(e) = delete_sidecar(shared, &api, d).await {
+        if let Err(e) = delete_sidecar(ctx, &api, d).await {
             first_err.get_or_insert(e);
         }
     }
@@ -153,11 +154,10 @@ async fn apply(shared: &Arc<Shared>, key: &Key, mut plan: PodPlan) -> Result<(),
             .and_then(|l| l.get(sidecar_api::constants::LABEL_POLICY))
             .cloned()
             .unwrap_or_default();
-        let pkey = (ns.to_string(), policy.clone());
+        let pkey = PolicyKey(ns.to_string(), policy.clone());
         match api.create(&pp, pod).await {
             Ok(_) => {
-                publish_on_main(
-                    shared,
+                ctx.events.on_main(
                     pod.metadata
                         .owner_references
                         .as_ref()
@@ -167,11 +167,10 @@ async fn apply(shared: &Arc<Shared>, key: &Key, mut plan: PodPlan) -> Result<(),
                     "CreateSidecar",
                     format!("Created sidecar Pod {name} for SidecarPolicy {policy}"),
                 );
-                shared
-                    .expectations()
-                    .expect_create((ns.to_string(), name.clone()));
-                shared.metrics.sidecars_created.inc();
-                shared.set_refused(&pkey, None);
+                ctx.expectations()
+                    .expect_create(PodKey(ns.to_string(), name.clone()));
+                ctx.metrics.sidecars_created.inc();
+                ctx.set_refused(&pkey, None);
                 tracing::info!(namespace = ns, sidecar = %name, policy = %policy, "created sidecar");
             }
             // Our cache lags the server: the next event brings the Pod in.
@@ -184,14 +183,8 @@ async fn apply(shared: &Arc<Shared>, key: &Key, mut plan: PodPlan) -> Result<(),
                 // many Pods for one reason are one status change and one event.
                 let message = s.message.replace(&format!("\"{name}\""), "\"<sidecar>\"");
                 tracing::warn!(namespace = ns, sidecar = %name, policy = %policy, %message, "the API server refused a sidecar");
-                if shared.set_refused(&pkey, Some(message.clone())) {
-                    publish_on_policy(
-                        shared,
-                        &pkey,
-                        reason::CREATE_REFUSED,
-                        "CreateSidecar",
-                        &message,
-                    );
+                if ctx.set_refused(&pkey, Some(message.clone())) {
+                    ctx.warn_policy(&pkey, reason::CREATE_REFUSED, "CreateSidecar", &message);
                 }
                 first_err.get_or_insert(Error::CreateRefused { name, message });
             }
@@ -207,7 +200,7 @@ async fn apply(shared: &Arc<Shared>, key: &Key, mut plan: PodPlan) -> Result<(),
 /// never deleted by mistake), for the pod controller and the rollout alike. Already gone,
 /// or replaced by another Pod of the name: nothing to do.
 pub(crate) async fn delete_sidecar(
-    shared: &Shared,
+    ctx: &Context,
     api: &Api<Pod>,
     d: &DeleteSidecar,
 ) -> Result<(), Error> {
@@ -220,8 +213,8 @@ pub(crate) async fn delete_sidecar(
     };
     match api.delete(&d.name, &dp).await {
         Ok(_) => {
-            shared.expectations().expect_delete(d.uid.clone());
-            shared.metrics.deleted(d.reason.as_str());
+            ctx.expectations().expect_delete(d.uid.clone());
+            ctx.metrics.deleted(d.reason.as_str());
             tracing::info!(namespace = ?api.namespace(), sidecar = %d.name, policy = %d.policy, reason = d.reason.as_str(), "deleted sidecar");
             Ok(())
         }
@@ -233,69 +226,21 @@ pub(crate) async fn delete_sidecar(
     }
 }
 
-async fn report_collision(shared: &Arc<Shared>, ns: &str, c: &sidecar_planner::Collision) {
-    let pkey = (ns.to_string(), c.policy.clone());
-    if !shared.first_report(&pkey, &c.name, &c.holder_uid) {
+async fn report_collision(ctx: &Arc<Context>, ns: &str, c: &sidecar_planner::Collision) {
+    let pkey = PolicyKey(ns.to_string(), c.policy.clone());
+    if !ctx.policy_state.first_report(&pkey, &c.name, &c.holder_uid) {
         return;
     }
-    shared.status_soon(pkey);
+    ctx.queues.status_soon(pkey);
     let note = format!(
         "Pod {} exists and is not the sidecar this policy manages; it is left alone. Rename or delete it so the sidecar can be created.",
         c.name
     );
     tracing::warn!(namespace = ns, sidecar = %c.name, policy = %c.policy, "name collision: {note}");
-    publish_on_policy(
-        shared,
-        &(ns.to_string(), c.policy.clone()),
+    ctx.warn_policy(
+        &PolicyKey(ns.to_string(), c.policy.clone()),
         reason::NAME_COLLISION,
         "CreateSidecar",
         &note,
     );
-}
-
-/// Publishes a Warning event on a policy (aggregated by the events API).
-pub(crate) fn publish_on_policy(
-    shared: &Shared,
-    key: &Key,
-    reason: &str,
-    action: &str,
-    note: &str,
-) {
-    let Some(policy) = shared.policies().get(key).cloned() else {
-        return;
-    };
-    let reference = policy.policy.object_ref(&());
-    let ev = KubeEvent {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    shared.publish(Outgoing::Policy(Box::new((ev, reference))));
-}
-
-/// Publishes a Normal event on a main Pod (when `pod_events` is on).
-pub(crate) fn publish_on_main(
-    shared: &Shared,
-    owner: Option<&OwnerRef>,
-    ns: &str,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let Some(o) = owner else { return };
-    if !shared.pod_events {
-        return;
-    }
-    let reference = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: Some(o.name.clone()),
-        namespace: Some(ns.to_string()),
-        uid: Some(o.uid.clone()),
-        ..ObjectReference::default()
-    };
-    let ev = crate::events::pod_event(&shared.reporter, reference, reason, action, note);
-    shared.publish(Outgoing::Pod(Box::new(ev)));
 }

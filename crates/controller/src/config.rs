@@ -1,0 +1,72 @@
+//! How an operator instance runs: [`OperatorConfig`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Metrics, WriteGate};
+
+/// How an operator instance runs.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Watch only this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Manage only namespaces whose labels match this selector (e.g. `sidecars=enabled`);
+    /// combined with `namespace`, both must hold. One way to shard a large cluster over
+    /// several operator instances, each with its own Lease. A namespace relabelled from
+    /// one instance's selector to another's keeps its sidecars: the instance that loses
+    /// it forgets its objects (it never deletes because of the move), the one that gains
+    /// it lists that namespace alone and adopts what is there.
+    pub namespace_selector: Option<String>,
+    /// Concurrent pod reconciles.
+    pub concurrency: usize,
+    /// Delay that coalesces Pod events into one status computation per policy.
+    pub status_debounce: Duration,
+    /// Reporting instance for Events (e.g. the Pod name).
+    pub instance: Option<String>,
+    /// How long [`Operator::start`] waits for the caches to sync.
+    pub sync_timeout: Duration,
+    /// Publish Normal events on main Pods (sidecar created / replaced).
+    pub pod_events: bool,
+    /// Writes are sent only while this gate is open (leader election opens it up to the
+    /// renew deadline of the Lease); `None`: always.
+    pub write_gate: Option<WriteGate>,
+    /// Count into these metrics (shared by the operators one process runs in turn, and
+    /// with its Lease client); `None`: fresh ones.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Fault injection for tests: apply each Pod watch event this long after it arrives
+    /// (a cache that lags the API server, as under a loaded API server). `None` in
+    /// production.
+    pub pod_watch_lag: Option<Duration>,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            namespace: None,
+            namespace_selector: None,
+            concurrency: 16,
+            status_debounce: Duration::from_millis(500),
+            instance: None,
+            sync_timeout: Duration::from_secs(120),
+            pod_events: true,
+            write_gate: None,
+            metrics: None,
+            pod_watch_lag: None,
+        }
+    }
+}
+
+impl OperatorConfig {
+    /// Watches one namespace.
+    pub fn namespace(ns: &str) -> Self {
+        OperatorConfig {
+            namespace: Some(ns.to_string()),
+            ..Self::default()
+        }
+    }
+
+    /// Watches all namespaces.
+    pub fn all_namespaces() -> Self {
+        Self::default()
+    }
+}

@@ -1,0 +1,146 @@
+//! The state one operator instance's watchers and workers share, in parts with one job
+//! each: the caches (and the namespace scope), the work queues, per-policy state, what
+//! the operator waits to see, Events, metrics and readiness.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use kube::Client;
+
+use crate::cache::{PodCache, PolicyCache};
+use crate::events::Events;
+use crate::expectations::{Expectations, Waiters};
+use crate::health::Readiness;
+use crate::keys::{PodKey, PolicyKey};
+use crate::problems::PolicyState;
+use crate::queues::Queues;
+use crate::{Metrics, lock, read, write};
+
+/// The watch-fed caches, and which namespaces this instance manages.
+pub(crate) struct Caches {
+    pods: RwLock<PodCache>,
+    policies: RwLock<PolicyCache>,
+    /// Namespaces in scope when a namespace selector is set (`None`: all): the ones
+    /// reconciles act on. A namespace enters once both caches hold it, and leaves before
+    /// they forget it.
+    pub(crate) scope: Option<RwLock<HashSet<String>>>,
+    /// Set to 1 once the initial scope is known; the Pod and policy watches start then.
+    pub(crate) scope_generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Caches {
+    /// Empty caches; `scoped`: a namespace selector decides the scope.
+    pub(crate) fn new(scoped: bool) -> Self {
+        Caches {
+            pods: RwLock::default(),
+            policies: RwLock::default(),
+            scope: scoped.then(RwLock::default),
+            scope_generation: tokio::sync::watch::Sender::new(0),
+        }
+    }
+    pub(crate) fn pods(&self) -> RwLockReadGuard<'_, PodCache> {
+        read(&self.pods)
+    }
+    pub(crate) fn pods_mut(&self) -> RwLockWriteGuard<'_, PodCache> {
+        write(&self.pods)
+    }
+    pub(crate) fn policies(&self) -> RwLockReadGuard<'_, PolicyCache> {
+        read(&self.policies)
+    }
+    pub(crate) fn policies_mut(&self) -> RwLockWriteGuard<'_, PolicyCache> {
+        write(&self.policies)
+    }
+
+    /// The namespace is managed by this instance. Reconciles check it after observing
+    /// and before writing: a namespace on its way out (or not yet fully in) is left to
+    /// the instance that manages it.
+    pub(crate) fn in_scope(&self, ns: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| read(s).contains(ns))
+    }
+}
+
+/// See the module doc.
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) caches: Caches,
+    pub(crate) queues: Queues,
+    pub(crate) policy_state: PolicyState,
+    expectations: Mutex<Expectations>,
+    waiters: Mutex<Waiters>,
+    pub(crate) events: Events,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) readiness: Readiness,
+    /// Fault injection (see [`crate::OperatorConfig::pod_watch_lag`]).
+    pub(crate) pod_watch_lag: Option<Duration>,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        client: Client,
+        caches: Caches,
+        queues: Queues,
+        events: Events,
+        metrics: Arc<Metrics>,
+        readiness: Readiness,
+        pod_watch_lag: Option<Duration>,
+    ) -> Self {
+        Context {
+            client,
+            caches,
+            queues,
+            policy_state: PolicyState::default(),
+            expectations: Mutex::default(),
+            waiters: Mutex::default(),
+            events,
+            metrics,
+            readiness,
+            pod_watch_lag,
+        }
+    }
+
+    pub(crate) fn expectations(&self) -> MutexGuard<'_, Expectations> {
+        lock(&self.expectations)
+    }
+
+    pub(crate) fn waiters(&self) -> MutexGuard<'_, Waiters> {
+        lock(&self.waiters)
+    }
+
+    /// The Pod `key` is gone: reconcile the main Pod that waited for its name.
+    pub(crate) fn name_freed(&self, key: &PodKey) {
+        let main = self.waiters().freed(key);
+        if let Some(main) = main {
+            self.queues.pods.add(main);
+        }
+    }
+
+    /// Records (or clears) a refusal of policy `key`'s creates; true when it is new or
+    /// its message changed (its status is then computed again).
+    pub(crate) fn set_refused(&self, key: &PolicyKey, message: Option<String>) -> bool {
+        let changed = self.policy_state.set_refused(key, message);
+        if changed {
+            self.queues.policies.add(key.clone());
+        }
+        changed
+    }
+
+    /// Records how many eligible pairs of policy `key` lack an up-to-date Ready sidecar.
+    pub(crate) fn set_not_converged(&self, key: &PolicyKey, n: i64) {
+        let total = self.policy_state.set_not_converged(key, n);
+        self.metrics.pairs_not_converged.set(total);
+    }
+
+    /// Policy `key` is gone (or out of scope).
+    pub(crate) fn forget_policy(&self, key: &PolicyKey) {
+        self.policy_state.forget(key);
+        self.set_not_converged(key, 0);
+    }
+
+    /// A Warning Event on policy `key`.
+    pub(crate) fn warn_policy(&self, key: &PolicyKey, reason: &str, action: &str, note: &str) {
+        self.events
+            .warn_policy(&self.caches.policies(), key, reason, action, note);
+    }
+}

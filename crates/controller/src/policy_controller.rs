@@ -1,0 +1,78 @@
+//! The policy controller: status from the caches, written only when it changes, and
+//! the rolling replacement of stale sidecars within `maxUnavailable`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use sidecar_api::SidecarPolicy;
+use sidecar_api::constants::FIELD_MANAGER;
+use sidecar_planner::{compute_status, failing, observe, plan_rollout};
+
+use crate::Error;
+use crate::context::Context;
+use crate::decode::Lenient;
+use crate::keys::PolicyKey;
+
+/// Reconciles the status (and rollout) of policy `key`.
+pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Result<(), Error> {
+    let Some(policy) = ctx.caches.policies().get(key).cloned() else {
+        return Ok(());
+    };
+    if policy.deleting {
+        return Ok(());
+    }
+    crate::template_check::check_template(ctx, key, &policy).await?;
+    let mut problems = ctx.policy_state.of(key);
+    problems.invalid_template = ctx.policy_state.templates().problem(key, &policy.hash);
+    let replaced = ctx.policy_state.replaced_of(key, Instant::now());
+    let (observed, steps) = {
+        let pods = ctx.caches.pods();
+        let mains = || {
+            pods.in_namespace(&key.0)
+                .filter(|p| !p.is_sidecar())
+                .map(|p| p.as_ref())
+        };
+        let by_name = |n: &str| pods.get(&key.0, n).map(|p| p.as_ref());
+        let observed = observe(&policy, mains(), by_name);
+        problems.failing = failing(replaced, by_name);
+        let exp = ctx.expectations();
+        let steps = plan_rollout(&policy, mains(), by_name, |uid| exp.delete_pending(uid));
+        (observed, steps)
+    };
+    // Checked after observing (see `reconcile_pod`): no status or rollout from a
+    // namespace on its way out of the scope.
+    if !ctx.caches.in_scope(&key.0) {
+        return Ok(());
+    }
+    problems.collisions = observed.collisions;
+    ctx.policy_state.prune_reported(key, &problems.collisions);
+    let c = observed.counts;
+    ctx.set_not_converged(key, i64::from(c.matched - c.converged));
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let old = policy.policy.status.as_ref();
+    let status = compute_status(&policy, c, &problems, old, now);
+    if old != Some(&status) {
+        // The answer is decoded leniently: a policy whose stored spec does not fit the
+        // types still gets its status (which says so).
+        let api: Api<Lenient<SidecarPolicy>> = Api::namespaced(ctx.client.clone(), &key.0);
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let patch = serde_json::json!({ "status": status });
+        match api.patch_status(&key.1, &pp, &Patch::Merge(&patch)).await {
+            Ok(_) => ctx.metrics.status_writes.inc(),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => {
+                return Err(Error::PatchStatus {
+                    name: key.1.clone(),
+                    source: e,
+                });
+            }
+        };
+    }
+    crate::rollout::apply(ctx, key, steps).await
+}

@@ -1,0 +1,123 @@
+//! The two work queues (Pods, policies) and their retry backoffs.
+//!
+//! Each queue has its own key type and its own backoff state, so a Pod and a policy of
+//! the same name never share a failure count: a Pod's success never resets a failing
+//! policy's backoff.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::keys::{PodKey, PolicyKey};
+use crate::queue::WorkQueue;
+
+/// The work queues of one operator instance.
+pub(crate) struct Queues {
+    /// Main Pods (and orphaned sidecars) to reconcile.
+    pub(crate) pods: WorkQueue<PodKey>,
+    /// Policies whose status (and rollout) to compute.
+    pub(crate) policies: WorkQueue<PolicyKey>,
+    /// Delay that coalesces Pod events into one status computation per policy.
+    debounce: Duration,
+    pod_failures: Mutex<RetryBackoff<PodKey>>,
+    policy_failures: Mutex<RetryBackoff<PolicyKey>>,
+}
+
+impl Queues {
+    pub(crate) fn new(debounce: Duration) -> Self {
+        Queues {
+            pods: WorkQueue::new(),
+            policies: WorkQueue::new(),
+            debounce,
+            pod_failures: Mutex::default(),
+            policy_failures: Mutex::default(),
+        }
+    }
+
+    /// Schedules policy `key`'s status after the debounce delay.
+    pub(crate) fn status_soon(&self, key: PolicyKey) {
+        self.policies.add_after(key, self.debounce);
+    }
+
+    /// Records a Pod reconcile's outcome; for a failure, the delay before its retry.
+    pub(crate) fn pod_outcome(&self, key: &PodKey, failed: bool) -> Option<Duration> {
+        crate::lock(&self.pod_failures).record(key, failed)
+    }
+
+    /// Records a policy reconcile's outcome; for a failure, the delay before its retry.
+    pub(crate) fn policy_outcome(&self, key: &PolicyKey, failed: bool) -> Option<Duration> {
+        crate::lock(&self.policy_failures).record(key, failed)
+    }
+
+    /// No more keys are taken; queued ones are dropped.
+    pub(crate) fn shut_down(&self) {
+        self.pods.shut_down();
+        self.policies.shut_down();
+    }
+
+    /// Closed at once (the operator is dropped).
+    pub(crate) fn close(&self) {
+        self.pods.close();
+        self.policies.close();
+    }
+}
+
+/// Consecutive failed reconciles per key.
+#[derive(Debug)]
+pub(crate) struct RetryBackoff<K>(HashMap<K, u32>);
+
+impl<K> Default for RetryBackoff<K> {
+    fn default() -> Self {
+        RetryBackoff(HashMap::new())
+    }
+}
+
+impl<K: Clone + Eq + Hash> RetryBackoff<K> {
+    /// Records a reconcile's outcome; for a failure, the delay before the retry:
+    /// 1 s, 2 s, 4 s … capped at 5 minutes.
+    pub(crate) fn record(&mut self, key: &K, failed: bool) -> Option<Duration> {
+        if !failed {
+            self.0.remove(key);
+            return None;
+        }
+        let n = self.0.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        Some(Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_and_policies_of_one_name_back_off_apart() {
+        let q = Queues::new(Duration::ZERO);
+        let pod = PodKey::new("shop", "web");
+        let policy = PolicyKey::new("shop", "web");
+        let s = Duration::from_secs;
+        // (Pod?, failed, expected delay)
+        let steps = [
+            (false, true, Some(s(1))),
+            (false, true, Some(s(2))),
+            (true, false, None),
+            (true, true, Some(s(1))),
+            (false, true, Some(s(4))),
+            (false, false, None),
+            (false, true, Some(s(1))),
+        ];
+        for (i, (is_pod, failed, want)) in steps.into_iter().enumerate() {
+            let got = if is_pod {
+                q.pod_outcome(&pod, failed)
+            } else {
+                q.policy_outcome(&policy, failed)
+            };
+            assert_eq!(got, want, "step {i}");
+        }
+        for _ in 0..20 {
+            q.pod_outcome(&pod, true);
+        }
+        assert_eq!(q.pod_outcome(&pod, true), Some(s(256)));
+    }
+}
