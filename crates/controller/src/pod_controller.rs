@@ -7,7 +7,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use sidecar_api::constants::{FIELD_MANAGER, reason};
-use sidecar_planner::{DeleteReason, DeleteSidecar, PodPlan, plan_orphan, plan_pod};
+use sidecar_planner::{
+    CreateFailure, DeleteReason, DeleteSidecar, PodPlan, create_failure, delete_settled,
+    plan_orphan, plan_pod,
+};
 
 use crate::Error;
 use crate::context::Context;
@@ -173,21 +176,20 @@ async fn apply(ctx: &Arc<Context>, key: &PodKey, mut plan: PodPlan) -> Result<()
                 ctx.set_refused(&pkey, None);
                 tracing::info!(namespace = ns, sidecar = %name, policy = %policy, "created sidecar");
             }
-            // Our cache lags the server: the next event brings the Pod in.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            // The namespace is being deleted.
-            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => {
-            }
-            Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
-                // The server names the Pod; one name stands for all, so that refusals of
-                // many Pods for one reason are one status change and one event.
-                let message = s.message.replace(&format!("\"{name}\""), "\"<sidecar>\"");
-                tracing::warn!(namespace = ns, sidecar = %name, policy = %policy, %message, "the API server refused a sidecar");
-                if ctx.set_refused(&pkey, Some(message.clone())) {
-                    ctx.warn_policy(&pkey, reason::CREATE_REFUSED, "CreateSidecar", &message);
+            Err(kube::Error::Api(s)) => match create_failure(s.code, &s.message, &name) {
+                CreateFailure::AlreadyExists | CreateFailure::NamespaceTerminating => {}
+                CreateFailure::Refused { message } => {
+                    tracing::warn!(namespace = ns, sidecar = %name, policy = %policy, %message, "the API server refused a sidecar");
+                    if ctx.set_refused(&pkey, Some(message.clone())) {
+                        ctx.warn_policy(&pkey, reason::CREATE_REFUSED, "CreateSidecar", &message);
+                    }
+                    first_err.get_or_insert(Error::CreateRefused { name, message });
                 }
-                first_err.get_or_insert(Error::CreateRefused { name, message });
-            }
+                CreateFailure::Retry => {
+                    let source = kube::Error::Api(s);
+                    first_err.get_or_insert(Error::CreateSidecar { name, source });
+                }
+            },
             Err(e) => {
                 first_err.get_or_insert(Error::CreateSidecar { name, source: e });
             }
@@ -218,7 +220,7 @@ pub(crate) async fn delete_sidecar(
             tracing::info!(namespace = ?api.namespace(), sidecar = %d.name, policy = %d.policy, reason = d.reason.as_str(), "deleted sidecar");
             Ok(())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(kube::Error::Api(s)) if delete_settled(s.code) => Ok(()),
         Err(e) => Err(Error::DeleteSidecar {
             name: d.name.clone(),
             source: e,

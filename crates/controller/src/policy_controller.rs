@@ -9,7 +9,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use sidecar_api::SidecarPolicy;
 use sidecar_api::constants::FIELD_MANAGER;
-use sidecar_planner::{compute_status, failing, observe, plan_rollout};
+use sidecar_planner::{compute_status, failing, observe, plan_rollout, status_write_settled};
 
 use crate::Error;
 use crate::context::Context;
@@ -65,7 +65,7 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         let patch = serde_json::json!({ "status": status });
         match api.patch_status(&key.1, &pp, &Patch::Merge(&patch)).await {
             Ok(_) => ctx.metrics.status_writes.inc(),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(kube::Error::Api(s)) if status_write_settled(s.code) => return Ok(()),
             Err(e) => {
                 return Err(Error::PatchStatus {
                     name: key.1.clone(),

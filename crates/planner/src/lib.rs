@@ -6,6 +6,7 @@
 //! - [`eligibility`]: is a main Pod wanted by a policy (selected, live, not paused, not
 //!   opted out, not terminating or finished, scheduled when placement is `SameNode`)?
 //! - [`naming`]: the deterministic sidecar name, at most 63 characters.
+//! - [`outcome`]: what the API server's answer to a write means (refused, lagging, gone).
 //! - [`render`]: the sidecar Pod for a (main Pod, policy) pair.
 //! - [`plan`]: the diff for one main Pod, as a [`PodPlan`] value (creates, deletes,
 //!   name collisions). Applying it twice is harmless: names are deterministic and
@@ -15,6 +16,7 @@ pub mod eligibility;
 pub mod failed;
 pub mod labels;
 pub mod naming;
+pub mod outcome;
 pub mod plan;
 pub mod render;
 pub mod rollout;
@@ -26,6 +28,7 @@ pub use eligibility::{Ineligible, eligibility};
 pub use failed::{FAILING_AFTER, FAILURE_MEMORY, failed_replacement, failing, replacement_delay};
 pub use labels::{LabelMatcher, Labels};
 pub use naming::sidecar_name;
+pub use outcome::{CreateFailure, create_failure, delete_settled, status_write_settled};
 pub use plan::{
     Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, holder, plan_orphan, plan_pod,
 };

@@ -130,6 +130,101 @@ fn cond(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
     }
 }
 
+/// A condition's verdict: (status is True, reason, message).
+type Verdict = (bool, &'static str, String);
+
+/// `Ready`: every selected Pod has a Ready, up-to-date sidecar.
+fn ready_verdict(policy: &PolicyView, c: Counts) -> Verdict {
+    let tally = || {
+        format!(
+            "{}/{} sidecars ready and up to date",
+            c.converged, c.matched
+        )
+    };
+    if let Err(e) = &policy.selector {
+        let message = format!("the operator cannot act on this policy: {e}");
+        (false, reason::INVALID_SPEC, message)
+    } else if c.matched == 0 {
+        (true, reason::NO_MATCHING_PODS, "no Pod is selected".into())
+    } else if c.converged == c.matched {
+        (true, reason::ALL_SIDECARS_READY, tally())
+    } else {
+        (false, reason::SIDECARS_NOT_READY, tally())
+    }
+}
+
+/// `Progressing`: the operator is creating or replacing sidecars (True), or why not.
+fn progressing_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> Verdict {
+    let stale = c.sidecars - c.updated - c.failed;
+    let missing = c.missing;
+    if policy.paused() {
+        (false, reason::PAUSED, "the policy is paused".into())
+    } else if stale > 0 && policy.strategy() == UpdateStrategyType::OnDelete && missing == 0 {
+        let message = format!(
+            "{stale} sidecars run an older template; OnDelete replaces them when they are deleted"
+        );
+        (false, reason::WAITING_FOR_DELETE, message)
+    } else if missing > 0 && problems.invalid_template.is_some() {
+        let message = format!(
+            "{missing} sidecars missing: the API server refuses the template (see Degraded)"
+        );
+        (false, reason::INVALID_TEMPLATE, message)
+    } else if missing > 0 && problems.refused.is_some() {
+        let message =
+            format!("{missing} sidecars missing: the API server refuses them (see Degraded)");
+        (false, reason::CREATE_REFUSED, message)
+    } else if c.failed > 0 {
+        let message = format!(
+            "{} sidecars ended Failed or Succeeded and are being replaced; {missing} missing, {stale} to replace",
+            c.failed
+        );
+        (true, reason::ROLLING_OUT, message)
+    } else if missing > 0 || stale > 0 {
+        let message = format!("{missing} sidecars missing, {stale} to replace");
+        (true, reason::ROLLING_OUT, message)
+    } else {
+        let message = "every selected Pod has an up-to-date sidecar".into();
+        (false, reason::CONVERGED, message)
+    }
+}
+
+/// `Degraded`: the most serious problem seen (invalid spec, invalid template, refused
+/// creates, failing sidecars, name collisions), or none.
+fn degraded_verdict(policy: &PolicyView, problems: &Problems) -> Verdict {
+    if let Err(e) = &policy.selector {
+        (true, reason::INVALID_SPEC, e.clone())
+    } else if let Some(msg) = &problems.invalid_template {
+        (true, reason::INVALID_TEMPLATE, msg.clone())
+    } else if let Some(msg) = &problems.refused {
+        let message = format!("the API server refused a sidecar: {msg}");
+        (true, reason::CREATE_REFUSED, message)
+    } else if !problems.failing.is_empty() {
+        let message = format!(
+            "sidecars keep ending Failed or Succeeded and are replaced with a growing delay: {}",
+            problems.failing.join(", ")
+        );
+        (true, reason::SIDECARS_FAILING, message)
+    } else if !problems.collisions.is_empty() {
+        let message = format!(
+            "Pods not managed by this policy hold sidecar names: {}; rename or delete them",
+            problems.collisions.join(", ")
+        );
+        (true, reason::NAME_COLLISION, message)
+    } else {
+        (false, reason::AS_EXPECTED, "no problem seen".into())
+    }
+}
+
+/// `Paused`: `spec.paused`.
+fn paused_verdict(policy: &PolicyView) -> Verdict {
+    if policy.paused() {
+        let message = "spec.paused is true: nothing is created or deleted".into();
+        (true, reason::PAUSED, message)
+    } else {
+        (false, reason::ACTIVE, "the policy is active".into())
+    }
+}
+
 /// The status for `policy`, given its counts, the problems seen, the stored status and now.
 pub fn compute_status(
     policy: &PolicyView,
@@ -138,173 +233,28 @@ pub fn compute_status(
     old: Option<&SidecarPolicyStatus>,
     now: Time,
 ) -> SidecarPolicyStatus {
-    let paused = policy.paused();
-    let stale = c.sidecars - c.updated - c.failed;
-    let ready = if let Err(e) = &policy.selector {
-        cond(
-            condition::READY,
-            false,
-            reason::INVALID_SPEC,
-            format!("the operator cannot act on this policy: {e}"),
-        )
-    } else if c.matched == 0 {
-        cond(
-            condition::READY,
-            true,
-            reason::NO_MATCHING_PODS,
-            "no Pod is selected".into(),
-        )
-    } else if c.converged == c.matched {
-        cond(
-            condition::READY,
-            true,
-            reason::ALL_SIDECARS_READY,
-            format!(
-                "{}/{} sidecars ready and up to date",
-                c.converged, c.matched
-            ),
-        )
-    } else {
-        cond(
-            condition::READY,
-            false,
-            reason::SIDECARS_NOT_READY,
-            format!(
-                "{}/{} sidecars ready and up to date",
-                c.converged, c.matched
-            ),
-        )
-    };
-    let progressing = if paused {
-        cond(
+    let verdicts = [
+        (condition::READY, ready_verdict(policy, c)),
+        (
             condition::PROGRESSING,
-            false,
-            reason::PAUSED,
-            "the policy is paused".into(),
-        )
-    } else if stale > 0 && policy.strategy() == UpdateStrategyType::OnDelete && c.missing == 0 {
-        cond(
-            condition::PROGRESSING,
-            false,
-            reason::WAITING_FOR_DELETE,
-            format!(
-                "{stale} sidecars run an older template; OnDelete replaces them when they are deleted"
-            ),
-        )
-    } else if c.missing > 0 && problems.invalid_template.is_some() {
-        cond(
-            condition::PROGRESSING,
-            false,
-            reason::INVALID_TEMPLATE,
-            format!(
-                "{} sidecars missing: the API server refuses the template (see Degraded)",
-                c.missing
-            ),
-        )
-    } else if c.missing > 0 && problems.refused.is_some() {
-        cond(
-            condition::PROGRESSING,
-            false,
-            reason::CREATE_REFUSED,
-            format!(
-                "{} sidecars missing: the API server refuses them (see Degraded)",
-                c.missing
-            ),
-        )
-    } else if c.failed > 0 {
-        cond(
-            condition::PROGRESSING,
-            true,
-            reason::ROLLING_OUT,
-            format!(
-                "{} sidecars ended Failed or Succeeded and are being replaced; {} missing, {stale} to replace",
-                c.failed, c.missing
-            ),
-        )
-    } else if c.missing > 0 || stale > 0 {
-        cond(
-            condition::PROGRESSING,
-            true,
-            reason::ROLLING_OUT,
-            format!("{} sidecars missing, {stale} to replace", c.missing),
-        )
-    } else {
-        cond(
-            condition::PROGRESSING,
-            false,
-            reason::CONVERGED,
-            "every selected Pod has an up-to-date sidecar".into(),
-        )
-    };
-    let degraded = if let Err(e) = &policy.selector {
-        cond(condition::DEGRADED, true, reason::INVALID_SPEC, e.clone())
-    } else if let Some(msg) = &problems.invalid_template {
-        cond(
-            condition::DEGRADED,
-            true,
-            reason::INVALID_TEMPLATE,
-            msg.clone(),
-        )
-    } else if let Some(msg) = &problems.refused {
-        cond(
-            condition::DEGRADED,
-            true,
-            reason::CREATE_REFUSED,
-            format!("the API server refused a sidecar: {msg}"),
-        )
-    } else if !problems.failing.is_empty() {
-        cond(
-            condition::DEGRADED,
-            true,
-            reason::SIDECARS_FAILING,
-            format!(
-                "sidecars keep ending Failed or Succeeded and are replaced with a growing delay: {}",
-                problems.failing.join(", ")
-            ),
-        )
-    } else if !problems.collisions.is_empty() {
-        cond(
-            condition::DEGRADED,
-            true,
-            reason::NAME_COLLISION,
-            format!(
-                "Pods not managed by this policy hold sidecar names: {}; rename or delete them",
-                problems.collisions.join(", ")
-            ),
-        )
-    } else {
-        cond(
-            condition::DEGRADED,
-            false,
-            reason::AS_EXPECTED,
-            "no problem seen".into(),
-        )
-    };
-    let paused_c = if paused {
-        cond(
-            condition::PAUSED,
-            true,
-            reason::PAUSED,
-            "spec.paused is true: nothing is created or deleted".into(),
-        )
-    } else {
-        cond(
-            condition::PAUSED,
-            false,
-            reason::ACTIVE,
-            "the policy is active".into(),
-        )
-    };
-
-    let mut conditions = vec![ready, progressing, degraded, paused_c];
-    for c in conditions.iter_mut() {
-        c.observed_generation = Some(policy.generation);
-        let prev = old.and_then(|o| o.conditions.iter().find(|p| p.type_ == c.type_));
-        c.last_transition_time = match prev {
-            Some(p) if p.status == c.status => p.last_transition_time.clone(),
-            _ => now.clone(),
-        };
-    }
+            progressing_verdict(policy, c, problems),
+        ),
+        (condition::DEGRADED, degraded_verdict(policy, problems)),
+        (condition::PAUSED, paused_verdict(policy)),
+    ];
+    let conditions = verdicts
+        .into_iter()
+        .map(|(type_, (ok, reason, message))| {
+            let mut c = cond(type_, ok, reason, message);
+            c.observed_generation = Some(policy.generation);
+            let prev = old.and_then(|o| o.conditions.iter().find(|p| p.type_ == c.type_));
+            c.last_transition_time = match prev {
+                Some(p) if p.status == c.status => p.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            c
+        })
+        .collect();
     SidecarPolicyStatus {
         observed_generation: Some(policy.generation),
         template_hash: Some(policy.hash.clone()),
