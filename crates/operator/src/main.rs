@@ -2,12 +2,12 @@
 //! version.
 
 mod check;
+mod http;
 mod leader;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -154,27 +154,30 @@ async fn kube_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
     }
 }
 
+/// The Lease timing, when leader election is on.
+fn lease_timing(args: &RunArgs) -> anyhow::Result<Option<leader::Timing>> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    leader::Timing::from_secs(
+        args.lease_duration,
+        args.lease_renew_deadline,
+        args.lease_retry_period,
+    )
+    .map(Some)
+    .map_err(anyhow::Error::msg)
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
     let config = kube_config(&args).await?;
-    let timing = if args.leader_elect {
-        Some(
-            leader::Timing::from_secs(
-                args.lease_duration,
-                args.lease_renew_deadline,
-                args.lease_retry_period,
-            )
-            .map_err(anyhow::Error::msg)?,
-        )
-    } else {
-        None
-    };
+    let timing = lease_timing(&args)?;
     // One set of metrics for the process: the operators it runs in turn (one per term of
     // leadership) and its Lease client count into them.
     let metrics = Arc::new(Metrics::default());
     let gate = WriteGate::new();
     let leader_gauge = prometheus_client::metrics::gauge::Gauge::default();
-    let mut registry = prometheus_registry();
+    let mut registry = http::prometheus_registry();
     metrics.register(&mut registry);
     if timing.is_some() {
         let r = registry.sub_registry_with_prefix("sidecar_operator");
@@ -189,12 +192,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             gate.fenced(),
         );
     }
-    // Readiness: a standby (leader election) is ready; a running operator is ready while
-    // its caches are synced and its watches connected.
-    let ready = Arc::new(AtomicBool::new(false));
-    let health: Arc<std::sync::Mutex<Option<sidecar_controller::Health>>> = Arc::default();
+    let readiness = http::Readiness::default();
     let registry = Arc::new(std::sync::Mutex::new(registry));
-    let server = serve(args.metrics_addr, ready.clone(), health.clone(), registry).await?;
+    let server = http::serve(
+        args.metrics_addr,
+        readiness.standby.clone(),
+        readiness.running.clone(),
+        registry,
+    )
+    .await?;
     tracing::info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
 
     let identity = args
@@ -211,156 +217,135 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         write_gate: timing.map(|_| gate.clone()),
         ..OperatorConfig::default()
     };
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-
-    let Some(timing) = timing else {
-        let op = tokio::select! {
-            r = Operator::start(config, opts) => r.context("starting the controllers")?,
-            _ = &mut shutdown => { server.abort(); return Ok(()); }
-        };
-        *lock(&health) = Some(op.health());
-        tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight work");
-        *lock(&health) = None;
-        op.stop().await;
-        server.abort();
-        tracing::info!("stopped");
-        return Ok(());
+    let result = match timing {
+        None => run_alone(config, opts, &readiness).await,
+        Some(timing) => {
+            // The elector keeps the write gate open exactly while this instance holds the
+            // Lease; every write of the operator's client passes the gate.
+            let lease_client = sidecar_controller::counting_client(
+                config.clone(),
+                Arc::new(Counter::new(metrics.api_requests.clone())),
+            )
+            .context("building the Lease client")?;
+            let elector = leader::Elector::new(
+                kube::Api::namespaced(lease_client, &args.lease_namespace),
+                &args.lease_name,
+                &identity,
+                timing,
+                gate.clone(),
+                leader_gauge,
+            );
+            let term = Term {
+                config,
+                opts,
+                gate,
+                readiness: &readiness,
+                identity: &identity,
+            };
+            run_elected(term, elector, &args).await
+        }
     };
-
-    // Leader election: the elector keeps the write gate open exactly while this instance
-    // holds the Lease; every write of the operator's client passes the gate.
-    let lease_client = sidecar_controller::counting_client(
-        config.clone(),
-        Arc::new(Counter::new(metrics.api_requests.clone())),
-    )
-    .context("building the Lease client")?;
-    let elector = leader::Elector::new(
-        kube::Api::namespaced(lease_client, &args.lease_namespace),
-        &args.lease_name,
-        &identity,
-        timing,
-        gate.clone(),
-        leader_gauge,
-    );
-    let (stop_elector, stop_rx) = tokio::sync::oneshot::channel();
-    let elector = tokio::spawn(elector.run(stop_rx));
-    loop {
-        ready.store(true, Ordering::SeqCst); // a healthy standby is ready
-        tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "standing by: waiting for leadership");
-        tokio::select! {
-            _ = gate.opened() => {}
-            _ = &mut shutdown => break,
-        }
-        tracing::info!(%identity, "leading: starting the controllers");
-        ready.store(false, Ordering::SeqCst);
-        let op = tokio::select! {
-            r = Operator::start(config.clone(), opts.clone()) => r.context("starting the controllers")?,
-            _ = gate.closed() => {
-                tracing::warn!("leadership lapsed while the caches synced; standing by");
-                continue;
-            }
-            _ = &mut shutdown => break,
-        };
-        *lock(&health) = Some(op.health());
-        tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
-        tokio::select! {
-            _ = gate.closed() => {
-                // Writes are already refused by the gate; stop everything at once (no
-                // queued key is processed) and compete again from scratch.
-                *lock(&health) = None;
-                op.abort().await;
-                tracing::warn!(%identity, "leadership lapsed (Lease lost or not renewed within the renew deadline): stopped all work; standing by");
-            }
-            _ = &mut shutdown => {
-                tracing::info!("shutting down: finishing in-flight work");
-                *lock(&health) = None;
-                op.stop().await;
-                break;
-            }
-        }
-    }
-    // Releases the Lease if it is still ours, after the controllers stopped.
-    let _ = stop_elector.send(());
-    let _ = elector.await;
     server.abort();
     tracing::info!("stopped");
+    result
+}
+
+/// Without leader election: run until a shutdown signal.
+async fn run_alone(
+    config: kube::Config,
+    opts: OperatorConfig,
+    readiness: &http::Readiness,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let op = tokio::select! {
+        r = Operator::start(config, opts) => r.context("starting the controllers")?,
+        _ = &mut shutdown => return Ok(()),
+    };
+    readiness.running(Some(op.health()));
+    tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight work");
+    readiness.running(None);
+    op.stop().await;
     Ok(())
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// What each term of leadership starts the controllers with.
+struct Term<'a> {
+    config: kube::Config,
+    opts: OperatorConfig,
+    gate: WriteGate,
+    readiness: &'a http::Readiness,
+    identity: &'a str,
 }
 
-fn prometheus_registry() -> prometheus_client::registry::Registry {
-    prometheus_client::registry::Registry::default()
-}
-
-async fn serve(
-    addr: SocketAddr,
-    ready: Arc<AtomicBool>,
-    health: Arc<std::sync::Mutex<Option<sidecar_controller::Health>>>,
-    registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use axum::http::{StatusCode, header};
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = match health.lock().ok().and_then(|h| h.clone()) {
-                    Some(h) => h.is_ready(),
-                    None => ready.load(Ordering::SeqCst),
-                };
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ok")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let mut body = String::new();
-                let ok = registry
-                    .lock()
-                    .ok()
-                    .map(|r| prometheus_client::encoding::text::encode(&mut body, &r).is_ok())
-                    .unwrap_or(false);
-                async move {
-                    if ok {
-                        (
-                            StatusCode::OK,
-                            [(
-                                header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            body,
-                        )
-                    } else {
-                        (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            [(header::CONTENT_TYPE, "text/plain")],
-                            String::new(),
-                        )
-                    }
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding --metrics-addr {addr}"))?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server failed");
+/// With leader election: stand by, lead while the gate is open, stand by again when
+/// leadership lapses; until a shutdown signal. Releases the Lease at the end.
+async fn run_elected(
+    term: Term<'_>,
+    elector: leader::Elector,
+    args: &RunArgs,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let (stop_elector, stop_rx) = tokio::sync::oneshot::channel();
+    let elector = tokio::spawn(elector.run(stop_rx));
+    let identity = term.identity;
+    let result = loop {
+        term.readiness.standing_by(true); // a healthy standby is ready
+        tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "standing by: waiting for leadership");
+        tokio::select! {
+            _ = term.gate.opened() => {}
+            _ = &mut shutdown => break Ok(()),
         }
-    }))
+        match lead(&term, &mut shutdown).await {
+            Ok(true) => continue,
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    // Releases the Lease if it is still ours, after the controllers stopped.
+    let _ = stop_elector.send(());
+    let _ = elector.await;
+    result
+}
+
+/// One term of leadership: `Ok(true)` when it lapsed (stand by again), `Ok(false)` on
+/// shutdown.
+async fn lead(
+    term: &Term<'_>,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> anyhow::Result<bool> {
+    let identity = term.identity;
+    tracing::info!(%identity, "leading: starting the controllers");
+    term.readiness.standing_by(false);
+    let op = tokio::select! {
+        r = Operator::start(term.config.clone(), term.opts.clone()) => r.context("starting the controllers")?,
+        _ = term.gate.closed() => {
+            tracing::warn!("leadership lapsed while the caches synced; standing by");
+            return Ok(true);
+        }
+        _ = &mut *shutdown => return Ok(false),
+    };
+    term.readiness.running(Some(op.health()));
+    tracing::info!(pods = op.cached_pods(), "caches synced; reconciling");
+    tokio::select! {
+        _ = term.gate.closed() => {
+            // Writes are already refused by the gate; stop everything at once (no
+            // queued key is processed) and compete again from scratch.
+            term.readiness.running(None);
+            op.abort().await;
+            tracing::warn!(%identity, "leadership lapsed (Lease lost or not renewed within the renew deadline): stopped all work; standing by");
+            Ok(true)
+        }
+        _ = &mut *shutdown => {
+            tracing::info!("shutting down: finishing in-flight work");
+            term.readiness.running(None);
+            op.stop().await;
+            Ok(false)
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -89,6 +89,7 @@ async fn pods_stream(
         };
         let Some(ev) = ev else { break };
         ctx.readiness.watches.set(true, ev.is_ok());
+        // The Pods of a (re)list are collected, then swapped in at once.
         let in_scope = |p: &Lenient<Pod>| scope.admits(p.meta().namespace.as_deref().unwrap_or(""));
         match ev {
             Ok(Event::Init) => {
@@ -113,46 +114,52 @@ async fn pods_stream(
                 tracing::debug!(pods = n, "pod cache (re)listed");
             }
             Ok(Event::Apply(p)) | Ok(Event::Delete(p)) if !in_scope(&p) => {}
-            Ok(Event::Apply(p)) => {
-                let Some(v) = pod_view(ctx, &p) else {
-                    continue;
-                };
-                if v.is_sidecar() {
-                    ctx.expectations().observed(&v, false);
-                }
-                let old = ctx.caches.pods_mut().apply(v.clone());
-                if old.is_none() {
-                    ctx.metrics.cached_pods.inc();
-                }
-                match &old {
-                    Some(o) if **o == v => {}
-                    Some(o) => ctx.trigger_pod(&[o, &v]),
-                    None => ctx.trigger_pod(&[&v]),
-                }
-            }
-            Ok(Event::Delete(p)) => {
-                let meta = p.meta();
-                let key = PodKey(
-                    meta.namespace.clone().unwrap_or_default(),
-                    meta.name.clone().unwrap_or_default(),
-                );
-                let old = ctx.caches.pods_mut().delete(&key);
-                if old.is_some() {
-                    ctx.metrics.cached_pods.dec();
-                }
-                let Some(v) = old.as_deref().cloned().or_else(|| pod_view(ctx, &p)) else {
-                    continue;
-                };
-                if v.is_sidecar() {
-                    ctx.expectations().observed(&v, true);
-                }
-                ctx.trigger_pod(&[&v]);
-                ctx.name_freed(&key);
-            }
+            Ok(Event::Apply(p)) => applied(ctx, &p),
+            Ok(Event::Delete(p)) => deleted(ctx, &p),
             Err(e) => {
                 ctx.metrics.watch_errors.inc();
                 tracing::warn!(error = %e, "pod watch error; retrying with backoff");
             }
         }
     }
+}
+
+/// A Pod was created or changed.
+fn applied(ctx: &Context, p: &Lenient<Pod>) {
+    let Some(v) = pod_view(ctx, p) else {
+        return;
+    };
+    if v.is_sidecar() {
+        ctx.expectations().observed(&v, false);
+    }
+    let old = ctx.caches.pods_mut().apply(v.clone());
+    if old.is_none() {
+        ctx.metrics.cached_pods.inc();
+    }
+    match &old {
+        Some(o) if **o == v => {}
+        Some(o) => ctx.trigger_pod(&[o, &v]),
+        None => ctx.trigger_pod(&[&v]),
+    }
+}
+
+/// A Pod was deleted.
+fn deleted(ctx: &Context, p: &Lenient<Pod>) {
+    let meta = p.meta();
+    let key = PodKey(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    let old = ctx.caches.pods_mut().delete(&key);
+    if old.is_some() {
+        ctx.metrics.cached_pods.dec();
+    }
+    let Some(v) = old.as_deref().cloned().or_else(|| pod_view(ctx, p)) else {
+        return;
+    };
+    if v.is_sidecar() {
+        ctx.expectations().observed(&v, true);
+    }
+    ctx.trigger_pod(&[&v]);
+    ctx.name_freed(&key);
 }
