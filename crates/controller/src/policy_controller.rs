@@ -9,7 +9,10 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use sidecar_api::SidecarPolicy;
 use sidecar_api::constants::FIELD_MANAGER;
-use sidecar_planner::{compute_status, failing, observe, plan_rollout, status_write_settled};
+use sidecar_planner::{
+    Observed, PolicyView, Problems, Replace, compute_status, failing, observe, plan_rollout,
+    status_write_settled,
+};
 
 use crate::Error;
 use crate::context::Context;
@@ -25,30 +28,22 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         return Ok(());
     }
     crate::template_check::check_template(ctx, key, &policy).await?;
-    let mut problems = ctx.policy_state.of(key);
-    problems.invalid_template = ctx.policy_state.templates().problem(key, &policy.hash);
-    let replaced = ctx.policy_state.replaced_of(key, Instant::now());
-    let (observed, steps) = {
-        let pods = ctx.caches.pods();
-        let mains = || {
-            pods.in_namespace(&key.0)
-                .filter(|p| !p.is_sidecar())
-                .map(|p| p.as_ref())
-        };
-        let by_name = |n: &str| pods.get(&key.0, n).map(|p| p.as_ref());
-        let observed = observe(&policy, mains(), by_name);
-        problems.failing = failing(replaced, by_name);
-        let exp = ctx.expectations();
-        let steps = plan_rollout(&policy, mains(), by_name, |uid| exp.delete_pending(uid));
-        (observed, steps)
-    };
-    // Checked after observing (see `reconcile_pod`): no status or rollout from a
-    // namespace on its way out of the scope.
-    if !ctx.caches.in_scope(&key.0) {
+    let Some(Seen {
+        observed,
+        failing,
+        steps,
+    }) = see(ctx, key, &policy)
+    else {
         return Ok(());
-    }
-    problems.collisions = observed.collisions;
-    ctx.policy_state.prune_reported(key, &problems.collisions);
+    };
+    ctx.policy_state.prune_reported(key, &observed.collisions);
+    // Built here, whole, for this one status: only the refusal is remembered between runs.
+    let problems = Problems {
+        refused: ctx.policy_state.refused(key),
+        collisions: observed.collisions,
+        invalid_template: ctx.policy_state.templates().problem(key, &policy.hash),
+        failing,
+    };
     let c = observed.counts;
     ctx.set_not_converged(key, i64::from(c.matched - c.converged));
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -75,4 +70,35 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         };
     }
     crate::rollout::apply(ctx, key, steps).await
+}
+
+/// What one status run sees in the caches.
+struct Seen {
+    observed: Observed,
+    failing: Vec<String>,
+    steps: Vec<Replace>,
+}
+
+/// Observes policy `key`'s Pods: counts, collisions, failing sidecars and the next
+/// rollout step. `None` for a namespace on its way out of the scope (checked after
+/// observing, see `reconcile_pod`): no status or rollout from it.
+fn see(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> Option<Seen> {
+    let replaced = ctx.policy_state.replaced_of(key, Instant::now());
+    let pods = ctx.caches.pods();
+    let mains = || {
+        pods.in_namespace(&key.0)
+            .filter(|p| !p.is_sidecar())
+            .map(|p| p.as_ref())
+    };
+    let by_name = |n: &str| pods.get(&key.0, n).map(|p| p.as_ref());
+    let observed = observe(policy, mains(), by_name);
+    let failing = failing(replaced, by_name);
+    let exp = ctx.expectations();
+    let steps = plan_rollout(policy, mains(), by_name, |uid| exp.delete_pending(uid));
+    drop((exp, pods));
+    ctx.caches.in_scope(&key.0).then_some(Seen {
+        observed,
+        failing,
+        steps,
+    })
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sidecar_planner::{FAILURE_MEMORY, Problems, failed_replacement};
+use sidecar_planner::{FAILURE_MEMORY, failed_replacement};
 
 use crate::keys::{PodKey, PolicyKey};
 use crate::lock;
@@ -29,7 +29,8 @@ struct Replaced {
 /// Per-policy state; see the module doc.
 #[derive(Debug, Default)]
 pub(crate) struct PolicyState {
-    problems: Mutex<HashMap<PolicyKey, Problems>>,
+    /// The API server's last refusal of one of its sidecars (its message).
+    refused: Mutex<HashMap<PolicyKey, String>>,
     /// The (name, holder uid) collisions already reported by an Event.
     reported: Mutex<HashMap<PolicyKey, BTreeSet<(String, String)>>>,
     /// Failed sidecars replaced, per sidecar.
@@ -39,32 +40,34 @@ pub(crate) struct PolicyState {
 }
 
 impl PolicyState {
-    /// The problems recorded for policy `key`.
-    pub(crate) fn of(&self, key: &PolicyKey) -> Problems {
-        lock(&self.problems).get(key).cloned().unwrap_or_default()
+    /// The last refusal of policy `key`'s sidecar creates, if any.
+    pub(crate) fn refused(&self, key: &PolicyKey) -> Option<String> {
+        lock(&self.refused).get(key).cloned()
     }
 
     /// Records (or clears) a refusal; true when it is new or its message changed.
     pub(crate) fn set_refused(&self, key: &PolicyKey, message: Option<String>) -> bool {
-        let mut p = lock(&self.problems);
-        let entry = p.entry(key.clone()).or_default();
-        if entry.refused == message {
+        let mut r = lock(&self.refused);
+        if r.get(key) == message.as_ref() {
             return false;
         }
-        entry.refused = message;
+        match message {
+            Some(m) => r.insert(key.clone(), m),
+            None => r.remove(key),
+        };
         true
     }
 
     /// A new generation may fix what was refused: forget it.
     pub(crate) fn clear(&self, key: &PolicyKey) {
-        lock(&self.problems).remove(key);
+        lock(&self.refused).remove(key);
     }
 
     /// The policy is gone (or out of scope): forget everything about it (its
     /// not-converged count goes through [`PolicyState::set_not_converged`], which feeds a
     /// gauge).
     pub(crate) fn forget(&self, key: &PolicyKey) {
-        lock(&self.problems).remove(key);
+        lock(&self.refused).remove(key);
         lock(&self.reported).remove(key);
         lock(&self.templates).forget(key);
         lock(&self.replaced).retain(|k, v| !(k.0 == key.0 && v.policy == key.1));

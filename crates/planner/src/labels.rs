@@ -45,14 +45,16 @@ impl Labels {
         self.0.is_empty()
     }
 
-    /// Sets label `key` (rebuilds the string: meant for tests and rare edits).
+    /// Sets label `key` (rebuilds the string; for tests).
+    #[cfg(test)]
     pub fn insert(&mut self, key: &str, value: &str) {
         let mut map = self.to_map();
         map.insert(key.to_string(), value.to_string());
         *self = Labels::from(&map);
     }
 
-    /// Removes label `key`.
+    /// Removes label `key` (for tests).
+    #[cfg(test)]
     pub fn remove(&mut self, key: &str) {
         let mut map = self.to_map();
         map.remove(key);
