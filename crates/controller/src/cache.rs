@@ -169,13 +169,9 @@ impl PodCache {
     }
 
     /// Number of cached Pods.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// No Pod cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 

@@ -4,11 +4,11 @@
 
 use std::fmt;
 
-/// A Pod: `(namespace, name)`.
+/// A Pod: `(namespace, name)`; `.0` is the namespace, `.1` the name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodKey(pub String, pub String);
 
-/// A SidecarPolicy: `(namespace, name)`.
+/// A SidecarPolicy: `(namespace, name)`; `.0` is the namespace, `.1` the name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyKey(pub String, pub String);
 
@@ -18,14 +18,6 @@ macro_rules! key_methods {
             /// The key of `name` in namespace `ns`.
             pub fn new(ns: impl Into<String>, name: impl Into<String>) -> Self {
                 $t(ns.into(), name.into())
-            }
-            /// The namespace.
-            pub fn ns(&self) -> &str {
-                &self.0
-            }
-            /// The name.
-            pub fn name(&self) -> &str {
-                &self.1
             }
         }
 

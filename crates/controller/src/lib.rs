@@ -17,13 +17,13 @@
 //!   and scope (`context::Caches`), `queues` (two work queues, two backoffs), per-policy
 //!   state (`problems`), what the operator waits to see (`expectations`), `events`,
 //!   [`metrics`], readiness (`health`).
-//! - `keys`: [`PodKey`] and [`PolicyKey`], distinct types.
+//! - `keys`: `PodKey` and `PolicyKey`, distinct types.
 //! - `watch`: the watches and the namespace scope; `triggers`: events → keys.
 //! - `pod_controller`, `policy_controller`, `rollout`, `template_check`: the reconciles,
 //!   each observing the caches, asking the planner (`sidecar_planner`, pure) and sending
 //!   only the writes the plan asks for.
 //! - `counter` ([`ApiCalls`]), `gate` ([`WriteGate`]), `decode` (lenient decoding),
-//!   `queue` ([`WorkQueue`]), `cache` ([`PodCache`], [`PolicyCache`]).
+//!   `queue` (the deduplicating work queue), `cache` (the slim Pod and policy caches).
 //!
 //! Reconciles read the caches only. Workers start once both caches have synced, so a
 //! half-filled cache never looks like "policy gone". Every request of the operator's
@@ -54,15 +54,12 @@ mod watch;
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use cache::{PodCache, PolicyCache};
 pub use config::OperatorConfig;
-pub use counter::{ApiCalls, Counter, counting_client, gated_client};
+pub use counter::{ApiCalls, Counter, counting_client};
 pub use error::Error;
-pub use gate::{Fenced, WriteGate};
-pub use keys::{PodKey, PolicyKey};
+pub use gate::WriteGate;
 pub use metrics::Metrics;
 pub use operator::{Health, Operator};
-pub use queue::WorkQueue;
 
 // Lock helpers that ignore poisoning: a reconcile that panicked must not stop every other
 // task that shares the state.

@@ -155,12 +155,14 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         self.notify.notify_one();
     }
 
-    /// Keys waiting (not counting active or delayed ones).
+    /// Keys waiting (not counting active or delayed ones); for tests.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().ready.len()
     }
 
-    /// No key waiting.
+    /// No key waiting; for tests.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
