@@ -3,10 +3,13 @@
 //! - A key added while it waits is not added twice.
 //! - A key added while a worker processes it is marked dirty and processed again once
 //!   the worker is done, never by two workers at once.
-//! - [`WorkQueue::add_after`] coalesces: while a delayed add of a key is pending, more
-//!   delayed adds of it are dropped (bursts of events become one reconcile).
+//! - [`WorkQueue::add_after`] coalesces: a key has at most one pending delayed add, at the
+//!   earliest deadline asked for (bursts of events become one reconcile; a debounce of
+//!   0.5 s is never held back by a retry due in 5 minutes). A later deadline superseded
+//!   by an earlier one is not kept: a reconcile that runs early asks again for what is
+//!   not due yet (level-triggered), as kube-runtime's scheduler does.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +22,8 @@ struct State<K> {
     queued: HashSet<K>,
     active: HashSet<K>,
     dirty: HashSet<K>,
-    delayed: HashSet<K>,
+    /// Key → deadline of its pending delayed add.
+    delayed: HashMap<K, tokio::time::Instant>,
     closed: bool,
 }
 
@@ -54,7 +58,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 queued: HashSet::new(),
                 active: HashSet::new(),
                 dirty: HashSet::new(),
-                delayed: HashSet::new(),
+                delayed: HashMap::new(),
                 closed: false,
             })),
             notify: Arc::new(Notify::new()),
@@ -81,22 +85,34 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
     }
 
-    /// Adds `key` after `delay`, unless a delayed add of it is already pending.
+    /// Adds `key` after `delay`, unless a delayed add of it is already due sooner.
     pub fn add_after(&self, key: K, delay: Duration) {
         if delay.is_zero() {
             return self.add(key);
         }
+        let deadline = tokio::time::Instant::now() + delay;
         {
             let mut s = self.lock();
-            if s.closed || !s.delayed.insert(key.clone()) {
+            if s.closed || s.delayed.get(&key).is_some_and(|d| *d <= deadline) {
                 return;
             }
+            s.delayed.insert(key.clone(), deadline);
         }
         let q = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            q.lock().delayed.remove(&key);
-            q.add(key);
+            tokio::time::sleep_until(deadline).await;
+            let due = {
+                let mut s = q.lock();
+                // Superseded by an earlier deadline (whose timer added it already).
+                let mine = s.delayed.get(&key) == Some(&deadline);
+                if mine {
+                    s.delayed.remove(&key);
+                }
+                mine
+            };
+            if due {
+                q.add(key);
+            }
         });
     }
 
@@ -201,6 +217,25 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(q.len(), 1);
         assert_eq!(q.next().await, Some("p"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_earliest_delayed_add_wins() {
+        let q = WorkQueue::new();
+        q.add_after("p", Duration::from_secs(300)); // a retry backoff
+        q.add_after("p", Duration::from_millis(500)); // a debounce: not held back
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(q.len(), 1, "the earlier deadline fired");
+        assert_eq!(q.next().await, Some("p"));
+        q.done(&"p");
+        q.add_after("p", Duration::from_secs(1));
+        q.add_after("p", Duration::from_secs(60)); // later than pending: dropped
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next().await, Some("p"));
+        q.done(&"p");
+        tokio::time::sleep(Duration::from_secs(400)).await;
+        assert!(q.is_empty(), "superseded timers add nothing");
     }
 
     #[tokio::test]
