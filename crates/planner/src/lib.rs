@@ -14,6 +14,7 @@
 
 pub mod eligibility;
 pub mod failed;
+pub mod inject;
 pub mod labels;
 pub mod naming;
 pub mod outcome;

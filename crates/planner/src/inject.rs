@@ -1,0 +1,231 @@
+//! Container mode: what the admission webhook adds to a Pod being created. Pure: a Pod and
+//! the policies that may want it in, the mutated Pod and a report out; the webhook only
+//! decodes, calls [`inject`] and encodes the difference as a JSON patch.
+//!
+//! Rules, per policy in name order (deterministic whatever the cache's order):
+//! - The whole Pod is left alone when it opts out (`sidecars.dev/inject: "false"`) or is
+//!   one of the operator's own Pods (a companion sidecar, `app.kubernetes.io/managed-by`).
+//! - A policy takes part when it selects the Pod's labels, is not paused and its spec is
+//!   one the operator can act on.
+//! - A policy the Pod already records (annotation [`ANNOTATION_INJECTED`]) is not applied
+//!   again: injection is idempotent, so a reinvocation (`reinvocationPolicy: IfNeeded`)
+//!   changes nothing.
+//! - Nothing the Pod has is ever overridden: a policy whose init container, container or
+//!   volume name the Pod (or an earlier policy) already uses is skipped for this Pod and
+//!   reported; template labels and annotations are added only where the Pod has none of
+//!   that key.
+//! - The template's init containers (native sidecars with `restartPolicy: Always`, and
+//!   plain init containers) go before the Pod's own init containers, so native sidecars
+//!   run while those do; its containers after the Pod's; its volumes after the Pod's.
+//! - The record annotation lists `policy=templateHash` for every policy injected.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use sidecar_api::constants::{
+    ANNOTATION_INJECT, INJECT_DISABLED, LABEL_MANAGED_BY, MANAGED_BY_VALUE,
+};
+
+use crate::labels::Labels;
+use crate::view::PolicyView;
+
+/// Annotation on a Pod recording each injection: `policy=templateHash`, comma-separated,
+/// in injection order.
+pub const ANNOTATION_INJECTED: &str = "sidecars.dev/injected";
+
+/// Why a Pod was left alone as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Untouched {
+    /// Annotated `sidecars.dev/inject: "false"`.
+    OptedOut,
+    /// One of the operator's own Pods.
+    Operator,
+}
+
+/// Why one policy was not applied to the Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// The Pod already records this policy (a reinvocation): nothing to do, nothing to
+    /// report.
+    AlreadyInjected,
+    /// The Pod (or a policy injected before this one) already has an init container,
+    /// container or volume of this name: `(kind, name)`.
+    NameTaken(&'static str, String),
+}
+
+impl Skip {
+    /// Whether the skip is worth reporting (on the policy, in an Event).
+    pub fn is_problem(&self) -> bool {
+        !matches!(self, Skip::AlreadyInjected)
+    }
+
+    /// A sentence for status and Events.
+    pub fn message(&self) -> String {
+        match self {
+            Skip::AlreadyInjected => "already injected".into(),
+            Skip::NameTaken(kind, name) => format!(
+                "the Pod already has an {kind} named {name:?}; the policy's sidecars are not injected (rename one of them)"
+            ),
+        }
+    }
+}
+
+/// The outcome of [`inject`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    /// The Pod with the sidecars in; `None` when nothing changes.
+    pub pod: Option<Pod>,
+    /// The policies applied, with the template hash each was applied at.
+    pub injected: Vec<(String, String)>,
+    /// The policies that select the Pod but were not applied, and why.
+    pub skipped: Vec<(String, Skip)>,
+    /// Set when the Pod was left alone as a whole.
+    pub untouched: Option<Untouched>,
+}
+
+/// The policies' sidecars added to `pod` (see the module doc). `policies` are the
+/// Container-mode policies of the Pod's namespace, in any order.
+pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
+    let mut out = Injection {
+        pod: None,
+        injected: Vec::new(),
+        skipped: Vec::new(),
+        untouched: untouched(pod),
+    };
+    if out.untouched.is_some() {
+        return out;
+    }
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let selected = Labels::from(&labels);
+    let mut wanted: Vec<&PolicyView> = policies
+        .iter()
+        .copied()
+        .filter(|p| !p.deleting && !p.paused() && p.selects(&selected))
+        .collect();
+    wanted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut record = recorded(pod);
+    let mut new = pod.clone();
+    let mut added_init = Vec::new();
+    for p in wanted {
+        if record.iter().any(|(name, _)| *name == p.name) {
+            out.skipped.push((p.name.clone(), Skip::AlreadyInjected));
+            continue;
+        }
+        let template = &p.policy.spec.template;
+        let tspec = template.spec.clone().unwrap_or_default();
+        if let Some(taken) = name_taken(new.spec.as_ref(), &added_init, &tspec) {
+            out.skipped.push((p.name.clone(), taken));
+            continue;
+        }
+        let spec = new.spec.get_or_insert_with(PodSpec::default);
+        added_init.extend(tspec.init_containers.unwrap_or_default());
+        spec.containers.extend(tspec.containers);
+        if let Some(v) = tspec.volumes {
+            spec.volumes.get_or_insert_with(Vec::new).extend(v);
+        }
+        if let Some(meta) = &template.metadata {
+            add_missing(&mut new.metadata.labels, meta.labels.as_ref());
+            add_missing(&mut new.metadata.annotations, meta.annotations.as_ref());
+        }
+        record.push((p.name.clone(), p.hash.clone()));
+        out.injected.push((p.name.clone(), p.hash.clone()));
+    }
+    if out.injected.is_empty() {
+        return out;
+    }
+    let spec = new.spec.get_or_insert_with(PodSpec::default);
+    let own = spec.init_containers.take().unwrap_or_default();
+    added_init.extend(own);
+    if !added_init.is_empty() {
+        spec.init_containers = Some(added_init);
+    }
+    let text = record
+        .iter()
+        .map(|(n, h)| format!("{n}={h}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    new.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_INJECTED.into(), text);
+    out.pod = Some(new);
+    out
+}
+
+/// The policies a Pod records as injected: `(policy, template hash)`, in order.
+pub fn recorded(pod: &Pod) -> Vec<(String, String)> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_INJECTED))
+        .map(|v| {
+            v.split(',')
+                .filter_map(|e| e.split_once('='))
+                .map(|(n, h)| (n.trim().to_string(), h.trim().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn untouched(pod: &Pod) -> Option<Untouched> {
+    let meta = &pod.metadata;
+    let annotation = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_INJECT));
+    if annotation.map(String::as_str) == Some(INJECT_DISABLED) {
+        return Some(Untouched::OptedOut);
+    }
+    let managed = meta.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY));
+    (managed.map(String::as_str) == Some(MANAGED_BY_VALUE)).then_some(Untouched::Operator)
+}
+
+/// The first name of the template that the Pod (or an earlier policy) already uses.
+fn name_taken(pod: Option<&PodSpec>, added_init: &[Container], template: &PodSpec) -> Option<Skip> {
+    let containers: BTreeSet<&str> = pod
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .chain(added_init)
+        .map(|c| c.name.as_str())
+        .collect();
+    let volumes: BTreeSet<&str> = pod
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    let inits = template.init_containers.iter().flatten();
+    for (kind, c) in inits
+        .map(|c| ("init container", c))
+        .chain(template.containers.iter().map(|c| ("container", c)))
+    {
+        if containers.contains(c.name.as_str()) {
+            return Some(Skip::NameTaken(kind, c.name.clone()));
+        }
+    }
+    template
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| volumes.contains(v.name.as_str()))
+        .map(|v| Skip::NameTaken("volume", v.name.clone()))
+}
+
+/// Adds the entries of `from` whose key `to` lacks.
+fn add_missing(to: &mut Option<BTreeMap<String, String>>, from: Option<&BTreeMap<String, String>>) {
+    let Some(from) = from.filter(|f| !f.is_empty()) else {
+        return;
+    };
+    let to = to.get_or_insert_with(BTreeMap::new);
+    for (k, v) in from {
+        to.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
+#[cfg(test)]
+#[path = "inject_tests.rs"]
+mod tests;

@@ -1,0 +1,265 @@
+//! Unit tests of `inject.rs`, as tables.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use sidecar_api::{SidecarPolicy, SidecarPolicySpec};
+
+use super::*;
+
+/// A policy selecting `app=web` whose template is `template` (the `template.spec` and
+/// `template.metadata` of the policy).
+fn policy(name: &str, template: Value, paused: bool) -> PolicyView {
+    let spec: SidecarPolicySpec = serde_json::from_value(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": template,
+        "paused": paused,
+    }))
+    .expect("spec");
+    let mut p = SidecarPolicy::new(name, spec);
+    p.metadata.namespace = Some("shop".into());
+    p.metadata.generation = Some(1);
+    let selector = p.spec.selector.clone();
+    let mut view = PolicyView::new(Arc::new(p));
+    // Until the API has `mode: Container`, a template of init containers only fails the
+    // Pod-mode rule "at least one container": select as the selector says.
+    view.selector = kube::core::Selector::try_from(selector)
+        .map(crate::labels::LabelMatcher::from)
+        .map_err(|e| e.to_string());
+    view
+}
+
+/// A native sidecar `name` with volume `vol` (empty: none).
+fn native(name: &str, vol: &str) -> Value {
+    let mut t = json!({"spec": {"initContainers": [
+        {"name": name, "image": "agent:1", "restartPolicy": "Always"}]}});
+    if !vol.is_empty() {
+        t["spec"]["volumes"] = json!([{"name": vol, "emptyDir": {}}]);
+    }
+    t
+}
+
+fn pod(labels: Value, annotations: Value, spec: Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "web-0", "namespace": "shop", "labels": labels, "annotations": annotations},
+        "spec": spec,
+    }))
+    .expect("pod")
+}
+
+fn web(spec: Value) -> Pod {
+    pod(json!({"app": "web"}), json!({}), spec)
+}
+
+fn app() -> Value {
+    json!({"containers": [{"name": "app", "image": "web:1"}]})
+}
+
+fn names(list: Option<&Vec<k8s_openapi::api::core::v1::Container>>) -> Vec<&str> {
+    list.into_iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+#[test]
+fn sidecars_go_in_once_before_the_pods_own_init_containers_in_policy_order() {
+    let mesh = policy("a-mesh", native("proxy", "certs"), false);
+    let log = policy("b-log", native("shipper", "buffer"), false);
+    let mut spec = app();
+    spec["initContainers"] = json!([{"name": "migrate", "image": "db:1"}]);
+    let original = web(spec);
+    // The cache's order does not matter.
+    let out = inject(&original, &[&log, &mesh]);
+    let injected = out.pod.clone().expect("a mutated Pod");
+    let s = injected.spec.as_ref().expect("spec");
+    assert_eq!(
+        names(s.init_containers.as_ref()),
+        ["proxy", "shipper", "migrate"]
+    );
+    assert_eq!(names(Some(&s.containers)), ["app"]);
+    let vols: Vec<_> = s
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(vols, ["certs", "buffer"]);
+    let record = format!("a-mesh={},b-log={}", mesh.hash, log.hash);
+    assert_eq!(
+        injected
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_INJECTED)),
+        Some(&record)
+    );
+    assert_eq!(
+        out.injected,
+        [
+            ("a-mesh".to_string(), mesh.hash.clone()),
+            ("b-log".to_string(), log.hash.clone())
+        ]
+    );
+    assert!(out.skipped.is_empty() && out.untouched.is_none());
+    // Reinvocation: idempotent.
+    let again = inject(&injected, &[&mesh, &log]);
+    assert_eq!(again.pod, None, "nothing changes the second time");
+    assert_eq!(
+        again.skipped,
+        [
+            ("a-mesh".to_string(), Skip::AlreadyInjected),
+            ("b-log".to_string(), Skip::AlreadyInjected)
+        ]
+    );
+    assert!(again.skipped.iter().all(|(_, s)| !s.is_problem()));
+}
+
+#[test]
+fn nothing_the_pod_has_is_overridden() {
+    let shipper = native("shipper", "buffer");
+    // (case, Pod spec, policies' templates, injected, skipped)
+    type Case<'a> = (
+        &'a str,
+        Value,
+        Vec<(&'a str, Value)>,
+        Vec<&'a str>,
+        Vec<(&'a str, Skip)>,
+    );
+    let taken = |kind, name: &str| Skip::NameTaken(kind, name.to_string());
+    let cases: Vec<Case> = vec![
+        (
+            "a container of the same name",
+            json!({"containers": [{"name": "shipper", "image": "mine:1"}]}),
+            vec![("log", shipper.clone())],
+            vec![],
+            vec![("log", taken("init container", "shipper"))],
+        ),
+        (
+            "a volume of the same name",
+            json!({"containers": [{"name": "app", "image": "web:1"}],
+                   "volumes": [{"name": "buffer", "emptyDir": {}}]}),
+            vec![("log", shipper.clone())],
+            vec![],
+            vec![("log", taken("volume", "buffer"))],
+        ),
+        (
+            "a name an earlier policy injected",
+            app(),
+            vec![("a-log", shipper.clone()), ("b-log", native("shipper", ""))],
+            vec!["a-log"],
+            vec![("b-log", taken("init container", "shipper"))],
+        ),
+        (
+            "a plain container of the template",
+            json!({"containers": [{"name": "app", "image": "web:1"}, {"name": "tail", "image": "x:1"}]}),
+            vec![(
+                "log",
+                json!({"spec": {"containers": [{"name": "tail", "image": "t:1"}]}}),
+            )],
+            vec![],
+            vec![("log", taken("container", "tail"))],
+        ),
+    ];
+    for (case, spec, templates, want_in, want_skipped) in cases {
+        let views: Vec<PolicyView> = templates
+            .into_iter()
+            .map(|(n, t)| policy(n, t, false))
+            .collect();
+        let refs: Vec<&PolicyView> = views.iter().collect();
+        let original = web(spec);
+        let out = inject(&original, &refs);
+        let got_in: Vec<&str> = out.injected.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(got_in, want_in, "{case}: injected");
+        let want_skipped: Vec<(String, Skip)> = want_skipped
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s))
+            .collect();
+        assert_eq!(out.skipped, want_skipped, "{case}: skipped");
+        assert!(out.skipped.iter().all(|(_, s)| s.is_problem()), "{case}");
+        if want_in.is_empty() {
+            assert_eq!(out.pod, None, "{case}: the Pod is not changed");
+        }
+    }
+}
+
+#[test]
+fn metadata_is_added_never_overridden() {
+    let mut t = native("shipper", "");
+    t["metadata"] = json!({"labels": {"team": "obs", "app": "agent"},
+                           "annotations": {"prometheus.io/scrape": "true"}});
+    let log = policy("log", t, false);
+    let out = inject(&web(app()), &[&log]);
+    let p = out.pod.expect("mutated");
+    let labels = p.metadata.labels.expect("labels");
+    assert_eq!(
+        labels.get("app").map(String::as_str),
+        Some("web"),
+        "the Pod's own label stays"
+    );
+    assert_eq!(labels.get("team").map(String::as_str), Some("obs"));
+    let ann = p.metadata.annotations.expect("annotations");
+    assert_eq!(
+        ann.get("prometheus.io/scrape").map(String::as_str),
+        Some("true")
+    );
+}
+
+#[test]
+fn pods_and_policies_left_out() {
+    let log = policy("log", native("shipper", ""), false);
+    let paused = policy("paused", native("other", ""), true);
+    // (case, Pod, untouched)
+    let cases = [
+        (
+            "opted out",
+            pod(
+                json!({"app": "web"}),
+                json!({ANNOTATION_INJECT: INJECT_DISABLED}),
+                app(),
+            ),
+            Some(Untouched::OptedOut),
+        ),
+        (
+            "the operator's own Pod",
+            pod(
+                json!({"app": "web", LABEL_MANAGED_BY: MANAGED_BY_VALUE}),
+                json!({}),
+                app(),
+            ),
+            Some(Untouched::Operator),
+        ),
+        (
+            "not selected",
+            pod(json!({"app": "db"}), json!({}), app()),
+            None,
+        ),
+    ];
+    for (case, p, want) in cases {
+        let out = inject(&p, &[&log, &paused]);
+        assert_eq!(out.untouched, want, "{case}");
+        assert_eq!(out.pod, None, "{case}");
+        assert!(out.injected.is_empty() && out.skipped.is_empty(), "{case}");
+    }
+    // A paused policy injects nothing; the other still does.
+    let out = inject(&web(app()), &[&paused, &log]);
+    let got: Vec<&str> = out.injected.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(got, ["log"]);
+}
+
+#[test]
+fn the_record_reads_back() {
+    let p = pod(
+        json!({}),
+        json!({ANNOTATION_INJECTED: "a=1, b=2,junk"}),
+        app(),
+    );
+    assert_eq!(
+        recorded(&p),
+        [
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string())
+        ]
+    );
+}
