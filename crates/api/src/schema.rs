@@ -20,7 +20,7 @@
 //! exact CEL text: changing a rule here means changing its mirror there (a unit test fails
 //! otherwise).
 
-use kube::core::{Message, Reason, Rule};
+use kube_core::{Message, Reason, Rule};
 use schemars::Schema;
 use serde_json::{Map, Value, json};
 

@@ -9,7 +9,7 @@
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,7 @@ use crate::schema;
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "sidecars.dev",
     version = "v1alpha1",
     kind = "SidecarPolicy",
@@ -62,6 +63,7 @@ use crate::schema;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = schema::rule_selector_excludes_own_sidecars())]
 #[x_kube(validation = schema::rule_node_name_needs_any_placement())]
 pub struct SidecarPolicySpec {
@@ -125,6 +127,7 @@ impl Placement {
 /// How stale sidecars (built from an older template) are replaced.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(crates(kube_core = "::kube_core"))]
 pub struct UpdateStrategy {
     /// RollingUpdate (default): replace stale sidecars automatically, at most maxUnavailable at
     /// a time. OnDelete: replace a stale sidecar only after someone deletes it.
@@ -176,6 +179,7 @@ impl UpdateStrategyType {
 /// Observed state of a SidecarPolicy, written by the operator.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(crates(kube_core = "::kube_core"))]
 pub struct SidecarPolicyStatus {
     /// The metadata.generation of the policy this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

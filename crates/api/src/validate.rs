@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-use kube::core::Rule;
+use kube_core::Rule;
 use regex::Regex;
 use serde_json::{Map, Value};
 

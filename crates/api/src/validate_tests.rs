@@ -251,7 +251,7 @@ fn messages_have_the_api_server_format() {
 
 fn rule_message_of(rule: &Rule) -> String {
     match &rule.message {
-        Some(kube::core::Message::Message(m)) => m.clone(),
+        Some(kube_core::Message::Message(m)) => m.clone(),
         other => panic!("rule without a plain message: {other:?}"),
     }
 }

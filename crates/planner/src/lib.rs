@@ -1,4 +1,6 @@
-//! Pure logic of the sidecar operator. No I/O, no async, no clock.
+//! Pure logic of the sidecar operator. No I/O, no async, no clock: the crate depends on
+//! `kube-core` (types, label selectors), not on `kube` with its client and runtime, so the
+//! compiler refuses a request from here.
 //!
 //! The controller observes the cluster into slim views ([`PodView`], [`PolicyView`]),
 //! asks this crate what to do, and applies the answer:
