@@ -7,10 +7,10 @@
 //! - [`constants`]: every label, annotation, environment variable, condition type and reason
 //!   the operator puts on the cluster;
 //! - [`template_hash`] ([`hash`]): the stable fingerprint stamped on sidecars;
-//! - [`rules`]: every CEL validation rule of the CRD, each declared once with its message and
+//! - `rules`: every CEL validation rule of the CRD, each declared once with its message and
 //!   the Rust predicate that mirrors it offline;
 //! - [`crd()`] / [`crd_yaml`] ([`mod@crd`]): the installable CRD, with the admission-time
-//!   validation placed by [`schema`] (the rules, and bounds), committed as
+//!   validation placed by `schema` (the rules, and bounds), committed as
 //!   `crds/sidecarpolicies.sidecars.dev.yaml` and printed by the `crdgen` binary;
 //! - [`validate()`] / [`validate_object`] ([`mod@validate`]): the same admission checks, offline
 //!   (for `sidecar-operator check`, and the operator's check of each stored policy): the
@@ -23,8 +23,8 @@ pub mod constants;
 pub mod crd;
 mod error;
 pub mod hash;
-pub mod rules;
-pub mod schema;
+mod rules;
+mod schema;
 pub mod strategy;
 pub mod types;
 pub mod validate;

@@ -101,13 +101,7 @@ pub fn harden_selector(schema: &mut Schema) {
 pub fn harden_template(schema: &mut Schema) {
     push_required(schema.ensure_object(), "spec");
     if let Some(meta) = schema.pointer_mut("/properties/metadata") {
-        for def in [
-            &template::NO_NAME,
-            &template::NO_GENERATE_NAME,
-            &template::NO_NAMESPACE,
-            &template::NO_OWNER_REFERENCES,
-            &template::LABELS_NOT_RESERVED,
-        ] {
+        for def in template::ON_METADATA {
             add_rule(meta, def.rule());
         }
         if let Some(labels) = at(meta, &["properties", "labels"]) {
@@ -141,12 +135,7 @@ fn harden_pod_spec(pod_spec: &mut Value) {
     if let Some(object) = pod_spec.as_object_mut() {
         push_required(object, "containers");
     }
-    for def in [
-        &template::CONTAINER_NAMES_UNIQUE,
-        &template::NO_EPHEMERAL_CONTAINERS,
-        &template::VOLUME_NAMES_UNIQUE,
-        &template::VOLUME_MOUNTS_DECLARED,
-    ] {
+    for def in template::ON_POD_SPEC {
         add_rule(pod_spec, def.rule());
     }
     if let Some(init) = at(pod_spec, &["properties", "initContainers"]) {
@@ -208,12 +197,10 @@ fn harden_container(container: &mut Value, list: &str, init: bool) {
             }
             if let Some(host_port) = port.get_mut("hostPort") {
                 // 0 means no host port.
-                set(host_port, "minimum", 0.into());
-                set(host_port, "maximum", 65535.into());
+                set_range(host_port, 0, 65535);
             }
             if let Some(container_port) = port.get_mut("containerPort") {
-                set(container_port, "minimum", 1.into());
-                set(container_port, "maximum", 65535.into());
+                set_range(container_port, 1, 65535);
             }
         }
     }
@@ -240,28 +227,17 @@ fn bound_ports(value: &mut Value) {
         return;
     };
     if let Some(port) = object.get_mut("properties").and_then(|p| p.get_mut("port")) {
-        set(port, "minimum", 1.into());
-        set(port, "maximum", 65535.into());
+        set_range(port, 1, 65535);
     }
-    for (key, child) in object.iter_mut() {
-        match key.as_str() {
-            "properties" => child
-                .as_object_mut()
-                .into_iter()
-                .flat_map(|p| p.values_mut())
-                .for_each(bound_ports),
-            "items" | "additionalProperties" => bound_ports(child),
-            _ => {}
-        }
-    }
+    for_each_subschema(object, bound_ports);
 }
 
 /// Bounds every 32-bit integer below `value` (`format: int32`) to the 32-bit range, unless it has
 /// bounds already, so that the API server refuses values the Rust types (`i32`) cannot read
 /// back, naming the field. (Kubernetes 1.36 checks `format: int32` itself, but its message
 /// names no field: `<nil>: Invalid value: "": Checked value must be of type integer with format
-/// int32 in ...`; a validator that ignores the format would store the value.) The int-or-strings that are `IntOrString` (holding an `i32`)
-/// are the ports, bounded by [`harden_template`], and `spec.updateStrategy.maxUnavailable`,
+/// int32 in ...`; a validator that ignores the format would store the value.) The
+/// int-or-strings that are `IntOrString` (holding an `i32`) are the ports, bounded by [`harden_template`], and `spec.updateStrategy.maxUnavailable`,
 /// bounded by [`crate::crd()`]; the others are quantities, which hold any number.
 pub fn bound_int32(value: &mut Value) {
     let Some(object) = value.as_object_mut() else {
@@ -273,17 +249,28 @@ pub fn bound_int32(value: &mut Value) {
         object.entry("minimum").or_insert(INT32_MIN.into());
         object.entry("maximum").or_insert(INT32_MAX.into());
     }
+    for_each_subschema(object, bound_int32);
+}
+
+/// Calls `f` on every direct subschema of `object` (properties, items, additionalProperties).
+fn for_each_subschema(object: &mut Map<String, Value>, f: fn(&mut Value)) {
     for (key, child) in object.iter_mut() {
         match key.as_str() {
             "properties" => child
                 .as_object_mut()
                 .into_iter()
                 .flat_map(|p| p.values_mut())
-                .for_each(bound_int32),
-            "items" | "additionalProperties" => bound_int32(child),
+                .for_each(f),
+            "items" | "additionalProperties" => f(child),
             _ => {}
         }
     }
+}
+
+/// `minimum` and `maximum` (inclusive).
+fn set_range(value: &mut Value, minimum: i64, maximum: i64) {
+    set(value, "minimum", minimum.into());
+    set(value, "maximum", maximum.into());
 }
 
 fn set_enum(value: &mut Value, allowed: &[&str]) {

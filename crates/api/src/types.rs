@@ -152,7 +152,7 @@ impl Default for UpdateStrategy {
 }
 
 /// Default of `spec.updateStrategy.maxUnavailable`.
-pub fn default_max_unavailable() -> IntOrString {
+fn default_max_unavailable() -> IntOrString {
     IntOrString::String("25%".to_owned())
 }
 

@@ -63,36 +63,36 @@ impl Def {
 }
 
 /// Every rule of the CRD.
-pub const ALL: [&Def; 22] = [
-    &selector::SELECTOR_EXCLUDES_OWN_SIDECARS,
-    &selector::NODE_NAME_NEEDS_ANY_PLACEMENT,
-    &selector::SELECTOR_NOT_EMPTY,
-    &selector::SELECTOR_NOT_MANAGED_BY_OPERATOR,
-    &selector::SELECTOR_NO_RESERVED_KEYS,
-    &selector::MATCH_EXPRESSION_VALUES,
-    &selector::MAX_UNAVAILABLE,
-    &template::NO_NAME,
-    &template::NO_GENERATE_NAME,
-    &template::NO_NAMESPACE,
-    &template::NO_OWNER_REFERENCES,
-    &template::LABELS_NOT_RESERVED,
-    &template::CONTAINER_NAMES_UNIQUE,
-    &template::NO_EPHEMERAL_CONTAINERS,
-    &template::VOLUME_NAMES_UNIQUE,
-    &template::VOLUME_MOUNTS_DECLARED,
-    &template::IMAGE_REQUIRED,
-    &template::PORT_NAMES_UNIQUE,
-    &template::INIT_CONTAINER_PROBES_NEED_RESTART_ALWAYS,
-    &template::DNS_LABEL,
-    &template::PORT_NAME,
-    &template::ENV_NAME,
-];
+pub fn all() -> impl Iterator<Item = &'static Def> {
+    let selector: [&'static Def; 7] = [
+        &selector::SELECTOR_EXCLUDES_OWN_SIDECARS,
+        &selector::NODE_NAME_NEEDS_ANY_PLACEMENT,
+        &selector::SELECTOR_NOT_EMPTY,
+        &selector::SELECTOR_NOT_MANAGED_BY_OPERATOR,
+        &selector::SELECTOR_NO_RESERVED_KEYS,
+        &selector::MATCH_EXPRESSION_VALUES,
+        &selector::MAX_UNAVAILABLE,
+    ];
+    let containers: [&'static Def; 6] = [
+        &template::IMAGE_REQUIRED,
+        &template::PORT_NAMES_UNIQUE,
+        &template::INIT_CONTAINER_PROBES_NEED_RESTART_ALWAYS,
+        &template::DNS_LABEL,
+        &template::PORT_NAME,
+        &template::ENV_NAME,
+    ];
+    selector
+        .into_iter()
+        .chain(template::ON_METADATA)
+        .chain(template::ON_POD_SPEC)
+        .chain(containers)
+}
 
 /// The definition whose CEL expression is `cel`, if any.
 pub fn find(cel: &str) -> Option<&'static Def> {
     static BY_CEL: OnceLock<HashMap<String, &'static Def>> = OnceLock::new();
     BY_CEL
-        .get_or_init(|| ALL.iter().map(|def| ((def.cel)(), *def)).collect())
+        .get_or_init(|| all().map(|def| ((def.cel)(), def)).collect())
         .get(cel)
         .copied()
 }

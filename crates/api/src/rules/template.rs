@@ -16,6 +16,23 @@ const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// older versions refuse more).
 const ENV_NAME_PATTERN: &str = r"^[ -<>-~]+$";
 
+/// The rules on `spec.template.metadata`, in their order in the schema.
+pub const ON_METADATA: [&Def; 5] = [
+    &NO_NAME,
+    &NO_GENERATE_NAME,
+    &NO_NAMESPACE,
+    &NO_OWNER_REFERENCES,
+    &LABELS_NOT_RESERVED,
+];
+
+/// The rules on the Pod spec (`spec.template.spec`), in their order in the schema.
+pub const ON_POD_SPEC: [&Def; 4] = [
+    &CONTAINER_NAMES_UNIQUE,
+    &NO_EPHEMERAL_CONTAINERS,
+    &VOLUME_NAMES_UNIQUE,
+    &VOLUME_MOUNTS_DECLARED,
+];
+
 /// A rule on `spec.template.metadata` forbidding `field`, which the operator sets itself, and
 /// saying why.
 macro_rules! forbidden_metadata_field {

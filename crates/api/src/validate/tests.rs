@@ -153,7 +153,7 @@ fn every_crd_rule_has_a_mirror() {
     );
     // A rule may sit at several places (containers and init containers); each mirror is of a
     // rule the CRD has, and mirrors once.
-    let mirrored: Vec<String> = rules::ALL.iter().map(|def| (def.cel)()).collect();
+    let mirrored: Vec<String> = rules::all().map(|def| (def.cel)()).collect();
     let distinct: BTreeSet<String> = mirrored.iter().cloned().collect();
     assert_eq!(distinct.len(), mirrored.len(), "a rule mirrored twice");
     assert_eq!(distinct, used, "mirrors of rules the CRD does not have");

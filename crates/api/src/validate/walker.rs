@@ -72,18 +72,23 @@ impl Walker {
         }
     }
 
-    /// `maxItems`, `minItems`, and the items.
-    fn array(&mut self, schema: &Value, items: &[Value], path: &str) {
-        if let Some(max) = as_count(schema, "maxItems")
-            && items.len() > max
+    /// `maxItems` or `maxProperties` (`keyword`) of a list or map of `len` entries.
+    fn at_most(&mut self, schema: &Value, keyword: &str, len: usize, path: &str) {
+        if let Some(max) = as_count(schema, keyword)
+            && len > max
         {
             self.push(
                 FieldErrorKind::TooMany,
                 path,
-                Some(items.len().to_string()),
+                Some(len.to_string()),
                 format!("must have at most {max} items"),
             );
         }
+    }
+
+    /// `maxItems`, `minItems`, and the items.
+    fn array(&mut self, schema: &Value, items: &[Value], path: &str) {
+        self.at_most(schema, "maxItems", items.len(), path);
         if let Some(min) = as_count(schema, "minItems")
             && items.len() < min
         {
@@ -103,16 +108,7 @@ impl Walker {
 
     /// `maxProperties`, `required`, and the fields.
     fn object(&mut self, schema: &Value, map: &Map<String, Value>, path: &str) {
-        if let Some(max) = as_count(schema, "maxProperties")
-            && map.len() > max
-        {
-            self.push(
-                FieldErrorKind::TooMany,
-                path,
-                Some(map.len().to_string()),
-                format!("must have at most {max} items"),
-            );
-        }
+        self.at_most(schema, "maxProperties", map.len(), path);
         if let Some(required) = schema.get("required").and_then(Value::as_array) {
             for field in required.iter().filter_map(Value::as_str) {
                 if !map.contains_key(field) {
