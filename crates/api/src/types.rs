@@ -4,7 +4,7 @@
 //! the CRD schema and so the text of `kubectl explain sidecarpolicy.spec...`. Developer notes
 //! are plain `//` comments. Admission-time validation (CEL rules and bounds) is attached here
 //! with `#[x_kube(validation = ..)]` and `#[schemars(transform = ..)]`; the rules themselves
-//! live in [`crate::rules`], the transforms in [`crate::schema`].
+//! live in the crate's `rules` module, the transforms in `schema`.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};

@@ -1,5 +1,6 @@
 //! Offline validation of `SidecarPolicy` objects: what the API server checks at admission,
-//! without a cluster (used by `sidecar-operator check`).
+//! without a cluster (used by `sidecar-operator check`, and by the operator on every policy it
+//! reads: a spec stored under an older, laxer CRD selects nothing).
 //!
 //! The API server validates a custom resource in this order, and so does this module:
 //!
@@ -17,7 +18,7 @@
 //! `PodTemplateSpec` schema is covered too. For step 4 no Rust CEL evaluator handles these rules
 //! faithfully (kube's `cel` feature, backed by `kube-cel` 0.8, rejects `type(self) == int` and
 //! does not see `self.namespace` on template metadata), so each rule of the installed schema is
-//! evaluated by the Rust mirror declared with it in [`crate::rules`], found by the rule's exact
+//! evaluated by the Rust mirror declared with it in the crate's `rules` module, found by the rule's exact
 //! CEL text, and the installed rule's own message, reason and fieldPath are reported. A rule
 //! without a mirror fails the unit tests, and at run time yields an [`FieldErrorKind::Internal`]
 //! error rather than a silent pass.

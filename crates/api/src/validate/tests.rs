@@ -214,7 +214,7 @@ fn every_schema_keyword_is_understood() {
     walk(root_schema().unwrap(), "", &mut unknown);
     assert!(
         unknown.is_empty(),
-        "schema keywords validate.rs does not check (teach the walker, or list them as \
+        "schema keywords validate/ does not check (teach the walker, or list them as \
          not mirrored in its docs): {unknown:#?}"
     );
 }

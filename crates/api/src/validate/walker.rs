@@ -1,5 +1,5 @@
 //! Steps 3 and 4 of the validation: the structural schema, then the CEL rules through their
-//! mirrors in [`crate::rules`].
+//! mirrors in `crate::rules`.
 
 use std::collections::HashMap;
 
