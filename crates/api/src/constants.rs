@@ -73,8 +73,6 @@ pub mod condition_status {
     pub const TRUE: &str = "True";
     /// The condition does not hold.
     pub const FALSE: &str = "False";
-    /// The operator cannot tell (for example before the first reconcile).
-    pub const UNKNOWN: &str = "Unknown";
 }
 
 /// Machine-readable reasons of the conditions (CamelCase, as `metav1.Condition` requires).

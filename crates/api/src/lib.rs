@@ -7,11 +7,15 @@
 //! - [`constants`]: every label, annotation, environment variable, condition type and reason
 //!   the operator puts on the cluster;
 //! - [`template_hash`] ([`hash`]): the stable fingerprint stamped on sidecars;
+//! - `rules`: every CEL validation rule of the CRD, each declared once with its message and
+//!   the Rust predicate that mirrors it offline;
 //! - [`crd()`] / [`crd_yaml`] ([`mod@crd`]): the installable CRD, with the admission-time
-//!   validation of [`schema`] (CEL rules and bounds), committed as
+//!   validation placed by `schema` (the rules, and bounds), committed as
 //!   `crds/sidecarpolicies.sidecars.dev.yaml` and printed by the `crdgen` binary;
 //! - [`validate()`] / [`validate_object`] ([`mod@validate`]): the same admission checks, offline
-//!   (for `sidecar-operator check`).
+//!   (for `sidecar-operator check`, and the operator's check of each stored policy): the
+//!   structural schema of the committed CRD, and its rules through their mirrors;
+//! - [`strategy`]: what `spec.updateStrategy.maxUnavailable` resolves to.
 //!
 //! It has no cluster access and no async code; the planner and the controller depend on it.
 
@@ -19,7 +23,8 @@ pub mod constants;
 pub mod crd;
 mod error;
 pub mod hash;
-pub mod schema;
+mod rules;
+mod schema;
 pub mod strategy;
 pub mod types;
 pub mod validate;

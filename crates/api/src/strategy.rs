@@ -2,52 +2,47 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::Error;
 use crate::types::UpdateStrategy;
+use crate::{Error, rules};
 
 impl UpdateStrategy {
     /// How many sidecars may be unavailable at once during a rolling update of a policy that
-    /// matches `matched` Pods. See [`resolve_max_unavailable`].
+    /// matches `matched` Pods: an integer `maxUnavailable` is taken as is; a percentage `p%`
+    /// gives `floor(matched * p / 100)`. The result is at least 1, so a rollout always makes
+    /// progress. Values the CRD refuses (zero, negative, malformed, outside 1%..100%) are an
+    /// [`Error::InvalidMaxUnavailable`].
     pub fn max_unavailable_for(&self, matched: u32) -> Result<u32, Error> {
-        resolve_max_unavailable(&self.max_unavailable, matched)
+        let value = &self.max_unavailable;
+        let invalid = || match value {
+            IntOrString::Int(n) => Error::InvalidMaxUnavailable(n.to_string()),
+            IntOrString::String(s) => Error::InvalidMaxUnavailable(s.clone()),
+        };
+        let resolved = match value {
+            IntOrString::Int(n) if *n > 0 => n.unsigned_abs(),
+            IntOrString::Int(_) => return Err(invalid()),
+            IntOrString::String(s) => {
+                // The pattern of the CRD's rule (`rules::selector::MAX_UNAVAILABLE`).
+                let percent = rules::percent(s).ok_or_else(invalid)?;
+                // u64 arithmetic: matched * 100 cannot overflow.
+                let scaled = u64::from(matched) * u64::from(percent) / 100;
+                u32::try_from(scaled).unwrap_or(u32::MAX)
+            }
+        };
+        Ok(resolved.max(1))
     }
-}
-
-/// Resolves a `maxUnavailable` value against the number of matched Pods: an integer is taken
-/// as is; a percentage `p%` gives `floor(matched * p / 100)`. The result is at least 1, so a
-/// rollout always makes progress. Values the CRD refuses (zero, negative, malformed, outside
-/// 1%..100%) are an [`Error::InvalidMaxUnavailable`].
-pub fn resolve_max_unavailable(value: &IntOrString, matched: u32) -> Result<u32, Error> {
-    let invalid = || match value {
-        IntOrString::Int(n) => Error::InvalidMaxUnavailable(n.to_string()),
-        IntOrString::String(s) => Error::InvalidMaxUnavailable(s.clone()),
-    };
-    let resolved = match value {
-        IntOrString::Int(n) if *n > 0 => n.unsigned_abs(),
-        IntOrString::Int(_) => return Err(invalid()),
-        IntOrString::String(s) => {
-            let percent = parse_percent(s).ok_or_else(invalid)?;
-            // u64 arithmetic: matched * 100 cannot overflow.
-            let scaled = u64::from(matched) * u64::from(percent) / 100;
-            u32::try_from(scaled).unwrap_or(u32::MAX)
-        }
-    };
-    Ok(resolved.max(1))
-}
-
-/// `"1%"`..=`"100%"` without sign, spaces, fraction or leading zero (the CRD's pattern).
-fn parse_percent(s: &str) -> Option<u32> {
-    let digits = s.strip_suffix('%')?;
-    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let percent: u32 = digits.parse().ok()?;
-    (1..=100).contains(&percent).then_some(percent)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve_max_unavailable(value: &IntOrString, matched: u32) -> Result<u32, Error> {
+        let strategy = UpdateStrategy {
+            max_unavailable: value.clone(),
+            ..UpdateStrategy::default()
+        };
+        strategy.max_unavailable_for(matched)
+    }
 
     fn s(v: &str) -> IntOrString {
         IntOrString::String(v.to_owned())

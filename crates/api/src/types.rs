@@ -4,16 +4,16 @@
 //! the CRD schema and so the text of `kubectl explain sidecarpolicy.spec...`. Developer notes
 //! are plain `//` comments. Admission-time validation (CEL rules and bounds) is attached here
 //! with `#[x_kube(validation = ..)]` and `#[schemars(transform = ..)]`; the rules themselves
-//! live in [`crate::schema`].
+//! live in the crate's `rules` module, the transforms in `schema`.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::schema;
+use crate::{rules, schema};
 
 /// Desired state of a SidecarPolicy: which Pods get a sidecar, what the sidecar looks like,
 /// where it runs and how changes are rolled out.
@@ -21,6 +21,7 @@ use crate::schema;
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "sidecars.dev",
     version = "v1alpha1",
     kind = "SidecarPolicy",
@@ -62,8 +63,9 @@ use crate::schema;
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = schema::rule_selector_excludes_own_sidecars())]
-#[x_kube(validation = schema::rule_node_name_needs_any_placement())]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[x_kube(validation = rules::selector::SELECTOR_EXCLUDES_OWN_SIDECARS.rule())]
+#[x_kube(validation = rules::selector::NODE_NAME_NEEDS_ANY_PLACEMENT.rule())]
 pub struct SidecarPolicySpec {
     /// Label selector of the main Pods, in the policy's namespace only. Required and must not
     /// be empty: set at least one matchLabels or matchExpressions entry. It must not select
@@ -71,9 +73,9 @@ pub struct SidecarPolicySpec {
     /// labels), nor match the labels the sidecars get from spec.template. Pods annotated
     /// sidecars.dev/inject=false are skipped.
     #[schemars(transform = schema::harden_selector)]
-    #[x_kube(validation = schema::rule_selector_not_empty())]
-    #[x_kube(validation = schema::rule_selector_not_managed_by_operator())]
-    #[x_kube(validation = schema::rule_selector_no_reserved_keys())]
+    #[x_kube(validation = rules::selector::SELECTOR_NOT_EMPTY.rule())]
+    #[x_kube(validation = rules::selector::SELECTOR_NOT_MANAGED_BY_OPERATOR.rule())]
+    #[x_kube(validation = rules::selector::SELECTOR_NO_RESERVED_KEYS.rule())]
     pub selector: LabelSelector,
 
     /// Pod template of the sidecar, created once per selected Pod. Required, with at least one
@@ -125,6 +127,7 @@ impl Placement {
 /// How stale sidecars (built from an older template) are replaced.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(crates(kube_core = "::kube_core"))]
 pub struct UpdateStrategy {
     /// RollingUpdate (default): replace stale sidecars automatically, at most maxUnavailable at
     /// a time. OnDelete: replace a stale sidecar only after someone deletes it.
@@ -135,7 +138,7 @@ pub struct UpdateStrategy {
     /// stale ones are replaced: a positive integer, or a percentage between 1% and 100% of the
     /// matched Pods (rounded down, at least 1). Defaults to 25%.
     #[serde(default = "default_max_unavailable")]
-    #[x_kube(validation = schema::rule_max_unavailable())]
+    #[x_kube(validation = rules::selector::MAX_UNAVAILABLE.rule())]
     pub max_unavailable: IntOrString,
 }
 
@@ -149,7 +152,7 @@ impl Default for UpdateStrategy {
 }
 
 /// Default of `spec.updateStrategy.maxUnavailable`.
-pub fn default_max_unavailable() -> IntOrString {
+fn default_max_unavailable() -> IntOrString {
     IntOrString::String("25%".to_owned())
 }
 
@@ -176,6 +179,7 @@ impl UpdateStrategyType {
 /// Observed state of a SidecarPolicy, written by the operator.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(crates(kube_core = "::kube_core"))]
 pub struct SidecarPolicyStatus {
     /// The metadata.generation of the policy this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,8 @@
 //! `sidecar-operator`: run the operator, print the CRD, check policies offline, print the
 //! version.
+//!
+//! Modules: `check` (the offline `check` subcommand: reading files, the report), `leader`
+//! (leader election with a Lease).
 
 mod check;
 mod http;

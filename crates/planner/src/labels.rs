@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use kube::core::{Expression, Selector};
+use kube_core::{Expression, Selector};
 
 const SEP: char = '\0';
 
@@ -127,7 +127,7 @@ impl LabelMatcher {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-    use kube::core::SelectorExt as _;
+    use kube_core::SelectorExt as _;
 
     use super::*;
 

@@ -1,4 +1,6 @@
-//! Pure logic of the sidecar operator. No I/O, no async, no clock.
+//! Pure logic of the sidecar operator. No I/O, no async, no clock: the crate depends on
+//! `kube-core` (types, label selectors), not on `kube` with its client and runtime, so the
+//! compiler refuses a request from here.
 //!
 //! The controller observes the cluster into slim views ([`PodView`], [`PolicyView`]),
 //! asks this crate what to do, and applies the answer:
@@ -11,6 +13,13 @@
 //! - [`plan`]: the diff for one main Pod, as a [`PodPlan`] value (creates, deletes,
 //!   name collisions). Applying it twice is harmless: names are deterministic and
 //!   deletes carry the uid of the Pod they mean.
+//! - [`view`]: the slim views the controller caches; a policy's view holds the outcome of
+//!   [`sidecar_api::validate`] (a spec the current CRD refuses selects nothing).
+//! - [`labels`]: compact Pod labels and selector matching on them.
+//! - [`rollout`]: which stale sidecars to replace now, within `maxUnavailable`.
+//! - [`failed`]: when to replace sidecars that ended `Failed` or `Succeeded`.
+//! - [`template_check`]: the verdict of the API server's dry run of a policy's template.
+//! - [`status`]: a policy's status (counts and conditions), computed from the views.
 
 pub mod eligibility;
 pub mod failed;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::Selector;
+use kube_core::Selector;
 use sidecar_api::constants::{
     ANNOTATION_INJECT, INJECT_DISABLED, LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY,
     LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
@@ -225,7 +225,7 @@ impl PolicyView {
     /// (`Degraded`, reason `InvalidSpec`); the status it had (`status`, if that decodes)
     /// keeps the conditions' transition times.
     pub fn undecodable(
-        metadata: kube::api::ObjectMeta,
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
         status: Option<sidecar_api::SidecarPolicyStatus>,
         error: &str,
     ) -> PolicyView {

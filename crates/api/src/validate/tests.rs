@@ -2,10 +2,13 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use kube_core::{Message, Rule};
+
 use super::*;
 use crate::SidecarPolicy;
+use crate::rules::{self, selector};
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 use support::{documents, repo_dir, yaml_files};
 
@@ -123,7 +126,7 @@ fn every_crd_rule_has_a_mirror() {
         {
             let text = rule["rule"].as_str().unwrap_or_default();
             used.insert(text.to_owned());
-            if !mirrors().contains_key(text) {
+            if rules::find(text).is_none() {
                 out.push(format!("{path}: {text}"));
             }
         }
@@ -150,7 +153,7 @@ fn every_crd_rule_has_a_mirror() {
     );
     // A rule may sit at several places (containers and init containers); each mirror is of a
     // rule the CRD has, and mirrors once.
-    let mirrored: Vec<String> = mirrored_rules().into_iter().map(|(r, _)| r.rule).collect();
+    let mirrored: Vec<String> = rules::all().map(|def| (def.cel)()).collect();
     let distinct: BTreeSet<String> = mirrored.iter().cloned().collect();
     assert_eq!(distinct.len(), mirrored.len(), "a rule mirrored twice");
     assert_eq!(distinct, used, "mirrors of rules the CRD does not have");
@@ -211,7 +214,7 @@ fn every_schema_keyword_is_understood() {
     walk(root_schema().unwrap(), "", &mut unknown);
     assert!(
         unknown.is_empty(),
-        "schema keywords validate.rs does not check (teach the walker, or list them as \
+        "schema keywords validate/ does not check (teach the walker, or list them as \
          not mirrored in its docs): {unknown:#?}"
     );
 }
@@ -235,7 +238,7 @@ fn messages_have_the_api_server_format() {
         errors_of(&doc),
         vec![format!(
             "spec.selector: Required value: {}",
-            rule_message_of(&schema::rule_selector_not_empty())
+            rule_message_of(&selector::SELECTOR_NOT_EMPTY.rule())
         )]
     );
     let mut doc = valid();
@@ -244,14 +247,14 @@ fn messages_have_the_api_server_format() {
         errors_of(&doc),
         vec![format!(
             "spec.updateStrategy.maxUnavailable: Invalid value: 0: {}",
-            rule_message_of(&schema::rule_max_unavailable())
+            rule_message_of(&selector::MAX_UNAVAILABLE.rule())
         )]
     );
 }
 
 fn rule_message_of(rule: &Rule) -> String {
     match &rule.message {
-        Some(kube::core::Message::Message(m)) => m.clone(),
+        Some(Message::Message(m)) => m.clone(),
         other => panic!("rule without a plain message: {other:?}"),
     }
 }
@@ -509,7 +512,7 @@ fn max_unavailable_mirror() {
         json!("25%"),
         json!("100%"),
     ] {
-        assert!(max_unavailable(&good), "{good}");
+        assert!((selector::MAX_UNAVAILABLE.holds)(&good), "{good}");
     }
     for bad in [
         json!(0),
@@ -521,7 +524,7 @@ fn max_unavailable_mirror() {
         json!("10.5%"),
         json!(" 25%"),
     ] {
-        assert!(!max_unavailable(&bad), "{bad}");
+        assert!(!(selector::MAX_UNAVAILABLE.holds)(&bad), "{bad}");
     }
 }
 

@@ -1,0 +1,195 @@
+//! The report: for each policy, the Pods it selects and the sidecar Pods it would create.
+
+use std::io::{self, Write};
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sidecar_api::Placement;
+use sidecar_api::constants::{ANNOTATION_INJECT, INJECT_DISABLED, KIND as POLICY_KIND};
+use sidecar_planner::{Ineligible, PodView, PolicyView, eligibility, render, sidecar_name};
+
+use super::{Inputs, PodInput, PolicyInput, UNSCHEDULED_NODE, object_name, plural};
+
+/// Writes the report; returns the number of sidecar Pods shown.
+pub(super) fn report(inputs: &Inputs, out: &mut dyn Write) -> io::Result<usize> {
+    writeln!(
+        out,
+        "# sidecar-operator check: offline preview, no cluster contacted."
+    )?;
+    writeln!(
+        out,
+        "# {} SidecarPolic{} valid, {} Pod{} (from Pods and workload templates) in {} file{}.",
+        inputs.policies.len(),
+        if inputs.policies.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        inputs.pods.len(),
+        plural(inputs.pods.len()),
+        inputs.files,
+        plural(inputs.files),
+    )?;
+    let mut shown = 0;
+    for policy in &inputs.policies {
+        shown += report_policy(policy, &inputs.pods, out)?;
+    }
+    Ok(shown)
+}
+
+fn describe_pod(pod: &PodInput) -> String {
+    let origin = pod
+        .origin
+        .as_ref()
+        .map_or(String::new(), |o| format!("{o}, "));
+    format!(
+        "{} ({origin}{})",
+        object_name("Pod", pod.namespace(), pod.name()),
+        pod.source
+    )
+}
+
+fn report_policy(
+    policy: &PolicyInput,
+    pods: &[PodInput],
+    out: &mut dyn Write,
+) -> io::Result<usize> {
+    let view = &policy.view;
+    write_policy_header(policy, out)?;
+    let in_namespace: Vec<&PodInput> = pods
+        .iter()
+        .filter(|p| p.namespace() == view.namespace)
+        .collect();
+    let mut wanted = Vec::new();
+    let mut lines = Vec::new();
+    for pod in &in_namespace {
+        let Some(mut main) = PodView::from_pod(&pod.pod) else {
+            continue;
+        };
+        let unscheduled = main.node_name.is_none();
+        if unscheduled && view.placement() == Placement::SameNode {
+            main.node_name = Some(UNSCHEDULED_NODE.to_owned());
+        }
+        let Some((gets_sidecar, outcome)) = outcome(&main, unscheduled, view) else {
+            continue;
+        };
+        if gets_sidecar {
+            wanted.push((*pod, main));
+        }
+        lines.push(format!("#     {}: {outcome}", describe_pod(pod)));
+    }
+    writeln!(
+        out,
+        "#   selects {} of {} Pod{} in namespace {}{}",
+        lines.len(),
+        in_namespace.len(),
+        plural(in_namespace.len()),
+        view.namespace,
+        if lines.is_empty() { "" } else { ":" }
+    )?;
+    for line in &lines {
+        writeln!(out, "{line}")?;
+    }
+    for (pod, main) in &wanted {
+        write_sidecar(pod, main, view, out)?;
+    }
+    Ok(wanted.len())
+}
+
+/// The policy's line and its settings.
+fn write_policy_header(policy: &PolicyInput, out: &mut dyn Write) -> io::Result<()> {
+    let view = &policy.view;
+    let max_unavailable = match &view.policy.spec.update_strategy.max_unavailable {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(s) => s.clone(),
+    };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "# {} ({}): valid",
+        object_name(POLICY_KIND, &view.namespace, &view.name),
+        policy.source
+    )?;
+    writeln!(
+        out,
+        "#   placement {}, updateStrategy {} (maxUnavailable {max_unavailable}), template hash \
+         {}{}",
+        view.placement().as_str(),
+        view.strategy().as_str(),
+        view.hash,
+        if view.paused() { ", PAUSED" } else { "" },
+    )
+}
+
+/// What the policy does for main Pod `main` (`unscheduled`: it had no node): whether it gets a
+/// sidecar, and the report's words; `None` when the policy does not select it.
+fn outcome(main: &PodView, unscheduled: bool, view: &PolicyView) -> Option<(bool, String)> {
+    let sidecar = object_name(
+        "Pod",
+        &view.namespace,
+        &sidecar_name(&main.name, &view.name),
+    );
+    let refused = match eligibility(main, view) {
+        Err(Ineligible::NotSelected) => return None,
+        Ok(()) if unscheduled && view.placement() == Placement::SameNode => {
+            return Some((
+                true,
+                format!(
+                    "sidecar {sidecar} once the Pod is scheduled (placement SameNode; shown with \
+                     node {UNSCHEDULED_NODE})"
+                ),
+            ));
+        }
+        Ok(()) => return Some((true, format!("sidecar {sidecar}"))),
+        Err(Ineligible::OptedOut) => {
+            format!("no sidecar: opted out ({ANNOTATION_INJECT}={INJECT_DISABLED})")
+        }
+        Err(Ineligible::Paused) => "no sidecar while the policy is paused".to_owned(),
+        Err(Ineligible::IsSidecar) => "no sidecar: it is itself a sidecar".to_owned(),
+        Err(Ineligible::Terminating) => "no sidecar: the Pod is terminating".to_owned(),
+        Err(Ineligible::Terminal) => {
+            "no sidecar: the Pod has finished (Succeeded or Failed)".to_owned()
+        }
+        Err(other) => format!("no sidecar: {}", other.as_str()),
+    };
+    Some((false, refused))
+}
+
+/// The sidecar Pod of `main` as a YAML document, with comments on its placeholders.
+fn write_sidecar(
+    pod: &PodInput,
+    main: &PodView,
+    view: &PolicyView,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let sidecar = render(main, view);
+    let yaml = serde_yaml_ng::to_string(&sidecar).map_err(io::Error::other)?;
+    writeln!(out, "---")?;
+    writeln!(
+        out,
+        "# Sidecar of {} for {}.",
+        object_name("Pod", &main.namespace, &main.name),
+        object_name(POLICY_KIND, &view.namespace, &view.name)
+    )?;
+    if pod.uid_is_placeholder {
+        writeln!(
+            out,
+            "# Placeholder: main Pod uid {} (the API server assigns the real one).",
+            main.uid
+        )?;
+    }
+    if main.node_name.as_deref() == Some(UNSCHEDULED_NODE) {
+        writeln!(
+            out,
+            "# Placeholder: node {UNSCHEDULED_NODE}. The main Pod has no spec.nodeName; with \
+             placement SameNode the operator waits until it is scheduled, then pins the \
+             sidecar to its node."
+        )?;
+    } else if main.node_name.is_none() {
+        writeln!(
+            out,
+            "# The main Pod is not scheduled: placement Any creates the sidecar at once, with \
+             MAIN_POD_NODE empty."
+        )?;
+    }
+    out.write_all(yaml.as_bytes())
+}
