@@ -24,7 +24,7 @@ fn policy(name: &str, template: Value, paused: bool) -> PolicyView {
     let mut view = PolicyView::new(Arc::new(p));
     // Until the API has `mode: Container`, a template of init containers only fails the
     // Pod-mode rule "at least one container": select as the selector says.
-    view.selector = kube::core::Selector::try_from(selector)
+    view.selector = kube_core::Selector::try_from(selector)
         .map(crate::labels::LabelMatcher::from)
         .map_err(|e| e.to_string());
     view
