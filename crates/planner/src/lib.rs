@@ -20,6 +20,8 @@
 //! - [`failed`]: when to replace sidecars that ended `Failed` or `Succeeded`.
 //! - [`template_check`]: the verdict of the API server's dry run of a policy's template.
 //! - [`status`]: a policy's status (counts and conditions), computed from the views.
+//! - [`inject`]: Container mode: the sidecars the admission webhook adds to a Pod being
+//!   created (not wired yet).
 
 pub mod eligibility;
 pub mod failed;
