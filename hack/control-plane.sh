@@ -6,6 +6,8 @@
 #   hack/control-plane.sh build     build whatever is missing (idempotent), print the bin dir
 #   hack/control-plane.sh bindir    print the bin dir (builds nothing)
 #   hack/control-plane.sh generate  regenerate hack/k8s/go.mod and hack/etcd/go.mod from the pins
+#   hack/control-plane.sh kstatus   build the kstatus helper if missing (hack/kstatus, the
+#                                   cli-utils library GitOps tools use), print its path
 #
 # Environment: SIDECAR_CACHE_DIR overrides ${XDG_CACHE_HOME:-~/.cache}/sidecar-operator.
 set -euo pipefail
@@ -14,11 +16,14 @@ K8S_VERSION=v1.36.3
 K8S_STAGING=v0.36.3
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
+# sigs.k8s.io/cli-utils, for hack/kstatus (pinned in hack/kstatus/go.mod).
+CLI_UTILS_VERSION=v0.37.2
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_ROOT=${SIDECAR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sidecar-operator}
 BIN=$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin
 K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+KSTATUS=$CACHE_ROOT/kstatus-cli-utils-$CLI_UTILS_VERSION/bin/kstatus
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 # One package at a time keeps peak memory near one link (2-4 GiB) on a 2-core machine.
@@ -87,8 +92,21 @@ build_one() { # name, module dir, package, ldflags
   say "$name: built in $(($(date +%s) - start))s"
 }
 
+kstatus() {
+  if [ ! -x "$KSTATUS" ]; then
+    need_go
+    say "kstatus: building hack/kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION) ..."
+    mkdir -p "$(dirname "$KSTATUS")"
+    (cd "$ROOT/hack/kstatus" && go build -trimpath -ldflags "-s -w" -o "$KSTATUS.tmp" .) \
+      || die "building hack/kstatus failed (module proxy unreachable?)"
+    mv "$KSTATUS.tmp" "$KSTATUS"
+  fi
+  echo "$KSTATUS"
+}
+
 build() {
   mkdir -p "$BIN"
+  kstatus >/dev/null
   local missing=0
   for b in "${K8S_CMDS[@]}" etcd kwok; do [ -x "$BIN/$b" ] || missing=1; done
   if [ "$missing" = 0 ]; then say "all binaries cached in $BIN"; echo "$BIN"; return; fi
@@ -118,5 +136,6 @@ case "${1:-build}" in
   build) build ;;
   bindir) echo "$BIN" ;;
   generate) generate ;;
-  *) die "usage: $0 build|bindir|generate" ;;
+  kstatus) kstatus ;;
+  *) die "usage: $0 build|bindir|generate|kstatus" ;;
 esac

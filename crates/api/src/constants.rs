@@ -62,9 +62,16 @@ pub mod condition {
     pub const DEGRADED: &str = "Degraded";
     /// `True` while `spec.paused` is set: nothing is created or deleted, status is still reported.
     pub const PAUSED: &str = "Paused";
+    /// kstatus's abnormal-true condition: `True` while sidecars are being created, replaced
+    /// or waited for (Flux, kpt and cli-utils then report the policy `InProgress`).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus's abnormal-true condition: `True` when nothing will progress without a change
+    /// (invalid spec or template, refused creates, name collisions); Flux, kpt and
+    /// cli-utils then report the policy `Failed` at once instead of waiting for a timeout.
+    pub const STALLED: &str = "Stalled";
 
     /// Every condition type the operator writes, in the order it writes them.
-    pub const ALL: [&str; 4] = [READY, PROGRESSING, DEGRADED, PAUSED];
+    pub const ALL: [&str; 6] = [READY, PROGRESSING, DEGRADED, PAUSED, RECONCILING, STALLED];
 }
 
 /// Condition statuses (the `metav1.Condition.status` values).

@@ -225,6 +225,46 @@ fn paused_verdict(policy: &PolicyView) -> Verdict {
     }
 }
 
+/// `Stalled` (kstatus): `Degraded` for the problems that no retry fixes — an invalid spec
+/// or template, refused creates, name collisions — with the same reason and message.
+/// Failing sidecars are not stalled: they are replaced with backoff.
+fn stalled_verdict(degraded: &Verdict) -> Verdict {
+    let (ok, reason, message) = degraded;
+    let stalls = [
+        reason::INVALID_SPEC,
+        reason::INVALID_TEMPLATE,
+        reason::CREATE_REFUSED,
+        reason::NAME_COLLISION,
+    ];
+    if *ok && stalls.contains(reason) {
+        (true, reason, message.clone())
+    } else {
+        let message = "nothing stops progress".into();
+        (false, reason::AS_EXPECTED, message)
+    }
+}
+
+/// `Reconciling` (kstatus): `True` while sidecars are being created, replaced or waited
+/// for (`Progressing`'s reason and message, or the sidecars not Ready yet); `False` once
+/// converged, paused, stalled, or waiting for the user (`OnDelete`).
+fn reconciling_verdict(c: Counts, progressing: &Verdict, stalled: &Verdict) -> Verdict {
+    let (moving, reason, message) = progressing;
+    if stalled.0 {
+        let message = "stalled (see Stalled)".into();
+        (false, stalled.1, message)
+    } else if *moving {
+        (true, reason, message.clone())
+    } else if *reason == reason::CONVERGED && c.converged < c.matched {
+        let message = format!(
+            "waiting for sidecars to be Ready: {}/{} ready and up to date",
+            c.converged, c.matched
+        );
+        (true, reason::SIDECARS_NOT_READY, message)
+    } else {
+        (false, reason, message.clone())
+    }
+}
+
 /// The status for `policy`, given its counts, the problems seen, the stored status and now.
 pub fn compute_status(
     policy: &PolicyView,
@@ -233,14 +273,17 @@ pub fn compute_status(
     old: Option<&SidecarPolicyStatus>,
     now: Time,
 ) -> SidecarPolicyStatus {
+    let progressing = progressing_verdict(policy, c, problems);
+    let degraded = degraded_verdict(policy, problems);
+    let stalled = stalled_verdict(&degraded);
+    let reconciling = reconciling_verdict(c, &progressing, &stalled);
     let verdicts = [
         (condition::READY, ready_verdict(policy, c)),
-        (
-            condition::PROGRESSING,
-            progressing_verdict(policy, c, problems),
-        ),
-        (condition::DEGRADED, degraded_verdict(policy, problems)),
+        (condition::PROGRESSING, progressing),
+        (condition::DEGRADED, degraded),
         (condition::PAUSED, paused_verdict(policy)),
+        (condition::RECONCILING, reconciling),
+        (condition::STALLED, stalled),
     ];
     let conditions = verdicts
         .into_iter()

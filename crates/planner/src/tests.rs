@@ -747,6 +747,143 @@ mod status {
         assert_eq!(again, s3);
     }
 
+    /// kstatus's abnormal-true conditions: `Reconciling` while sidecars are created,
+    /// replaced or waited for; `Stalled` when no retry fixes it; neither once converged,
+    /// paused or waiting for the user (`OnDelete`).
+    #[test]
+    fn reconciling_and_stalled_follow_kstatus() {
+        let p = policy("ship", serde_json::json!({}));
+        let paused = policy("ship", serde_json::json!({"paused": true}));
+        let on_delete = policy(
+            "ship",
+            serde_json::json!({"updateStrategy": {"type": "OnDelete"}}),
+        );
+        let mains: Vec<PodView> = (0..2).map(|i| main_pod(&format!("web-{i}"))).collect();
+        let ready: Vec<PodView> = mains
+            .iter()
+            .map(|m| PodView {
+                ready: true,
+                ..sidecar_for(m, &p)
+            })
+            .collect();
+        let not_ready: Vec<PodView> = mains.iter().map(|m| sidecar_for(m, &p)).collect();
+        let mut stale = ready.clone();
+        stale[1].labels.insert(LABEL_TEMPLATE_HASH, "old");
+        let problem = |refused: Option<&str>, collisions: &[&str], failing: &[&str]| Problems {
+            refused: refused.map(Into::into),
+            collisions: collisions.iter().map(|s| s.to_string()).collect(),
+            failing: failing.iter().map(|s| s.to_string()).collect(),
+            ..Problems::default()
+        };
+        let none = Problems::default();
+        let invalid_template = Problems {
+            invalid_template: Some("spec.containers[0].image: Required value".into()),
+            ..Problems::default()
+        };
+        // (case, policy, sidecars, problems, Reconciling, Stalled)
+        let cases: Vec<(
+            &str,
+            &PolicyView,
+            &[PodView],
+            Problems,
+            (&str, &str),
+            (&str, &str),
+        )> = vec![
+            (
+                "converged",
+                &p,
+                &ready,
+                none.clone(),
+                ("False", reason::CONVERGED),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "sidecars missing",
+                &p,
+                &[],
+                none.clone(),
+                ("True", reason::ROLLING_OUT),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "waiting for Ready",
+                &p,
+                &not_ready,
+                none.clone(),
+                ("True", reason::SIDECARS_NOT_READY),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "rolling out",
+                &p,
+                &stale,
+                none.clone(),
+                ("True", reason::ROLLING_OUT),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "OnDelete waits for the user",
+                &on_delete,
+                &stale,
+                none.clone(),
+                ("False", reason::WAITING_FOR_DELETE),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "paused",
+                &paused,
+                &[],
+                none.clone(),
+                ("False", reason::PAUSED),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "refused",
+                &p,
+                &[],
+                problem(Some("quota"), &[], &[]),
+                ("False", reason::CREATE_REFUSED),
+                ("True", reason::CREATE_REFUSED),
+            ),
+            (
+                "invalid template",
+                &p,
+                &[],
+                invalid_template,
+                ("False", reason::INVALID_TEMPLATE),
+                ("True", reason::INVALID_TEMPLATE),
+            ),
+            (
+                "name collision",
+                &p,
+                &ready[..1],
+                problem(None, &["web-1-ship"], &[]),
+                ("False", reason::NAME_COLLISION),
+                ("True", reason::NAME_COLLISION),
+            ),
+            (
+                "failing: retried with backoff",
+                &p,
+                &ready,
+                problem(None, &[], &["web-0-ship"]),
+                ("False", reason::CONVERGED),
+                ("False", reason::AS_EXPECTED),
+            ),
+        ];
+        for (case, policy, sidecars, problems, reconciling, stalled) in cases {
+            let c = counts(policy, &mains, &sidecars.iter().collect::<Vec<_>>());
+            let s = compute_status(policy, c, &problems, None, t(1));
+            assert_eq!(
+                cond(&s, condition::RECONCILING),
+                reconciling,
+                "{case}: Reconciling"
+            );
+            assert_eq!(cond(&s, condition::STALLED), stalled, "{case}: Stalled");
+            let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+            assert_eq!(types, condition::ALL, "{case}");
+        }
+    }
+
     /// Only the sidecar of a live, selected main Pod counts; a failed one counts as
     /// neither ready nor up to date; names held by others are collisions (not while
     /// paused), and never a predecessor's sidecar.
