@@ -7,6 +7,7 @@ mod controller;
 mod deploy;
 mod faults;
 mod hardening;
+mod kstatus;
 mod leadership;
 mod shard;
 mod status;
