@@ -10,7 +10,7 @@
 //! - After every full (re)list, and when a namespace enters the scope, everything in it
 //!   is reconciled.
 
-use sidecar_planner::{PodView, PolicyView};
+use sidecar_planner::{PodView, PolicyView, Relevance};
 
 use crate::context::Context;
 use crate::keys::{PodKey, PolicyKey};
@@ -29,17 +29,25 @@ fn sidecar_trigger(v: &PodView) -> PodKey {
 }
 
 impl Context {
-    /// Keys to reconcile for a changed Pod (old and new views).
-    pub(crate) fn trigger_pod(&self, views: &[&PodView]) {
+    /// Keys to reconcile for a changed Pod (old and new views): its main Pod's reconcile
+    /// and its policies' status, as far as `r` says the change matters.
+    pub(crate) fn trigger_pod(&self, views: &[&PodView], r: Relevance) {
         for v in views {
             if v.is_sidecar() {
-                self.queues.pods.add(sidecar_trigger(v));
-                if let Some((_, policy)) = v.sidecar_key() {
+                if r.pod {
+                    self.queues.pods.add(sidecar_trigger(v));
+                }
+                if let Some((_, policy)) = v.sidecar_key().filter(|_| r.status) {
                     self.queues
                         .status_soon(PolicyKey(v.namespace.clone(), policy.to_string()));
                 }
             } else {
-                self.queues.pods.add(key_of(v));
+                if r.pod {
+                    self.queues.pods.add(key_of(v));
+                }
+                if !r.status {
+                    continue;
+                }
                 let policies = self.caches.policies().in_namespace(&v.namespace);
                 for p in policies.iter().filter(|p| p.selects(&v.labels)) {
                     self.queues

@@ -10,6 +10,7 @@
 //! - [`naming`]: the deterministic sidecar name, at most 63 characters.
 //! - [`outcome`]: what the API server's answer to a write means (refused, lagging, gone).
 //! - [`render`]: the sidecar Pod for a (main Pod, policy) pair.
+//! - [`relevance`]: which Pod changes can change a decision (the others trigger nothing).
 //! - [`plan`]: the diff for one main Pod, as a [`PodPlan`] value (creates, deletes,
 //!   name collisions). Applying it twice is harmless: names are deterministic and
 //!   deletes carry the uid of the Pod they mean.
@@ -30,6 +31,7 @@ pub mod labels;
 pub mod naming;
 pub mod outcome;
 pub mod plan;
+pub mod relevance;
 pub mod render;
 pub mod rollout;
 pub mod status;
@@ -44,6 +46,7 @@ pub use outcome::{CreateFailure, create_failure, delete_settled, status_write_se
 pub use plan::{
     Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, holder, plan_orphan, plan_pod,
 };
+pub use relevance::{Relevance, relevance};
 pub use render::render;
 pub use rollout::{Replace, plan_rollout};
 pub use status::{Counts, Observed, Problems, compute_status, observe};

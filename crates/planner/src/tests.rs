@@ -781,14 +781,15 @@ mod status {
             ..Problems::default()
         };
         // (case, policy, sidecars, problems, Reconciling, Stalled)
-        let cases: Vec<(
-            &str,
-            &PolicyView,
-            &[PodView],
+        type Case<'a> = (
+            &'a str,
+            &'a PolicyView,
+            &'a [PodView],
             Problems,
-            (&str, &str),
-            (&str, &str),
-        )> = vec![
+            (&'a str, &'a str),
+            (&'a str, &'a str),
+        );
+        let cases: Vec<Case> = vec![
             (
                 "converged",
                 &p,

@@ -4,6 +4,13 @@ use std::sync::Arc;
 
 use super::*;
 use crate::metrics::KindLabel;
+use sidecar_planner::{Relevance, relevance};
+
+/// A Pod that appeared or went: everything it concerns is reconciled.
+const ALWAYS: Relevance = Relevance {
+    pod: true,
+    status: true,
+};
 
 /// Applies a scope change to the Pod cache.
 async fn pods_scope_change(ctx: &Context, scope: &mut ScopeFilter, change: ScopeChange) {
@@ -104,7 +111,7 @@ async fn pods_stream(
                     .caches
                     .pods_mut()
                     .replace_all(std::mem::take(&mut buffer));
-                ctx.trigger_pod(&gone.iter().map(|g| g.as_ref()).collect::<Vec<_>>());
+                ctx.trigger_pod(&gone.iter().map(|g| g.as_ref()).collect::<Vec<_>>(), ALWAYS);
                 ctx.readiness.mark_synced(true, false);
                 if ctx.readiness.is_synced() {
                     ctx.trigger_all();
@@ -129,17 +136,22 @@ fn applied(ctx: &Context, p: &Lenient<Pod>) {
     let Some(v) = pod_view(ctx, p) else {
         return;
     };
-    if v.is_sidecar() {
-        ctx.expectations().observed(&v, false);
-    }
+    // The echo of our own create: the plan that sent it is done; only the status counts it.
+    let own_create = v.is_sidecar() && {
+        let mut exp = ctx.expectations();
+        let pending = exp.create_pending(&PodKey(v.namespace.clone(), v.name.clone()));
+        exp.observed(&v, false);
+        pending
+    };
     let old = ctx.caches.pods_mut().apply(v.clone());
     if old.is_none() {
         ctx.metrics.cached_pods.inc();
     }
+    let mut r = relevance(old.as_deref(), Some(&v));
+    r.pod &= !(own_create && old.is_none());
     match &old {
-        Some(o) if **o == v => {}
-        Some(o) => ctx.trigger_pod(&[o, &v]),
-        None => ctx.trigger_pod(&[&v]),
+        Some(o) => ctx.trigger_pod(&[o, &v], r),
+        None => ctx.trigger_pod(&[&v], r),
     }
 }
 
@@ -160,6 +172,6 @@ fn deleted(ctx: &Context, p: &Lenient<Pod>) {
     if v.is_sidecar() {
         ctx.expectations().observed(&v, true);
     }
-    ctx.trigger_pod(&[&v]);
+    ctx.trigger_pod(&[&v], ALWAYS);
     ctx.name_freed(&key);
 }
