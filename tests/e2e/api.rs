@@ -3,7 +3,6 @@
 //! fields are refused under strict validation, specs round-trip with defaults applied, and
 //! `kubectl explain` / `kubectl get` (Table) show what we declared.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
@@ -14,38 +13,13 @@ use kube::api::{
     Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, ResourceExt,
 };
 use kube::{Client, Resource};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sidecar_api::constants::{FIELD_MANAGER, condition, condition_status, reason};
 use sidecar_api::{
     Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy, template_hash,
 };
-use sidecar_e2e::wait_until;
+use sidecar_e2e::{repo_path, wait_until, yaml_documents, yaml_file_documents, yaml_files};
 use sidecar_testenv::{TestNamespace, install_crd, shared};
-
-fn repo_path(sub: &str) -> PathBuf {
-    let tests_crate = Path::new(env!("CARGO_MANIFEST_DIR"));
-    tests_crate.parent().unwrap_or(tests_crate).join(sub)
-}
-
-fn yaml_files(sub: &str) -> Vec<PathBuf> {
-    let dir = repo_path(sub);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).expect("read YAML file");
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .filter(|doc| !doc.is_null())
-        .collect()
-}
 
 /// A client, the CRD installed, and a fresh namespace.
 async fn setup(prefix: &str) -> (Client, TestNamespace) {
@@ -117,7 +91,7 @@ async fn crd_file_installs_with_client_side_apply_and_examples_apply() {
     let mut failures = Vec::new();
     let mut expected_policies = Vec::new();
     for file in yaml_files("examples") {
-        for doc in documents(&file) {
+        for doc in yaml_file_documents(&file) {
             if doc["kind"] == "SidecarPolicy" {
                 expected_policies.push(doc["metadata"]["name"].as_str().unwrap().to_owned());
             }
@@ -163,7 +137,7 @@ async fn every_bad_policy_is_refused_with_its_message() {
             .unwrap_or_else(|| panic!("{}: no `# expect:` line", file.display()))
             .trim()
             .to_owned();
-        let docs = documents(file);
+        let docs = yaml_documents(&text, &file.display().to_string());
         let obj: DynamicObject = serde_json::from_value(docs[0].clone()).expect("DynamicObject");
         match api.create(&PostParams::default(), &obj).await {
             Err(kube::Error::Api(status)) if status.message.contains(&expect) => {}
@@ -250,7 +224,7 @@ async fn policies_round_trip_with_defaults_applied() {
 
     // Every example policy, fully specified, comes back unchanged.
     for file in yaml_files("examples") {
-        for doc in documents(&file)
+        for doc in yaml_file_documents(&file)
             .into_iter()
             .filter(|d| d["kind"] == "SidecarPolicy")
         {
