@@ -2,7 +2,6 @@
 //! one namespace per test). Run with `make test` or `make test-e2e FILTER=...`.
 
 mod api;
-mod control_plane;
 mod controller;
 mod deploy;
 mod faults;
