@@ -3,10 +3,8 @@
 
 mod api;
 mod controller;
-mod deploy;
 mod faults;
 mod hardening;
-mod leadership;
 mod shard;
 mod status;
 mod templates;
