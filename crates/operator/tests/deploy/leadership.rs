@@ -15,7 +15,7 @@ use sidecar_planner::sidecar_name;
 use sidecar_testenv::{TestNamespace, install_crd, shared};
 
 use crate::process::Proc;
-use crate::{holder, lease_args, refused_policy};
+use crate::{holder, lease_args, refused_policy, wait_leader};
 
 /// SIGTERM (Linux).
 const SIGTERM: i32 = 15;
@@ -50,12 +50,7 @@ async fn a_leader_frozen_past_its_lease_sends_no_write_when_it_resumes_and_stand
     let a = Proc::start(&kc, ns.name(), &args, "a");
     let b = Proc::start(&kc, ns.name(), &args, "b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
-    let first = wait_until(Duration::from_secs(60), "a leader", || {
-        let leases = leases.clone();
-        let lease = lease.clone();
-        async move { holder(&leases, &lease).await }
-    })
-    .await;
+    let first = wait_leader(&leases, &lease).await;
     let (leader, standby, standby_id) = if first == "a" {
         (&a, &b, "b")
     } else {
@@ -201,12 +196,7 @@ async fn leader_election_one_leader_failover_and_clean_release() {
     let mut a = Proc::start(&kc, ns.name(), &args, "a");
     let mut b = Proc::start(&kc, ns.name(), &args, "b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
-    let first = wait_until(Duration::from_secs(60), "a leader", || {
-        let leases = leases.clone();
-        let lease = lease.clone();
-        async move { holder(&leases, &lease).await }
-    })
-    .await;
+    let first = wait_leader(&leases, &lease).await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), ns.name());

@@ -7,9 +7,12 @@ mod leadership;
 mod process;
 mod rbac;
 
+use std::time::Duration;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use sidecar_api::SidecarPolicy;
+use sidecar_e2e::wait_until;
 
 pub fn refused_policy(name: &str, app: &str) -> SidecarPolicy {
     let spec = serde_json::from_value(serde_json::json!({
@@ -46,4 +49,12 @@ pub fn lease_args<'a>(lease: &'a str, ns: &'a str) -> [&'a str; 7] {
         "--lease-duration",
         "6",
     ]
+}
+
+/// Waits (60 s) until Lease `name` has a holder; returns its identity.
+pub async fn wait_leader(leases: &Api<Lease>, name: &str) -> String {
+    wait_until(Duration::from_secs(60), "a leader", || async move {
+        holder(leases, name).await
+    })
+    .await
 }
