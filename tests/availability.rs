@@ -13,7 +13,10 @@ use kube::runtime::watcher;
 use sidecar_api::constants::LABEL_MAIN_UID;
 use sidecar_planner::sidecar_name;
 
-use crate::{TIMEOUT, is_sidecar, node_of, phase_of, pod_ready, uid_of, wait_until};
+use crate::{
+    Scene, TIMEOUT, hash_of, is_sidecar, node_of, phase_of, pod_ready, sidecars_of, uid_of,
+    wait_until,
+};
 
 #[derive(Debug, Default)]
 pub struct Availability {
@@ -156,5 +159,55 @@ impl AvailabilityWatch {
             .map(|(t, n)| format!("t={:.1}s:{n}", t.as_secs_f64()))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+impl Scene {
+    /// Waits (up to `timeout`) until policy `policy` has exactly `n` sidecars, every one at
+    /// template hash `hash`, Ready and not terminating: a finished rollout. Panics naming
+    /// `what`, with a dump of the Pods.
+    pub async fn wait_rolled_out(
+        &self,
+        policy: &str,
+        hash: &str,
+        n: usize,
+        timeout: Duration,
+        what: &str,
+    ) {
+        self.wait_pods_within(timeout, what, |pods| {
+            let sc = sidecars_of(pods, policy);
+            let done = sc.len() == n
+                && sc.values().all(|s| {
+                    hash_of(s) == Some(hash)
+                        && pod_ready(s)
+                        && s.metadata.deletion_timestamp.is_none()
+                });
+            done.then_some(())
+        })
+        .await;
+    }
+}
+
+impl AvailabilityWatch {
+    /// Prints `[tag] context: max lacking a Ready sidecar …; timeline …` and asserts that
+    /// the watch saw no gap and never more than `limit` main Pods lacking a Ready sidecar.
+    pub fn assert_at_most(&self, limit: usize, tag: &str, context: &str) {
+        let (max, errors) = {
+            let s = self.lock();
+            (s.max, s.errors.clone())
+        };
+        eprintln!(
+            "[{tag}] {context}: max lacking a Ready sidecar {max}; timeline {}",
+            self.timeline()
+        );
+        assert!(
+            errors.is_empty(),
+            "the watcher's record has gaps: {errors:?}"
+        );
+        assert!(
+            max <= limit,
+            "at most {limit} main Pods lacked a Ready sidecar; saw {max}: {}",
+            self.timeline()
+        );
     }
 }

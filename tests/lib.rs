@@ -41,7 +41,8 @@ pub use pods::{
     sidecar_uids, sidecars, sidecars_of, uid_of, wait_pod,
 };
 pub use policy_status::{
-    cond, cond_is, converged, describe_policy, generation_observed, status_current,
+    cond, cond_is, converged, describe_policy, generation_observed, policy_table, status_current,
+    table_columns,
 };
 pub use poll::{poll, wait_until};
 pub use recorder::{PodRecorder, Seen};

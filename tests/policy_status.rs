@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ResourceExt as _};
+use kube::Client;
+use kube::api::{Api, ListParams, ResourceExt as _};
+use serde_json::Value;
 use sidecar_api::constants::{condition, condition_status, reason};
 use sidecar_api::{SidecarPolicy, template_hash};
 
@@ -155,4 +157,31 @@ impl Scene {
     pub async fn wait_converged(&self, name: &str, n: i32) -> SidecarPolicy {
         self.wait_converged_within(name, n, TIMEOUT).await
     }
+}
+
+/// The policies of namespace `ns` as `kubectl get sp` sees them: the Table the API server
+/// renders from the CRD's printer columns.
+pub async fn policy_table(client: &Client, ns: &str) -> Value {
+    let path = format!("/apis/sidecars.dev/v1alpha1/namespaces/{ns}/sidecarpolicies");
+    let mut request = kube::core::Request::new(path)
+        .list(&ListParams::default())
+        .expect("build list request");
+    request.headers_mut().insert(
+        "accept",
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+            .parse()
+            .expect("header value"),
+    );
+    let text = client.request_text(request).await.expect("GET Table");
+    serde_json::from_str(&text).expect("Table JSON")
+}
+
+/// The column names of a [`policy_table`], upper-cased as `kubectl get` prints them.
+pub fn table_columns(table: &Value) -> Vec<String> {
+    table["columnDefinitions"]
+        .as_array()
+        .expect("columnDefinitions")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_uppercase())
+        .collect()
 }

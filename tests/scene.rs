@@ -17,6 +17,23 @@ use sidecar_testenv::{TestNamespace, install_crd, shared};
 
 use crate::{PodRecorder, TIMEOUT, describe_pods, pod, poll};
 
+/// A namespaced kind the scene can read and write.
+pub trait Namespaced:
+    kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + DeserializeOwned
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+{
+}
+
 /// One test's world: an admin client, a fresh namespace (with the `SidecarPolicy` CRD
 /// installed), and typed APIs for its Pods and policies.
 pub struct Scene {
@@ -99,15 +116,20 @@ impl Scene {
             .unwrap_or_else(|e| panic!("creating {}: {e}", obj.name_any()))
     }
 
+    /// Creates the fixture [`policy`](crate::policy) `name` (see there for the arguments).
+    pub async fn create_policy(
+        &self,
+        name: &str,
+        selector: &[(&str, &str)],
+        template_labels: &[(&str, &str)],
+        placement: &str,
+    ) -> SidecarPolicy {
+        self.create(&crate::policy(name, selector, template_labels, placement))
+            .await
+    }
+
     /// JSON-merge-patches the object `name`.
-    pub async fn merge<K>(&self, name: &str, patch: Value) -> K
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + std::fmt::Debug
-            + DeserializeOwned,
-        <K as kube::Resource>::DynamicType: Default,
-    {
+    pub async fn merge<K: Namespaced>(&self, name: &str, patch: Value) -> K {
         self.api::<K>()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -115,14 +137,7 @@ impl Scene {
     }
 
     /// Deletes the object `name` (background propagation, default grace period).
-    pub async fn delete<K>(&self, name: &str)
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + std::fmt::Debug
-            + DeserializeOwned,
-        <K as kube::Resource>::DynamicType: Default,
-    {
+    pub async fn delete<K: Namespaced>(&self, name: &str) {
         self.api::<K>()
             .delete(name, &DeleteParams::default())
             .await

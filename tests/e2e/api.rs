@@ -18,7 +18,10 @@ use sidecar_api::constants::{FIELD_MANAGER, condition, condition_status, reason}
 use sidecar_api::{
     Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy, template_hash,
 };
-use sidecar_e2e::{repo_path, wait_until, yaml_documents, yaml_file_documents, yaml_files};
+use sidecar_e2e::{
+    policy_table, repo_path, table_columns, wait_until, yaml_documents, yaml_file_documents,
+    yaml_files,
+};
 use sidecar_testenv::{TestNamespace, install_crd, shared};
 
 /// A client, the CRD installed, and a fresh namespace.
@@ -343,28 +346,9 @@ async fn table_shows_the_printer_columns() {
     let got = typed.get_status("shipper").await.expect("get status");
     assert_eq!(got.status.as_ref(), Some(&status));
 
-    let path = format!(
-        "/apis/sidecars.dev/v1alpha1/namespaces/{}/sidecarpolicies",
-        ns.name()
-    );
-    let mut request = kube::core::Request::new(path)
-        .list(&ListParams::default())
-        .expect("build list request");
-    request.headers_mut().insert(
-        "accept",
-        "application/json;as=Table;v=v1;g=meta.k8s.io"
-            .parse()
-            .expect("header value"),
-    );
-    let text = client.request_text(request).await.expect("GET Table");
-    let table: Value = serde_json::from_str(&text).expect("Table JSON");
-    assert_eq!(table["kind"], "Table", "{text}");
-    let columns: Vec<String> = table["columnDefinitions"]
-        .as_array()
-        .expect("columnDefinitions")
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default().to_uppercase())
-        .collect();
+    let table = policy_table(&client, ns.name()).await;
+    assert_eq!(table["kind"], "Table", "{table}");
+    let columns = table_columns(&table);
     assert_eq!(
         columns,
         ["NAME", "MATCHED", "READY", "UP-TO-DATE", "PAUSED", "AGE"]

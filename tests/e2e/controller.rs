@@ -319,12 +319,7 @@ async fn terminating_main_pod_loses_its_sidecar_for_good() {
     let scene = Scene::new("ctl-terminating").await;
     let op = scene.start_operator().await;
     scene
-        .create(&policy(
-            "shipper",
-            &[("app", "web")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode")
         .await;
     let mut main = pod("web-0", &[("app", "web")]);
     main.metadata.finalizers = Some(vec!["example.com/hold".into()]);
@@ -373,20 +368,10 @@ async fn sidecars_no_longer_wanted_are_deleted() {
     let shipper = policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode");
     let shipper = scene.create(&shipper).await;
     scene
-        .create(&policy(
-            "narrow",
-            &[("group", "a")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("narrow", &[("group", "a")], &[("team", "obs")], "SameNode")
         .await;
     scene
-        .create(&policy(
-            "doomed",
-            &[("role", "x")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("doomed", &[("role", "x")], &[("team", "obs")], "SameNode")
         .await;
     create_pods(&scene, &["keep", "relabel", "optout"], &[("app", "web")]).await;
     create_pods(&scene, &["sel-a"], &[("group", "a")]).await;
@@ -447,20 +432,10 @@ async fn orphans_are_removed_by_the_next_instance(prefix: &str, kill: bool) {
     let scene = Scene::new(prefix).await;
     let op = scene.start_operator().await;
     scene
-        .create(&policy(
-            "shipper",
-            &[("app", "web")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode")
         .await;
     scene
-        .create(&policy(
-            "stays",
-            &[("app", "web")],
-            &[("team", "ops")],
-            "SameNode",
-        ))
+        .create_policy("stays", &[("app", "web")], &[("team", "ops")], "SameNode")
         .await;
     create_pods(&scene, &["web-0", "web-1"], &[("app", "web")]).await;
     let all = pairs(["web-0", "web-1"], &["shipper", "stays"]);
@@ -512,28 +487,13 @@ async fn two_policies_give_two_sidecars_and_sidecars_get_none() {
     let record = scene.record().await;
     // Both sidecars of web-0 carry role=agent, which is exactly what `meta` selects.
     let logs = scene
-        .create(&policy(
-            "logs",
-            &[("app", "web")],
-            &[("role", "agent")],
-            "SameNode",
-        ))
+        .create_policy("logs", &[("app", "web")], &[("role", "agent")], "SameNode")
         .await;
     let metrics = scene
-        .create(&policy(
-            "metrics",
-            &[("app", "web")],
-            &[("role", "agent")],
-            "Any",
-        ))
+        .create_policy("metrics", &[("app", "web")], &[("role", "agent")], "Any")
         .await;
     let meta = scene
-        .create(&policy(
-            "meta",
-            &[("role", "agent")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("meta", &[("role", "agent")], &[("team", "obs")], "SameNode")
         .await;
     create_pods(&scene, &["web-0"], &[("app", "web")]).await;
     // A real Pod `meta` selects: proves `meta` works, so its silence on sidecars means something.
@@ -573,12 +533,7 @@ async fn completed_job_pod_loses_its_sidecar() {
     let op = scene.start_operator().await;
     let record = scene.record().await;
     let shipper = scene
-        .create(&policy(
-            "archiver",
-            &[("app", "batch")],
-            &[("team", "obs")],
-            "Any",
-        ))
+        .create_policy("archiver", &[("app", "batch")], &[("team", "obs")], "Any")
         .await;
     // kwok completes a Job's Pod 5 s after it runs: time enough to see its sidecar.
     let delay = [(POD_COMPLETE_DELAY_ANNOTATION, "5s")];
@@ -619,15 +574,10 @@ async fn unbound_pod_waits_for_its_node_with_same_node_but_not_with_any() {
     let scene = Scene::new("ctl-unbound").await;
     let op = scene.start_operator().await;
     let same = scene
-        .create(&policy(
-            "same",
-            &[("app", "same")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("same", &[("app", "same")], &[("team", "obs")], "SameNode")
         .await;
     let any = scene
-        .create(&policy("any", &[("app", "any")], &[("team", "obs")], "Any"))
+        .create_policy("any", &[("app", "any")], &[("team", "obs")], "Any")
         .await;
     scene
         .create(&gated_pod("held-same", &[("app", "same")]))
@@ -669,12 +619,7 @@ async fn restarted_operator_writes_nothing_on_a_converged_namespace() {
     let scene = Scene::new("ctl-idle").await;
     let op = scene.start_operator().await;
     scene
-        .create(&policy(
-            "shipper",
-            &[("app", "web")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode")
         .await;
     create_pods(&scene, &["web-0", "web-1", "web-2"], &[("app", "web")]).await;
     let expected = pairs(["web-0", "web-1", "web-2"], &["shipper"]);
@@ -723,12 +668,12 @@ async fn two_hundred_pods_get_one_sidecar_each_with_one_create_each() {
     let scene = Scene::new("ctl-load").await;
     let op = scene.start_operator().await;
     scene
-        .create(&policy(
+        .create_policy(
             "shipper",
             &[("app", "load")],
             &[("team", "obs")],
             "SameNode",
-        ))
+        )
         .await;
     let start = Instant::now();
     let names: Vec<String> = (0..N).map(|i| format!("load-{i:03}")).collect();

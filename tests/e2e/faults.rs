@@ -3,7 +3,7 @@
 //! get 410 Gone and relist), concurrent writers, surprising objects, stored policies that
 //! a later, stricter CRD refuses, and no hot loop on an idle converged namespace.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -94,7 +94,7 @@ async fn crash_at_random_moments_never_duplicates_nor_loses_a_sidecar() {
     let scene = Scene::new("crash").await;
     let rec = scene.record().await;
     scene
-        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "burst")], &[], "SameNode")
         .await;
     let seed: u64 = rand::random();
     eprintln!("[crash] seed {seed}, {n} Pods, {rounds} kills");
@@ -149,7 +149,7 @@ async fn crash_at_random_moments_never_duplicates_nor_loses_a_sidecar() {
 async fn concurrent_writers_cause_no_error_storm_and_the_truth_wins() {
     let scene = Scene::new("conflict").await;
     scene
-        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "burst")], &[], "SameNode")
         .await;
     let op = scene.start_operator().await;
     create_many(&scene, "w", 10).await;
@@ -801,7 +801,7 @@ async fn idle_converged_namespace_has_no_hot_loop() {
     let idle = Duration::from_secs(if long() { 300 } else { 20 });
     let scene = Scene::new("hot").await;
     scene
-        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "burst")], &[], "SameNode")
         .await;
     let op = scene.start_operator().await;
     let t0 = Instant::now();
@@ -863,6 +863,21 @@ const UNDECODABLE: [Undecodable; 2] = [
     ),
 ];
 
+/// Creates main Pod `name` (`app=web`) and waits until the namespace's sidecars are `want`
+/// plus its sidecar of policy `good` (and nothing of the other policies).
+async fn new_pod_gets_only_good_sidecar(
+    scene: &Scene,
+    want: &mut BTreeSet<String>,
+    name: &str,
+    what: &str,
+) {
+    scene.create(&pod(name, &[("app", "web")])).await;
+    want.insert(sidecar_name(name, "good"));
+    scene
+        .wait_pods(what, |pods| (sidecar_names(pods) == *want).then_some(()))
+        .await;
+}
+
 /// Issue 11 §2: stored policies that do not decode into the operator's types are reported
 /// on themselves and never stall a watch: neither for a running operator (watch event)
 /// nor after a restart (the initial LIST), and every other namespace keeps converging.
@@ -888,7 +903,7 @@ async fn undecodable_stored_policies_never_stall_the_operator() {
     let op = Operator::start(cfg.clone(), opts.clone())
         .await
         .expect("operator starts");
-    let mut want = std::collections::BTreeSet::from([sidecar_name("web-0", "good")]);
+    let mut want = BTreeSet::from([sidecar_name("web-0", "good")]);
     scene
         .wait_pods("the good policy's sidecar", |pods| {
             (sidecar_names(pods) == want).then_some(())
@@ -948,13 +963,13 @@ async fn undecodable_stored_policies_never_stall_the_operator() {
     };
     check_reported("running").await;
     // The watch is alive: a new Pod still gets its sidecar.
-    scene.create(&pod("web-1", &[("app", "web")])).await;
-    want.insert(sidecar_name("web-1", "good"));
-    scene
-        .wait_pods("web-1's sidecar after the undecodable policies", |pods| {
-            (sidecar_names(pods) == want).then_some(())
-        })
-        .await;
+    new_pod_gets_only_good_sidecar(
+        &scene,
+        &mut want,
+        "web-1",
+        "web-1's sidecar after the undecodable policies",
+    )
+    .await;
     op.stop().await;
 
     // The strict CRD, then a restart: the initial LIST holds the undecodable policies.
@@ -965,13 +980,13 @@ async fn undecodable_stored_policies_never_stall_the_operator() {
         .await
         .expect("the operator syncs although some stored policies do not decode");
     check_reported("restarted").await;
-    scene.create(&pod("web-2", &[("app", "web")])).await;
-    want.insert(sidecar_name("web-2", "good"));
-    scene
-        .wait_pods("web-2's sidecar after the restart", |pods| {
-            (sidecar_names(pods) == want).then_some(())
-        })
-        .await;
+    new_pod_gets_only_good_sidecar(
+        &scene,
+        &mut want,
+        "web-2",
+        "web-2's sidecar after the restart",
+    )
+    .await;
     scene
         .wait_policy("good", "3/3 ready", |p| {
             p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
@@ -1037,7 +1052,7 @@ impl Drop for Cuttable {
 async fn readiness_returns_after_a_network_cut_without_any_event() {
     let scene = Scene::new("ready-cut").await;
     scene
-        .create(&policy("agent", &[("app", "web")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "web")], &[], "SameNode")
         .await;
     scene.create(&pod("web-0", &[("app", "web")])).await;
     let mut cfg = shared().kube_config().await;

@@ -17,7 +17,7 @@ use sidecar_api::template_hash;
 use sidecar_e2e::{
     AvailabilityWatch, QUIET, Scene, Seen, TIMEOUT, WEB, cond, cond_is, create_pods,
     describe_events, events, events_about, find, hash_of, is_sidecar, names, new_template,
-    phase_of, pod, pod_ready, policy_with, poll, sidecars_of, uid_of, wait_policy_event,
+    phase_of, pod, pod_ready, policy_with, poll, uid_of, wait_policy_event,
 };
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
@@ -386,37 +386,18 @@ async fn template_changes_mid_rollout_never_exceed_max_unavailable() {
     }
     let want = last.expect("a last hash");
     scene
-        .wait_pods_within(
+        .wait_rolled_out(
+            "shipper",
+            &want,
+            N,
             Duration::from_secs(240),
             "every sidecar at the last template and Ready",
-            |pods| {
-                let sc = sidecars_of(pods, "shipper");
-                let done = sc.len() == N
-                    && sc.values().all(|s| {
-                        hash_of(s) == Some(want.as_str())
-                            && pod_ready(s)
-                            && s.metadata.deletion_timestamp.is_none()
-                    });
-                done.then_some(())
-            },
         )
         .await;
-    let (max, errors) = {
-        let s = watch.lock();
-        (s.max, s.errors.clone())
-    };
-    eprintln!(
-        "[hardening] {changes} template changes 0.7 s apart over {N} sidecars (maxUnavailable {MAX}): max lacking a Ready sidecar {max}; timeline {}",
-        watch.timeline()
-    );
-    assert!(
-        errors.is_empty(),
-        "the watcher's record has gaps: {errors:?}"
-    );
-    assert!(
-        max <= MAX,
-        "at most {MAX} main Pods lacked a Ready sidecar; saw {max}: {}",
-        watch.timeline()
+    watch.assert_at_most(
+        MAX,
+        "hardening",
+        &format!("{changes} template changes 0.7 s apart over {N} sidecars (maxUnavailable {MAX})"),
     );
     scene.wait_converged("shipper", N as i32).await;
     op.stop().await;
@@ -471,38 +452,15 @@ async fn a_rollout_step_counts_its_deletes_the_cache_has_not_shown() {
     let p: SidecarPolicy = scene.merge("shipper", new_template("two")).await;
     let two = template_hash(&p.spec);
     scene
-        .wait_pods_within(
+        .wait_rolled_out(
+            "shipper",
+            &two,
+            N,
             Duration::from_secs(240),
             "every sidecar at the last template and Ready",
-            |pods| {
-                let sc = sidecars_of(pods, "shipper");
-                let done = sc.len() == N
-                    && sc.values().all(|s| {
-                        hash_of(s) == Some(two.as_str())
-                            && pod_ready(s)
-                            && s.metadata.deletion_timestamp.is_none()
-                    });
-                done.then_some(())
-            },
         )
         .await;
-    let (max, errors) = {
-        let s = watch.lock();
-        (s.max, s.errors.clone())
-    };
-    eprintln!(
-        "[hardening] Pod watch lagging 1.5 s, template changed at the second rollout step (maxUnavailable {MAX}): max lacking a Ready sidecar {max}; timeline {}",
-        watch.timeline()
-    );
-    assert!(
-        errors.is_empty(),
-        "the watcher's record has gaps: {errors:?}"
-    );
-    assert!(
-        max <= MAX,
-        "at most {MAX} main Pods lacked a Ready sidecar; saw {max}: {}",
-        watch.timeline()
-    );
+    watch.assert_at_most(MAX, "hardening", &format!("Pod watch lagging 1.5 s, template changed at the second rollout step (maxUnavailable {MAX})"));
     op.stop().await;
 }
 

@@ -14,7 +14,7 @@ use sidecar_api::SidecarPolicy;
 use sidecar_controller::metrics::VerbLabel;
 use sidecar_controller::{Operator, OperatorConfig};
 use sidecar_e2e::{
-    Scene, Seen, TIMEOUT, is_sidecar, minimal_policy, pod, policy, uid_of, wait_pod, wait_until,
+    Scene, Seen, TIMEOUT, is_sidecar, minimal_policy, pod, uid_of, wait_pod, wait_until,
 };
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::{TestNamespace, install_crd, shared};
@@ -92,7 +92,7 @@ async fn a_namespace_moved_between_shards_keeps_its_sidecars() {
     let op_b = start(b.clone()).await;
 
     scene
-        .create(&policy("agent", &[("app", "web")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "web")], &[], "SameNode")
         .await;
     futures::stream::iter(0..PODS)
         .map(|i| {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -23,9 +23,9 @@ use sidecar_controller::OperatorConfig;
 use sidecar_e2e::{
     AvailabilityWatch, IdleCheck, QUIET, Scene, TIMEOUT, WEB, compliant_template_spec, cond,
     cond_is, create_all, create_pods, describe_pods, describe_policy, events, find, hash_of, names,
-    new_template, node_of, pod_ready, policy, policy_with, poll, privileged_template_spec,
-    restricted_pod, sidecar_uids, sidecars_of, status_current, uid_of, wait_policy_event,
-    wait_refusal_event, wait_until,
+    new_template, node_of, policy_table, policy_with, poll, privileged_template_spec,
+    restricted_pod, sidecar_uids, sidecars_of, status_current, table_columns, uid_of,
+    wait_policy_event, wait_refusal_event, wait_until,
 };
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
@@ -118,7 +118,7 @@ async fn converged_status_and_kubectl_get_columns() {
     let scene = Scene::new("st-table").await;
     let op = scene.start_operator().await;
     scene
-        .create(&policy("shipper", &[WEB], &[("team", "obs")], "SameNode"))
+        .create_policy("shipper", &[WEB], &[("team", "obs")], "SameNode")
         .await;
     // A paused policy that selects nothing: its row shows PAUSED=true and 0/0.
     scene
@@ -195,28 +195,9 @@ async fn converged_status_and_kubectl_get_columns() {
     }
 
     // What `kubectl get sp` shows: the Table the API server renders from the printer columns.
-    let path = format!(
-        "/apis/sidecars.dev/v1alpha1/namespaces/{}/sidecarpolicies",
-        scene.name()
-    );
-    let mut request = kube::core::Request::new(path)
-        .list(&ListParams::default())
-        .expect("build list request");
-    request.headers_mut().insert(
-        "accept",
-        "application/json;as=Table;v=v1;g=meta.k8s.io"
-            .parse()
-            .expect("header value"),
-    );
-    let text = scene.client.request_text(request).await.expect("GET Table");
-    let table: Value = serde_json::from_str(&text).expect("Table JSON");
-    assert_eq!(table["kind"], "Table", "{text}");
-    let columns: Vec<String> = table["columnDefinitions"]
-        .as_array()
-        .expect("columnDefinitions")
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default().to_uppercase())
-        .collect();
+    let table = policy_table(&scene.client, scene.name()).await;
+    assert_eq!(table["kind"], "Table", "{table}");
+    let columns = table_columns(&table);
     assert_eq!(
         columns,
         ["NAME", "MATCHED", "READY", "UP-TO-DATE", "PAUSED", "AGE"]
@@ -231,7 +212,7 @@ async fn converged_status_and_kubectl_get_columns() {
         })
         .collect();
     eprintln!("[status] kubectl get sp rows: {rows:?}");
-    assert_eq!(rows.len(), 2, "{text}");
+    assert_eq!(rows.len(), 2, "{table}");
     let row = &rows["shipper"];
     assert_eq!(
         row[1..5],
@@ -284,19 +265,12 @@ async fn rollout_keeps_at_most_max_unavailable_sidecars_missing_or_unready() {
     assert_ne!(new_hash, old_hash, "the change changes the template hash");
 
     scene
-        .wait_pods_within(
+        .wait_rolled_out(
+            "shipper",
+            &new_hash,
+            N,
             Duration::from_secs(180),
             "all 20 sidecars at the new template hash and Ready",
-            |pods| {
-                let sc = sidecars_of(pods, "shipper");
-                let done = sc.len() == N
-                    && sc.values().all(|s| {
-                        hash_of(s) == Some(new_hash.as_str())
-                            && pod_ready(s)
-                            && s.metadata.deletion_timestamp.is_none()
-                    });
-                done.then_some(())
-            },
         )
         .await;
     let took = start.elapsed();
@@ -448,7 +422,7 @@ async fn paused_policy_creates_and_deletes_nothing_until_resumed() {
     let scene = Scene::new("st-paused").await;
     let op = scene.start_operator().await;
     scene
-        .create(&policy("shipper", &[WEB], &[("team", "obs")], "SameNode"))
+        .create_policy("shipper", &[WEB], &[("team", "obs")], "SameNode")
         .await;
     let mains = names("web", 2);
     create_pods(&scene, &mains, &[WEB]).await;
@@ -697,7 +671,7 @@ async fn exhausted_quota_degrades_the_policy_until_it_is_raised() {
 
     let op = scene.start_operator().await;
     scene
-        .create(&policy("shipper", &[WEB], &[("team", "obs")], "SameNode"))
+        .create_policy("shipper", &[WEB], &[("team", "obs")], "SameNode")
         .await;
     create_pods(&scene, &names("web", 2), &[WEB]).await;
     // Both main Pods fill the quota, so every sidecar is refused; the refusal may be
@@ -764,7 +738,7 @@ async fn idle_converged_namespace_gets_no_writes_for_30_seconds() {
     let scene = Scene::new("st-idle").await;
     let op = scene.start_operator().await;
     scene
-        .create(&policy("shipper", &[WEB], &[("team", "obs")], "SameNode"))
+        .create_policy("shipper", &[WEB], &[("team", "obs")], "SameNode")
         .await;
     create_pods(&scene, &names("web", 5), &[WEB]).await;
     scene.wait_converged("shipper", 5).await;
@@ -792,7 +766,7 @@ async fn status_writes_coalesce_for_fifty_pods_created_at_once() {
     let scene = Scene::new("st-coalesce").await;
     let op = scene.start_operator().await;
     scene
-        .create(&policy("shipper", &[WEB], &[("team", "obs")], "SameNode"))
+        .create_policy("shipper", &[WEB], &[("team", "obs")], "SameNode")
         .await;
     scene.wait_converged("shipper", 0).await;
     scene.wait_settled().await;
