@@ -59,7 +59,11 @@ async fn ci_sized_benchmark_counts_everything() {
     );
     assert!(op.memory.steady_rss_bytes > 0 && op.memory.peak_rss_bytes > 0);
 
-    // On disk.
+    assert_report_files(&out);
+}
+
+/// `report.json` has every field, `report.md` the table.
+fn assert_report_files(out: &std::path::Path) {
     let json: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("report.json")).expect("report.json written"),
     )
