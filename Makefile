@@ -22,11 +22,21 @@ cluster: binaries ## Run a local control plane in the foreground; kubeconfig in 
 test: binaries ## Run every test: unit tests and tests against the real control plane
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
 
-test-unit: ## Run only the tests that need no control plane
-	$(CARGO) test --workspace --lib --bins -- --test-threads=$(TEST_THREADS)
+# Integration-test targets (tests/<name>.rs, tests/<name>/main.rs of each crate) and those of
+# them that start a control plane: the behaviour tests (tests/e2e), the operator binary's
+# (crates/operator/tests/deploy), the harness's own (crates/testenv/tests/control_plane)
+# and the CI-sized benchmark (bench/tests/ci.rs). Every other target needs no cluster.
+CLUSTER_TESTS := e2e deploy control_plane ci
+TEST_TARGETS := $(basename $(notdir $(wildcard crates/*/tests/*.rs bench/tests/*.rs))) \
+	$(notdir $(patsubst %/main.rs,%,$(wildcard crates/*/tests/*/main.rs bench/tests/*/main.rs)))
+UNIT_TESTS := $(sort $(filter-out $(CLUSTER_TESTS),$(TEST_TARGETS)))
+
+test-unit: ## Run every test that needs no control plane (unit, doc and cluster-free integration tests)
+	$(CARGO) test --workspace --lib --bins $(addprefix --test ,$(UNIT_TESTS)) -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --workspace --doc
 
 test-e2e: binaries ## Run only the control-plane tests (FILTER=substring to select)
-	$(CARGO) test -p sidecar-e2e --test e2e -- --test-threads=$(TEST_THREADS) $(FILTER)
+	$(CARGO) test --workspace $(addprefix --test ,$(CLUSTER_TESTS)) -- --test-threads=$(TEST_THREADS) $(FILTER)
 
 bench: binaries ## Benchmark vs the physical floor on a local control plane (BENCH_N=1000, BENCH_ROUNDS=3); report in target/bench/
 	$(CARGO) build --release -p sidecar-operator

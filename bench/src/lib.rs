@@ -17,14 +17,17 @@
 //! Nodes, so the scheduler is not in their path (it does bind the sidecars, in the floor
 //! and the operator rounds alike, but neither measurement waits for binding).
 
+mod floor;
+mod markdown;
 pub mod metrics;
 pub mod observe;
 pub mod operator;
 pub mod report;
+mod round;
+pub mod rounds;
 pub mod sys;
 pub mod workload;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -32,13 +35,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use kube::Client;
 
-use observe::Observer;
 pub use operator::OperatorMode;
-use operator::{ApiCounts, Launch, RunningOperator};
 pub use report::Report;
-use report::{Apf, FloorRound, Latency, OperatorRound, round3};
+use report::{Apf, round3};
 use sys::Machine;
-use workload::{BENCH_MANAGER, SIDECAR_MANAGER};
 
 /// Where the control plane comes from.
 #[derive(Debug, Clone)]
@@ -115,11 +115,11 @@ pub fn say(msg: &str) {
     eprintln!("[bench {:>7.1}s] {msg}", t0.elapsed().as_secs_f64());
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     round3(d.as_secs_f64())
 }
 
-fn since(later: Instant, earlier: Instant) -> f64 {
+pub(crate) fn since(later: Instant, earlier: Instant) -> f64 {
     secs(later.saturating_duration_since(earlier))
 }
 
@@ -197,17 +197,17 @@ fn write_report(cfg: &Config, report: &Report) -> anyhow::Result<()> {
 }
 
 /// Shared state of a run.
-struct Ctx<'a> {
-    cfg: &'a Config,
-    kubeconfig: &'a Path,
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a Config,
+    pub(crate) kubeconfig: &'a Path,
     /// The client that creates Pods (floor and operator rounds alike).
-    client: Client,
+    pub(crate) client: Client,
     /// The observer's own client.
-    observer: Client,
-    run_id: String,
-    namespaces: usize,
+    pub(crate) observer: Client,
+    pub(crate) run_id: String,
+    pub(crate) namespaces: usize,
     /// Namespaces that exist now (deleted at the end if the run fails).
-    live: &'a mut Vec<String>,
+    pub(crate) live: &'a mut Vec<String>,
 }
 
 async fn bench(
@@ -242,10 +242,49 @@ async fn bench(
         namespaces: workload::namespace_count(cfg.n),
         live,
     };
-    let mut report = Report {
+    let mut report = new_report(cfg, ctx.namespaces, apf, server_version, machine);
+    for r in 1..=cfg.rounds {
+        let floor = floor::floor_round(&mut ctx, r).await?;
+        say(&format!(
+            "round {r}/{} floor: {:.2}s ({:.2}s mains + {:.2}s sidecars)",
+            cfg.rounds, floor.floor_s, floor.mains_s, floor.sidecars_s
+        ));
+        let op = round::operator_round(&mut ctx, r, &floor).await?;
+        say(&format!(
+            "round {r}/{} operator: converge {:.2}s (ratio {:.2}), ready {:.2}s, latency p50 {:.0} ms p99 {:.0} ms, \
+             calls/sidecar {:?}, idle writes {}, rollout {:.2}s, cold start {:.2}s",
+            cfg.rounds,
+            op.convergence.converge_s,
+            op.convergence.ratio,
+            op.convergence.ready_s,
+            op.convergence.latency_ms.p50,
+            op.convergence.latency_ms.p99,
+            op.cost.api_calls_per_sidecar,
+            op.idle.idle_writes,
+            op.rollout.rollout_s,
+            op.cold_start.cold_start_s
+        ));
+        report.floor_rounds.push(floor);
+        report.operator_rounds.push(op);
+        // Partial results survive a later failure.
+        report.summarize();
+        write_report(cfg, &report)?;
+    }
+    Ok(report)
+}
+
+/// The report before any round: the setup of the run.
+fn new_report(
+    cfg: &Config,
+    namespaces: usize,
+    apf: Apf,
+    server_version: String,
+    machine: Machine,
+) -> Report {
+    Report {
         n: cfg.n,
         rounds: cfg.rounds,
-        namespaces: ctx.namespaces,
+        namespaces,
         concurrency: cfg.concurrency,
         idle_secs: cfg.idle_secs,
         rollout_max_unavailable: cfg.rollout_max_unavailable.clone(),
@@ -263,35 +302,7 @@ async fn bench(
         machine,
         notes: notes(cfg),
         ..Report::default()
-    };
-    for r in 1..=cfg.rounds {
-        let floor = floor_round(&mut ctx, r).await?;
-        say(&format!(
-            "round {r}/{} floor: {:.2}s ({:.2}s mains + {:.2}s sidecars)",
-            cfg.rounds, floor.floor_s, floor.mains_s, floor.sidecars_s
-        ));
-        let op = operator_round(&mut ctx, r, &floor).await?;
-        say(&format!(
-            "round {r}/{} operator: converge {:.2}s (ratio {:.2}), ready {:.2}s, latency p50 {:.0} ms p99 {:.0} ms, \
-             calls/sidecar {:?}, idle writes {}, rollout {:.2}s, cold start {:.2}s",
-            cfg.rounds,
-            op.converge_s,
-            op.ratio,
-            op.ready_s,
-            op.latency_ms.p50,
-            op.latency_ms.p99,
-            op.api_calls_per_sidecar,
-            op.idle_writes,
-            op.rollout_s,
-            op.cold_start_s
-        ));
-        report.floor_rounds.push(floor);
-        report.operator_rounds.push(op);
-        // Partial results survive a later failure.
-        report.summarize();
-        write_report(cfg, &report)?;
     }
-    Ok(report)
 }
 
 fn notes(cfg: &Config) -> Vec<String> {
@@ -375,363 +386,4 @@ where
         .into_iter()
         .find(|o| o.uid().as_deref() == Some(uid))
         .map(|o| o.name_any())
-}
-
-async fn floor_round(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<FloorRound> {
-    let cfg = ctx.cfg;
-    let timeout = cfg.timeout();
-    say(&format!(
-        "round {r}/{} floor: creating {} namespace(s)",
-        cfg.rounds, ctx.namespaces
-    ));
-    let nss = workload::create_namespaces(
-        &ctx.client,
-        &format!("bench-r{r}-floor"),
-        ctx.namespaces,
-        &ctx.run_id,
-        timeout,
-    )
-    .await?;
-    ctx.live.extend(nss.iter().cloned());
-    let obs = Observer::start(&ctx.observer, &nss, false, timeout).await?;
-    say(&format!(
-        "round {r}/{} floor: creating {} main Pods",
-        cfg.rounds, cfg.n
-    ));
-    let t0 = Instant::now();
-    let created = workload::create_pods(
-        &ctx.client,
-        workload::main_pods(cfg.n, &nss),
-        cfg.concurrency,
-        BENCH_MANAGER,
-    )
-    .await?;
-    let mains_s = secs(t0.elapsed());
-    let sidecars = workload::render_sidecars(&created, &cfg.rollout_max_unavailable);
-    anyhow::ensure!(
-        sidecars.len() == cfg.n,
-        "rendered {} sidecars",
-        sidecars.len()
-    );
-    say(&format!(
-        "round {r}/{} floor: creating {} sidecar-shaped Pods",
-        cfg.rounds, cfg.n
-    ));
-    let t1 = Instant::now();
-    workload::create_pods(&ctx.client, sidecars, cfg.concurrency, SIDECAR_MANAGER).await?;
-    let sidecars_s = secs(t1.elapsed());
-    obs.wait_live(
-        cfg.n,
-        "the floor's sidecars at the watcher",
-        timeout,
-        |_| true,
-    )
-    .await?;
-    let sidecars_seen = obs.sidecars_seen();
-    drop(obs);
-    say(&format!(
-        "round {r}/{} floor: deleting the namespaces",
-        cfg.rounds
-    ));
-    workload::delete_namespaces(&ctx.client, &nss, timeout).await?;
-    ctx.live.retain(|n| !nss.contains(n));
-    Ok(FloorRound {
-        round: r,
-        mains_s,
-        sidecars_s,
-        floor_s: round3(mains_s + sidecars_s),
-        sidecars_seen,
-    })
-}
-
-fn launch<'a>(ctx: &'a Ctx<'_>, name: &'a str) -> Launch<'a> {
-    Launch {
-        mode: &ctx.cfg.operator,
-        kubeconfig: ctx.kubeconfig,
-        concurrency: ctx.cfg.concurrency,
-        pod_events: ctx.cfg.pod_events,
-        log_dir: &ctx.cfg.out_dir,
-        name,
-    }
-}
-
-/// Sleeps `d`, failing early if the operator dies.
-async fn sleep_alive(op: &mut RunningOperator, d: Duration) -> anyhow::Result<()> {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        op.check_alive()?;
-        tokio::time::sleep(
-            end.saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(500)),
-        )
-        .await;
-    }
-    op.check_alive()
-}
-
-/// Records watch errors and failed reconciles of a metrics difference, if any.
-fn record_errors(out: &mut OperatorRound, d: &metrics::Snapshot, prefix: &str) {
-    for (name, key) in [
-        ("sidecar_operator_watch_errors_total", "watch_errors"),
-        (
-            "sidecar_operator_reconcile_errors_total",
-            "reconcile_errors",
-        ),
-    ] {
-        let v = d.sum(name, &[]);
-        if v > 0.0 {
-            out.errors.insert(format!("{prefix}{key}"), v);
-        }
-    }
-}
-
-/// Keeps the instance's final `/metrics` next to its log (`<name>.metrics.txt`).
-async fn save_metrics(op: &RunningOperator, dir: &Path, name: &str) {
-    if let Ok(text) = op.metrics_text().await {
-        let _ = std::fs::write(dir.join(format!("{name}.metrics.txt")), text);
-    }
-}
-
-const CACHED: &str = "sidecar_operator_cached_pods";
-const RECONCILES: &str = "sidecar_operator_reconciles_total";
-
-async fn operator_round(
-    ctx: &mut Ctx<'_>,
-    r: usize,
-    floor: &FloorRound,
-) -> anyhow::Result<OperatorRound> {
-    let cfg = ctx.cfg;
-    let n = cfg.n;
-    let timeout = cfg.timeout();
-    let rounds = cfg.rounds;
-    let mut out = OperatorRound {
-        round: r,
-        idle_s: cfg.idle_secs as f64,
-        ..OperatorRound::default()
-    };
-    say(&format!(
-        "round {r}/{rounds} operator: creating {} namespace(s), starting the operator",
-        ctx.namespaces
-    ));
-    let nss = workload::create_namespaces(
-        &ctx.client,
-        &format!("bench-r{r}-op"),
-        ctx.namespaces,
-        &ctx.run_id,
-        timeout,
-    )
-    .await?;
-    ctx.live.extend(nss.iter().cloned());
-
-    let name = format!("operator-r{r}");
-    let mut op = RunningOperator::start(&launch(ctx, &name), timeout).await?;
-    out.startup_s = since(op.ready, op.started);
-    sleep_alive(&mut op, Duration::from_secs(1)).await?;
-    out.idle_rss_bytes = op.rss();
-    let m_start = op.metrics().await?;
-    out.idle_cached_pods = m_start.sum(CACHED, &[]);
-
-    workload::create_policies(&ctx.client, &nss, &cfg.rollout_max_unavailable).await?;
-    let obs = Observer::start(&ctx.observer, &nss, true, timeout).await?;
-    // The policies' first status (no Pod yet) is written before the clock starts.
-    let zero: HashMap<String, i64> = nss.iter().map(|ns| (ns.clone(), 0)).collect();
-    obs.wait_policies_ready(&zero, timeout).await?;
-    sleep_alive(&mut op, Duration::from_millis(500)).await?;
-
-    // Convergence.
-    let m0 = op.metrics().await?;
-    let cpu0 = op.cpu_seconds();
-    say(&format!(
-        "round {r}/{rounds} operator: creating {n} main Pods"
-    ));
-    let t0 = Instant::now();
-    workload::create_pods(
-        &ctx.client,
-        workload::main_pods(n, &nss),
-        cfg.concurrency,
-        BENCH_MANAGER,
-    )
-    .await?;
-    out.mains_s = secs(t0.elapsed());
-    let t_conv = obs.wait_first_sidecars(n, timeout).await?;
-    out.converge_s = since(t_conv, t0);
-    out.ratio = if floor.floor_s > 0.0 {
-        round3(out.converge_s / floor.floor_s)
-    } else {
-        0.0
-    };
-    let per_ns: HashMap<String, i64> = nss
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            let first = i * workload::PER_NAMESPACE;
-            let count = n.saturating_sub(first).min(workload::PER_NAMESPACE);
-            (ns.clone(), count as i64)
-        })
-        .collect();
-    let t_ready = obs.wait_policies_ready(&per_ns, timeout).await?;
-    out.ready_s = since(t_ready, t0);
-    let (bound, ready) = obs.live_bound_ready();
-    out.sidecars_bound_s = bound.map_or(0.0, |t| since(t, t0));
-    out.sidecars_ready_s = ready.map_or(0.0, |t| since(t, t0));
-    say(&format!(
-        "round {r}/{rounds} operator: converged in {:.2}s, Ready in {:.2}s",
-        out.converge_s, out.ready_s
-    ));
-    sleep_alive(&mut op, Duration::from_secs(2)).await?;
-    let m1 = op.metrics().await?;
-    out.cpu_s = round3(op.cpu_seconds() - cpu0);
-    out.rss_after_converge_bytes = op.rss();
-    out.latency_ms = Latency::of(&obs.latencies_ms());
-    out.sidecars_seen = obs.sidecars_seen();
-    let d = m1.since(&m0);
-    let calls = ApiCounts::from_delta(&d);
-    let per = calls.per(n);
-    out.api_calls_per_sidecar = per.by_verb_without_events();
-    out.api_calls_per_sidecar_by_resource = per.by_resource.clone();
-    out.event_writes_per_sidecar = round3(calls.event_writes() / n as f64);
-    out.reconciles_per_pod = round3(d.sum(RECONCILES, &[("controller", "pod")]) / n as f64);
-    out.policy_reconciles = d.sum(RECONCILES, &[("controller", "policy")]);
-    out.status_writes = d.sum("sidecar_operator_status_writes_total", &[]);
-    let rc = d.sum(
-        "sidecar_operator_reconcile_duration_seconds_count",
-        &[("controller", "pod")],
-    );
-    let rs = d.sum(
-        "sidecar_operator_reconcile_duration_seconds_sum",
-        &[("controller", "pod")],
-    );
-    out.mean_pod_reconcile_ms = if rc > 0.0 {
-        round3(rs / rc * 1000.0)
-    } else {
-        0.0
-    };
-
-    // Idle.
-    say(&format!(
-        "round {r}/{rounds} operator: idle for {}s",
-        cfg.idle_secs
-    ));
-    let m2 = op.metrics().await?;
-    let cpu2 = op.cpu_seconds();
-    sleep_alive(&mut op, Duration::from_secs(cfg.idle_secs)).await?;
-    let m3 = op.metrics().await?;
-    out.idle_cpu_s = round3(op.cpu_seconds() - cpu2);
-    out.steady_rss_bytes = op.rss();
-    out.cached_pods = m3.sum(CACHED, &[]);
-    let idle = ApiCounts::from_delta(&m3.since(&m2));
-    out.idle_writes = idle.writes();
-    out.idle_writes_by = idle
-        .by_resource
-        .iter()
-        .flat_map(|(res, verbs)| {
-            verbs
-                .iter()
-                .filter(|(v, _)| matches!(v.as_str(), "create" | "delete" | "patch" | "update"))
-                .map(move |(v, c)| (format!("{res}/{v}"), *c))
-        })
-        .collect();
-    let cached = out.cached_pods - out.idle_cached_pods;
-    out.bytes_per_cached_pod = if cached > 0.0 {
-        ((out.steady_rss_bytes as f64 - out.idle_rss_bytes as f64) / cached).round()
-    } else {
-        0.0
-    };
-
-    // The first instance is done: peak, metrics, errors.
-    out.peak_rss_bytes = op.peak_rss();
-    save_metrics(&op, &cfg.out_dir, &name).await;
-    record_errors(&mut out, &m3.since(&m_start), "");
-    op.stop().await;
-
-    // Cold start (before the rollout, so that no delete of the rollout is still in
-    // flight — see the kwok note — when the fresh instance creates its sidecars).
-    say(&format!(
-        "round {r}/{rounds} operator: cold start (operator stopped, deleting the sidecars)"
-    ));
-    workload::delete_sidecars(&ctx.client, &nss).await?;
-    obs.wait_live(0, "the sidecars to be gone", timeout, |_| true)
-        .await?;
-    let cold_name = format!("operator-r{r}-cold");
-    let t_c = Instant::now();
-    let mut cold = RunningOperator::start(&launch(ctx, &cold_name), timeout).await?;
-    out.cold_start_ready_s = since(cold.ready, t_c);
-    let t_cd = obs
-        .wait_live(n, "the cold-started operator's sidecars", timeout, |l| {
-            l.seen >= t_c
-        })
-        .await?;
-    out.cold_start_s = since(t_cd, t_c);
-    out.cold_start_ratio = if floor.sidecars_s > 0.0 {
-        round3(out.cold_start_s / floor.sidecars_s)
-    } else {
-        0.0
-    };
-    let mc = cold.metrics().await?;
-    out.cold_start_api_calls_per_sidecar =
-        ApiCounts::from_delta(&mc).per(n).by_verb_without_events();
-    obs.wait_policies_ready(&per_ns, timeout).await?;
-    sleep_alive(&mut cold, Duration::from_secs(2)).await?;
-    out.cold_start_steady_rss_bytes = cold.rss();
-    out.cold_start_peak_rss_bytes = cold.peak_rss();
-
-    // Rollout, by the cold-started instance (converged and Ready by now).
-    let old_hashes = obs.live_hashes();
-    anyhow::ensure!(
-        old_hashes.len() == 1,
-        "expected one template hash before the rollout, found {old_hashes:?}"
-    );
-    say(&format!(
-        "round {r}/{rounds} operator: rollout (template change, maxUnavailable {})",
-        cfg.rollout_max_unavailable
-    ));
-    let m4 = cold.metrics().await?;
-    let seen_before = obs.sidecars_seen();
-    let t_r = Instant::now();
-    workload::change_template(&ctx.client, &nss, 2).await?;
-    let done = obs
-        .wait_live(n, "every sidecar at the new template hash", timeout, |l| {
-            !l.hash.is_empty() && !old_hashes.contains(&l.hash)
-        })
-        .await;
-    // A rollout that outlasts the step timeout is a result to report (kwok's name-based
-    // deletes can keep one going at N = 10,000), not a reason to lose the round.
-    (out.rollout_s, out.rollout_finished) = match done {
-        Ok(t_done) => (since(t_done, t_r), true),
-        Err(e) => {
-            say(&format!("  rollout not finished: {e:#}"));
-            (t_r.elapsed().as_secs_f64(), false)
-        }
-    };
-    out.rollout_extra_sidecars = obs.sidecars_seen().saturating_sub(seen_before + n);
-    sleep_alive(&mut cold, Duration::from_secs(1)).await?;
-    let m5 = cold.metrics().await?;
-    out.rollout_api_calls_per_sidecar = ApiCounts::from_delta(&m5.since(&m4))
-        .per(n)
-        .by_verb_without_events();
-    record_errors(&mut out, &m5, "cold_");
-    save_metrics(&cold, &cfg.out_dir, &cold_name).await;
-    cold.stop().await;
-    drop(obs);
-
-    say(&format!(
-        "round {r}/{rounds} operator: deleting the namespaces"
-    ));
-    workload::delete_namespaces(&ctx.client, &nss, timeout).await?;
-    ctx.live.retain(|n| !nss.contains(n));
-    for m in [
-        &mut out.api_calls_per_sidecar,
-        &mut out.rollout_api_calls_per_sidecar,
-        &mut out.cold_start_api_calls_per_sidecar,
-    ] {
-        for v in m.values_mut() {
-            *v = round3(*v);
-        }
-    }
-    for verbs in out.api_calls_per_sidecar_by_resource.values_mut() {
-        for v in verbs.values_mut() {
-            *v = round3(*v);
-        }
-    }
-    Ok(out)
 }

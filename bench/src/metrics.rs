@@ -3,6 +3,14 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail};
+use sidecar_controller::metrics::PREFIX;
+
+/// The exposed name of the operator's metric `name` (one of
+/// [`sidecar_controller::metrics::name`]) with `suffix` (`_total` for counters,
+/// `_count`/`_sum`/`_bucket` for histograms, `""` for gauges).
+pub fn series(name: &str, suffix: &str) -> String {
+    format!("{PREFIX}_{name}{suffix}")
+}
 
 /// One sample: metric name (with its `_total`/`_bucket`… suffix) and labels.
 pub type SeriesKey = (String, BTreeMap<String, String>);

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
+use sidecar_controller::metrics::name;
 use sidecar_controller::{Operator, OperatorConfig};
 use sidecar_testenv::process::Proc;
 
-use crate::metrics::{Snapshot, http_get};
+use crate::metrics::{Snapshot, http_get, series};
 use crate::sys::{self, RssSampler};
 
 /// How the operator runs during the benchmark.
@@ -275,13 +276,13 @@ pub struct ApiCounts {
 }
 
 impl ApiCounts {
-    /// From a difference of `sidecar_operator_api_requests_total`.
+    /// From a difference of the operator's `api_requests` counter.
     pub fn from_delta(d: &Snapshot) -> ApiCounts {
         let mut by_resource: std::collections::BTreeMap<
             String,
             std::collections::BTreeMap<String, f64>,
         > = Default::default();
-        for (labels, v) in d.series("sidecar_operator_api_requests_total") {
+        for (labels, v) in d.series(&series(name::API_REQUESTS, "_total")) {
             if v == 0.0 {
                 continue;
             }

@@ -32,27 +32,38 @@ async fn ci_sized_benchmark_counts_everything() {
     let floor = &report.floor_rounds[0];
     assert_eq!(floor.sidecars_seen, N, "floor sidecars counted");
     let op = &report.operator_rounds[0];
-    assert_eq!(op.sidecars_seen, N, "operator sidecars counted");
-    assert_eq!(op.latency_ms.count, N, "one latency per main Pod");
-    assert!(op.rollout_finished, "the rollout of {N} sidecars finished");
+    assert_eq!(op.convergence.sidecars_seen, N, "operator sidecars counted");
+    assert_eq!(
+        op.convergence.latency_ms.count, N,
+        "one latency per main Pod"
+    );
+    assert!(
+        op.rollout.rollout_finished,
+        "the rollout of {N} sidecars finished"
+    );
     assert_eq!(report.latency_ms.count, N);
     assert!(
-        op.api_calls_per_sidecar
+        op.cost
+            .api_calls_per_sidecar
             .get("create")
             .copied()
             .unwrap_or(0.0)
             >= 1.0,
         "at least one create per sidecar counted: {:?}",
-        op.api_calls_per_sidecar
+        op.cost.api_calls_per_sidecar
     );
     assert!(
-        op.cached_pods >= (2 * N) as f64,
+        op.memory.cached_pods >= (2 * N) as f64,
         "the operator cached the main Pods and sidecars: {}",
-        op.cached_pods
+        op.memory.cached_pods
     );
-    assert!(op.steady_rss_bytes > 0 && op.peak_rss_bytes > 0);
+    assert!(op.memory.steady_rss_bytes > 0 && op.memory.peak_rss_bytes > 0);
 
-    // On disk.
+    assert_report_files(&out);
+}
+
+/// `report.json` has every field, `report.md` the table.
+fn assert_report_files(out: &std::path::Path) {
     let json: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("report.json")).expect("report.json written"),
     )

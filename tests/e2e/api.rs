@@ -3,7 +3,6 @@
 //! fields are refused under strict validation, specs round-trip with defaults applied, and
 //! `kubectl explain` / `kubectl get` (Table) show what we declared.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
@@ -14,38 +13,16 @@ use kube::api::{
     Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, ResourceExt,
 };
 use kube::{Client, Resource};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sidecar_api::constants::{FIELD_MANAGER, condition, condition_status, reason};
 use sidecar_api::{
     Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy, template_hash,
 };
-use sidecar_e2e::wait_until;
+use sidecar_e2e::{
+    policy_table, repo_path, table_columns, wait_until, yaml_documents, yaml_file_documents,
+    yaml_files,
+};
 use sidecar_testenv::{TestNamespace, install_crd, shared};
-
-fn repo_path(sub: &str) -> PathBuf {
-    let tests_crate = Path::new(env!("CARGO_MANIFEST_DIR"));
-    tests_crate.parent().unwrap_or(tests_crate).join(sub)
-}
-
-fn yaml_files(sub: &str) -> Vec<PathBuf> {
-    let dir = repo_path(sub);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).expect("read YAML file");
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .filter(|doc| !doc.is_null())
-        .collect()
-}
 
 /// A client, the CRD installed, and a fresh namespace.
 async fn setup(prefix: &str) -> (Client, TestNamespace) {
@@ -117,7 +94,7 @@ async fn crd_file_installs_with_client_side_apply_and_examples_apply() {
     let mut failures = Vec::new();
     let mut expected_policies = Vec::new();
     for file in yaml_files("examples") {
-        for doc in documents(&file) {
+        for doc in yaml_file_documents(&file) {
             if doc["kind"] == "SidecarPolicy" {
                 expected_policies.push(doc["metadata"]["name"].as_str().unwrap().to_owned());
             }
@@ -163,7 +140,7 @@ async fn every_bad_policy_is_refused_with_its_message() {
             .unwrap_or_else(|| panic!("{}: no `# expect:` line", file.display()))
             .trim()
             .to_owned();
-        let docs = documents(file);
+        let docs = yaml_documents(&text, &file.display().to_string());
         let obj: DynamicObject = serde_json::from_value(docs[0].clone()).expect("DynamicObject");
         match api.create(&PostParams::default(), &obj).await {
             Err(kube::Error::Api(status)) if status.message.contains(&expect) => {}
@@ -250,7 +227,7 @@ async fn policies_round_trip_with_defaults_applied() {
 
     // Every example policy, fully specified, comes back unchanged.
     for file in yaml_files("examples") {
-        for doc in documents(&file)
+        for doc in yaml_file_documents(&file)
             .into_iter()
             .filter(|d| d["kind"] == "SidecarPolicy")
         {
@@ -369,28 +346,9 @@ async fn table_shows_the_printer_columns() {
     let got = typed.get_status("shipper").await.expect("get status");
     assert_eq!(got.status.as_ref(), Some(&status));
 
-    let path = format!(
-        "/apis/sidecars.dev/v1alpha1/namespaces/{}/sidecarpolicies",
-        ns.name()
-    );
-    let mut request = kube::core::Request::new(path)
-        .list(&ListParams::default())
-        .expect("build list request");
-    request.headers_mut().insert(
-        "accept",
-        "application/json;as=Table;v=v1;g=meta.k8s.io"
-            .parse()
-            .expect("header value"),
-    );
-    let text = client.request_text(request).await.expect("GET Table");
-    let table: Value = serde_json::from_str(&text).expect("Table JSON");
-    assert_eq!(table["kind"], "Table", "{text}");
-    let columns: Vec<String> = table["columnDefinitions"]
-        .as_array()
-        .expect("columnDefinitions")
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default().to_uppercase())
-        .collect();
+    let table = policy_table(&client, ns.name()).await;
+    assert_eq!(table["kind"], "Table", "{table}");
+    let columns = table_columns(&table);
     assert_eq!(
         columns,
         ["NAME", "MATCHED", "READY", "UP-TO-DATE", "PAUSED", "AGE"]

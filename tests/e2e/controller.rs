@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::{Container, Event, NodeSelectorRequirement, Pod};
+use k8s_openapi::api::core::v1::{Container, NodeSelectorRequirement, Pod};
 use kube::ResourceExt as _;
 use kube::api::PostParams;
 use serde_json::json;
@@ -17,25 +17,13 @@ use sidecar_api::constants::{
     LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
 };
 use sidecar_api::{Placement, SidecarPolicy, template_hash};
-use sidecar_controller::{ApiCalls, Operator, OperatorConfig};
+use sidecar_controller::ApiCalls;
 use sidecar_e2e::{
-    Scene, deployment, find, gated_pod, is_sidecar, job, node_of, phase_of, pod, policy,
-    sidecar_names, sidecars, uid_of,
+    QUIET, Scene, create_pods, deployment, describe_calls, find, gated_pod, is_sidecar, job,
+    node_of, phase_of, pod, policy, print_operator_events, sidecar_names, sidecars, uid_of,
 };
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::kwok::POD_COMPLETE_DELAY_ANNOTATION;
-use sidecar_testenv::shared;
-
-/// Length of every "nothing (more) happens" check.
-const QUIET: Duration = Duration::from_secs(5);
-
-/// Starts an operator instance that watches only the scene's namespace.
-async fn start_operator(scene: &Scene) -> Operator {
-    let config = shared().kube_config().await;
-    Operator::start(config, OperatorConfig::namespace(scene.name()))
-        .await
-        .expect("operator starts")
-}
 
 /// Main Pods: not sidecars, not terminating.
 fn mains(pods: &[Pod]) -> Vec<&Pod> {
@@ -221,53 +209,11 @@ fn assert_sidecars(pods: &[Pod], pairs: &[(&str, &SidecarPolicy)]) {
     }
 }
 
-/// Creates bare Pods `names` labelled `labels`.
-async fn create_pods(scene: &Scene, names: &[&str], labels: &[(&str, &str)]) {
-    for name in names {
-        scene.create(&pod(name, labels)).await;
-    }
-}
-
-/// Prints the Events the operator reported in the scene's namespace (one line each).
-async fn print_operator_events(scene: &Scene) {
-    let events = scene.api::<Event>().list(&Default::default()).await;
-    let events: Vec<Event> = events
-        .expect("list Events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            let by = e.reporting_component.as_deref();
-            let source = e.source.as_ref().and_then(|s| s.component.as_deref());
-            by == Some(MANAGED_BY_VALUE) || source == Some(MANAGED_BY_VALUE)
-        })
-        .collect();
-    eprintln!(
-        "[api-calls] {} Events by the operator in {}",
-        events.len(),
-        scene.name()
-    );
-    for e in &events {
-        eprintln!(
-            "[api-calls]   {} {} {}: {} (count {:?})",
-            e.type_.as_deref().unwrap_or("-"),
-            e.reason.as_deref().unwrap_or("-"),
-            e.involved_object.name.as_deref().unwrap_or("-"),
-            e.message.as_deref().unwrap_or("-"),
-            e.count
-        );
-    }
-}
-
+/// Prints `c` on one line, tagged `[api-calls] what`.
 fn print_calls(what: &str, c: &ApiCalls) {
     eprintln!(
-        "[api-calls] {what}: get={} list={} watch={} create={} delete={} patch={} update={} (writes={})",
-        c.get,
-        c.list,
-        c.watch,
-        c.create,
-        c.delete,
-        c.patch,
-        c.update,
+        "[api-calls] {what}: {} (writes={})",
+        describe_calls(c),
         c.writes()
     );
 }
@@ -275,7 +221,7 @@ fn print_calls(what: &str, c: &ApiCalls) {
 #[tokio::test]
 async fn deployment_pods_each_get_one_sidecar_on_their_node() {
     let scene = Scene::new("ctl-deploy").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let shipper = policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode");
     let shipper = scene.create(&shipper).await;
     scene.create(&deployment("web", 3, &[("app", "web")])).await;
@@ -306,7 +252,7 @@ async fn deployment_pods_each_get_one_sidecar_on_their_node() {
 #[tokio::test]
 async fn pods_that_predate_the_policy_get_sidecars() {
     let scene = Scene::new("ctl-predate").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     create_pods(&scene, &["web-0", "web-1"], &[("app", "web")]).await;
     create_pods(&scene, &["db-0"], &[("app", "db")]).await;
     scene
@@ -329,7 +275,7 @@ async fn pods_that_predate_the_policy_get_sidecars() {
 #[tokio::test]
 async fn deleted_sidecar_is_recreated_but_not_after_its_main_pod_is_deleted() {
     let scene = Scene::new("ctl-recreate").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let shipper = policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode");
     let shipper = scene.create(&shipper).await;
     create_pods(&scene, &["web-0"], &[("app", "web")]).await;
@@ -371,14 +317,9 @@ async fn deleted_sidecar_is_recreated_but_not_after_its_main_pod_is_deleted() {
 #[tokio::test]
 async fn terminating_main_pod_loses_its_sidecar_for_good() {
     let scene = Scene::new("ctl-terminating").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene
-        .create(&policy(
-            "shipper",
-            &[("app", "web")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode")
         .await;
     let mut main = pod("web-0", &[("app", "web")]);
     main.metadata.finalizers = Some(vec!["example.com/hold".into()]);
@@ -423,24 +364,14 @@ async fn terminating_main_pod_loses_its_sidecar_for_good() {
 #[tokio::test]
 async fn sidecars_no_longer_wanted_are_deleted() {
     let scene = Scene::new("ctl-unwanted").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let shipper = policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode");
     let shipper = scene.create(&shipper).await;
     scene
-        .create(&policy(
-            "narrow",
-            &[("group", "a")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("narrow", &[("group", "a")], &[("team", "obs")], "SameNode")
         .await;
     scene
-        .create(&policy(
-            "doomed",
-            &[("role", "x")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("doomed", &[("role", "x")], &[("team", "obs")], "SameNode")
         .await;
     create_pods(&scene, &["keep", "relabel", "optout"], &[("app", "web")]).await;
     create_pods(&scene, &["sel-a"], &[("group", "a")]).await;
@@ -499,22 +430,12 @@ async fn sidecars_no_longer_wanted_are_deleted() {
 /// starts a new instance: it removes exactly the orphans.
 async fn orphans_are_removed_by_the_next_instance(prefix: &str, kill: bool) {
     let scene = Scene::new(prefix).await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene
-        .create(&policy(
-            "shipper",
-            &[("app", "web")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode")
         .await;
     scene
-        .create(&policy(
-            "stays",
-            &[("app", "web")],
-            &[("team", "ops")],
-            "SameNode",
-        ))
+        .create_policy("stays", &[("app", "web")], &[("team", "ops")], "SameNode")
         .await;
     create_pods(&scene, &["web-0", "web-1"], &[("app", "web")]).await;
     let all = pairs(["web-0", "web-1"], &["shipper", "stays"]);
@@ -539,7 +460,7 @@ async fn orphans_are_removed_by_the_next_instance(prefix: &str, kill: bool) {
         )
         .await;
 
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let pods = wait_sidecars(&scene, &kept).await;
     let uids: Vec<String> = kept
         .iter()
@@ -562,32 +483,17 @@ async fn policy_deleted_while_the_operator_was_killed_leaves_no_orphans() {
 #[tokio::test]
 async fn two_policies_give_two_sidecars_and_sidecars_get_none() {
     let scene = Scene::new("ctl-two").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let record = scene.record().await;
     // Both sidecars of web-0 carry role=agent, which is exactly what `meta` selects.
     let logs = scene
-        .create(&policy(
-            "logs",
-            &[("app", "web")],
-            &[("role", "agent")],
-            "SameNode",
-        ))
+        .create_policy("logs", &[("app", "web")], &[("role", "agent")], "SameNode")
         .await;
     let metrics = scene
-        .create(&policy(
-            "metrics",
-            &[("app", "web")],
-            &[("role", "agent")],
-            "Any",
-        ))
+        .create_policy("metrics", &[("app", "web")], &[("role", "agent")], "Any")
         .await;
     let meta = scene
-        .create(&policy(
-            "meta",
-            &[("role", "agent")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("meta", &[("role", "agent")], &[("team", "obs")], "SameNode")
         .await;
     create_pods(&scene, &["web-0"], &[("app", "web")]).await;
     // A real Pod `meta` selects: proves `meta` works, so its silence on sidecars means something.
@@ -624,15 +530,10 @@ async fn two_policies_give_two_sidecars_and_sidecars_get_none() {
 #[tokio::test]
 async fn completed_job_pod_loses_its_sidecar() {
     let scene = Scene::new("ctl-job").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let record = scene.record().await;
     let shipper = scene
-        .create(&policy(
-            "archiver",
-            &[("app", "batch")],
-            &[("team", "obs")],
-            "Any",
-        ))
+        .create_policy("archiver", &[("app", "batch")], &[("team", "obs")], "Any")
         .await;
     // kwok completes a Job's Pod 5 s after it runs: time enough to see its sidecar.
     let delay = [(POD_COMPLETE_DELAY_ANNOTATION, "5s")];
@@ -671,17 +572,12 @@ async fn completed_job_pod_loses_its_sidecar() {
 #[tokio::test]
 async fn unbound_pod_waits_for_its_node_with_same_node_but_not_with_any() {
     let scene = Scene::new("ctl-unbound").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let same = scene
-        .create(&policy(
-            "same",
-            &[("app", "same")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("same", &[("app", "same")], &[("team", "obs")], "SameNode")
         .await;
     let any = scene
-        .create(&policy("any", &[("app", "any")], &[("team", "obs")], "Any"))
+        .create_policy("any", &[("app", "any")], &[("team", "obs")], "Any")
         .await;
     scene
         .create(&gated_pod("held-same", &[("app", "same")]))
@@ -721,14 +617,9 @@ async fn unbound_pod_waits_for_its_node_with_same_node_but_not_with_any() {
 #[tokio::test]
 async fn restarted_operator_writes_nothing_on_a_converged_namespace() {
     let scene = Scene::new("ctl-idle").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene
-        .create(&policy(
-            "shipper",
-            &[("app", "web")],
-            &[("team", "obs")],
-            "SameNode",
-        ))
+        .create_policy("shipper", &[("app", "web")], &[("team", "obs")], "SameNode")
         .await;
     create_pods(&scene, &["web-0", "web-1", "web-2"], &[("app", "web")]).await;
     let expected = pairs(["web-0", "web-1", "web-2"], &["shipper"]);
@@ -747,7 +638,7 @@ async fn restarted_operator_writes_nothing_on_a_converged_namespace() {
     op.stop().await;
 
     let before = scene.fingerprint().await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     tokio::time::sleep(QUIET).await;
     let calls = op.api_calls();
     let after = scene.fingerprint().await;
@@ -775,14 +666,14 @@ async fn restarted_operator_writes_nothing_on_a_converged_namespace() {
 async fn two_hundred_pods_get_one_sidecar_each_with_one_create_each() {
     const N: usize = 200;
     let scene = Scene::new("ctl-load").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene
-        .create(&policy(
+        .create_policy(
             "shipper",
             &[("app", "load")],
             &[("team", "obs")],
             "SameNode",
-        ))
+        )
         .await;
     let start = Instant::now();
     let names: Vec<String> = (0..N).map(|i| format!("load-{i:03}")).collect();

@@ -3,7 +3,7 @@
 //! get 410 Gone and relist), concurrent writers, surprising objects, stored policies that
 //! a later, stricter CRD refuses, and no hot loop on an idle converged namespace.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -20,7 +20,8 @@ use sidecar_api::constants::{
 use sidecar_controller::metrics::CategoryLabel;
 use sidecar_controller::{Operator, OperatorConfig};
 use sidecar_e2e::{
-    PodRecorder, Scene, Seen, TIMEOUT, is_sidecar, pod, policy, poll, sidecar_names, wait_until,
+    IdleCheck, PodRecorder, Scene, Seen, TIMEOUT, generation_observed, is_sidecar, pod, policy,
+    poll, sidecar_names, wait_until,
 };
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::shared;
@@ -28,12 +29,6 @@ use sidecar_testenv::shared;
 /// Long forms run with `SIDECAR_LONG_FAULTS=1` (`make test-faults`).
 fn long() -> bool {
     std::env::var_os("SIDECAR_LONG_FAULTS").is_some()
-}
-
-async fn operator(ns: &str) -> Operator {
-    Operator::start(shared().kube_config().await, OperatorConfig::namespace(ns))
-        .await
-        .expect("operator starts")
 }
 
 /// Replays the recorder's journal: the most live sidecars any (main uid, policy) pair
@@ -99,7 +94,7 @@ async fn crash_at_random_moments_never_duplicates_nor_loses_a_sidecar() {
     let scene = Scene::new("crash").await;
     let rec = scene.record().await;
     scene
-        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "burst")], &[], "SameNode")
         .await;
     let seed: u64 = rand::random();
     eprintln!("[crash] seed {seed}, {n} Pods, {rounds} kills");
@@ -111,7 +106,7 @@ async fn crash_at_random_moments_never_duplicates_nor_loses_a_sidecar() {
         rng ^= rng << 17;
         rng
     };
-    let mut op = operator(scene.name()).await;
+    let mut op = scene.start_operator().await;
     let burst = {
         let pods = scene.pods.clone();
         tokio::spawn(async move {
@@ -132,7 +127,7 @@ async fn crash_at_random_moments_never_duplicates_nor_loses_a_sidecar() {
         // Dropping aborts every task where it stands, in-flight requests included: a crash.
         drop(op);
         eprintln!("[crash] round {round}: killed after {after:?}");
-        op = operator(scene.name()).await;
+        op = scene.start_operator().await;
     }
     for r in burst.await.expect("burst task") {
         r.expect("create Pod");
@@ -154,9 +149,9 @@ async fn crash_at_random_moments_never_duplicates_nor_loses_a_sidecar() {
 async fn concurrent_writers_cause_no_error_storm_and_the_truth_wins() {
     let scene = Scene::new("conflict").await;
     scene
-        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "burst")], &[], "SameNode")
         .await;
-    let op = operator(scene.name()).await;
+    let op = scene.start_operator().await;
     create_many(&scene, "w", 10).await;
     wait_converged(&scene, "w", 10, "agent").await;
     let uids: BTreeMap<String, String> = scene
@@ -225,7 +220,7 @@ async fn concurrent_writers_cause_no_error_storm_and_the_truth_wins() {
 #[tokio::test]
 async fn surprising_objects_are_handled_without_crash_or_loop() {
     let scene = Scene::new("odd").await;
-    let op = operator(scene.name()).await;
+    let op = scene.start_operator().await;
     // Every selector operator.
     let spec = json!({
         "selector": {"matchExpressions": [
@@ -526,38 +521,6 @@ fn errors_in(op: &Operator, category: &'static str) -> u64 {
         .get()
 }
 
-/// Reads policy `name` every 200 ms until `probe` holds; after [`TIMEOUT`] panics naming
-/// `what`, with the last status seen.
-async fn wait_policy(
-    policies: &Api<SidecarPolicy>,
-    name: &str,
-    what: &str,
-    mut probe: impl FnMut(&SidecarPolicy) -> bool,
-) -> SidecarPolicy {
-    let mut last = None;
-    let found = poll(TIMEOUT, async || {
-        let p = policies.get(name).await.ok()?;
-        let hit = probe(&p).then(|| p.clone());
-        last = Some(p);
-        hit
-    })
-    .await;
-    found.unwrap_or_else(|| {
-        panic!(
-            "timed out after {}s waiting for policy {name}: {what}; last status: {}",
-            TIMEOUT.as_secs(),
-            serde_json::to_string(&last.and_then(|p| p.status)).unwrap_or_default()
-        )
-    })
-}
-
-/// The status was written for the policy's current generation.
-fn observed(p: &SidecarPolicy) -> bool {
-    p.status.as_ref().is_some_and(|s| {
-        s.observed_generation.is_some() && s.observed_generation == p.metadata.generation
-    })
-}
-
 /// The policy's `Degraded` condition as (status, reason, message).
 fn degraded(p: &SidecarPolicy) -> Option<(&str, &str, &str)> {
     let s = p.status.as_ref()?;
@@ -735,12 +698,13 @@ async fn stored_policies_a_stricter_crd_refuses_are_reported_without_crash_or_lo
             (sidecar_names(pods) == want).then_some(())
         })
         .await;
-    wait_policy(&scene.policies, "good", "3/3 ready, not degraded", |p| {
-        observed(p)
-            && p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
-            && degraded(p).is_some_and(|d| d.0 == condition_status::FALSE)
-    })
-    .await;
+    scene
+        .wait_policy("good", "3/3 ready, not degraded", |p| {
+            generation_observed(p)
+                && p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
+                && degraded(p).is_some_and(|d| d.0 == condition_status::FALSE)
+        })
+        .await;
     for case in &INVALID {
         let what = format!(
             "0 matched, Degraded=True {} naming {} with {:?}",
@@ -748,17 +712,18 @@ async fn stored_policies_a_stricter_crd_refuses_are_reported_without_crash_or_lo
             case.field,
             case.refused_with
         );
-        let p = wait_policy(&scene.policies, case.name, &what, |p| {
-            observed(p)
-                && p.status.as_ref().is_some_and(|s| s.matched_pods == 0)
-                && degraded(p).is_some_and(|(status, reason, message)| {
-                    status == condition_status::TRUE
-                        && reason == reason::INVALID_SPEC
-                        && message.contains(case.field)
-                        && message.contains(case.refused_with)
-                })
-        })
-        .await;
+        let p = scene
+            .wait_policy(case.name, &what, |p| {
+                generation_observed(p)
+                    && p.status.as_ref().is_some_and(|s| s.matched_pods == 0)
+                    && degraded(p).is_some_and(|(status, reason, message)| {
+                        status == condition_status::TRUE
+                            && reason == reason::INVALID_SPEC
+                            && message.contains(case.field)
+                            && message.contains(case.refused_with)
+                    })
+            })
+            .await;
         let s = p.status.as_ref().expect("status");
         eprintln!(
             "[stored] {}: matched {} sidecars {}; Degraded {:?}",
@@ -793,39 +758,14 @@ async fn stored_policies_a_stricter_crd_refuses_are_reported_without_crash_or_lo
     );
 
     // Idle: nothing at all.
-    let m = op.metrics();
-    let calls0 = op.api_calls();
-    let status0 = m.status_writes.get();
-    let (pod0, policy0) = (m.reconcile_count("pod"), m.reconcile_count("policy"));
     let before = scene.fingerprint().await;
+    let check = IdleCheck::start(&op);
     tokio::time::sleep(idle).await;
-    let calls = op.api_calls().since(&calls0);
-    let pod_reconciles = m.reconcile_count("pod") - pod0;
-    let policy_reconciles = m.reconcile_count("policy") - policy0;
-    eprintln!(
-        "[stored] idle {}s: create={} delete={} patch={} update={} events={}; status writes {}; reconciles pod {pod_reconciles} policy {policy_reconciles}",
-        idle.as_secs(),
-        calls.create,
-        calls.delete,
-        calls.patch,
-        calls.update,
-        calls.events,
-        m.status_writes.get() - status0,
-    );
+    check.assert_no_writes(&op, "stored", idle);
+    let (pod_reconciles, policy_reconciles) = check.reconciles_since(&op);
+    eprintln!("[stored] reconciles while idle: pod {pod_reconciles} policy {policy_reconciles}");
     assert!(op.is_ready(), "the operator is up");
     assert_eq!(scene.fingerprint().await, before, "nothing was written");
-    assert_eq!(
-        (
-            calls.create,
-            calls.delete,
-            calls.patch,
-            calls.update,
-            calls.events
-        ),
-        (0, 0, 0, 0, 0),
-        "no write while idle: {calls:?}"
-    );
-    assert_eq!(m.status_writes.get(), status0, "no status write while idle");
     assert!(
         pod_reconciles + policy_reconciles <= 1,
         "no reconcile loop: {pod_reconciles} Pod and {policy_reconciles} policy reconciles in {}s",
@@ -844,10 +784,11 @@ async fn stored_policies_a_stricter_crd_refuses_are_reported_without_crash_or_lo
         })
         .await;
     let four = format!("{}/{}", N + 1, N + 1);
-    wait_policy(&scene.policies, "good", "4/4 ready", |p| {
-        p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some(four.as_str())
-    })
-    .await;
+    scene
+        .wait_policy("good", "4/4 ready", |p| {
+            p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some(four.as_str())
+        })
+        .await;
     assert_eq!(sidecar_names(&scene.list_pods().await), want);
     drop(op);
     drop(scene);
@@ -860,48 +801,35 @@ async fn idle_converged_namespace_has_no_hot_loop() {
     let idle = Duration::from_secs(if long() { 300 } else { 20 });
     let scene = Scene::new("hot").await;
     scene
-        .create(&policy("agent", &[("app", "burst")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "burst")], &[], "SameNode")
         .await;
-    let op = operator(scene.name()).await;
+    let op = scene.start_operator().await;
     let t0 = Instant::now();
     create_many(&scene, "idle", N).await;
     wait_converged(&scene, "idle", N, "agent").await;
     let ready = format!("{N}/{N}");
-    wait_policy(&scene.policies, "agent", "all sidecars ready", |p| {
-        observed(p) && p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some(ready.as_str())
-    })
-    .await;
+    scene
+        .wait_policy("agent", "all sidecars ready", |p| {
+            generation_observed(p)
+                && p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some(ready.as_str())
+        })
+        .await;
     scene.wait_settled().await;
     let converged = t0.elapsed();
-    let m = op.metrics();
-    let calls0 = op.api_calls();
-    let status0 = m.status_writes.get();
-    let (pod0, policy0) = (m.reconcile_count("pod"), m.reconcile_count("policy"));
     let before = scene.fingerprint().await;
+    let check = IdleCheck::start(&op);
     eprintln!(
-        "[idle] {N} Pods converged and settled in {:.1}s: {calls0:?}; status writes {status0}, reconciles pod {pod0} policy {policy0}",
-        converged.as_secs_f64()
+        "[idle] {N} Pods converged and settled in {:.1}s: {:?}; status writes {}, reconciles pod {} policy {}",
+        converged.as_secs_f64(),
+        op.api_calls(),
+        op.metrics().status_writes.get(),
+        op.metrics().reconcile_count("pod"),
+        op.metrics().reconcile_count("policy"),
     );
     tokio::time::sleep(idle).await;
-    let calls = op.api_calls().since(&calls0);
-    let status_writes = m.status_writes.get() - status0;
-    let pod_reconciles = m.reconcile_count("pod") - pod0;
-    let policy_reconciles = m.reconcile_count("policy") - policy0;
-    eprintln!(
-        "[idle] idle {}s: get={} list={} watch={} create={} delete={} patch={} update={} events={}; status writes {status_writes}; reconciles pod {pod_reconciles} policy {policy_reconciles}",
-        idle.as_secs(),
-        calls.get,
-        calls.list,
-        calls.watch,
-        calls.create,
-        calls.delete,
-        calls.patch,
-        calls.update,
-        calls.events,
-    );
-    assert_eq!(calls.writes(), 0, "no write while idle: {calls:?}");
-    assert_eq!(calls.events, 0, "no Event while idle: {calls:?}");
-    assert_eq!(status_writes, 0, "no status write while idle");
+    check.assert_no_writes(&op, "idle", idle);
+    let (pod_reconciles, policy_reconciles) = check.reconciles_since(&op);
+    eprintln!("[idle] reconciles while idle: pod {pod_reconciles} policy {policy_reconciles}");
     assert_eq!(scene.fingerprint().await, before, "nothing changed");
     // Nothing changes, so nothing is reconciled: a hot loop would reconcile thousands of
     // times; a relist would reconcile all 100 Pods.
@@ -935,6 +863,21 @@ const UNDECODABLE: [Undecodable; 2] = [
     ),
 ];
 
+/// Creates main Pod `name` (`app=web`) and waits until the namespace's sidecars are `want`
+/// plus its sidecar of policy `good` (and nothing of the other policies).
+async fn new_pod_gets_only_good_sidecar(
+    scene: &Scene,
+    want: &mut BTreeSet<String>,
+    name: &str,
+    what: &str,
+) {
+    scene.create(&pod(name, &[("app", "web")])).await;
+    want.insert(sidecar_name(name, "good"));
+    scene
+        .wait_pods(what, |pods| (sidecar_names(pods) == *want).then_some(()))
+        .await;
+}
+
 /// Issue 11 §2: stored policies that do not decode into the operator's types are reported
 /// on themselves and never stall a watch: neither for a running operator (watch event)
 /// nor after a restart (the initial LIST), and every other namespace keeps converging.
@@ -960,7 +903,7 @@ async fn undecodable_stored_policies_never_stall_the_operator() {
     let op = Operator::start(cfg.clone(), opts.clone())
         .await
         .expect("operator starts");
-    let mut want = std::collections::BTreeSet::from([sidecar_name("web-0", "good")]);
+    let mut want = BTreeSet::from([sidecar_name("web-0", "good")]);
     scene
         .wait_pods("the good policy's sidecar", |pods| {
             (sidecar_names(pods) == want).then_some(())
@@ -1020,13 +963,13 @@ async fn undecodable_stored_policies_never_stall_the_operator() {
     };
     check_reported("running").await;
     // The watch is alive: a new Pod still gets its sidecar.
-    scene.create(&pod("web-1", &[("app", "web")])).await;
-    want.insert(sidecar_name("web-1", "good"));
-    scene
-        .wait_pods("web-1's sidecar after the undecodable policies", |pods| {
-            (sidecar_names(pods) == want).then_some(())
-        })
-        .await;
+    new_pod_gets_only_good_sidecar(
+        &scene,
+        &mut want,
+        "web-1",
+        "web-1's sidecar after the undecodable policies",
+    )
+    .await;
     op.stop().await;
 
     // The strict CRD, then a restart: the initial LIST holds the undecodable policies.
@@ -1037,17 +980,18 @@ async fn undecodable_stored_policies_never_stall_the_operator() {
         .await
         .expect("the operator syncs although some stored policies do not decode");
     check_reported("restarted").await;
-    scene.create(&pod("web-2", &[("app", "web")])).await;
-    want.insert(sidecar_name("web-2", "good"));
+    new_pod_gets_only_good_sidecar(
+        &scene,
+        &mut want,
+        "web-2",
+        "web-2's sidecar after the restart",
+    )
+    .await;
     scene
-        .wait_pods("web-2's sidecar after the restart", |pods| {
-            (sidecar_names(pods) == want).then_some(())
+        .wait_policy("good", "3/3 ready", |p| {
+            p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
         })
         .await;
-    wait_policy(&scene.policies, "good", "3/3 ready", |p| {
-        p.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
-    })
-    .await;
     eprintln!(
         "[undecodable] restarted operator: {:?}; watch errors {}",
         op.api_calls(),
@@ -1108,7 +1052,7 @@ impl Drop for Cuttable {
 async fn readiness_returns_after_a_network_cut_without_any_event() {
     let scene = Scene::new("ready-cut").await;
     scene
-        .create(&policy("agent", &[("app", "web")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "web")], &[], "SameNode")
         .await;
     scene.create(&pod("web-0", &[("app", "web")])).await;
     let mut cfg = shared().kube_config().await;

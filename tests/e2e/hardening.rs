@@ -14,15 +14,13 @@ use serde_json::json;
 use sidecar_api::SidecarPolicy;
 use sidecar_api::constants::{LABEL_MAIN_UID, condition, condition_status, reason};
 use sidecar_api::template_hash;
-use sidecar_e2e::{Scene, Seen, TIMEOUT, find, is_sidecar, phase_of, pod, pod_ready, poll, uid_of};
+use sidecar_e2e::{
+    AvailabilityWatch, QUIET, Scene, Seen, TIMEOUT, WEB, cond, cond_is, create_pods,
+    describe_events, events, events_about, find, hash_of, is_sidecar, names, new_template,
+    phase_of, pod, pod_ready, policy_with, poll, uid_of, wait_policy_event,
+};
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
-
-use crate::status::{
-    AvailabilityWatch, QUIET, WEB, cond, cond_is, create_pods, describe_events, events,
-    events_about, hash_of, names, new_template, policy_with, sidecars_of, start_operator,
-    wait_converged, wait_converged_within, wait_policy, wait_policy_event,
-};
 
 /// Sets the phase of Pod `name` to `Failed` through the status subresource, as the kubelet
 /// does after a node-pressure eviction.
@@ -48,10 +46,10 @@ fn degraded(p: &SidecarPolicy) -> (String, String, String) {
 #[tokio::test]
 async fn failed_sidecar_is_replaced_with_backoff_and_reported() {
     let scene = Scene::new("hd-failed").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene.create(&policy_with("shipper", WEB, json!({}))).await;
     scene.create(&pod("web-0", &[WEB])).await;
-    wait_converged(&scene, "shipper", 1).await;
+    scene.wait_converged("shipper", 1).await;
     let name = sidecar_name("web-0", "shipper");
     let rec = scene.record().await;
     let first = uid_of(&scene.pods.get(&name).await.expect("sidecar"));
@@ -69,7 +67,7 @@ async fn failed_sidecar_is_replaced_with_backoff_and_reported() {
         "the failed sidecar was deleted"
     );
     wait_policy_event(&scene, "shipper", reason::SIDECAR_FAILED, &name).await;
-    wait_converged(&scene, "shipper", 1).await;
+    scene.wait_converged("shipper", 1).await;
     eprintln!("[hardening] evicted sidecar {first} replaced by {second}");
 
     // A sidecar that fails as soon as it runs: fail every new one.
@@ -98,27 +96,27 @@ async fn failed_sidecar_is_replaced_with_backoff_and_reported() {
         });
         (task, patched)
     };
-    let p = wait_policy(
-        &scene,
-        "shipper",
-        "Degraded=True SidecarsFailing, no ready or up-to-date sidecar counted",
-        |p| {
-            let s = p.status.clone().unwrap_or_default();
-            cond_is(
-                p,
-                condition::DEGRADED,
-                condition_status::TRUE,
-                reason::SIDECARS_FAILING,
-            ) && (s.ready_pods, s.updated_pods) == (0, 0)
-                && cond_is(
+    let p = scene
+        .wait_policy(
+            "shipper",
+            "Degraded=True SidecarsFailing, no ready or up-to-date sidecar counted",
+            |p| {
+                let s = p.status.clone().unwrap_or_default();
+                cond_is(
                     p,
-                    condition::READY,
-                    condition_status::FALSE,
-                    reason::SIDECARS_NOT_READY,
-                )
-        },
-    )
-    .await;
+                    condition::DEGRADED,
+                    condition_status::TRUE,
+                    reason::SIDECARS_FAILING,
+                ) && (s.ready_pods, s.updated_pods) == (0, 0)
+                    && cond_is(
+                        p,
+                        condition::READY,
+                        condition_status::FALSE,
+                        reason::SIDECARS_NOT_READY,
+                    )
+            },
+        )
+        .await;
     eprintln!(
         "[hardening] while failing: Degraded {:?}; Progressing {:?}",
         degraded(&p),
@@ -147,7 +145,9 @@ async fn failed_sidecar_is_replaced_with_backoff_and_reported() {
     );
     failer.0.abort();
     // Once the sidecar stops failing, the pair recovers and the policy clears.
-    wait_converged_within(&scene, "shipper", 1, Duration::from_secs(120)).await;
+    scene
+        .wait_converged_within("shipper", 1, Duration::from_secs(120))
+        .await;
     op.stop().await;
 }
 
@@ -156,7 +156,7 @@ async fn failed_sidecar_is_replaced_with_backoff_and_reported() {
 #[tokio::test]
 async fn name_collision_clears_when_the_holder_or_the_main_pod_is_gone() {
     let scene = Scene::new("hd-collide").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene.create(&policy_with("shipper", WEB, json!({}))).await;
     let held: Vec<String> = ["web-0", "web-1"]
         .iter()
@@ -165,14 +165,15 @@ async fn name_collision_clears_when_the_holder_or_the_main_pod_is_gone() {
     for h in &held {
         scene.create(&pod(h, &[("app", "other")])).await;
     }
-    create_pods(&scene, &["web-0".into(), "web-1".into()], &[WEB]).await;
-    wait_policy(&scene, "shipper", "NameCollision naming both names", |p| {
-        let (s, r, m) = degraded(p);
-        s == condition_status::TRUE
-            && r == reason::NAME_COLLISION
-            && held.iter().all(|h| m.contains(h.as_str()))
-    })
-    .await;
+    create_pods(&scene, &["web-0", "web-1"], &[WEB]).await;
+    scene
+        .wait_policy("shipper", "NameCollision naming both names", |p| {
+            let (s, r, m) = degraded(p);
+            s == condition_status::TRUE
+                && r == reason::NAME_COLLISION
+                && held.iter().all(|h| m.contains(h.as_str()))
+        })
+        .await;
 
     // The holder of web-0's name goes: web-0 gets its sidecar; only web-1's name is reported.
     scene.delete::<Pod>(&held[0]).await;
@@ -183,31 +184,28 @@ async fn name_collision_clears_when_the_holder_or_the_main_pod_is_gone() {
                 .map(|_| ())
         })
         .await;
-    wait_policy(
-        &scene,
-        "shipper",
-        "NameCollision naming only web-1's name",
-        |p| {
+    scene
+        .wait_policy("shipper", "NameCollision naming only web-1's name", |p| {
             let (s, r, m) = degraded(p);
             s == condition_status::TRUE
                 && r == reason::NAME_COLLISION
                 && m.contains(held[1].as_str())
                 && !m.contains(held[0].as_str())
-        },
-    )
-    .await;
+        })
+        .await;
 
     // The main Pod that wanted the other name goes: nothing is left to report.
     scene.delete::<Pod>("web-1").await;
-    let p = wait_policy(&scene, "shipper", "no collision once web-1 is gone", |p| {
-        cond_is(
-            p,
-            condition::DEGRADED,
-            condition_status::FALSE,
-            reason::AS_EXPECTED,
-        ) && p.status.as_ref().is_some_and(|s| s.matched_pods == 1)
-    })
-    .await;
+    let p = scene
+        .wait_policy("shipper", "no collision once web-1 is gone", |p| {
+            cond_is(
+                p,
+                condition::DEGRADED,
+                condition_status::FALSE,
+                reason::AS_EXPECTED,
+            ) && p.status.as_ref().is_some_and(|s| s.matched_pods == 1)
+        })
+        .await;
     eprintln!("[hardening] collisions cleared: {:?}", degraded(&p));
     op.stop().await;
 }
@@ -217,10 +215,10 @@ async fn name_collision_clears_when_the_holder_or_the_main_pod_is_gone() {
 #[tokio::test]
 async fn main_pod_recreated_under_its_name_waits_for_its_old_sidecar() {
     let scene = Scene::new("hd-recreate").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene.create(&policy_with("shipper", WEB, json!({}))).await;
     scene.create(&pod("web-0", &[WEB])).await;
-    wait_converged(&scene, "shipper", 1).await;
+    scene.wait_converged("shipper", 1).await;
     let name = sidecar_name("web-0", "shipper");
     // Hold the old sidecar in Terminating with a finalizer of the test's own.
     scene
@@ -242,17 +240,17 @@ async fn main_pod_recreated_under_its_name_waits_for_its_old_sidecar() {
     let new_main = uid_of(&scene.create(&pod("web-0", &[WEB])).await);
     assert_ne!(old_main, new_main);
     // The operator has seen the new Pod: it is matched and waits for its sidecar.
-    wait_policy(
-        &scene,
-        "shipper",
-        "the new web-0 matched, its sidecar missing",
-        |p| {
-            p.status
-                .as_ref()
-                .is_some_and(|s| (s.matched_pods, s.ready_pods) == (1, 0))
-        },
-    )
-    .await;
+    scene
+        .wait_policy(
+            "shipper",
+            "the new web-0 matched, its sidecar missing",
+            |p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| (s.matched_pods, s.ready_pods) == (1, 0))
+            },
+        )
+        .await;
     let t0 = Instant::now();
     while t0.elapsed() < QUIET {
         let p = scene.policies.get("shipper").await.expect("policy");
@@ -274,7 +272,7 @@ async fn main_pod_recreated_under_its_name_waits_for_its_old_sidecar() {
                 .cloned()
         })
         .await;
-    wait_converged(&scene, "shipper", 1).await;
+    scene.wait_converged("shipper", 1).await;
     let all = events(&scene).await;
     let collisions = events_about(&all, "SidecarPolicy", "shipper", reason::NAME_COLLISION);
     assert!(
@@ -295,10 +293,10 @@ async fn main_pod_recreated_under_its_name_waits_for_its_old_sidecar() {
 #[tokio::test]
 async fn orphaned_sidecars_are_not_counted_and_are_deleted() {
     let scene = Scene::new("hd-orphan").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene.create(&policy_with("shipper", WEB, json!({}))).await;
-    create_pods(&scene, &["web-0".into(), "web-1".into()], &[WEB]).await;
-    wait_converged(&scene, "shipper", 2).await;
+    create_pods(&scene, &["web-0", "web-1"], &[WEB]).await;
+    scene.wait_converged("shipper", 2).await;
     let orphan = sidecar_name("web-0", "shipper");
     let kept = sidecar_name("web-1", "shipper");
     let kept_uid = uid_of(&scene.pods.get(&kept).await.expect("sidecar"));
@@ -306,10 +304,11 @@ async fn orphaned_sidecars_are_not_counted_and_are_deleted() {
     scene
         .merge::<SidecarPolicy>("shipper", json!({"spec": {"paused": true}}))
         .await;
-    wait_policy(&scene, "shipper", "Paused=True", |p| {
-        cond_is(p, condition::PAUSED, condition_status::TRUE, reason::PAUSED)
-    })
-    .await;
+    scene
+        .wait_policy("shipper", "Paused=True", |p| {
+            cond_is(p, condition::PAUSED, condition_status::TRUE, reason::PAUSED)
+        })
+        .await;
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Orphan),
         ..DeleteParams::default()
@@ -325,13 +324,14 @@ async fn orphaned_sidecars_are_not_counted_and_are_deleted() {
             (find(pods, "web-0").is_none() && orphaned).then_some(())
         })
         .await;
-    let p = wait_policy(&scene, "shipper", "1 matched, 1 sidecar, READY 1/1", |p| {
-        p.status.as_ref().is_some_and(|s| {
-            (s.matched_pods, s.sidecar_pods, s.updated_pods, s.ready_pods) == (1, 1, 1, 1)
-                && s.ready.as_deref() == Some("1/1")
+    let p = scene
+        .wait_policy("shipper", "1 matched, 1 sidecar, READY 1/1", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                (s.matched_pods, s.sidecar_pods, s.updated_pods, s.ready_pods) == (1, 1, 1, 1)
+                    && s.ready.as_deref() == Some("1/1")
+            })
         })
-    })
-    .await;
+        .await;
     eprintln!(
         "[hardening] paused, orphan kept, status {:?}",
         p.status.map(|s| s.ready)
@@ -346,7 +346,7 @@ async fn orphaned_sidecars_are_not_counted_and_are_deleted() {
             (find(pods, &orphan).is_none() && kept_same).then_some(())
         })
         .await;
-    wait_converged(&scene, "shipper", 1).await;
+    scene.wait_converged("shipper", 1).await;
     op.stop().await;
 }
 
@@ -358,14 +358,16 @@ async fn template_changes_mid_rollout_never_exceed_max_unavailable() {
     const N: usize = 12;
     const MAX: usize = 1;
     let scene = Scene::new("hd-rollout").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let spec = json!({
         "updateStrategy": {"type": "RollingUpdate", "maxUnavailable": MAX},
         "template": {"metadata": {"annotations": {POD_READY_DELAY_ANNOTATION: "1s"}}},
     });
     scene.create(&policy_with("shipper", WEB, spec)).await;
     create_pods(&scene, &names("web", N), &[WEB]).await;
-    wait_converged_within(&scene, "shipper", N as i32, Duration::from_secs(120)).await;
+    scene
+        .wait_converged_within("shipper", N as i32, Duration::from_secs(120))
+        .await;
     let watch = AvailabilityWatch::start(scene.pods.clone(), "shipper", WEB).await;
     watch.reset();
     // Template changes in the middle of the rollout: each one runs a rollout step at once,
@@ -384,39 +386,20 @@ async fn template_changes_mid_rollout_never_exceed_max_unavailable() {
     }
     let want = last.expect("a last hash");
     scene
-        .wait_pods_within(
+        .wait_rolled_out(
+            "shipper",
+            &want,
+            N,
             Duration::from_secs(240),
             "every sidecar at the last template and Ready",
-            |pods| {
-                let sc = sidecars_of(pods, "shipper");
-                let done = sc.len() == N
-                    && sc.values().all(|s| {
-                        hash_of(s) == Some(want.as_str())
-                            && pod_ready(s)
-                            && s.metadata.deletion_timestamp.is_none()
-                    });
-                done.then_some(())
-            },
         )
         .await;
-    let (max, errors) = {
-        let s = watch.lock();
-        (s.max, s.errors.clone())
-    };
-    eprintln!(
-        "[hardening] {changes} template changes 0.7 s apart over {N} sidecars (maxUnavailable {MAX}): max lacking a Ready sidecar {max}; timeline {}",
-        watch.timeline()
+    watch.assert_at_most(
+        MAX,
+        "hardening",
+        &format!("{changes} template changes 0.7 s apart over {N} sidecars (maxUnavailable {MAX})"),
     );
-    assert!(
-        errors.is_empty(),
-        "the watcher's record has gaps: {errors:?}"
-    );
-    assert!(
-        max <= MAX,
-        "at most {MAX} main Pods lacked a Ready sidecar; saw {max}: {}",
-        watch.timeline()
-    );
-    wait_converged(&scene, "shipper", N as i32).await;
+    scene.wait_converged("shipper", N as i32).await;
     op.stop().await;
 }
 
@@ -441,7 +424,9 @@ async fn a_rollout_step_counts_its_deletes_the_cache_has_not_shown() {
     let spec = json!({"updateStrategy": {"type": "RollingUpdate", "maxUnavailable": MAX}});
     scene.create(&policy_with("shipper", WEB, spec)).await;
     create_pods(&scene, &names("web", N), &[WEB]).await;
-    wait_converged_within(&scene, "shipper", N as i32, Duration::from_secs(120)).await;
+    scene
+        .wait_converged_within("shipper", N as i32, Duration::from_secs(120))
+        .await;
     let watch = AvailabilityWatch::start(scene.pods.clone(), "shipper", WEB).await;
     watch.reset();
     let p: SidecarPolicy = scene.merge("shipper", new_template("one")).await;
@@ -467,38 +452,15 @@ async fn a_rollout_step_counts_its_deletes_the_cache_has_not_shown() {
     let p: SidecarPolicy = scene.merge("shipper", new_template("two")).await;
     let two = template_hash(&p.spec);
     scene
-        .wait_pods_within(
+        .wait_rolled_out(
+            "shipper",
+            &two,
+            N,
             Duration::from_secs(240),
             "every sidecar at the last template and Ready",
-            |pods| {
-                let sc = sidecars_of(pods, "shipper");
-                let done = sc.len() == N
-                    && sc.values().all(|s| {
-                        hash_of(s) == Some(two.as_str())
-                            && pod_ready(s)
-                            && s.metadata.deletion_timestamp.is_none()
-                    });
-                done.then_some(())
-            },
         )
         .await;
-    let (max, errors) = {
-        let s = watch.lock();
-        (s.max, s.errors.clone())
-    };
-    eprintln!(
-        "[hardening] Pod watch lagging 1.5 s, template changed at the second rollout step (maxUnavailable {MAX}): max lacking a Ready sidecar {max}; timeline {}",
-        watch.timeline()
-    );
-    assert!(
-        errors.is_empty(),
-        "the watcher's record has gaps: {errors:?}"
-    );
-    assert!(
-        max <= MAX,
-        "at most {MAX} main Pods lacked a Ready sidecar; saw {max}: {}",
-        watch.timeline()
-    );
+    watch.assert_at_most(MAX, "hardening", &format!("Pod watch lagging 1.5 s, template changed at the second rollout step (maxUnavailable {MAX})"));
     op.stop().await;
 }
 
@@ -507,13 +469,13 @@ async fn a_rollout_step_counts_its_deletes_the_cache_has_not_shown() {
 #[tokio::test]
 async fn pods_with_the_longest_names_get_sidecars_and_events() {
     let scene = Scene::new("hd-long").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     scene.create(&policy_with("shipper", WEB, json!({}))).await;
     let long = format!("web-{}", "x".repeat(249));
     assert_eq!(long.len(), 253);
     scene.create(&pod(&long, &[WEB])).await;
     let sidecar = sidecar_name(&long, "shipper");
-    wait_converged(&scene, "shipper", 1).await;
+    scene.wait_converged("shipper", 1).await;
     let found = poll(TIMEOUT, async || {
         let all = events(&scene).await;
         (!events_about(&all, "Pod", &long, reason::SIDECAR_CREATED).is_empty()).then_some(())
@@ -660,7 +622,7 @@ async fn a_pod_and_a_policy_of_one_name_back_off_apart() {
         .await;
     let refused = StatusWritesRefused::install(&scene, "web").await;
     scene.create(&pod("web", &[WEB])).await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let metrics = op.metrics();
     // The first status write has been refused once the policy reconcile failed.
     let failed_once = poll(TIMEOUT, async || {

@@ -8,15 +8,12 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 use sidecar_api::constants::{condition, condition_status, reason};
-use sidecar_e2e::Scene;
+use sidecar_e2e::fixtures::{
+    WEB, compliant_template_spec, names, policy_with, privileged_template_spec, restricted_pod,
+};
+use sidecar_e2e::{Scene, cond_is, create_all, status_current};
 use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
 use sidecar_testenv::shared;
-
-use crate::status::{
-    WEB, compliant_template_spec, cond_is, create_all, names, observed, policy_with,
-    privileged_template_spec, restricted_pod, restricted_scene, start_operator, wait_converged,
-    wait_policy,
-};
 
 /// The kstatus helper, built if missing.
 fn kstatus_bin() -> String {
@@ -81,8 +78,8 @@ async fn kstatus(scene: &Scene) -> BTreeMap<String, (String, String)> {
 /// Pods lack sidecars reads `InProgress` (kstatus falls back to `Ready=False`).
 #[tokio::test]
 async fn gitops_tools_tell_stuck_policies_from_slow_ones() {
-    let scene = restricted_scene("ks").await;
-    let op = start_operator(&scene).await;
+    let scene = Scene::restricted("ks").await;
+    let op = scene.start_operator().await;
     create_all(
         &scene,
         names("web", 2)
@@ -99,7 +96,7 @@ async fn gitops_tools_tell_stuck_policies_from_slow_ones() {
             json!({"template": {"spec": compliant}}),
         ))
         .await;
-    wait_converged(&scene, "done", 2).await;
+    scene.wait_converged("done", 2).await;
 
     let slow = json!({"template": {
         "metadata": {"annotations": {POD_READY_DELAY_ANNOTATION: "1h"}},
@@ -110,24 +107,28 @@ async fn gitops_tools_tell_stuck_policies_from_slow_ones() {
     let refused = json!({"template": {"spec": privileged_template_spec()}});
     scene.create(&policy_with("refused", WEB, refused)).await;
     // Two sidecars of `slow` exist, not Ready.
-    wait_policy(&scene, "slow", "2 sidecars, not Ready", |p| {
-        observed(p)
-            && p.status
-                .as_ref()
-                .is_some_and(|s| s.sidecar_pods == 2 && s.ready_pods == 0)
-    })
-    .await;
-    wait_policy(&scene, "refused", "Stalled=True InvalidTemplate", |p| {
-        observed(p)
-            && cond_is(
-                p,
-                condition::STALLED,
-                condition_status::TRUE,
-                reason::INVALID_TEMPLATE,
-            )
-    })
-    .await;
-    wait_policy(&scene, "paused", "observed", observed).await;
+    scene
+        .wait_policy("slow", "2 sidecars, not Ready", |p| {
+            status_current(p)
+                && p.status
+                    .as_ref()
+                    .is_some_and(|s| s.sidecar_pods == 2 && s.ready_pods == 0)
+        })
+        .await;
+    scene
+        .wait_policy("refused", "Stalled=True InvalidTemplate", |p| {
+            status_current(p)
+                && cond_is(
+                    p,
+                    condition::STALLED,
+                    condition_status::TRUE,
+                    reason::INVALID_TEMPLATE,
+                )
+        })
+        .await;
+    scene
+        .wait_policy("paused", "status current", status_current)
+        .await;
 
     let got = kstatus(&scene).await;
     eprintln!("[kstatus] {got:#?}");

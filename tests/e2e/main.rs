@@ -2,13 +2,10 @@
 //! one namespace per test). Run with `make test` or `make test-e2e FILTER=...`.
 
 mod api;
-mod control_plane;
 mod controller;
-mod deploy;
 mod faults;
 mod hardening;
 mod kstatus;
-mod leadership;
 mod shard;
 mod status;
 mod templates;

@@ -1,5 +1,6 @@
 //! Sharding by `--namespace-selector`: two instances, each managing the namespaces whose
-//! label selects it; a namespace that moves from one to the other keeps its sidecars.
+//! label selects it; a namespace that moves from one to the other keeps its sidecars; and
+//! one instance whose selector a namespace comes to match by relabelling.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,11 +10,14 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
+use sidecar_api::SidecarPolicy;
 use sidecar_controller::metrics::VerbLabel;
 use sidecar_controller::{Operator, OperatorConfig};
-use sidecar_e2e::{Scene, Seen, TIMEOUT, is_sidecar, pod, policy, uid_of, wait_until};
+use sidecar_e2e::{
+    Scene, Seen, TIMEOUT, is_sidecar, minimal_policy, pod, uid_of, wait_pod, wait_until,
+};
 use sidecar_planner::sidecar_name;
-use sidecar_testenv::{TestNamespace, shared};
+use sidecar_testenv::{TestNamespace, install_crd, shared};
 
 const PODS: usize = 20;
 
@@ -88,7 +92,7 @@ async fn a_namespace_moved_between_shards_keeps_its_sidecars() {
     let op_b = start(b.clone()).await;
 
     scene
-        .create(&policy("agent", &[("app", "web")], &[], "SameNode"))
+        .create_policy("agent", &[("app", "web")], &[], "SameNode")
         .await;
     futures::stream::iter(0..PODS)
         .map(|i| {
@@ -214,4 +218,57 @@ async fn a_namespace_moved_between_shards_keeps_its_sidecars() {
     drop(filler);
     op_a.stop().await;
     op_b.stop().await;
+}
+
+/// `--namespace-selector` (one instance): only the selected namespaces are managed, and a
+/// namespace labelled later comes into scope.
+#[tokio::test]
+async fn namespace_selector_limits_the_scope_and_follows_relabelling() {
+    let client = shared().client().await;
+    install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("CRD");
+    let key = format!("sidecars-scope-{}", std::process::id());
+    let a = TestNamespace::create_labeled(&client, "scope-a", &[(key.as_str(), "on")]).await;
+    let b = TestNamespace::create(&client, "scope-b").await;
+    let opts = sidecar_controller::OperatorConfig {
+        namespace_selector: Some(format!("{key}=on")),
+        ..sidecar_controller::OperatorConfig::all_namespaces()
+    };
+    let op = sidecar_controller::Operator::start(shared().kube_config().await, opts)
+        .await
+        .expect("operator");
+    for ns in [a.name(), b.name()] {
+        Api::<SidecarPolicy>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &minimal_policy("agent", "web"))
+            .await
+            .expect("policy");
+        Api::<Pod>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &pod("web-0", &[("app", "web")]))
+            .await
+            .expect("Pod");
+    }
+    let sc = sidecar_name("web-0", "agent");
+    let pods_a: Api<Pod> = Api::namespaced(client.clone(), a.name());
+    let pods_b: Api<Pod> = Api::namespaced(client.clone(), b.name());
+    wait_pod(&pods_a, &sc, true, "sidecar in the selected namespace").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pods_b.get_opt(&sc).await.expect("get").is_none(),
+        "a namespace outside the selector is left alone"
+    );
+    // Labelling the second namespace brings it into scope.
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let patch = serde_json::json!({"metadata": {"labels": {key.as_str(): "on"}}});
+    ns_api
+        .patch(
+            b.name(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("label namespace");
+    wait_pod(&pods_b, &sc, true, "sidecar once the namespace is labelled").await;
+    assert_eq!(op.api_calls().create, 2);
+    op.stop().await;
 }

@@ -11,12 +11,9 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sidecar_api::SidecarPolicy;
 use sidecar_api::constants::{condition, condition_status, reason};
-use sidecar_e2e::Scene;
-
-use crate::status::{
-    QUIET, WEB, agent, cond, cond_is, create_pods, describe_policy, policy_with,
-    privileged_template_spec, restricted_pod, restricted_scene, start_operator, wait_converged,
-    wait_policy, wait_policy_event,
+use sidecar_e2e::{
+    QUIET, Scene, WEB, agent, cond, cond_is, create_pods, describe_policy, policy_with,
+    privileged_template_spec, restricted_pod, wait_policy_event,
 };
 
 /// The `Degraded` message of a policy.
@@ -41,18 +38,18 @@ fn invalid_template(p: &SidecarPolicy) -> bool {
 #[tokio::test]
 async fn template_pod_validation_refuses_is_reported_before_any_create() {
     let scene = Scene::new("tp-invalid").await;
-    let op = start_operator(&scene).await;
+    let op = scene.start_operator().await;
     let mut bad = agent("info");
     bad["env"] = json!([{"name": "WHERE", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]);
     let spec = json!({"template": {"spec": {"containers": [bad]}}});
     scene.create(&policy_with("shipper", WEB, spec)).await;
-    let p = wait_policy(
-        &scene,
-        "shipper",
-        "Degraded=True InvalidTemplate, no Pod yet",
-        |p| invalid_template(p) && p.status.as_ref().is_some_and(|s| s.matched_pods == 0),
-    )
-    .await;
+    let p = scene
+        .wait_policy(
+            "shipper",
+            "Degraded=True InvalidTemplate, no Pod yet",
+            |p| invalid_template(p) && p.status.as_ref().is_some_and(|s| s.matched_pods == 0),
+        )
+        .await;
     let message = degraded_message(&p);
     eprintln!("[templates] {message}");
     assert!(
@@ -61,18 +58,19 @@ async fn template_pod_validation_refuses_is_reported_before_any_create() {
     );
     wait_policy_event(&scene, "shipper", reason::INVALID_TEMPLATE, "spec.bogus").await;
 
-    create_pods(&scene, &["web-0".into(), "web-1".into()], &[WEB]).await;
-    wait_policy(&scene, "shipper", "2 matched, still InvalidTemplate", |p| {
-        invalid_template(p)
-            && p.status.as_ref().is_some_and(|s| s.matched_pods == 2)
-            && cond_is(
-                p,
-                condition::PROGRESSING,
-                condition_status::FALSE,
-                reason::INVALID_TEMPLATE,
-            )
-    })
-    .await;
+    create_pods(&scene, &["web-0", "web-1"], &[WEB]).await;
+    scene
+        .wait_policy("shipper", "2 matched, still InvalidTemplate", |p| {
+            invalid_template(p)
+                && p.status.as_ref().is_some_and(|s| s.matched_pods == 2)
+                && cond_is(
+                    p,
+                    condition::PROGRESSING,
+                    condition_status::FALSE,
+                    reason::INVALID_TEMPLATE,
+                )
+        })
+        .await;
     scene
         .hold_pods(QUIET, "no sidecar for the refused template", |pods| {
             sidecar_e2e::sidecar_names(pods).is_empty()
@@ -88,7 +86,7 @@ async fn template_pod_validation_refuses_is_reported_before_any_create() {
 
     let fixed = json!({"spec": {"template": {"spec": {"containers": [agent("info")]}}}});
     scene.merge::<SidecarPolicy>("shipper", fixed).await;
-    let p = wait_converged(&scene, "shipper", 2).await;
+    let p = scene.wait_converged("shipper", 2).await;
     eprintln!("[templates] fixed: {}", describe_policy(&p));
     let calls = op.api_calls();
     assert_eq!(calls.create, 2, "one create per sidecar: {calls:?}");
@@ -101,18 +99,18 @@ async fn template_pod_validation_refuses_is_reported_before_any_create() {
 /// the policy (the check is repeated with backoff).
 #[tokio::test]
 async fn template_the_namespace_refuses_clears_when_the_namespace_is_fixed() {
-    let scene = restricted_scene("tp-psa").await;
-    let op = start_operator(&scene).await;
+    let scene = Scene::restricted("tp-psa").await;
+    let op = scene.start_operator().await;
     let spec = json!({"template": {"spec": privileged_template_spec()}});
     scene.create(&policy_with("priv", WEB, spec)).await;
     scene.create(&restricted_pod("web-0", &[WEB])).await;
-    let p = wait_policy(
-        &scene,
-        "priv",
-        "Degraded=True InvalidTemplate from Pod Security",
-        |p| invalid_template(p) && p.status.as_ref().is_some_and(|s| s.matched_pods == 1),
-    )
-    .await;
+    let p = scene
+        .wait_policy(
+            "priv",
+            "Degraded=True InvalidTemplate from Pod Security",
+            |p| invalid_template(p) && p.status.as_ref().is_some_and(|s| s.matched_pods == 1),
+        )
+        .await;
     let message = degraded_message(&p);
     eprintln!("[templates] {message}");
     assert!(
@@ -130,7 +128,7 @@ async fn template_the_namespace_refuses_clears_when_the_namespace_is_fixed() {
         .patch(scene.name(), &PatchParams::default(), &Patch::Merge(&relax))
         .await
         .expect("relabel the namespace");
-    let p = wait_converged(&scene, "priv", 1).await;
+    let p = scene.wait_converged("priv", 1).await;
     assert_eq!(
         p.metadata.generation, generation,
         "the policy was not changed"

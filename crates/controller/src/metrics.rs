@@ -49,6 +49,38 @@ pub struct VerbLabel {
     pub resource: &'static str,
 }
 
+/// The prefix of every metric's name: `sidecar_operator_<name>`, where `<name>` is one of the
+/// [`name`] constants. Counters are exposed with a `_total` suffix, histograms as
+/// `_bucket`/`_sum`/`_count`.
+pub const PREFIX: &str = "sidecar_operator";
+
+/// The names the metrics are registered under (below [`PREFIX`]), for readers of
+/// `/metrics` (the benchmark, the tests) as much as for [`Metrics::register`].
+pub mod name {
+    /// [`super::Metrics::reconciles`].
+    pub const RECONCILES: &str = "reconciles";
+    /// [`super::Metrics::reconcile_seconds`].
+    pub const RECONCILE_DURATION_SECONDS: &str = "reconcile_duration_seconds";
+    /// [`super::Metrics::sidecars_created`].
+    pub const SIDECARS_CREATED: &str = "sidecars_created";
+    /// [`super::Metrics::sidecars_deleted`].
+    pub const SIDECARS_DELETED: &str = "sidecars_deleted";
+    /// [`super::Metrics::errors`].
+    pub const RECONCILE_ERRORS: &str = "reconcile_errors";
+    /// [`super::Metrics::status_writes`].
+    pub const STATUS_WRITES: &str = "status_writes";
+    /// [`super::Metrics::watch_errors`].
+    pub const WATCH_ERRORS: &str = "watch_errors";
+    /// [`super::Metrics::api_requests`].
+    pub const API_REQUESTS: &str = "api_requests";
+    /// [`super::Metrics::pairs_not_converged`].
+    pub const PAIRS_NOT_CONVERGED: &str = "pairs_not_converged";
+    /// [`super::Metrics::cached_pods`].
+    pub const CACHED_PODS: &str = "cached_pods";
+    /// [`super::Metrics::undecodable_objects`].
+    pub const UNDECODABLE_OBJECTS: &str = "undecodable_objects";
+}
+
 /// The operator's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -107,59 +139,59 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric under the `sidecar_operator` prefix.
     pub fn register(&self, reg: &mut Registry) {
-        let r = reg.sub_registry_with_prefix("sidecar_operator");
+        let r = reg.sub_registry_with_prefix(PREFIX);
         r.register(
-            "reconciles",
+            name::RECONCILES,
             "Reconciles by controller and result",
             self.reconciles.clone(),
         );
         r.register(
-            "reconcile_duration_seconds",
+            name::RECONCILE_DURATION_SECONDS,
             "Reconcile duration by controller",
             self.reconcile_seconds.clone(),
         );
         r.register(
-            "sidecars_created",
+            name::SIDECARS_CREATED,
             "Sidecar Pods created",
             self.sidecars_created.clone(),
         );
         r.register(
-            "sidecars_deleted",
+            name::SIDECARS_DELETED,
             "Sidecar Pods deleted, by reason",
             self.sidecars_deleted.clone(),
         );
         r.register(
-            "reconcile_errors",
+            name::RECONCILE_ERRORS,
             "Failed reconciles by error category",
             self.errors.clone(),
         );
         r.register(
-            "status_writes",
+            name::STATUS_WRITES,
             "SidecarPolicy status writes",
             self.status_writes.clone(),
         );
         r.register(
-            "watch_errors",
+            name::WATCH_ERRORS,
             "Watch errors (each restarts the watch after a backoff)",
             self.watch_errors.clone(),
         );
         r.register(
-            "api_requests",
+            name::API_REQUESTS,
             "Requests sent to the Kubernetes API, by verb and resource",
             self.api_requests.clone(),
         );
         r.register(
-            "pairs_not_converged",
+            name::PAIRS_NOT_CONVERGED,
             "Eligible (Pod, policy) pairs still missing an up-to-date Ready sidecar",
             self.pairs_not_converged.clone(),
         );
         r.register(
-            "cached_pods",
+            name::CACHED_PODS,
             "Pods held in the watch cache",
             self.cached_pods.clone(),
         );
         r.register(
-            "undecodable_objects",
+            name::UNDECODABLE_OBJECTS,
             "Objects received that do not decode (Pods skipped; policies reported InvalidSpec), by kind",
             self.undecodable_objects.clone(),
         );

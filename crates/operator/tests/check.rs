@@ -1,29 +1,13 @@
 //! `sidecar-operator check` as users run it: the built binary, on the repository's examples and
 //! bad policies and on files written here. No cluster is involved.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use serde::Deserialize;
 use serde_json::Value;
+use sidecar_e2e::{repo_path, yaml_documents, yaml_files};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sidecar-operator");
-
-fn repo(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(sub)
-}
-
-fn yaml_files(sub: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo(sub))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
 
 fn check(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -63,10 +47,7 @@ fn describe(out: &Output) -> String {
 
 /// The YAML documents of the report (comments are YAML comments, so it parses as a stream).
 fn documents(text: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|doc| Value::deserialize(doc).expect("the report is valid YAML"))
-        .filter(|doc| !doc.is_null())
-        .collect()
+    yaml_documents(text, "the report is valid YAML")
 }
 
 /// A file under the system temp dir, removed on drop.
@@ -159,7 +140,7 @@ fn examples_pass_and_print_one_sidecar_per_workload() {
             "Pod shop/web-example (Deployment web, {}:7): sidecar Pod shop/web-example-log-shipper"
                 .replace(
                     "{}",
-                    &repo("examples/log-shipper.yaml").display().to_string()
+                    &repo_path("examples/log-shipper.yaml").display().to_string()
                 )
                 .as_str()
         ),
@@ -176,7 +157,7 @@ fn examples_pass_and_print_one_sidecar_per_workload() {
 
 #[test]
 fn a_bad_policy_fails_naming_file_object_and_field() {
-    let file = repo("tests/bad-policies/unknown-placement.yaml");
+    let file = repo_path("tests/bad-policies/unknown-placement.yaml");
     let out = check_files(std::slice::from_ref(&file), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = stderr(&out);
@@ -412,7 +393,7 @@ fn policies_only_reach_pods_of_their_namespace() {
          spec:\n  selector: {matchLabels: {app: web}}\n  template:\n    spec: {containers: [{name: s, image: x}]}\n",
     );
     let mut files = vec![PathBuf::from(policy.path())];
-    files.push(repo("examples/log-shipper.yaml"));
+    files.push(repo_path("examples/log-shipper.yaml"));
     let out = check_files(&files, &["-n", "b"]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);

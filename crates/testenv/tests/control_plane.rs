@@ -1,14 +1,56 @@
-//! The control plane is real: scheduling, kwok readiness, garbage collection, Pod
-//! Security admission, CRDs and version metadata, each checked against the live servers.
+//! The harness's own tests: the control plane `sidecar-testenv` starts is real —
+//! scheduling, kwok readiness, garbage collection, Pod Security admission, CRDs
+//! ([`install_crd`]) and version metadata, each checked against the live servers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
-use sidecar_e2e::{pod, wait_until};
 use sidecar_testenv::{TestNamespace, install_crd, shared};
+
+/// A bare Pod (one `busybox` container) with `labels`.
+fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
+    let labels: serde_json::Map<_, _> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]},
+    }))
+    .expect("static Pod JSON")
+}
+
+/// True when the Pod's `Ready` condition is `True`.
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Polls `probe` every 200 ms until it yields `Some`; panics naming `what` after `timeout`.
+async fn wait_until<T, F: Future<Output = Option<T>>>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {}s waiting for {what}",
+            timeout.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 #[tokio::test]
 async fn pod_is_scheduled_onto_a_kwok_node_and_becomes_ready() {
@@ -22,7 +64,7 @@ async fn pod_is_scheduled_onto_a_kwok_node_and_becomes_ready() {
         let pods = pods.clone();
         async move {
             let p = pods.get("web-0").await.ok()?;
-            sidecar_e2e::pod_ready(&p).then_some(p)
+            pod_ready(&p).then_some(p)
         }
     })
     .await;

@@ -1,5 +1,7 @@
-//! Leadership is given up promptly and completely: a leader frozen (SIGSTOP) past its
-//! lease while a standby takes over sends no write when it resumes, and stands by.
+//! Leader election between two `sidecar-operator run` processes: one leader, failover
+//! after SIGKILL, a clean release on SIGTERM; and leadership given up promptly and
+//! completely: a leader frozen (SIGSTOP) past its lease while a standby takes over sends no
+//! write when it resumes, and stands by.
 
 use std::time::{Duration, Instant};
 
@@ -8,11 +10,15 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use sidecar_api::SidecarPolicy;
-use sidecar_e2e::{pod, wait_until};
+use sidecar_e2e::{minimal_policy as policy, pod, wait_pod, wait_until};
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::{TestNamespace, install_crd, shared};
 
-use crate::deploy::{Proc, holder, lease_args, policy, refused_policy, wait_pod};
+use crate::process::Proc;
+use crate::{holder, lease_args, refused_policy, wait_leader};
+
+/// SIGTERM (Linux).
+const SIGTERM: i32 = 15;
 
 const SIGSTOP: i32 = 19;
 const SIGCONT: i32 = 18;
@@ -44,12 +50,7 @@ async fn a_leader_frozen_past_its_lease_sends_no_write_when_it_resumes_and_stand
     let a = Proc::start(&kc, ns.name(), &args, "a");
     let b = Proc::start(&kc, ns.name(), &args, "b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
-    let first = wait_until(Duration::from_secs(60), "a leader", || {
-        let leases = leases.clone();
-        let lease = lease.clone();
-        async move { holder(&leases, &lease).await }
-    })
-    .await;
+    let first = wait_leader(&leases, &lease).await;
     let (leader, standby, standby_id) = if first == "a" {
         (&a, &b, "b")
     } else {
@@ -180,4 +181,108 @@ async fn a_leader_frozen_past_its_lease_sends_no_write_when_it_resumes_and_stand
     )
     .await;
     assert_eq!(leader.metric("sidecar_operator_leader"), 1.0);
+}
+
+#[tokio::test]
+async fn leader_election_one_leader_failover_and_clean_release() {
+    let client = shared().client().await;
+    install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("CRD");
+    let ns = TestNamespace::create(&client, "ha").await;
+    let lease = format!("ha-{}", ns.name());
+    let kc = shared().kubeconfig().to_path_buf();
+    let args = lease_args(&lease, ns.name());
+    let mut a = Proc::start(&kc, ns.name(), &args, "a");
+    let mut b = Proc::start(&kc, ns.name(), &args, "b");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
+    let first = wait_leader(&leases, &lease).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), ns.name());
+    policies
+        .create(&PostParams::default(), &policy("agent", "web"))
+        .await
+        .expect("policy");
+    for i in 0..3 {
+        pods.create(
+            &PostParams::default(),
+            &pod(&format!("web-{i}"), &[("app", "web")]),
+        )
+        .await
+        .expect("main Pod");
+    }
+    for i in 0..3 {
+        wait_pod(
+            &pods,
+            &sidecar_name(&format!("web-{i}"), "agent"),
+            true,
+            "sidecar",
+        )
+        .await;
+    }
+    // Exactly one process created them: the leader.
+    let created = |p: &Proc| p.metric("sidecar_operator_sidecars_created_total");
+    let (leader, standby) = if first == "a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    wait_until(Duration::from_secs(10), "leader metrics", || async {
+        (created(leader) == 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(created(standby), 0.0, "the standby must create nothing");
+    assert_eq!(
+        standby.get("/readyz").map(|(c, _)| c),
+        Some(200),
+        "a standby is ready"
+    );
+
+    // SIGKILL the leader: the standby takes over within the lease duration and converges.
+    leader.child.kill().expect("kill leader");
+    let _ = leader.child.wait();
+    let killed_at = Instant::now();
+    pods.create(&PostParams::default(), &pod("web-3", &[("app", "web")]))
+        .await
+        .expect("main Pod");
+    wait_pod(
+        &pods,
+        &sidecar_name("web-3", "agent"),
+        true,
+        "sidecar after failover",
+    )
+    .await;
+    let took = killed_at.elapsed();
+    eprintln!(
+        "[ha] failover to {} converged {took:?} after SIGKILL",
+        if first == "a" { "b" } else { "a" }
+    );
+    assert!(
+        took < Duration::from_secs(6 + 20),
+        "failover took {took:?}; standby log:\n{}",
+        standby.log_tail()
+    );
+    let new_holder = holder(&leases, &lease).await;
+    assert_ne!(new_holder.as_deref(), Some(first.as_str()));
+
+    // SIGTERM the new leader: exit code 0, Lease released.
+    let pid = standby.child.id();
+    sidecar_testenv::process::signal(pid, SIGTERM);
+    let status = wait_until(Duration::from_secs(30), "graceful exit", || {
+        let st = standby.child.try_wait().ok().flatten();
+        async move { st }
+    })
+    .await;
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        standby.log_tail()
+    );
+    wait_until(Duration::from_secs(10), "Lease released", || {
+        let leases = leases.clone();
+        let lease = lease.clone();
+        async move { holder(&leases, &lease).await.is_none().then_some(()) }
+    })
+    .await;
 }

@@ -1,0 +1,289 @@
+//! The Markdown form of the report (`report.md`): a header on the machine and the setup,
+//! one table row per metric (median, per round, goal), and the notes on the method.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::report::Report;
+use crate::rounds::{FloorRound, OperatorRound};
+
+/// The metric table being written, over the rounds of `report`.
+struct Table<'a> {
+    report: &'a Report,
+    out: String,
+}
+
+impl Table<'_> {
+    fn row(&mut self, name: &str, value: String, per: String, goal: &str) {
+        let _ = writeln!(self.out, "| {name} | {value} | {per} | {goal} |");
+    }
+
+    /// `f` of each operator round, comma-separated.
+    fn rounds(&self, f: &dyn Fn(&OperatorRound) -> String) -> String {
+        let v: Vec<String> = self.report.operator_rounds.iter().map(f).collect();
+        v.join(", ")
+    }
+
+    /// `f` of each floor round, comma-separated.
+    fn floors(&self, f: &dyn Fn(&FloorRound) -> String) -> String {
+        let v: Vec<String> = self.report.floor_rounds.iter().map(f).collect();
+        v.join(", ")
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+/// `verb count, …` of the non-zero counts, or `none`.
+fn verbs(m: &BTreeMap<String, f64>) -> String {
+    let v: Vec<String> = m
+        .iter()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(k, v)| format!("{k} {v:.3}"))
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+impl Report {
+    /// The Markdown report.
+    pub fn markdown(&self) -> String {
+        let mut t = Table {
+            report: self,
+            out: self.markdown_header(),
+        };
+        let _ = writeln!(t.out, "| metric | median | per round | goal |");
+        let _ = writeln!(t.out, "|---|---|---|---|");
+        speed_rows(&mut t);
+        cost_rows(&mut t);
+        later_rows(&mut t);
+        let mut s = t.out;
+        let _ = writeln!(s);
+        for n in &self.notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        s
+    }
+
+    /// The title and the paragraph on the machine, the control plane and the operator.
+    fn markdown_header(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            s,
+            "# sidecar-operator benchmark: N = {} main Pods ({} namespace(s)), {} round(s)\n",
+            self.n, self.namespaces, self.rounds
+        );
+        let _ = writeln!(
+            s,
+            "Machine: {} CPU(s), {}, {:.1} GiB RAM, kernel {}; load average {} at start, {} at end. \
+             Control plane: Kubernetes {} (local etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok), \
+             priority and fairness {} (admin requests: FlowSchema `{}`, priority level `{}`). \
+             Operator: {} ({}); CPU and memory of the {}.\n",
+            m.nproc,
+            m.cpu_model,
+            m.mem_total_bytes as f64 / (1u64 << 30) as f64,
+            m.kernel,
+            m.loadavg_start,
+            m.loadavg_end,
+            self.server_version,
+            if self.apf.enabled { "on" } else { "off" },
+            self.apf.flow_schema,
+            self.apf.priority_level,
+            self.operator,
+            self.operator_flags,
+            self.cpu_rss_scope,
+        );
+        s
+    }
+}
+
+/// Rows: Floor, convergence, readiness and latency.
+fn speed_rows(t: &mut Table<'_>) {
+    let rep = t.report;
+    t.row(
+        "floor: N main + N sidecar creates (s)",
+        format!("{:.2}", rep.floor_s),
+        t.floors(&|r| format!("{:.2}", r.floor_s)),
+        "",
+    );
+    t.row(
+        "floor: N sidecar creates alone (s)",
+        format!("{:.2}", rep.floor_sidecars_s),
+        t.floors(&|r| format!("{:.2}", r.sidecars_s)),
+        "",
+    );
+    t.row(
+        "convergence: N main creates → N sidecars seen (s)",
+        format!("{:.2}", rep.converge_s),
+        t.rounds(&|r| format!("{:.2}", r.convergence.converge_s)),
+        "",
+    );
+    t.row(
+        "**ratio convergence / floor**",
+        format!("**{:.2}**", rep.ratio),
+        t.rounds(&|r| format!("{:.2}", r.convergence.ratio)),
+        "≤ 1.2",
+    );
+    t.row(
+        "every policy Ready=True (s)",
+        format!("{:.2}", rep.ready_s),
+        t.rounds(&|r| {
+            format!(
+                "{:.2} (sidecars bound {:.2}, Ready {:.2})",
+                r.convergence.ready_s,
+                r.convergence.sidecars_bound_s,
+                r.convergence.sidecars_ready_s
+            )
+        }),
+        "",
+    );
+    t.row(
+        "Pod → sidecar latency p50 / p90 / p99 / max (ms)",
+        format!(
+            "{:.0} / {:.0} / {:.0} / {:.0}",
+            rep.latency_ms.p50, rep.latency_ms.p90, rep.latency_ms.p99, rep.latency_ms.max
+        ),
+        t.rounds(&|r| {
+            format!(
+                "{:.0}/{:.0}/{:.0}/{:.0} (n={})",
+                r.convergence.latency_ms.p50,
+                r.convergence.latency_ms.p90,
+                r.convergence.latency_ms.p99,
+                r.convergence.latency_ms.max,
+                r.convergence.latency_ms.count
+            )
+        }),
+        "reported",
+    );
+}
+
+/// Rows: What the convergence cost: requests, Events, reconciles, CPU, memory.
+fn cost_rows(t: &mut Table<'_>) {
+    let rep = t.report;
+    t.row(
+        "API requests per sidecar (Events apart)",
+        verbs(&rep.api_calls_per_sidecar),
+        t.rounds(&|r| verbs(&r.cost.api_calls_per_sidecar)),
+        "create 1, no get/list",
+    );
+    t.row(
+        "Event writes per sidecar",
+        format!("{:.3}", rep.event_writes_per_sidecar),
+        t.rounds(&|r| format!("{:.3}", r.cost.event_writes_per_sidecar)),
+        "",
+    );
+    t.row(
+        "pod reconciles per main Pod",
+        format!("{:.2}", rep.reconciles_per_pod),
+        t.rounds(&|r| format!("{:.2}", r.cost.reconciles_per_pod)),
+        "",
+    );
+    t.row(
+        "operator CPU during convergence (s)",
+        format!("{:.2}", rep.cpu_s),
+        t.rounds(&|r| format!("{:.2}", r.cost.cpu_s)),
+        "",
+    );
+    t.row(
+        "peak RSS",
+        mib(rep.peak_rss_bytes),
+        t.rounds(&|r| mib(r.memory.peak_rss_bytes)),
+        "",
+    );
+    t.row(
+        "idle RSS (0 Pods) / steady RSS",
+        format!(
+            "{} / {}",
+            mib(rep.idle_rss_bytes),
+            mib(rep.steady_rss_bytes)
+        ),
+        t.rounds(&|r| {
+            format!(
+                "{} / {}",
+                mib(r.memory.idle_rss_bytes),
+                mib(r.memory.steady_rss_bytes)
+            )
+        }),
+        "",
+    );
+}
+
+/// Rows: Idle, rollout and cold start.
+fn later_rows(t: &mut Table<'_>) {
+    let rep = t.report;
+    t.row(
+        "bytes per cached Pod",
+        format!(
+            "{:.0} ({:.0} Pods cached)",
+            rep.bytes_per_cached_pod, rep.cached_pods
+        ),
+        t.rounds(&|r| format!("{:.0}", r.memory.bytes_per_cached_pod)),
+        "≤ 5 KiB, goal ≤ 2 KiB",
+    );
+    t.row(
+        &format!(
+            "idle {} s: API writes (max over rounds) / CPU s",
+            rep.idle_secs
+        ),
+        format!("{:.0} / {:.2}", rep.idle_writes, rep.idle_cpu_s),
+        t.rounds(&|r| format!("{:.0} / {:.2}", r.idle.idle_writes, r.idle.idle_cpu_s)),
+        "0 writes",
+    );
+    t.row(
+        &format!(
+            "rollout of N sidecars, maxUnavailable {} (s)",
+            rep.rollout_max_unavailable
+        ),
+        format!("{:.2}", rep.rollout_s),
+        t.rounds(&|r| {
+            format!(
+                "{}{:.2} ({} extra sidecars; creates/sidecar {:.2})",
+                if r.rollout.rollout_finished {
+                    ""
+                } else {
+                    "not done after "
+                },
+                r.rollout.rollout_s,
+                r.rollout.rollout_extra_sidecars,
+                r.rollout
+                    .rollout_api_calls_per_sidecar
+                    .get("create")
+                    .copied()
+                    .unwrap_or(0.0)
+            )
+        }),
+        "",
+    );
+    t.row(
+        "cold start: N main Pods exist → N sidecars (s)",
+        format!("{:.2}", rep.cold_start_s),
+        t.rounds(&|r| {
+            format!(
+                "{:.2} (ready {:.2})",
+                r.cold_start.cold_start_s, r.cold_start.cold_start_ready_s
+            )
+        }),
+        "",
+    );
+    t.row(
+        "cold start / floor of N sidecar creates",
+        format!("{:.2}", rep.cold_start_ratio),
+        t.rounds(&|r| format!("{:.2}", r.cold_start.cold_start_ratio)),
+        "",
+    );
+    t.row(
+        "start-up peak RSS / steady RSS",
+        format!(
+            "{:.2} ({})",
+            rep.startup_peak_ratio,
+            mib(rep.cold_start_peak_rss_bytes)
+        ),
+        t.rounds(&|r| mib(r.cold_start.cold_start_peak_rss_bytes)),
+        "≤ 2",
+    );
+}

@@ -1,0 +1,351 @@
+//! The binary under the shipped least-privilege RBAC of `deploy/`: it works, and it uses
+//! exactly what it is granted.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use sidecar_api::SidecarPolicy;
+use sidecar_e2e::{minimal_policy as policy, pod, wait_pod, wait_until};
+use sidecar_planner::sidecar_name;
+use sidecar_testenv::{TestNamespace, install_crd, shared};
+
+use crate::process::Proc;
+use crate::refused_policy;
+
+const SA_NS: &str = "sidecar-system";
+const SA: &str = "sidecar-operator";
+
+fn kubectl_apply(path: &str) {
+    let out = shared()
+        .kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(sidecar_testenv::repo_root().join(path))
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl apply -f {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a kubeconfig that authenticates as the deploy/ ServiceAccount with a
+/// short-lived token from the TokenRequest API.
+async fn service_account_kubeconfig(client: &Client, dir: &Path) -> PathBuf {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), SA_NS);
+    wait_until(Duration::from_secs(30), "deploy/ ServiceAccount", || {
+        let sas = sas.clone();
+        async move { sas.get_opt(SA).await.ok().flatten().map(|_| ()) }
+    })
+    .await;
+    let req: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}
+    }))
+    .expect("static JSON");
+    let tr: TokenRequest = sas
+        .create_subresource("token", SA, &PostParams::default(), &req)
+        .await
+        .expect("TokenRequest");
+    let token = tr
+        .status
+        .and_then(|s| s.token)
+        .expect("TokenRequest returned a token");
+    let admin = std::fs::read_to_string(shared().kubeconfig()).expect("admin kubeconfig");
+    let cluster: String = admin
+        .lines()
+        .skip_while(|l| !l.starts_with("clusters:"))
+        .take_while(|l| !l.starts_with("users:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\n{cluster}users:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context: {{cluster: sidecar-testenv, user: sa}}\ncurrent-context: sa\n"
+    );
+    let path = dir.join("sa.kubeconfig");
+    std::fs::write(&path, kc).expect("write kubeconfig");
+    path
+}
+
+#[tokio::test]
+async fn operator_runs_under_the_shipped_least_privilege_rbac() {
+    let client = shared().client().await;
+    install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("CRD");
+    for f in [
+        "deploy/00-namespace.yaml",
+        "deploy/10-rbac.yaml",
+        "deploy/20-user-roles.yaml",
+    ] {
+        kubectl_apply(f);
+    }
+    // Pod Security `baseline`, so that a privileged sidecar is refused (below).
+    let ns = TestNamespace::create_labeled(&client, "rbac", &[(PSA_ENFORCE, "baseline")]).await;
+    let dir = std::env::temp_dir().join(format!("sidecar-rbac-{}", ns.name()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kc = service_account_kubeconfig(&client, &dir).await;
+
+    // The ServiceAccount cannot read Secrets.
+    let sa_client = sidecar_testenv::client_from_kubeconfig(&kc)
+        .await
+        .expect("SA client");
+    let err = Api::<Secret>::namespaced(sa_client.clone(), ns.name())
+        .list(&Default::default())
+        .await
+        .expect_err("the operator's ServiceAccount must not list Secrets");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err:?}"
+    );
+
+    // With leader election on a Lease in the operator's namespace (the shipped Role).
+    let lease = format!("rbac-{}", ns.name());
+    let op = Proc::start(
+        &kc,
+        ns.name(),
+        &[
+            "--leader-elect",
+            "--lease-namespace",
+            SA_NS,
+            "--lease-name",
+            &lease,
+            "--lease-duration",
+            "4",
+        ],
+        "rbac",
+    );
+    wait_until(Duration::from_secs(60), "operator /readyz", || async {
+        (op.get("/readyz").map(|(c, _)| c) == Some(200)).then_some(())
+    })
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), ns.name());
+    pods.create(&PostParams::default(), &pod("web-0", &[("app", "web")]))
+        .await
+        .expect("main Pod");
+    policies
+        .create(&PostParams::default(), &policy("agent", "web"))
+        .await
+        .expect("policy");
+    let sc = sidecar_name("web-0", "agent");
+    let first = wait_pod(
+        &pods,
+        &sc,
+        true,
+        "sidecar created by the SA-authenticated operator",
+    )
+    .await;
+    let uid1 = first.and_then(|p| p.metadata.uid).expect("uid");
+
+    // Status is written (policies/status patch is granted).
+    wait_until(Duration::from_secs(30), "policy status written", || {
+        let policies = policies.clone();
+        async move {
+            let p = policies.get("agent").await.ok()?;
+            (p.status?.matched_pods == 1).then_some(())
+        }
+    })
+    .await;
+
+    // Recreate after a hand delete.
+    pods.delete(&sc, &DeleteParams::default())
+        .await
+        .expect("delete sidecar");
+    wait_until(Duration::from_secs(60), "sidecar recreated", || {
+        let pods = pods.clone();
+        let sc = sc.clone();
+        let uid1 = uid1.clone();
+        async move {
+            let p = pods.get_opt(&sc).await.ok().flatten()?;
+            (p.metadata.uid.as_deref() != Some(uid1.as_str())).then_some(())
+        }
+    })
+    .await;
+
+    // A refusal that clears and comes back repeats its Warning, which the events API
+    // aggregates into a series (events patch).
+    policies
+        .create(&PostParams::default(), &refused_policy("priv", "web"))
+        .await
+        .expect("policy");
+    // Pod Security refuses the template's dry run (InvalidTemplate, checked again with
+    // backoff), so nothing is created until the namespace allows it.
+    let dry_runs =
+        || op.metric("sidecar_operator_api_requests_total{verb=\"dry-run\",resource=\"pods\"}");
+    wait_until(
+        Duration::from_secs(30),
+        "privileged template refused and checked again",
+        || async { (dry_runs() >= 3.0).then_some(()) },
+    )
+    .await;
+    set_psa(&client, ns.name(), "privileged").await;
+    let priv_sc = sidecar_name("web-0", "priv");
+    wait_pod(&pods, &priv_sc, true, "privileged sidecar once allowed").await;
+    // The template is now accepted: refusals of the recreated sidecar are create refusals
+    // (CreateRefused). One that clears and comes back repeats the same Warning.
+    let refusals =
+        || op.metric("sidecar_operator_reconcile_errors_total{category=\"create-refused\"}");
+    for round in 0..2 {
+        set_psa(&client, ns.name(), "baseline").await;
+        pods.delete(&priv_sc, &DeleteParams::default())
+            .await
+            .expect("delete sidecar");
+        wait_until(
+            Duration::from_secs(30),
+            "the recreated privileged sidecar refused",
+            || async { (refusals() >= f64::from(round + 1)).then_some(()) },
+        )
+        .await;
+        if round == 0 {
+            set_psa(&client, ns.name(), "privileged").await;
+            wait_pod(&pods, &priv_sc, true, "privileged sidecar allowed again").await;
+        }
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the repeated Warning patched",
+        || async {
+            let patched = op
+                .api_requests()?
+                .get(&("events".to_string(), "patch".to_string()))
+                .copied();
+            (patched >= Some(1.0)).then_some(())
+        },
+    )
+    .await;
+
+    // Delete the policies: the sidecar goes.
+    for name in ["agent", "priv"] {
+        policies
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete policy");
+    }
+    wait_pod(&pods, &sc, false, "sidecar deleted after the policy").await;
+    // Least privilege, checked against use: every (resource, verb) the shipped ClusterRole
+    // and Role grant was used by the operator (its request counter saw it), and it used
+    // nothing else.
+    let used: BTreeSet<(String, String)> = op
+        .api_requests()
+        .expect("/metrics")
+        .into_iter()
+        .filter(|(_, n)| *n > 0.0)
+        // A server-side dry run (the template check) is authorized as a create.
+        .map(|((res, verb), _)| {
+            let verb = if verb == "dry-run" {
+                "create".into()
+            } else {
+                verb
+            };
+            (res, verb)
+        })
+        .collect();
+    let granted = shipped_grants(&client).await;
+    eprintln!("[rbac] used (resource, verb): {used:?}");
+    eprintln!("[rbac] granted (group, resource, verb): {granted:?}");
+    let unused: Vec<_> = granted
+        .iter()
+        .filter(|(group, res, verb)| {
+            group_of(res) != Some(group.as_str()) || !used.contains(&(res.clone(), verb.clone()))
+        })
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "deploy/10-rbac.yaml grants what the operator never used: {unused:?} (used: {used:?})"
+    );
+    let ungranted: Vec<_> = used
+        .iter()
+        .filter(|(res, verb)| {
+            !group_of(res).is_some_and(|g| granted.contains(&(g.into(), res.clone(), verb.clone())))
+        })
+        .collect();
+    assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
+
+    // Every documented metric family is exported.
+    let (_, metrics) = op.get("/metrics").expect("/metrics");
+    for family in [
+        "sidecar_operator_reconciles_total{controller=\"pod\",result=\"ok\"}",
+        "sidecar_operator_reconcile_duration_seconds_bucket",
+        "sidecar_operator_sidecars_created_total",
+        "sidecar_operator_sidecars_deleted_total{reason=\"policy-gone\"}",
+        "sidecar_operator_status_writes_total",
+        "sidecar_operator_watch_errors_total",
+        "sidecar_operator_api_requests_total{verb=\"create\",resource=\"pods\"}",
+        "sidecar_operator_pairs_not_converged",
+        "sidecar_operator_cached_pods",
+        "sidecar_operator_leader 1",
+        "sidecar_operator_writes_fenced_total 0",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}:\n{metrics}"
+        );
+    }
+    assert_eq!(op.get("/healthz").map(|(c, _)| c), Some(200));
+    let errors = op.metric("sidecar_operator_reconcile_errors_total{category=\"create\"}");
+    assert_eq!(errors, 0.0, "operator log:\n{}", op.log_tail());
+
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+async fn set_psa(client: &Client, ns: &str, level: &str) {
+    let patch = serde_json::json!({"metadata": {"labels": {PSA_ENFORCE: level}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("label namespace");
+}
+
+/// The API group of each resource name the operator's request counter uses.
+fn group_of(resource: &str) -> Option<&'static str> {
+    match resource {
+        "pods" | "namespaces" => Some(""),
+        "sidecarpolicies" | "sidecarpolicies/status" => Some(sidecar_api::constants::GROUP),
+        "events" => Some("events.k8s.io"),
+        "leases" => Some("coordination.k8s.io"),
+        _ => None,
+    }
+}
+
+/// (group, resource, verb) granted by the ClusterRole and the leader-election Role of
+/// deploy/10-rbac.yaml, as stored by the API server.
+async fn shipped_grants(client: &Client) -> BTreeSet<(String, String, String)> {
+    let cr = Api::<ClusterRole>::all(client.clone())
+        .get(SA)
+        .await
+        .expect("ClusterRole");
+    let role = Api::<Role>::namespaced(client.clone(), SA_NS)
+        .get("sidecar-operator-leader-election")
+        .await
+        .expect("Role");
+    let mut out = BTreeSet::new();
+    for rule in cr
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .chain(role.rules.unwrap_or_default())
+    {
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "{rule:?}"
+        );
+        for g in rule.api_groups.iter().flatten() {
+            for r in rule.resources.iter().flatten() {
+                for v in &rule.verbs {
+                    assert!(g != "*" && r != "*" && v != "*", "a wildcard in {rule:?}");
+                    out.insert((g.clone(), r.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    out
+}
