@@ -128,13 +128,14 @@ impl Context {
 
     /// Records how many eligible pairs of policy `key` lack an up-to-date Ready sidecar.
     pub(crate) fn set_not_converged(&self, key: &PolicyKey, n: i64) {
-        let total = self.policy_state.set_not_converged(key, n);
-        self.metrics.pairs_not_converged.set(total);
+        self.policy_state
+            .set_not_converged(key, n, &self.metrics.pairs_not_converged);
     }
 
     /// Policy `key` is gone (or out of scope).
     pub(crate) fn forget_policy(&self, key: &PolicyKey) {
         self.policy_state.forget(key);
+        self.queues.forget_policy(key);
         self.set_not_converged(key, 0);
     }
 

@@ -37,6 +37,12 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         return Ok(());
     };
     ctx.policy_state.prune_reported(key, &observed.collisions);
+    let c = observed.counts;
+    // A refusal concerned a sidecar still to create; with none missing (its Pod went, the
+    // sidecar was created after all) it no longer holds.
+    if c.missing == 0 {
+        ctx.policy_state.set_refused(key, None);
+    }
     // Built here, whole, for this one status: only the refusal is remembered between runs.
     let problems = Problems {
         refused: ctx.policy_state.refused(key),
@@ -44,7 +50,15 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         invalid_template: ctx.policy_state.templates().problem(key, &policy.hash),
         failing,
     };
-    let c = observed.counts;
+    // Forgotten while this run observed (deleted, out of scope): record nothing for it.
+    if ctx
+        .caches
+        .policies()
+        .get(key)
+        .is_none_or(|p| p.uid != policy.uid)
+    {
+        return Ok(());
+    }
     ctx.set_not_converged(key, i64::from(c.matched - c.converged));
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let old = policy.policy.status.as_ref();

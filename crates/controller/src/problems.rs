@@ -18,6 +18,8 @@ use crate::keys::{PodKey, PolicyKey};
 use crate::lock;
 use crate::template_check::TemplateChecks;
 
+type Gauge = prometheus_client::metrics::gauge::Gauge;
+
 /// A failed sidecar's replacements in a row.
 #[derive(Debug)]
 struct Replaced {
@@ -132,15 +134,16 @@ impl PolicyState {
         lock(&self.templates)
     }
 
-    /// Records how many eligible pairs of policy `key` lack an up-to-date Ready sidecar;
-    /// returns the sum over all policies.
-    pub(crate) fn set_not_converged(&self, key: &PolicyKey, n: i64) -> i64 {
+    /// Records how many eligible pairs of policy `key` lack an up-to-date Ready sidecar, and
+    /// sets `gauge` to the sum over all policies while holding the lock (two status
+    /// workers setting it after the lock could leave the older sum).
+    pub(crate) fn set_not_converged(&self, key: &PolicyKey, n: i64, gauge: &Gauge) {
         let mut m = lock(&self.not_converged);
         if n == 0 {
             m.remove(key);
         } else {
             m.insert(key.clone(), n);
         }
-        m.values().sum()
+        gauge.set(m.values().sum());
     }
 }

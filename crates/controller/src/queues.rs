@@ -9,6 +9,8 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::keys::{PodKey, PolicyKey};
 use crate::queue::WorkQueue;
 
@@ -22,6 +24,10 @@ pub(crate) struct Queues {
     debounce: Duration,
     pod_failures: Mutex<RetryBackoff<PodKey>>,
     policy_failures: Mutex<RetryBackoff<PolicyKey>>,
+    /// Failing policies: when their retry is due. A debounced status run (Pod events) is
+    /// not scheduled before it, so a status write that keeps failing backs off even while
+    /// its Pods keep changing; a new generation still runs at once.
+    policy_retry_at: Mutex<HashMap<PolicyKey, Instant>>,
 }
 
 impl Queues {
@@ -32,12 +38,18 @@ impl Queues {
             debounce,
             pod_failures: Mutex::default(),
             policy_failures: Mutex::default(),
+            policy_retry_at: Mutex::default(),
         }
     }
 
-    /// Schedules policy `key`'s status after the debounce delay.
+    /// Schedules policy `key`'s status after the debounce delay, or when its retry is due
+    /// if it is failing.
     pub(crate) fn status_soon(&self, key: PolicyKey) {
-        self.policies.add_after(key, self.debounce);
+        let retry = crate::lock(&self.policy_retry_at).get(&key).copied();
+        let wait = retry.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        self.policies.add_after(key, wait.max(self.debounce));
     }
 
     /// Records a Pod reconcile's outcome; for a failure, the delay before its retry.
@@ -47,7 +59,19 @@ impl Queues {
 
     /// Records a policy reconcile's outcome; for a failure, the delay before its retry.
     pub(crate) fn policy_outcome(&self, key: &PolicyKey, failed: bool) -> Option<Duration> {
-        crate::lock(&self.policy_failures).record(key, failed)
+        let delay = crate::lock(&self.policy_failures).record(key, failed);
+        let mut at = crate::lock(&self.policy_retry_at);
+        match delay {
+            Some(d) => at.insert(key.clone(), Instant::now() + d),
+            None => at.remove(key),
+        };
+        delay
+    }
+
+    /// Policy `key` is gone: its failure count and retry time go with it.
+    pub(crate) fn forget_policy(&self, key: &PolicyKey) {
+        crate::lock(&self.policy_failures).0.remove(key);
+        crate::lock(&self.policy_retry_at).remove(key);
     }
 
     /// No more keys are taken; queued ones are dropped.
@@ -90,6 +114,29 @@ impl<K: Clone + Eq + Hash> RetryBackoff<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pod_events_do_not_cut_a_failing_policys_backoff_short() {
+        let q = Queues::new(Duration::from_millis(500));
+        let key = PolicyKey::new("shop", "web");
+        for _ in 0..3 {
+            q.policy_outcome(&key, true); // retries due in 1 s, 2 s, then 4 s
+        }
+        q.status_soon(key.clone()); // a Pod event
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(q.policies.is_empty(), "not before the retry is due");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(q.policies.next().await, Some(key.clone()));
+        q.policies.done(&key);
+        q.policy_outcome(&key, false);
+        q.status_soon(key.clone());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            q.policies.next().await,
+            Some(key),
+            "debounced again once it succeeded"
+        );
+    }
 
     #[test]
     fn pods_and_policies_of_one_name_back_off_apart() {

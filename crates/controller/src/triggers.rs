@@ -127,11 +127,7 @@ impl Context {
     pub(crate) fn trigger_namespace(&self, ns: &str) {
         for v in self.caches.pods().in_namespace(ns) {
             if v.is_sidecar() {
-                if let Some(o) = &v.owner {
-                    self.queues
-                        .pods
-                        .add(PodKey(v.namespace.clone(), o.name.clone()));
-                }
+                self.queues.pods.add(sidecar_trigger(v));
             } else {
                 self.queues.pods.add(key_of(v));
             }

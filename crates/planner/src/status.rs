@@ -225,19 +225,25 @@ fn paused_verdict(policy: &PolicyView) -> Verdict {
     }
 }
 
-/// `Stalled` (kstatus): `Degraded` for the problems that no retry fixes — an invalid spec
-/// or template, refused creates, name collisions — with the same reason and message.
-/// Failing sidecars are not stalled: they are replaced with backoff.
-fn stalled_verdict(degraded: &Verdict) -> Verdict {
-    let (ok, reason, message) = degraded;
-    let stalls = [
-        reason::INVALID_SPEC,
-        reason::INVALID_TEMPLATE,
-        reason::CREATE_REFUSED,
-        reason::NAME_COLLISION,
-    ];
-    if *ok && stalls.contains(reason) {
-        (true, reason, message.clone())
+/// `Stalled` (kstatus): a problem that no retry fixes stands between the policy and
+/// convergence — an invalid spec; an invalid template while a sidecar is missing or stale;
+/// refused creates while a sidecar is missing; a name collision — with `Degraded`'s reason
+/// and message for it. A refusal or template problem with nothing left to create is not
+/// stalled (the Pod it concerned went), nor are failing sidecars (replaced with backoff).
+fn stalled_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> Verdict {
+    let stale = c.sidecars - c.updated - c.failed;
+    let cleared = Problems {
+        invalid_template: problems
+            .invalid_template
+            .clone()
+            .filter(|_| c.missing > 0 || stale > 0),
+        refused: problems.refused.clone().filter(|_| c.missing > 0),
+        failing: Vec::new(),
+        collisions: problems.collisions.clone(),
+    };
+    let (stuck, reason, message) = degraded_verdict(policy, &cleared);
+    if stuck {
+        (true, reason, message)
     } else {
         let message = "nothing stops progress".into();
         (false, reason::AS_EXPECTED, message)
@@ -275,7 +281,7 @@ pub fn compute_status(
 ) -> SidecarPolicyStatus {
     let progressing = progressing_verdict(policy, c, problems);
     let degraded = degraded_verdict(policy, problems);
-    let stalled = stalled_verdict(&degraded);
+    let stalled = stalled_verdict(policy, c, problems);
     let reconciling = reconciling_verdict(c, &progressing, &stalled);
     let verdicts = [
         (condition::READY, ready_verdict(policy, c)),

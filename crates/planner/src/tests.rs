@@ -870,6 +870,22 @@ mod status {
                 ("False", reason::CONVERGED),
                 ("False", reason::AS_EXPECTED),
             ),
+            (
+                "a refusal with nothing left to create",
+                &p,
+                &ready,
+                problem(Some("quota"), &[], &[]),
+                ("False", reason::CONVERGED),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "a collision behind failing sidecars",
+                &p,
+                &ready[..1],
+                problem(None, &["web-1-ship"], &["web-0-ship"]),
+                ("False", reason::NAME_COLLISION),
+                ("True", reason::NAME_COLLISION),
+            ),
         ];
         for (case, policy, sidecars, problems, reconciling, stalled) in cases {
             let c = counts(policy, &mains, &sidecars.iter().collect::<Vec<_>>());

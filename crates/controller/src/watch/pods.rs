@@ -136,19 +136,17 @@ fn applied(ctx: &Context, p: &Lenient<Pod>) {
     let Some(v) = pod_view(ctx, p) else {
         return;
     };
-    // The echo of our own create: the plan that sent it is done; only the status counts it.
-    let own_create = v.is_sidecar() && {
-        let mut exp = ctx.expectations();
-        let pending = exp.create_pending(&PodKey(v.namespace.clone(), v.name.clone()));
-        exp.observed(&v, false);
-        pending
-    };
+    if v.is_sidecar() {
+        ctx.expectations().observed(&v, false);
+    }
     let old = ctx.caches.pods_mut().apply(v.clone());
     if old.is_none() {
         ctx.metrics.cached_pods.inc();
     }
-    let mut r = relevance(old.as_deref(), Some(&v));
-    r.pod &= !(own_create && old.is_none());
+    // Even the echo of our own create reconciles the main Pod: it may have been
+    // reconciled again before the echo, from a cache without this sidecar (a policy
+    // deleted meanwhile), and only now can that reconcile see the sidecar to delete.
+    let r = relevance(old.as_deref(), Some(&v));
     match &old {
         Some(o) => ctx.trigger_pod(&[o, &v], r),
         None => ctx.trigger_pod(&[&v], r),

@@ -102,6 +102,7 @@ async fn policies_stream(
                     .replace_all(std::mem::take(&mut buffer));
                 for g in &gone {
                     ctx.trigger_policy(Some(g), None);
+                    ctx.forget_policy(&PolicyKey(g.namespace.clone(), g.name.clone()));
                 }
                 ctx.readiness.mark_synced(false, true);
                 if ctx.readiness.is_synced() {
