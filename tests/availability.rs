@@ -32,6 +32,9 @@ pub struct Availability {
     /// Pod watch events seen after the first list.
     pub events: usize,
     pub errors: Vec<String>,
+    /// The cluster's state the first time the maximum was reached: wall-clock time and, for
+    /// each main Pod lacking a Ready sidecar, what its sidecar was (to match with logs).
+    pub worst: String,
 }
 
 /// Watches the namespace's Pods (its own watch, not the operator's) and, after every event,
@@ -72,6 +75,37 @@ pub fn lacking_ready_sidecar(
             })
         })
         .count()
+}
+
+/// [`lacking_ready_sidecar`]'s Pods, described: the time, then `main -> sidecar state`.
+fn describe_lacking(pods: &BTreeMap<String, Pod>, policy: &str, selector: (&str, &str)) -> String {
+    let mut out = format!("at {}:", k8s_openapi::jiff::Timestamp::now());
+    for m in pods.values().filter(|m| {
+        !is_sidecar(m) && m.labels().get(selector.0).map(String::as_str) == Some(selector.1)
+    }) {
+        let one = BTreeMap::from([(m.name_any(), m.clone())]);
+        let name = sidecar_name(&m.name_any(), policy);
+        let mut with = one.clone();
+        if let Some(sc) = pods.get(&name) {
+            with.insert(name.clone(), sc.clone());
+        }
+        if lacking_ready_sidecar(&with, policy, selector) == 0 {
+            continue;
+        }
+        let state = match pods.get(&name) {
+            None => "missing".to_string(),
+            Some(sc) => format!(
+                "uid={} rv={} deleting={} ready={} hash={:?}",
+                uid_of(sc),
+                sc.metadata.resource_version.as_deref().unwrap_or(""),
+                sc.metadata.deletion_timestamp.is_some(),
+                pod_ready(sc),
+                sc.labels().get(sidecar_api::constants::LABEL_TEMPLATE_HASH)
+            ),
+        };
+        out.push_str(&format!(" [{} -> {state}]", m.name_any()));
+    }
+    out
 }
 
 impl AvailabilityWatch {
@@ -126,6 +160,9 @@ impl AvailabilityWatch {
                     s.timeline.push((started.elapsed(), n));
                 }
                 s.current = n;
+                if n > s.max {
+                    s.worst = describe_lacking(&s.pods, &policy, selector);
+                }
                 s.max = s.max.max(n);
             }
         });
@@ -206,8 +243,9 @@ impl AvailabilityWatch {
         );
         assert!(
             max <= limit,
-            "at most {limit} main Pods lacked a Ready sidecar; saw {max}: {}",
-            self.timeline()
+            "at most {limit} main Pods lacked a Ready sidecar; saw {max}: {}; worst {}",
+            self.timeline(),
+            self.lock().worst
         );
     }
 }

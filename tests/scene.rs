@@ -80,6 +80,7 @@ impl Scene {
     /// Starts an operator instance (in this process) that watches only the scene's
     /// namespace.
     pub async fn start_operator(&self) -> Operator {
+        operator_logs();
         let config = shared().kube_config().await;
         Operator::start(config, OperatorConfig::namespace(self.name()))
             .await
@@ -289,4 +290,15 @@ pub async fn create_pods(scene: &Scene, names: &[impl AsRef<str>], labels: &[(&s
         names.iter().map(|n| pod(n.as_ref(), labels)).collect(),
     )
     .await;
+}
+
+/// With `SIDECAR_TEST_LOG` set (an env-filter, e.g. `sidecar_controller=info`), the
+/// in-process operators log to stderr (shown for failed tests, or with `--nocapture`).
+pub fn operator_logs() {
+    if let Ok(filter) = std::env::var("SIDECAR_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 }
