@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sidecar_api::constants::{FIELD_MANAGER, condition, condition_status, reason};
 use sidecar_api::{
-    Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy, template_hash,
+    Mode, Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy,
+    template_hash,
 };
 use sidecar_e2e::wait_until;
 use sidecar_testenv::{TestNamespace, install_crd, shared};
@@ -241,6 +242,7 @@ async fn policies_round_trip_with_defaults_applied() {
             .expect("selector"),
         template: serde_json::from_value::<PodTemplateSpec>(minimal_spec()["template"].clone())
             .expect("template"),
+        mode: Mode::Pod,
         placement: Placement::SameNode,
         update_strategy: UpdateStrategy::default(),
         paused: false,

@@ -36,6 +36,11 @@ pub const ANNOTATION_INJECT: &str = "sidecars.dev/inject";
 /// Value of [`ANNOTATION_INJECT`] that opts a Pod out. Any other value has no effect.
 pub const INJECT_DISABLED: &str = "false";
 
+/// Annotation on a Pod recording each Container-mode injection: `policy=templateHash`,
+/// comma-separated, in injection order. Written by the operator's admission webhook; a policy
+/// template may not set it.
+pub const ANNOTATION_INJECTED: &str = "sidecars.dev/injected";
+
 /// Field manager used for every write the operator makes (creates, server-side applies,
 /// status patches).
 pub const FIELD_MANAGER: &str = "sidecar-operator";

@@ -29,9 +29,8 @@ use sidecar_api::constants::{
 use crate::labels::Labels;
 use crate::view::PolicyView;
 
-/// Annotation on a Pod recording each injection: `policy=templateHash`, comma-separated,
-/// in injection order.
-pub const ANNOTATION_INJECTED: &str = "sidecars.dev/injected";
+/// Annotation on a Pod recording each injection (defined with the API's other names).
+pub use sidecar_api::constants::ANNOTATION_INJECTED;
 
 /// Why a Pod was left alone as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

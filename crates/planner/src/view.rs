@@ -10,7 +10,7 @@ use sidecar_api::constants::{
     ANNOTATION_INJECT, INJECT_DISABLED, LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY,
     LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
 };
-use sidecar_api::{Placement, SidecarPolicy, UpdateStrategyType};
+use sidecar_api::{Mode, Placement, SidecarPolicy, UpdateStrategyType};
 
 use crate::labels::{LabelMatcher, Labels};
 
@@ -231,6 +231,7 @@ impl PolicyView {
     ) -> PolicyView {
         let spec = sidecar_api::SidecarPolicySpec {
             selector: Default::default(),
+            mode: Default::default(),
             template: Default::default(),
             placement: Default::default(),
             update_strategy: Default::default(),
@@ -274,6 +275,11 @@ impl PolicyView {
     /// `spec.paused`.
     pub fn paused(&self) -> bool {
         self.policy.spec.paused
+    }
+
+    /// `spec.mode`.
+    pub fn mode(&self) -> Mode {
+        self.policy.spec.mode
     }
 
     /// `spec.placement`.
