@@ -66,6 +66,11 @@ use crate::{rules, schema};
 #[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = rules::selector::SELECTOR_EXCLUDES_OWN_SIDECARS.rule())]
 #[x_kube(validation = rules::selector::NODE_NAME_NEEDS_ANY_PLACEMENT.rule())]
+#[x_kube(validation = rules::mode::POD_MODE_NEEDS_A_CONTAINER.rule())]
+#[x_kube(validation = rules::mode::CONTAINER_MODE_NEEDS_A_CONTAINER.rule())]
+#[x_kube(validation = rules::mode::CONTAINER_MODE_POD_SPEC.rule())]
+#[x_kube(validation = rules::mode::CONTAINER_MODE_METADATA.rule())]
+#[x_kube(validation = rules::mode::CONTAINER_MODE_NO_INJECTED_ANNOTATION.rule())]
 pub struct SidecarPolicySpec {
     /// Label selector of the main Pods, in the policy's namespace only. Required and must not
     /// be empty: set at least one matchLabels or matchExpressions entry. It must not select
