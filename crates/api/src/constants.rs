@@ -101,6 +101,10 @@ pub mod reason {
     /// `Progressing=False`: stale sidecars exist but `updateStrategy.type` is `OnDelete`,
     /// so they are replaced only when users delete them (nothing is in flight).
     pub const WAITING_FOR_DELETE: &str = "WaitingForDelete";
+    /// `Progressing=False` in Container mode: some selected Pods run without the current
+    /// sidecar (created before the policy or its change, or while the webhook was down);
+    /// sidecars are injected only into Pods being created.
+    pub const WAITING_FOR_NEW_PODS: &str = "WaitingForNewPods";
     /// `Progressing=False`: every wanted sidecar exists at the current template hash.
     pub const CONVERGED: &str = "Converged";
     /// `Degraded=False`: nothing is failing.

@@ -143,6 +143,9 @@ fn outcome(main: &PodView, unscheduled: bool, view: &PolicyView) -> Option<(bool
         Err(Ineligible::OptedOut) => {
             format!("no sidecar: opted out ({ANNOTATION_INJECT}={INJECT_DISABLED})")
         }
+        Err(Ineligible::ContainerMode) => "no sidecar Pod: the policy is in Container mode, its \
+                                           sidecars are injected into the Pod when it is created"
+            .to_owned(),
         Err(Ineligible::Paused) => "no sidecar while the policy is paused".to_owned(),
         Err(Ineligible::IsSidecar) => "no sidecar: it is itself a sidecar".to_owned(),
         Err(Ineligible::Terminating) => "no sidecar: the Pod is terminating".to_owned(),
