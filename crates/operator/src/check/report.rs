@@ -3,8 +3,8 @@
 use std::io::{self, Write};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sidecar_api::Placement;
 use sidecar_api::constants::{ANNOTATION_INJECT, INJECT_DISABLED, KIND as POLICY_KIND};
+use sidecar_api::{Mode, Placement};
 use sidecar_planner::{Ineligible, PodView, PolicyView, eligibility, render, sidecar_name};
 
 use super::{Inputs, PodInput, PolicyInput, UNSCHEDULED_NODE, object_name, plural};
@@ -109,14 +109,23 @@ fn write_policy_header(policy: &PolicyInput, out: &mut dyn Write) -> io::Result<
         object_name(POLICY_KIND, &view.namespace, &view.name),
         policy.source
     )?;
+    let paused = if view.paused() { ", PAUSED" } else { "" };
+    if view.mode() == Mode::Container {
+        // Placement and update strategy mean nothing there.
+        return writeln!(
+            out,
+            "#   mode Container (sidecars injected into each Pod at its creation), template hash \
+             {}{paused}",
+            view.hash,
+        );
+    }
     writeln!(
         out,
         "#   placement {}, updateStrategy {} (maxUnavailable {max_unavailable}), template hash \
-         {}{}",
+         {}{paused}",
         view.placement().as_str(),
         view.strategy().as_str(),
         view.hash,
-        if view.paused() { ", PAUSED" } else { "" },
     )
 }
 
