@@ -9,6 +9,7 @@ mod faults;
 mod hardening;
 mod kstatus;
 mod leadership;
+mod mode;
 mod shard;
 mod status;
 mod templates;
