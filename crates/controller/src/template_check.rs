@@ -119,13 +119,7 @@ pub(crate) async fn check_template(
     key: &PolicyKey,
     policy: &PolicyView,
 ) -> Result<(), Error> {
-    // A Container-mode template is not a Pod (its Pod spec may hold init containers only):
-    // the dry run would be refused, and no sidecar Pod waits for its verdict.
-    if policy.deleting
-        || policy.paused()
-        || policy.selector.is_err()
-        || policy.mode() == Mode::Container
-    {
+    if !wants_check(policy) {
         return Ok(());
     }
     let now = Instant::now();
@@ -198,6 +192,16 @@ pub(crate) async fn check_template(
 }
 
 /// The `generateName` of `policy`'s dry-run sidecar.
+/// Whether `policy`'s template is checked at all: not for a policy going away, paused or
+/// unusable, nor in Container mode, whose template is not a Pod (its Pod spec may hold init
+/// containers only): the dry run would be refused, and no sidecar Pod waits for its verdict.
+fn wants_check(policy: &PolicyView) -> bool {
+    !(policy.deleting
+        || policy.paused()
+        || policy.selector.is_err()
+        || policy.mode() == Mode::Container)
+}
+
 fn dry_run_prefix(policy: &PolicyView) -> String {
     dry_run_sidecar(policy)
         .metadata
