@@ -300,6 +300,24 @@ async fn policies_round_trip_with_defaults_applied() {
             panic!("selector {selector} with template labels {labels} refused: {e}");
         }
     }
+
+    // Container mode: native sidecars only (no containers), and template labels the selector
+    // matches (they go on the selected Pods themselves; there are no sidecar Pods to select).
+    let spec = json!({
+        "mode": "Container",
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}, "annotations": {"note": "x"}},
+            "spec": {"initContainers": [{
+                "name": "proxy", "image": "busybox:1.36.1", "restartPolicy": "Always"}]},
+        },
+    });
+    if let Err(e) = dynamic
+        .create(&dry_run, &policy("container-mode", spec))
+        .await
+    {
+        panic!("Container-mode policy refused: {e}");
+    }
 }
 
 #[tokio::test]
