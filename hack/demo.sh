@@ -55,9 +55,9 @@ $KUBECTL create namespace "$NS"
 for _ in $(seq 1 100); do $KUBECTL -n "$NS" get serviceaccount default >/dev/null 2>&1 && break; sleep 0.2; done
 for f in examples/*.yaml; do $KUBECTL -n "$NS" apply -f "$f"; done
 
-say "waiting for the sidecars"
+say "waiting for the sidecars (of the Pod-mode policies: Container mode injects at Pod creation)"
 for _ in $(seq 1 60); do
-  ready=$($KUBECTL -n "$NS" get sidecarpolicies -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}')
+  ready=$($KUBECTL -n "$NS" get sidecarpolicies -o jsonpath='{range .items[?(@.spec.mode=="Pod")]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}')
   case "$ready" in *False*|"") sleep 1 ;; *) break ;; esac
 done
 

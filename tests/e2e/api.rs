@@ -16,7 +16,8 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use sidecar_api::constants::{FIELD_MANAGER, condition, condition_status, reason};
 use sidecar_api::{
-    Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy, template_hash,
+    Mode, Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy,
+    template_hash,
 };
 use sidecar_e2e::{
     policy_table, repo_path, table_columns, wait_until, yaml_documents, yaml_file_documents,
@@ -218,6 +219,7 @@ async fn policies_round_trip_with_defaults_applied() {
             .expect("selector"),
         template: serde_json::from_value::<PodTemplateSpec>(minimal_spec()["template"].clone())
             .expect("template"),
+        mode: Mode::Pod,
         placement: Placement::SameNode,
         update_strategy: UpdateStrategy::default(),
         paused: false,
@@ -275,36 +277,63 @@ async fn policies_round_trip_with_defaults_applied() {
             panic!("selector {selector} with template labels {labels} refused: {e}");
         }
     }
+
+    // Container mode: native sidecars only (no containers), and template labels the selector
+    // matches (they go on the selected Pods themselves; there are no sidecar Pods to select).
+    let spec = json!({
+        "mode": "Container",
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}, "annotations": {"note": "x"}},
+            "spec": {"initContainers": [{
+                "name": "proxy", "image": "busybox:1.36.1", "restartPolicy": "Always"}]},
+        },
+    });
+    if let Err(e) = dynamic
+        .create(&dry_run, &policy("container-mode", spec))
+        .await
+    {
+        panic!("Container-mode policy refused: {e}");
+    }
 }
 
 #[tokio::test]
 async fn kubectl_explain_shows_our_descriptions() {
     let (_client, _ns) = setup("api-explain").await;
     let crd = serde_json::to_value(sidecar_api::crd()).expect("CRD JSON");
-    let description = crd
-        .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/placement/description")
-        .and_then(Value::as_str)
-        .expect("placement description")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let args = ["explain", "sidecarpolicy.spec.placement"].map(String::from);
-    // The OpenAPI document is republished asynchronously after the CRD is established.
-    let text = wait_until(Duration::from_secs(60), "kubectl explain", || {
-        let args = args.to_vec();
-        async move {
-            let out = kubectl(args).await;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            out.status.success().then_some(text)
-        }
-    })
-    .await;
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(
-        flat.contains(&description),
-        "explain output:\n{text}\nexpected: {description}"
-    );
-    assert!(flat.contains("SameNode") && flat.contains("Any"), "{text}");
+    // spec.placement, and spec.mode, which documents both modes.
+    for (field, values) in [
+        ("placement", ["SameNode", "Any"]),
+        ("mode", ["Pod", "Container"]),
+    ] {
+        let pointer = format!(
+            "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/{field}/description"
+        );
+        let description = crd
+            .pointer(&pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{field} description"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let args = ["explain".to_owned(), format!("sidecarpolicy.spec.{field}")];
+        // The OpenAPI document is republished asynchronously after the CRD is established.
+        let text = wait_until(Duration::from_secs(60), "kubectl explain", || {
+            let args = args.to_vec();
+            async move {
+                let out = kubectl(args).await;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                out.status.success().then_some(text)
+            }
+        })
+        .await;
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains(&description),
+            "explain output:\n{text}\nexpected: {description}"
+        );
+        assert!(values.iter().all(|v| flat.contains(v)), "{text}");
+    }
 }
 
 #[tokio::test]

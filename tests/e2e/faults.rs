@@ -594,7 +594,7 @@ const INVALID: [Invalid; 5] = [
     Invalid {
         name: "no-containers",
         edit: |spec| spec["template"]["spec"]["containers"] = json!([]),
-        refused_with: "should have at least 1 items",
+        refused_with: "spec.template.spec.containers must list at least one container",
         field: "spec.template.spec.containers",
     },
     // A rollout that could never progress.

@@ -6,6 +6,7 @@ mod controller;
 mod faults;
 mod hardening;
 mod kstatus;
+mod mode;
 mod shard;
 mod status;
 mod templates;

@@ -36,6 +36,11 @@ pub const ANNOTATION_INJECT: &str = "sidecars.dev/inject";
 /// Value of [`ANNOTATION_INJECT`] that opts a Pod out. Any other value has no effect.
 pub const INJECT_DISABLED: &str = "false";
 
+/// Annotation on a Pod recording each Container-mode injection: `policy=templateHash`,
+/// comma-separated, in injection order. Written by the operator's admission webhook; a policy
+/// template may not set it.
+pub const ANNOTATION_INJECTED: &str = "sidecars.dev/injected";
+
 /// Field manager used for every write the operator makes (creates, server-side applies,
 /// status patches).
 pub const FIELD_MANAGER: &str = "sidecar-operator";
@@ -96,6 +101,10 @@ pub mod reason {
     /// `Progressing=False`: stale sidecars exist but `updateStrategy.type` is `OnDelete`,
     /// so they are replaced only when users delete them (nothing is in flight).
     pub const WAITING_FOR_DELETE: &str = "WaitingForDelete";
+    /// `Progressing=False` in Container mode: some selected Pods run without the current
+    /// sidecar (created before the policy or its change, or while the webhook was down);
+    /// sidecars are injected only into Pods being created.
+    pub const WAITING_FOR_NEW_PODS: &str = "WaitingForNewPods";
     /// `Progressing=False`: every wanted sidecar exists at the current template hash.
     pub const CONVERGED: &str = "Converged";
     /// `Degraded=False`: nothing is failing.

@@ -6,20 +6,25 @@
 //! Definition (stable across operator versions; changing it would roll every sidecar):
 //!
 //! 1. Take the JSON object `{"placement": spec.placement, "template": spec.template}`, serialized
-//!    with the API's field names (camelCase).
+//!    with the API's field names (camelCase). In Container mode it is
+//!    `{"mode": "Container", "template": spec.template}` instead: the mode is part of the hash
+//!    only when it is `Container`, so every Pod-mode hash stays what it was before modes
+//!    existed (a changed hash would replace every sidecar Pod), and a policy switched to
+//!    Container mode never matches its old sidecars' hash. `placement` means nothing in
+//!    Container mode and is left out there.
 //! 2. Normalize it: drop object fields whose value is `null`, an empty array or an empty object,
 //!    recursively (so `args: []` and no `args` hash the same; array items keep their positions,
 //!    an item that normalizes to nothing becomes `null`), and sort object keys (byte order).
 //! 3. Serialize that compactly (no whitespace) and take SHA-256 of the UTF-8 bytes.
 //! 4. The hash is the first [`TEMPLATE_HASH_LEN`] lowercase hex digits: a valid label value.
 //!
-//! `selector`, `updateStrategy` and `paused` are not part of the hash: changing them never
+//! `selector`, `updateStrategy` and `paused` (and `mode` when it is `Pod`) are not part of the hash: changing them never
 //! replaces a sidecar.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::types::SidecarPolicySpec;
+use crate::types::{Mode, SidecarPolicySpec};
 
 /// Number of hex digits in a template hash (40 bits).
 pub const TEMPLATE_HASH_LEN: usize = 10;
@@ -29,7 +34,10 @@ pub fn template_hash(spec: &SidecarPolicySpec) -> String {
     let canonical = match serde_json::to_value(&spec.template) {
         Ok(template) => {
             let mut input = Map::new();
-            input.insert("placement".to_owned(), spec.placement.as_str().into());
+            match spec.mode {
+                Mode::Pod => input.insert("placement".to_owned(), spec.placement.as_str().into()),
+                Mode::Container => input.insert("mode".to_owned(), spec.mode.as_str().into()),
+            };
             input.insert("template".to_owned(), template);
             canonical_json(&Value::Object(input))
         }

@@ -3,13 +3,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::json;
 
 use super::*;
-use crate::types::{Placement, SidecarPolicySpec, UpdateStrategy};
+use crate::types::{Mode, Placement, SidecarPolicySpec, UpdateStrategy};
 
 fn spec(template: serde_json::Value) -> SidecarPolicySpec {
     SidecarPolicySpec {
         selector: serde_json::from_value::<LabelSelector>(json!({"matchLabels": {"app": "web"}}))
             .unwrap(),
         template: serde_json::from_value::<PodTemplateSpec>(template).unwrap(),
+        mode: Mode::Pod,
         placement: Placement::SameNode,
         update_strategy: UpdateStrategy::default(),
         paused: false,
@@ -79,4 +80,28 @@ fn template_and_placement_change_the_hash_other_fields_do_not() {
         k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1);
     unrelated.selector.match_labels = Some([("tier".to_owned(), "x".to_owned())].into());
     assert_eq!(template_hash(&unrelated), h);
+}
+
+#[test]
+fn pod_mode_hashes_are_those_of_before_modes_existed() {
+    // The values of the definition without `mode` (cross-checked with Python as above): an
+    // upgrade must not change the hash of any Pod-mode policy, explicit or defaulted.
+    let mut any = spec(shipper());
+    any.placement = Placement::Any;
+    assert_eq!(template_hash(&any), "810d94d349");
+    let mut doc = serde_json::to_value(spec(shipper())).unwrap();
+    doc.as_object_mut().unwrap().remove("mode");
+    let defaulted: SidecarPolicySpec = serde_json::from_value(doc).unwrap();
+    assert_eq!(defaulted.mode, Mode::Pod);
+    assert_eq!(template_hash(&defaulted), "8adeffdca3");
+}
+
+#[test]
+fn container_mode_hashes_the_mode_and_template_not_the_placement() {
+    let mut container = spec(shipper());
+    container.mode = Mode::Container;
+    // sha256 of {"mode":"Container","template":<shipper>}, as above.
+    assert_eq!(template_hash(&container), "787b6210b3");
+    container.placement = Placement::Any;
+    assert_eq!(template_hash(&container), "787b6210b3");
 }

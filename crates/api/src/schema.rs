@@ -1,6 +1,6 @@
 //! Admission-time validation of `SidecarPolicy`: where the CEL rules of [`crate::rules`] sit
 //! (`x-kubernetes-validations`), and the structural bounds (`maxItems`, `maxLength`,
-//! `maxProperties`, `enum`, `minItems`) that keep the rules' estimated cost within the API
+//! `maxProperties`, `enum`, `minLength`) that keep the rules' estimated cost within the API
 //! server's budget.
 //!
 //! Rules on our own fields are attached in [`crate::types`] with `#[x_kube(validation = ..)]`;
@@ -96,8 +96,9 @@ pub fn harden_selector(schema: &mut Schema) {
     }
 }
 
-/// Schemars transform for `spec.template`: `spec` and at least one container required, bounds on
-/// containers and labels, and rules forbidding metadata fields the operator sets itself.
+/// Schemars transform for `spec.template`: `spec` required, bounds on containers and labels, and
+/// rules forbidding metadata fields the operator sets itself. (That the template has a container
+/// depends on `spec.mode`: rules on `spec`, [`rules::mode`].)
 pub fn harden_template(schema: &mut Schema) {
     push_required(schema.ensure_object(), "spec");
     if let Some(meta) = schema.pointer_mut("/properties/metadata") {
@@ -109,7 +110,6 @@ pub fn harden_template(schema: &mut Schema) {
         }
     }
     if let Some(containers) = schema.pointer_mut("/properties/spec/properties/containers") {
-        set(containers, "minItems", 1.into());
         set(containers, "maxItems", MAX_CONTAINERS.into());
     }
     if let Some(labels) = schema.pointer_mut("/properties/metadata/properties/labels") {
@@ -132,8 +132,15 @@ fn label_value_schema() -> Value {
 /// cheaply. Rules that compare names across lists sit on the Pod spec; rules on one container,
 /// port or variable sit on it, with messages naming the list they are in.
 fn harden_pod_spec(pod_spec: &mut Value) {
-    if let Some(object) = pod_spec.as_object_mut() {
-        push_required(object, "containers");
+    // Upstream requires containers; Container mode takes a template with init containers only.
+    // Rules on spec require what each mode needs (`rules::mode`).
+    if let Some(required) = pod_spec.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|f| f != "containers");
+        if required.is_empty()
+            && let Some(object) = pod_spec.as_object_mut()
+        {
+            object.remove("required");
+        }
     }
     for def in template::ON_POD_SPEC {
         add_rule(pod_spec, def.rule());

@@ -31,7 +31,7 @@ use crate::{rules, schema};
     status = "SidecarPolicyStatus",
     shortname = "sp",
     category = "sidecars",
-    doc = "SidecarPolicy gives every Pod selected by spec.selector (in the policy's namespace) a companion sidecar Pod built from spec.template. The sidecar is owned by its main Pod, so it is deleted with it.",
+    doc = "SidecarPolicy gives every Pod selected by spec.selector (in the policy's namespace) the sidecar built from spec.template: in Pod mode (the default) a companion sidecar Pod, owned by its main Pod so it is deleted with it; in Container mode the template's containers, injected into the selected Pod itself when it is created.",
     printcolumn(
         name = "Matched",
         type_ = "integer",
@@ -66,6 +66,11 @@ use crate::{rules, schema};
 #[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = rules::selector::SELECTOR_EXCLUDES_OWN_SIDECARS.rule())]
 #[x_kube(validation = rules::selector::NODE_NAME_NEEDS_ANY_PLACEMENT.rule())]
+#[x_kube(validation = rules::mode::POD_MODE_NEEDS_A_CONTAINER.rule())]
+#[x_kube(validation = rules::mode::CONTAINER_MODE_NEEDS_A_CONTAINER.rule())]
+#[x_kube(validation = rules::mode::CONTAINER_MODE_POD_SPEC.rule())]
+#[x_kube(validation = rules::mode::CONTAINER_MODE_METADATA.rule())]
+#[x_kube(validation = rules::mode::CONTAINER_MODE_NO_INJECTED_ANNOTATION.rule())]
 pub struct SidecarPolicySpec {
     /// Label selector of the main Pods, in the policy's namespace only. Required and must not
     /// be empty: set at least one matchLabels or matchExpressions entry. It must not select
@@ -78,23 +83,40 @@ pub struct SidecarPolicySpec {
     #[x_kube(validation = rules::selector::SELECTOR_NO_RESERVED_KEYS.rule())]
     pub selector: LabelSelector,
 
-    /// Pod template of the sidecar, created once per selected Pod. Required, with at least one
-    /// container. metadata.name, generateName, namespace and ownerReferences must not be set:
-    /// the operator names each sidecar {main Pod name}-{policy name}, creates it in the main
-    /// Pod's namespace and makes the main Pod its owner. Labels app.kubernetes.io/managed-by
-    /// and sidecars.dev/* are reserved. Every container gets the environment variables
-    /// MAIN_POD_NAME, MAIN_POD_NAMESPACE, MAIN_POD_UID and MAIN_POD_NODE, usable as
-    /// $(MAIN_POD_NAME) in command and args.
+    /// How the sidecars reach the selected Pods. Pod (default): each selected Pod gets a
+    /// companion sidecar Pod built from spec.template, owned by it. Container: the template's
+    /// init containers, containers, volumes, labels and annotations are injected into each
+    /// selected Pod when it is created (by the operator's admission webhook), so they share its
+    /// network, volumes and lifecycle; placement and updateStrategy do not apply, and running
+    /// Pods are not changed.
+    #[serde(default)]
+    pub mode: Mode,
+
+    /// Pod mode: Pod template of the companion sidecar Pod, created once per selected Pod.
+    /// Required, with at least one container. metadata.name, generateName, namespace and
+    /// ownerReferences must not be set: the operator names each sidecar {main Pod name}-{policy
+    /// name}, creates it in the main Pod's namespace and makes the main Pod its owner. Labels
+    /// app.kubernetes.io/managed-by and sidecars.dev/* are reserved. Every container gets the
+    /// environment variables MAIN_POD_NAME, MAIN_POD_NAMESPACE, MAIN_POD_UID and MAIN_POD_NODE,
+    /// usable as $(MAIN_POD_NAME) in command and args. Container mode: what is added to each
+    /// selected Pod when it is created. Only spec.initContainers (restartPolicy Always makes a
+    /// native sidecar, placed before the Pod's own init containers), spec.containers,
+    /// spec.volumes, metadata.labels and metadata.annotations may be set, with at least one
+    /// container or init container; nothing the Pod already has is overridden, no environment
+    /// variable is added, and the annotation sidecars.dev/injected is reserved.
     #[schemars(transform = schema::harden_template)]
     pub template: PodTemplateSpec,
 
-    /// Where sidecars run. SameNode (default): wait until the main Pod is scheduled, then
-    /// require the sidecar to run on the same node. Any: create the sidecar at once and let the
-    /// scheduler place it anywhere.
+    /// Pod mode only: where sidecar Pods run. SameNode (default): wait until the main Pod is
+    /// scheduled, then require the sidecar to run on the same node. Any: create the sidecar at
+    /// once and let the scheduler place it anywhere. Ignored in Container mode, where the
+    /// sidecars run inside the selected Pod.
     #[serde(default)]
     pub placement: Placement,
 
-    /// How existing sidecars are replaced when spec.template or spec.placement changes.
+    /// Pod mode only: how existing sidecar Pods are replaced when spec.template or
+    /// spec.placement changes. Ignored in Container mode: a change reaches the Pods created
+    /// after it; running Pods keep the sidecars they were created with.
     #[serde(default)]
     pub update_strategy: UpdateStrategy,
 
@@ -102,6 +124,26 @@ pub struct SidecarPolicySpec {
     /// and only reports status. Defaults to false.
     #[serde(default)]
     pub paused: bool,
+}
+
+/// How a policy's sidecars reach the selected Pods (`spec.mode`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// A companion sidecar Pod per selected Pod, owned by it.
+    #[default]
+    Pod,
+    /// The template's containers injected into each selected Pod at its creation.
+    Container,
+}
+
+impl Mode {
+    /// The value as written in the API (`Pod` or `Container`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Pod => "Pod",
+            Mode::Container => "Container",
+        }
+    }
 }
 
 /// Where a sidecar Pod runs relative to its main Pod.
@@ -185,25 +227,29 @@ pub struct SidecarPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Hash of the current spec.template and spec.placement. Up-to-date sidecars carry it in
-    /// their sidecars.dev/template-hash label.
+    /// Hash of the current spec.template and spec.placement (in Container mode: of the mode and
+    /// spec.template). Up-to-date sidecar Pods carry it in their sidecars.dev/template-hash
+    /// label; Pods with injected sidecars in their sidecars.dev/injected annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_hash: Option<String>,
 
     /// Number of eligible main Pods: selected, not opted out, not terminating or finished, and
-    /// (with placement SameNode) already scheduled.
+    /// (Pod mode, placement SameNode) already scheduled.
     #[serde(default)]
     pub matched_pods: i32,
 
-    /// Number of sidecar Pods that exist for this policy.
+    /// Number of sidecar Pods that exist for this policy; in Container mode, of matched Pods
+    /// that carry this policy's sidecars (at any template hash).
     #[serde(default)]
     pub sidecar_pods: i32,
 
-    /// Number of sidecar Pods built from the current template hash.
+    /// Number of sidecar Pods built from the current template hash; in Container mode, of
+    /// matched Pods that carry the current template's sidecars.
     #[serde(default)]
     pub updated_pods: i32,
 
-    /// Number of sidecar Pods that are Ready.
+    /// Number of sidecar Pods that are Ready; in Container mode, of matched Pods that carry the
+    /// current template's sidecars and are Ready.
     #[serde(default)]
     pub ready_pods: i32,
 

@@ -1,6 +1,7 @@
 //! The API server's verdict on each policy's template, from one server-side dry run per
 //! template hash (see [`sidecar_planner::template_check`]). The pod controller creates a
-//! policy's sidecars only once its current template is accepted; a template the namespace
+//! policy's sidecars only once its current template is accepted (Container-mode policies,
+//! whose template is not a Pod, are not checked); a template the namespace
 //! refuses (Pod Security, quota, LimitRange) is checked again with a growing delay, so
 //! fixing the namespace is enough.
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
+use sidecar_api::Mode;
 use sidecar_api::constants::{FIELD_MANAGER, reason};
 use sidecar_planner::{PolicyView, Verdict, dry_run_sidecar, recheck_delay};
 
@@ -117,7 +119,7 @@ pub(crate) async fn check_template(
     key: &PolicyKey,
     policy: &PolicyView,
 ) -> Result<(), Error> {
-    if policy.deleting || policy.paused() || policy.selector.is_err() {
+    if !wants_check(policy) {
         return Ok(());
     }
     let now = Instant::now();
@@ -190,6 +192,16 @@ pub(crate) async fn check_template(
 }
 
 /// The `generateName` of `policy`'s dry-run sidecar.
+/// Whether `policy`'s template is checked at all: not for a policy going away, paused or
+/// unusable, nor in Container mode, whose template is not a Pod (its Pod spec may hold init
+/// containers only): the dry run would be refused, and no sidecar Pod waits for its verdict.
+fn wants_check(policy: &PolicyView) -> bool {
+    !(policy.deleting
+        || policy.paused()
+        || policy.selector.is_err()
+        || policy.mode() == Mode::Container)
+}
+
 fn dry_run_prefix(policy: &PolicyView) -> String {
     dry_run_sidecar(policy)
         .metadata

@@ -152,7 +152,24 @@ fn examples_pass_and_print_one_sidecar_per_workload() {
         "{}",
         describe(&out)
     );
-    assert!(stderr(&out).contains("check: OK: 3 SidecarPolicies valid"));
+    // A Container-mode policy makes no sidecar Pod, and says so.
+    assert!(
+        text.contains(
+            "Pod shop/orders-example (Deployment orders, {}:10): no sidecar Pod: the policy is in \
+             Container mode"
+                .replace(
+                    "{}",
+                    &repo_path("examples/otel-agent.yaml").display().to_string()
+                )
+                .as_str()
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("#   mode Container (sidecars injected"),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("check: OK: 4 SidecarPolicies valid"));
 }
 
 #[test]

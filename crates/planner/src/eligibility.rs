@@ -1,6 +1,7 @@
-//! Which (main Pod, policy) pairs want a sidecar.
+//! Which (main Pod, policy) pairs want a companion sidecar Pod. A Container-mode policy wants
+//! none: its sidecars go into the Pod itself.
 
-use sidecar_api::Placement;
+use sidecar_api::{Mode, Placement};
 
 use crate::view::{PodView, PolicyView};
 
@@ -16,6 +17,9 @@ pub enum Ineligible {
     InvalidSpec,
     /// The selector does not match the Pod's labels.
     NotSelected,
+    /// The policy is in Container mode: its sidecars are injected into the Pod at creation
+    /// (by the admission webhook), never a companion Pod.
+    ContainerMode,
     /// Annotated `sidecars.dev/inject: "false"`.
     OptedOut,
     /// The Pod is being deleted.
@@ -36,6 +40,7 @@ impl Ineligible {
             Ineligible::PolicyDeleting => "policy-deleting",
             Ineligible::InvalidSpec => "invalid-spec",
             Ineligible::NotSelected => "not-selected",
+            Ineligible::ContainerMode => "container-mode",
             Ineligible::OptedOut => "opted-out",
             Ineligible::Terminating => "terminating",
             Ineligible::Terminal => "terminal",
@@ -45,7 +50,7 @@ impl Ineligible {
     }
 }
 
-/// `Ok(())` when `policy` wants a sidecar for `main`; otherwise the first reason why not.
+/// `Ok(())` when `policy` wants a sidecar Pod for `main`; otherwise the first reason why not.
 /// Namespaces must match (callers only pass policies of the Pod's namespace; a mismatch
 /// counts as not selected).
 pub fn eligibility(main: &PodView, policy: &PolicyView) -> Result<(), Ineligible> {
@@ -60,6 +65,9 @@ pub fn eligibility(main: &PodView, policy: &PolicyView) -> Result<(), Ineligible
     }
     if main.namespace != policy.namespace || !policy.selects(&main.labels) {
         return Err(Ineligible::NotSelected);
+    }
+    if policy.mode() == Mode::Container {
+        return Err(Ineligible::ContainerMode);
     }
     if main.opted_out {
         return Err(Ineligible::OptedOut);

@@ -29,9 +29,8 @@ use sidecar_api::constants::{
 use crate::labels::Labels;
 use crate::view::PolicyView;
 
-/// Annotation on a Pod recording each injection: `policy=templateHash`, comma-separated,
-/// in injection order.
-pub const ANNOTATION_INJECTED: &str = "sidecars.dev/injected";
+/// Annotation on a Pod recording each injection (defined with the API's other names).
+pub use sidecar_api::constants::ANNOTATION_INJECTED;
 
 /// Why a Pod was left alone as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,12 +158,20 @@ pub fn recorded(pod: &Pod) -> Vec<(String, String)> {
         .as_ref()
         .and_then(|a| a.get(ANNOTATION_INJECTED))
         .map(|v| {
-            v.split(',')
-                .filter_map(|e| e.split_once('='))
-                .map(|(n, h)| (n.trim().to_string(), h.trim().to_string()))
+            record_entries(v)
+                .map(|(n, h)| (n.to_string(), h.to_string()))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The `(policy, template hash)` entries of a [`ANNOTATION_INJECTED`] value, in order;
+/// malformed entries (no `=`) are skipped.
+pub fn record_entries(value: &str) -> impl Iterator<Item = (&str, &str)> {
+    value
+        .split(',')
+        .filter_map(|e| e.split_once('='))
+        .map(|(n, h)| (n.trim(), h.trim()))
 }
 
 fn untouched(pod: &Pod) -> Option<Untouched> {

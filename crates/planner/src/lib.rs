@@ -20,13 +20,16 @@
 //! - [`rollout`]: which stale sidecars to replace now, within `maxUnavailable`.
 //! - [`failed`]: when to replace sidecars that ended `Failed` or `Succeeded`.
 //! - [`template_check`]: the verdict of the API server's dry run of a policy's template.
-//! - [`status`]: a policy's status (counts and conditions), computed from the views.
+//! - [`status`]: a policy's status (counts and conditions), computed from the views;
+//!   [`injected`]: the counts of a Container-mode policy (selected Pods, and those that
+//!   record its sidecars).
 //! - [`inject`]: Container mode: the sidecars the admission webhook adds to a Pod being
 //!   created (not wired yet).
 
 pub mod eligibility;
 pub mod failed;
 pub mod inject;
+pub mod injected;
 pub mod labels;
 pub mod naming;
 pub mod outcome;
@@ -40,6 +43,7 @@ pub mod view;
 
 pub use eligibility::{Ineligible, eligibility};
 pub use failed::{FAILING_AFTER, FAILURE_MEMORY, failed_replacement, failing, replacement_delay};
+pub use injected::observe_injected;
 pub use labels::{LabelMatcher, Labels};
 pub use naming::sidecar_name;
 pub use outcome::{CreateFailure, create_failure, delete_settled, status_write_settled};

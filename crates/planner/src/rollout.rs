@@ -1,6 +1,6 @@
 //! The rolling replacement of stale sidecars within `maxUnavailable`.
 
-use sidecar_api::UpdateStrategyType;
+use sidecar_api::{Mode, UpdateStrategyType};
 
 use crate::eligibility::eligibility;
 use crate::naming::sidecar_name;
@@ -37,7 +37,9 @@ pub fn plan_rollout<'a>(
     by_name: impl Fn(&str) -> Option<&'a PodView>,
     delete_pending: impl Fn(&str) -> bool,
 ) -> Vec<Replace> {
+    // Container mode has no sidecar Pods to replace (eligibility says so too).
     if policy.paused()
+        || policy.mode() == Mode::Container
         || policy.selector.is_err()
         || policy.strategy() != UpdateStrategyType::RollingUpdate
     {

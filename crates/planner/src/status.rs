@@ -6,9 +6,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use sidecar_api::constants::{condition, condition_status, reason};
-use sidecar_api::{SidecarPolicyStatus, UpdateStrategyType, ready_text};
+use sidecar_api::{Mode, SidecarPolicyStatus, UpdateStrategyType, ready_text};
 
 use crate::eligibility::{Ineligible, eligibility};
+use crate::injected::observe_injected;
 use crate::naming::sidecar_name;
 use crate::plan::Holder;
 use crate::view::{PodView, PolicyView};
@@ -65,12 +66,15 @@ pub struct Observed {
 /// name). Only the sidecar of a live, selected main Pod counts (one per main Pod, at its
 /// deterministic name, owned by it): orphans and leftovers never inflate `sidecarPods` or
 /// `readyPods`. A sidecar that ended `Failed`/`Succeeded` counts as neither ready nor up
-/// to date.
+/// to date. A Container-mode policy has no sidecar Pods: see [`observe_injected`].
 pub fn observe<'a>(
     policy: &PolicyView,
     pods: impl IntoIterator<Item = &'a PodView>,
     by_name: impl Fn(&str) -> Option<&'a PodView>,
 ) -> Observed {
+    if policy.mode() == Mode::Container {
+        return observe_injected(policy, pods);
+    }
     let mut o = Observed::default();
     let c = &mut o.counts;
     for m in pods {
@@ -135,11 +139,15 @@ type Verdict = (bool, &'static str, String);
 
 /// `Ready`: every selected Pod has a Ready, up-to-date sidecar.
 fn ready_verdict(policy: &PolicyView, c: Counts) -> Verdict {
-    let tally = || {
-        format!(
+    let tally = || match policy.mode() {
+        Mode::Pod => format!(
             "{}/{} sidecars ready and up to date",
             c.converged, c.matched
-        )
+        ),
+        Mode::Container => format!(
+            "{}/{} selected Pods ready with the current sidecar",
+            c.converged, c.matched
+        ),
     };
     if let Err(e) = &policy.selector {
         let message = format!("the operator cannot act on this policy: {e}");
@@ -159,6 +167,8 @@ fn progressing_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> V
     let missing = c.missing;
     if policy.paused() {
         (false, reason::PAUSED, "the policy is paused".into())
+    } else if policy.mode() == Mode::Container {
+        injected_progress(c)
     } else if stale > 0 && policy.strategy() == UpdateStrategyType::OnDelete && missing == 0 {
         let message = format!(
             "{stale} sidecars run an older template; OnDelete replaces them when they are deleted"
@@ -184,6 +194,23 @@ fn progressing_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> V
         (true, reason::ROLLING_OUT, message)
     } else {
         let message = "every selected Pod has an up-to-date sidecar".into();
+        (false, reason::CONVERGED, message)
+    }
+}
+
+/// `Progressing` in Container mode: sidecars reach Pods only when they are created, so
+/// nothing is in flight (`False`); the message says how many run without the current one.
+fn injected_progress(c: Counts) -> Verdict {
+    let without = c.matched - c.updated;
+    if without > 0 {
+        let message = format!(
+            "{without} of {} selected Pods run without the current sidecar: Pods get it when \
+             they are created",
+            c.matched
+        );
+        (false, reason::WAITING_FOR_NEW_PODS, message)
+    } else {
+        let message = "every selected Pod runs the current sidecar".into();
         (false, reason::CONVERGED, message)
     }
 }

@@ -75,6 +75,7 @@ fn eligibility_rules() {
             {"key": "canary", "operator": "DoesNotExist"}]}}),
     );
     let empty = policy("empty", serde_json::json!({"selector": {}}));
+    let container = policy("inj", serde_json::json!({"mode": "Container"}));
 
     let m = main_pod("web-0");
     let with = |f: &dyn Fn(&mut PodView)| {
@@ -139,6 +140,26 @@ fn eligibility_rules() {
         ),
         ("unbound Any", with(&|p| p.node_name = None), &any, Ok(())),
         ("paused", m.clone(), &paused, Err(Ineligible::Paused)),
+        (
+            "Container mode: no sidecar Pod",
+            m.clone(),
+            &container,
+            Err(Ineligible::ContainerMode),
+        ),
+        (
+            "Container mode, unbound",
+            with(&|p| p.node_name = None),
+            &container,
+            Err(Ineligible::ContainerMode),
+        ),
+        (
+            "Container mode, not selected",
+            with(&|p| {
+                p.labels.insert("app", "db");
+            }),
+            &container,
+            Err(Ineligible::NotSelected),
+        ),
         (
             "policy deleting",
             m.clone(),
@@ -359,7 +380,14 @@ fn plan_deletes_what_is_no_longer_wanted() {
     );
     let mut deleting = p.clone();
     deleting.deleting = true;
+    let switched = policy("ship", serde_json::json!({"mode": "Container"}));
     let cases: Vec<(&str, &PodView, Vec<&PolicyView>, Vec<DeleteReason>)> = vec![
+        (
+            "switched to Container mode",
+            &m,
+            vec![&switched],
+            vec![DeleteReason::NotWanted(Ineligible::ContainerMode)],
+        ),
         ("policy gone", &m, vec![], vec![DeleteReason::PolicyGone]),
         (
             "policy deleting",

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube_core::Selector;
 use sidecar_api::constants::{
-    ANNOTATION_INJECT, INJECT_DISABLED, LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY,
-    LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
+    ANNOTATION_INJECT, ANNOTATION_INJECTED, INJECT_DISABLED, LABEL_MAIN_UID, LABEL_MANAGED_BY,
+    LABEL_POLICY, LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
 };
-use sidecar_api::{Placement, SidecarPolicy, UpdateStrategyType};
+use sidecar_api::{Mode, Placement, SidecarPolicy, UpdateStrategyType};
 
+use crate::inject::record_entries;
 use crate::labels::{LabelMatcher, Labels};
 
 /// Lifecycle phase of a Pod.
@@ -76,6 +77,11 @@ pub struct PodView {
     pub deleting: bool,
     /// The `Ready` condition is `True`.
     pub ready: bool,
+    /// The value of its `sidecars.dev/injected` annotation: the Container-mode policies whose
+    /// sidecars it was created with, `policy=templateHash,...` (see
+    /// [`PodView::injected_hash`]). Kept as the text, one allocation and only on Pods that
+    /// have it.
+    pub injected: Option<Box<str>>,
 }
 
 impl PodView {
@@ -113,6 +119,11 @@ impl PodView {
             ready: status
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            injected: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_INJECTED))
+                .map(|v| v.as_str().into()),
         })
     }
 
@@ -146,6 +157,13 @@ impl PodView {
                 .owner
                 .as_ref()
                 .is_some_and(|o| o.kind == "Pod" && o.uid == main_uid)
+    }
+
+    /// The template hash at which the Pod records Container-mode policy `policy`'s sidecars
+    /// as injected, if it does.
+    pub fn injected_hash(&self, policy: &str) -> Option<&str> {
+        let record = self.injected.as_deref()?;
+        record_entries(record).find_map(|(p, h)| (p == policy).then_some(h))
     }
 
     /// Succeeded or Failed: its containers will not run again.
@@ -231,6 +249,7 @@ impl PolicyView {
     ) -> PolicyView {
         let spec = sidecar_api::SidecarPolicySpec {
             selector: Default::default(),
+            mode: Default::default(),
             template: Default::default(),
             placement: Default::default(),
             update_strategy: Default::default(),
@@ -274,6 +293,11 @@ impl PolicyView {
     /// `spec.paused`.
     pub fn paused(&self) -> bool {
         self.policy.spec.paused
+    }
+
+    /// `spec.mode`.
+    pub fn mode(&self) -> Mode {
+        self.policy.spec.mode
     }
 
     /// `spec.placement`.

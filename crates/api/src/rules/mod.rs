@@ -8,6 +8,8 @@
 //! cannot change without its mirror: they are one value.
 //!
 //! - [`selector`]: rules on `spec`, `spec.selector` and `spec.updateStrategy`;
+//! - [`mode`]: rules on `spec` that depend on `spec.mode` (what each mode's template must have,
+//!   what Container mode refuses);
 //! - [`template`]: rules on `spec.template` (its metadata, the Pod spec, containers, ports,
 //!   environment variables and volumes);
 //! - `json`: the CEL operations the mirrors use (`has`, `size`, `matches`…) on JSON values.
@@ -19,6 +21,7 @@ use kube_core::{Message, Reason, Rule};
 use serde_json::Value;
 
 mod json;
+pub mod mode;
 pub mod selector;
 pub mod template;
 
@@ -83,6 +86,7 @@ pub fn all() -> impl Iterator<Item = &'static Def> {
     ];
     selector
         .into_iter()
+        .chain(mode::ON_SPEC)
         .chain(template::ON_METADATA)
         .chain(template::ON_POD_SPEC)
         .chain(containers)

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::Def;
 use super::json::{has, list_contains, matches, size, str_at};
+use super::mode::{IN_CONTAINER_MODE, in_container_mode};
 use crate::constants::{KEY_PREFIX, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
 
 /// Syntax of `spec.updateStrategy.maxUnavailable` when it is a string: a percentage 1%..100%.
@@ -92,7 +93,9 @@ pub const SELECTOR_NO_RESERVED_KEYS: Def = Def {
 /// On `spec`: the selector must not match the labels the sidecars themselves get: the
 /// template's labels plus `app.kubernetes.io/managed-by=sidecar-operator`. Only provable matches
 /// are refused: requirements on `sidecars.dev/` keys (whose sidecar values are unknown here)
-/// never count as matching. Empty selectors are left to [`SELECTOR_NOT_EMPTY`].
+/// never count as matching. Empty selectors are left to [`SELECTOR_NOT_EMPTY`]. Pod mode only:
+/// in Container mode there are no sidecar Pods, and the template's labels go on the selected
+/// Pods themselves.
 pub const SELECTOR_EXCLUDES_OWN_SIDECARS: Def = Def {
     cel: excludes_own_sidecars_cel,
     message: |_| {
@@ -131,10 +134,13 @@ fn excludes_own_sidecars_cel() -> String {
         "!((has({sel}.matchLabels) && size({sel}.matchLabels) > 0) || \
          (has({sel}.matchExpressions) && size({sel}.matchExpressions) > 0))"
     );
-    format!("{empty} || !({labels_match} && {exprs_match})")
+    format!("{IN_CONTAINER_MODE} || {empty} || !({labels_match} && {exprs_match})")
 }
 
 fn selector_excludes_own_sidecars(spec: &Value) -> bool {
+    if in_container_mode(spec) {
+        return true;
+    }
     let Some(selector) = spec.get("selector") else {
         return true;
     };
@@ -170,13 +176,14 @@ fn selector_excludes_own_sidecars(spec: &Value) -> bool {
     !(labels_match && expressions_match)
 }
 
-/// On `spec`: `spec.template.spec.nodeName` pins a Pod to a node, which contradicts placement
-/// `SameNode`.
+/// On `spec`, Pod mode: `spec.template.spec.nodeName` pins a Pod to a node, which contradicts
+/// placement `SameNode`. (Container mode refuses `nodeName` whatever the placement.)
 pub const NODE_NAME_NEEDS_ANY_PLACEMENT: Def = Def {
     cel: || {
-        "!(has(self.template.spec) && has(self.template.spec.nodeName)) || \
-         (has(self.placement) && self.placement == 'Any')"
-            .to_owned()
+        format!(
+            "{IN_CONTAINER_MODE} || !(has(self.template.spec) && has(self.template.spec.nodeName)) || \
+             (has(self.placement) && self.placement == 'Any')"
+        )
     },
     message: |_| {
         "spec.template.spec.nodeName can only be set with spec.placement Any: with SameNode the \
@@ -189,7 +196,7 @@ pub const NODE_NAME_NEEDS_ANY_PLACEMENT: Def = Def {
         let node_name = spec
             .pointer("/template/spec/nodeName")
             .is_some_and(|n| !n.is_null());
-        !node_name || str_at(spec, "placement") == "Any"
+        in_container_mode(spec) || !node_name || str_at(spec, "placement") == "Any"
     },
 };
 

@@ -106,10 +106,11 @@ pub const LABELS_NOT_RESERVED: Def = Def {
 /// On the Pod spec: container names are unique across `containers` and `initContainers`.
 pub const CONTAINER_NAMES_UNIQUE: Def = Def {
     cel: || {
-        "self.containers.all(c, self.containers.exists_one(d, d.name == c.name)) && \
+        "(!has(self.containers) || self.containers.all(c, \
+         self.containers.exists_one(d, d.name == c.name))) && \
          (!has(self.initContainers) || self.initContainers.all(c, \
          self.initContainers.exists_one(d, d.name == c.name) && \
-         !self.containers.exists(d, d.name == c.name)))"
+         !(has(self.containers) && self.containers.exists(d, d.name == c.name))))"
             .to_owned()
     },
     message: |_| {
@@ -160,7 +161,7 @@ pub const VOLUME_MOUNTS_DECLARED: Def = Def {
         let mounts_ok = "!has(c.volumeMounts) || c.volumeMounts.all(m, has(self.volumes) && \
                          self.volumes.exists(v, v.name == m.name))";
         format!(
-            "self.containers.all(c, {mounts_ok}) && \
+            "(!has(self.containers) || self.containers.all(c, {mounts_ok})) && \
              (!has(self.initContainers) || self.initContainers.all(c, {mounts_ok}))"
         )
     },

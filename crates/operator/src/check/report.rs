@@ -3,8 +3,8 @@
 use std::io::{self, Write};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sidecar_api::Placement;
 use sidecar_api::constants::{ANNOTATION_INJECT, INJECT_DISABLED, KIND as POLICY_KIND};
+use sidecar_api::{Mode, Placement};
 use sidecar_planner::{Ineligible, PodView, PolicyView, eligibility, render, sidecar_name};
 
 use super::{Inputs, PodInput, PolicyInput, UNSCHEDULED_NODE, object_name, plural};
@@ -109,14 +109,23 @@ fn write_policy_header(policy: &PolicyInput, out: &mut dyn Write) -> io::Result<
         object_name(POLICY_KIND, &view.namespace, &view.name),
         policy.source
     )?;
+    let paused = if view.paused() { ", PAUSED" } else { "" };
+    if view.mode() == Mode::Container {
+        // Placement and update strategy mean nothing there.
+        return writeln!(
+            out,
+            "#   mode Container (sidecars injected into each Pod at its creation), template hash \
+             {}{paused}",
+            view.hash,
+        );
+    }
     writeln!(
         out,
         "#   placement {}, updateStrategy {} (maxUnavailable {max_unavailable}), template hash \
-         {}{}",
+         {}{paused}",
         view.placement().as_str(),
         view.strategy().as_str(),
         view.hash,
-        if view.paused() { ", PAUSED" } else { "" },
     )
 }
 
@@ -143,6 +152,9 @@ fn outcome(main: &PodView, unscheduled: bool, view: &PolicyView) -> Option<(bool
         Err(Ineligible::OptedOut) => {
             format!("no sidecar: opted out ({ANNOTATION_INJECT}={INJECT_DISABLED})")
         }
+        Err(Ineligible::ContainerMode) => "no sidecar Pod: the policy is in Container mode, its \
+                                           sidecars are injected into the Pod when it is created"
+            .to_owned(),
         Err(Ineligible::Paused) => "no sidecar while the policy is paused".to_owned(),
         Err(Ineligible::IsSidecar) => "no sidecar: it is itself a sidecar".to_owned(),
         Err(Ineligible::Terminating) => "no sidecar: the Pod is terminating".to_owned(),

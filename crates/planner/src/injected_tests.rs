@@ -1,0 +1,231 @@
+//! Container-mode status: counts from the Pods' injection records, as tables.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde_json::json;
+use sidecar_api::constants::{ANNOTATION_INJECTED, condition, reason};
+use sidecar_api::{SidecarPolicy, SidecarPolicySpec};
+
+use crate::*;
+
+fn policy(name: &str, over: serde_json::Value) -> PolicyView {
+    let mut spec = json!({
+        "mode": "Container",
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"spec": {"initContainers": [
+            {"name": "proxy", "image": "envoy:1", "restartPolicy": "Always"}]}},
+    });
+    for (k, v) in over.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    let spec: SidecarPolicySpec = serde_json::from_value(spec).expect("spec");
+    let mut p = SidecarPolicy::new(name, spec);
+    p.metadata.namespace = Some("shop".into());
+    p.metadata.uid = Some(format!("uid-{name}"));
+    p.metadata.generation = Some(1);
+    let view = PolicyView::new(Arc::new(p));
+    assert!(view.selector.is_ok(), "{:?}", view.selector);
+    view
+}
+
+/// A selected Pod recording `record` (the annotation's value), Ready or not.
+fn pod(name: &str, record: Option<&str>, ready: bool) -> PodView {
+    PodView {
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: Labels::from_iter([("app", "web")]),
+        phase: Phase::Running,
+        ready,
+        injected: record.map(Into::into),
+        ..PodView::default()
+    }
+}
+
+fn counts(p: &PolicyView, pods: &[PodView]) -> Counts {
+    let none = |_: &str| None;
+    observe(p, pods, none).counts
+}
+
+#[test]
+fn pod_view_keeps_the_injection_record() {
+    let annotations = BTreeMap::from([(ANNOTATION_INJECTED.to_owned(), "a=111, b=222".into())]);
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("web-0".into()),
+            uid: Some("u".into()),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        ..Pod::default()
+    };
+    let view = PodView::from_pod(&pod).expect("view");
+    assert_eq!(view.injected_hash("a"), Some("111"));
+    assert_eq!(view.injected_hash("b"), Some("222"));
+    assert_eq!(view.injected_hash("c"), None);
+    let bare = PodView::from_pod(&Pod {
+        metadata: ObjectMeta {
+            annotations: None,
+            ..pod.metadata
+        },
+        ..Pod::default()
+    })
+    .expect("view");
+    assert_eq!(
+        (bare.injected.as_deref(), bare.injected_hash("a")),
+        (None, None)
+    );
+}
+
+#[test]
+fn container_mode_counts_selected_pods_and_their_injections() {
+    let p = policy("inj", json!({}));
+    let h = p.hash.clone();
+    let current = format!("other=0000000000,inj={h}");
+    let with = |f: fn(&mut PodView)| {
+        let mut v = pod("x", Some(&current), true);
+        f(&mut v);
+        v
+    };
+    // (what, pods, matched, sidecars, updated, ready, missing)
+    let cases: Vec<(&str, Vec<PodView>, [i32; 5])> = vec![
+        ("none", vec![], [0, 0, 0, 0, 0]),
+        (
+            "current, Ready",
+            vec![pod("a", Some(&current), true)],
+            [1, 1, 1, 1, 0],
+        ),
+        (
+            "current, not Ready",
+            vec![pod("a", Some(&current), false)],
+            [1, 1, 1, 0, 0],
+        ),
+        (
+            "older hash",
+            vec![pod("a", Some("inj=0123456789"), true)],
+            [1, 1, 0, 0, 0],
+        ),
+        ("not injected", vec![pod("a", None, true)], [1, 0, 0, 0, 1]),
+        (
+            "another policy only",
+            vec![pod("a", Some("other=1"), true)],
+            [1, 0, 0, 0, 1],
+        ),
+        (
+            "unscheduled counts",
+            vec![with(|v| v.node_name = None)],
+            [1, 1, 1, 1, 0],
+        ),
+        (
+            "opted out",
+            vec![with(|v| v.opted_out = true)],
+            [0, 0, 0, 0, 0],
+        ),
+        (
+            "terminating",
+            vec![with(|v| v.deleting = true)],
+            [0, 0, 0, 0, 0],
+        ),
+        (
+            "finished",
+            vec![with(|v| v.phase = Phase::Succeeded)],
+            [0, 0, 0, 0, 0],
+        ),
+        (
+            "not selected",
+            vec![with(|v| {
+                v.labels.insert("app", "db");
+            })],
+            [0, 0, 0, 0, 0],
+        ),
+        (
+            "a sidecar Pod",
+            vec![with(|v| {
+                v.labels.insert(
+                    sidecar_api::constants::LABEL_MANAGED_BY,
+                    sidecar_api::constants::MANAGED_BY_VALUE,
+                );
+            })],
+            [0, 0, 0, 0, 0],
+        ),
+    ];
+    for (what, pods, [matched, sidecars, updated, ready, missing]) in cases {
+        let c = counts(&p, &pods);
+        assert_eq!(
+            [c.matched, c.sidecars, c.updated, c.ready, c.missing],
+            [matched, sidecars, updated, ready, missing],
+            "{what}"
+        );
+        assert_eq!(c.converged, c.ready, "{what}");
+    }
+    // Paused: still counted (paused only stops the webhook from injecting).
+    let paused = policy("inj", json!({"paused": true}));
+    assert_eq!(
+        counts(&paused, &[pod("a", Some(&current), true)]).matched,
+        1
+    );
+    let mut deleting = policy("inj", json!({}));
+    deleting.deleting = true;
+    assert_eq!(
+        counts(&deleting, &[pod("a", None, true)]),
+        Counts::default()
+    );
+}
+
+#[test]
+fn container_mode_conditions_never_claim_a_rollout() {
+    let p = policy("inj", json!({}));
+    let current = format!("inj={}", p.hash);
+    let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    let status = |pods: &[PodView]| {
+        let c = counts(&p, pods);
+        compute_status(&p, c, &Problems::default(), None, now.clone())
+    };
+    let cond = |s: &sidecar_api::SidecarPolicyStatus, t: &str| {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition");
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    };
+    let s = status(&[pod("a", Some(&current), true), pod("b", None, true)]);
+    assert_eq!((s.matched_pods, s.sidecar_pods, s.updated_pods), (2, 1, 1));
+    assert_eq!(s.ready.as_deref(), Some("1/2"));
+    let (st, why, msg) = cond(&s, condition::PROGRESSING);
+    assert_eq!(
+        (st.as_str(), why.as_str()),
+        ("False", reason::WAITING_FOR_NEW_PODS)
+    );
+    assert!(
+        msg.starts_with("1 of 2 selected Pods run without the current sidecar"),
+        "{msg}"
+    );
+    assert_eq!(cond(&s, condition::RECONCILING).0, "False");
+    assert_eq!(cond(&s, condition::STALLED).0, "False");
+    let (st, why, msg) = cond(&s, condition::READY);
+    assert_eq!(
+        (st.as_str(), why.as_str()),
+        ("False", reason::SIDECARS_NOT_READY)
+    );
+    assert_eq!(msg, "1/2 selected Pods ready with the current sidecar");
+
+    let s = status(&[pod("a", Some(&current), true)]);
+    assert_eq!(cond(&s, condition::READY).0, "True");
+    let (st, why, _) = cond(&s, condition::PROGRESSING);
+    assert_eq!((st.as_str(), why.as_str()), ("False", reason::CONVERGED));
+    // Injected but not Ready yet: waiting for the Pod, as for a sidecar Pod.
+    let s = status(&[pod("a", Some(&current), false)]);
+    assert_eq!(cond(&s, condition::RECONCILING).0, "True");
+}
+
+#[test]
+fn container_mode_plans_no_rollout() {
+    let p = policy("inj", json!({}));
+    let pods = [pod("a", Some("inj=0123456789"), true)];
+    let none = |_: &str| None;
+    assert!(plan_rollout(&p, &pods, none, |_| false).is_empty());
+}
