@@ -29,6 +29,8 @@ struct Decided<'a> {
     node_name: Option<&'a str>,
     deleting: bool,
     terminal: bool,
+    /// Container mode: the injections it records (counted by the policies' status).
+    injected: Option<&'a str>,
 }
 
 fn decided(v: &PodView) -> Decided<'_> {
@@ -41,6 +43,7 @@ fn decided(v: &PodView) -> Decided<'_> {
         node_name: v.node_name.as_deref().filter(|_| !v.is_sidecar()),
         deleting: v.deleting,
         terminal: v.terminal(),
+        injected: v.injected.as_deref(),
     }
 }
 
@@ -199,6 +202,12 @@ mod tests {
                 "sidecar owner removed",
                 sidecar(),
                 with(sidecar(), |v| v.owner = None),
+                both,
+            ),
+            (
+                "main's injection record",
+                main_pod(),
+                with(main_pod(), |v| v.injected = Some("log=abc".into())),
                 both,
             ),
         ];
