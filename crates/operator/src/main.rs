@@ -180,21 +180,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let gate = WriteGate::new();
     let leader_gauge = prometheus_client::metrics::gauge::Gauge::default();
-    let mut registry = http::prometheus_registry();
-    metrics.register(&mut registry);
-    if timing.is_some() {
-        let r = registry.sub_registry_with_prefix("sidecar_operator");
-        r.register(
-            "leader",
-            "1 while this instance holds the leader Lease and may write",
-            leader_gauge.clone(),
-        );
-        r.register(
-            "writes_fenced",
-            "Writes not sent because this instance's leadership had lapsed",
-            gate.fenced(),
-        );
-    }
+    let registry = registry(&metrics, timing.is_some(), &gate, &leader_gauge);
     let readiness = http::Readiness::default();
     let registry = Arc::new(std::sync::Mutex::new(registry));
     let server = http::serve(
@@ -251,6 +237,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     server.abort();
     tracing::info!("stopped");
     result
+}
+
+/// The process's metrics: the controllers', and with leader election the leader gauge and
+/// the count of writes the gate fenced.
+fn registry(
+    metrics: &Metrics,
+    elected: bool,
+    gate: &WriteGate,
+    leader: &prometheus_client::metrics::gauge::Gauge,
+) -> prometheus_client::registry::Registry {
+    let mut registry = http::prometheus_registry();
+    metrics.register(&mut registry);
+    if elected {
+        let r = registry.sub_registry_with_prefix("sidecar_operator");
+        r.register(
+            "leader",
+            "1 while this instance holds the leader Lease and may write",
+            leader.clone(),
+        );
+        r.register(
+            "writes_fenced",
+            "Writes not sent because this instance's leadership had lapsed",
+            gate.fenced(),
+        );
+    }
+    registry
 }
 
 /// Without leader election: run until a shutdown signal.
