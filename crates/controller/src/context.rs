@@ -75,6 +75,15 @@ pub(crate) struct Context {
     pub(crate) pod_watch_lag: Option<Duration>,
 }
 
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("ready", &self.readiness.is_ready())
+            .field("pods", &self.caches.pods().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Context {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(

@@ -22,16 +22,8 @@ use crate::{
 
 /// Readiness handle: ready while the caches are synced and both watches are
 /// connected; not ready while the API server is unreachable.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Health(Arc<Context>);
-
-impl std::fmt::Debug for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health")
-            .field("ready", &self.is_ready())
-            .finish()
-    }
-}
 
 impl Health {
     /// See [`Health`].
@@ -41,19 +33,12 @@ impl Health {
 }
 
 /// A running operator instance.
+#[derive(Debug)]
 pub struct Operator {
     ctx: Arc<Context>,
     counter: Arc<Counter>,
     watchers: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for Operator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Operator")
-            .field("api_calls", &self.api_calls())
-            .finish()
-    }
 }
 
 impl Operator {

@@ -47,6 +47,7 @@ fn observe_and_plan(ctx: &Context, ns: &str, name: &str) -> Option<PodPlan> {
             ..PodPlan::default()
         });
     }
+    ctx.expectations().replanning(&PodKey::new(ns, name));
     let policies = ctx.caches.policies().in_namespace(ns);
     let sidecars = pods.sidecars_of(&main.uid);
     let pol_refs: Vec<_> = policies.iter().map(|p| p.as_ref()).collect();
@@ -171,7 +172,7 @@ async fn apply(ctx: &Arc<Context>, key: &PodKey, mut plan: PodPlan) -> Result<()
                     format!("Created sidecar Pod {name} for SidecarPolicy {policy}"),
                 );
                 ctx.expectations()
-                    .expect_create(PodKey(ns.to_string(), name.clone()));
+                    .expect_create(PodKey(ns.to_string(), name.clone()), &key.1);
                 ctx.metrics.sidecars_created.inc();
                 ctx.set_refused(&pkey, None);
                 tracing::info!(namespace = ns, sidecar = %name, policy = %policy, "created sidecar");

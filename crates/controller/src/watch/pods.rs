@@ -136,17 +136,21 @@ fn applied(ctx: &Context, p: &Lenient<Pod>) {
     let Some(v) = pod_view(ctx, p) else {
         return;
     };
-    if v.is_sidecar() {
-        ctx.expectations().observed(&v, false);
-    }
+    let echo = v.is_sidecar() && {
+        let mut exp = ctx.expectations();
+        let echo = exp.echo_of_last_plan(&PodKey(v.namespace.clone(), v.name.clone()));
+        exp.observed(&v, false);
+        echo
+    };
     let old = ctx.caches.pods_mut().apply(v.clone());
     if old.is_none() {
         ctx.metrics.cached_pods.inc();
     }
-    // Even the echo of our own create reconciles the main Pod: it may have been
-    // reconciled again before the echo, from a cache without this sidecar (a policy
-    // deleted meanwhile), and only now can that reconcile see the sidecar to delete.
-    let r = relevance(old.as_deref(), Some(&v));
+    // The echo of our own create reconciles its main Pod only if that Pod was planned
+    // again meanwhile (from a cache without this sidecar: a policy deleted meanwhile may
+    // want it gone, and only now can a reconcile see it).
+    let mut r = relevance(old.as_deref(), Some(&v));
+    r.pod &= !(echo && old.is_none());
     match &old {
         Some(o) => ctx.trigger_pod(&[o, &v], r),
         None => ctx.trigger_pod(&[&v], r),
