@@ -136,15 +136,21 @@ fn applied(ctx: &Context, p: &Lenient<Pod>) {
     let Some(v) = pod_view(ctx, p) else {
         return;
     };
-    let echo = v.is_sidecar() && {
-        let mut exp = ctx.expectations();
-        let echo = exp.echo_of_last_plan(&PodKey(v.namespace.clone(), v.name.clone()));
-        exp.observed(&v, false);
-        echo
-    };
+    let echo = v.is_sidecar()
+        && ctx
+            .expectations()
+            .echo_of_last_plan(&PodKey(v.namespace.clone(), v.name.clone()));
     let old = ctx.caches.pods_mut().apply(v.clone());
     if old.is_none() {
         ctx.metrics.cached_pods.inc();
+    }
+    // Only once the cache shows the change may its expectation go. A reconcile holds the
+    // cache's read lock while it reads the expectations: had the expectation gone first, a
+    // rollout step reading the cache from before this event (a sidecar Ready, not yet
+    // terminating) would no longer see its delete pending, count that sidecar available
+    // and exceed maxUnavailable (seen under load as 2 Pods without a Ready sidecar).
+    if v.is_sidecar() {
+        ctx.expectations().observed(&v, false);
     }
     // The echo of our own create reconciles its main Pod only if that Pod was planned
     // again meanwhile (from a cache without this sidecar: a policy deleted meanwhile may
