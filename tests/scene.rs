@@ -80,9 +80,16 @@ impl Scene {
     /// Starts an operator instance (in this process) that watches only the scene's
     /// namespace.
     pub async fn start_operator(&self) -> Operator {
+        self.start_operator_with(|_| {}).await
+    }
+
+    /// [`Scene::start_operator`] with its configuration changed by `tweak` first.
+    pub async fn start_operator_with(&self, tweak: impl FnOnce(&mut OperatorConfig)) -> Operator {
         operator_logs();
         let config = shared().kube_config().await;
-        Operator::start(config, OperatorConfig::namespace(self.name()))
+        let mut opts = OperatorConfig::namespace(self.name());
+        tweak(&mut opts);
+        Operator::start(config, opts)
             .await
             .expect("operator starts")
     }

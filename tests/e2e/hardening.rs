@@ -413,14 +413,9 @@ async fn a_rollout_step_counts_its_deletes_the_cache_has_not_shown() {
     const N: usize = 4;
     const MAX: usize = 1;
     let scene = Scene::new("hd-lag").await;
-    let opts = sidecar_controller::OperatorConfig {
-        pod_watch_lag: Some(Duration::from_millis(1500)),
-        ..sidecar_controller::OperatorConfig::namespace(scene.name())
-    };
-    let op =
-        sidecar_controller::Operator::start(sidecar_testenv::shared().kube_config().await, opts)
-            .await
-            .expect("operator starts");
+    let op = scene
+        .start_operator_with(|o| o.pod_watch_lag = Some(Duration::from_millis(1500)))
+        .await;
     let spec = json!({"updateStrategy": {"type": "RollingUpdate", "maxUnavailable": MAX}});
     scene.create(&policy_with("shipper", WEB, spec)).await;
     create_pods(&scene, &names("web", N), &[WEB]).await;
@@ -460,7 +455,10 @@ async fn a_rollout_step_counts_its_deletes_the_cache_has_not_shown() {
             "every sidecar at the last template and Ready",
         )
         .await;
-    watch.assert_at_most(MAX, "hardening", &format!("Pod watch lagging 1.5 s, template changed at the second rollout step (maxUnavailable {MAX})"));
+    let context = format!(
+        "Pod watch lagging 1.5 s, template changed at the second rollout step (maxUnavailable {MAX})"
+    );
+    watch.assert_at_most(MAX, "hardening", &context);
     op.stop().await;
 }
 
@@ -501,21 +499,14 @@ const REFUSED_BY_TEST: &str = "status writes refused by the test";
 
 impl StatusWritesRefused {
     async fn install(scene: &Scene, probe_policy: &str) -> Self {
-        use kube::api::{Api, DynamicObject, PostParams};
-        use kube::discovery::ApiResource;
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        use kube::api::{Api, PostParams};
         let ns = scene.name();
         let name = format!("refuse-status-{ns}");
         let client = scene.client.clone();
-        let ar = |kind: &str, plural: &str| ApiResource {
-            group: "admissionregistration.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "admissionregistration.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let vap: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicy",
+        let vap: ValidatingAdmissionPolicy = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {
                 "failurePolicy": "Fail",
@@ -527,9 +518,7 @@ impl StatusWritesRefused {
             },
         }))
         .expect("policy JSON");
-        let binding: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {
                 "policyName": name,
@@ -540,23 +529,14 @@ impl StatusWritesRefused {
         }))
         .expect("binding JSON");
         let pp = PostParams::default();
-        Api::<DynamicObject>::all_with(
-            client.clone(),
-            &ar("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
-        )
-        .create(&pp, &vap)
-        .await
-        .expect("create the ValidatingAdmissionPolicy");
-        Api::<DynamicObject>::all_with(
-            client.clone(),
-            &ar(
-                "ValidatingAdmissionPolicyBinding",
-                "validatingadmissionpolicybindings",
-            ),
-        )
-        .create(&pp, &binding)
-        .await
-        .expect("create the binding");
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .create(&pp, &vap)
+            .await
+            .expect("create the ValidatingAdmissionPolicy");
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .create(&pp, &binding)
+            .await
+            .expect("create the binding");
         let guard = StatusWritesRefused { client, name };
         // The API server applies new admission policies within a second or so: wait until
         // our own status write is refused.
@@ -580,29 +560,20 @@ impl StatusWritesRefused {
 
 impl Drop for StatusWritesRefused {
     fn drop(&mut self) {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        use kube::api::Api;
         let (client, name) = (self.client.clone(), self.name.clone());
         // Cluster-scoped: removed explicitly (binding first) even when the test fails.
         tokio::spawn(async move {
-            use kube::api::{Api, DynamicObject};
-            use kube::discovery::ApiResource;
-            for (kind, plural) in [
-                (
-                    "ValidatingAdmissionPolicyBinding",
-                    "validatingadmissionpolicybindings",
-                ),
-                ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
-            ] {
-                let ar = ApiResource {
-                    group: "admissionregistration.k8s.io".into(),
-                    version: "v1".into(),
-                    api_version: "admissionregistration.k8s.io/v1".into(),
-                    kind: kind.into(),
-                    plural: plural.into(),
-                };
-                let _ = Api::<DynamicObject>::all_with(client.clone(), &ar)
-                    .delete(&name, &DeleteParams::default())
-                    .await;
-            }
+            let dp = DeleteParams::default();
+            let _ = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+                .delete(&name, &dp)
+                .await;
+            let _ = Api::<ValidatingAdmissionPolicy>::all(client)
+                .delete(&name, &dp)
+                .await;
         });
     }
 }

@@ -126,8 +126,8 @@ pub(crate) async fn check_template(
     let due = ctx.policy_state.templates().due(key, &policy.hash, now);
     match due {
         Ok(()) => {}
-        // Scheduled again here: a delayed add of the same key coalesces with (and so may
-        // be dropped for) an earlier one, such as a debounced status run.
+        // Not due yet: ask again for the recheck (the queue keeps one deadline per key,
+        // the earliest, so an earlier run, such as a debounced status, superseded it).
         Err(Some(wait)) => {
             ctx.queues.policies.add_after(key.clone(), wait);
             return Ok(());
