@@ -22,10 +22,10 @@ use sidecar_api::{SidecarPolicy, template_hash};
 use sidecar_controller::OperatorConfig;
 use sidecar_e2e::{
     AvailabilityWatch, IdleCheck, QUIET, Scene, TIMEOUT, WEB, compliant_template_spec, cond,
-    cond_is, create_all, create_pods, describe_pods, describe_policy, events, find, hash_of, names,
-    new_template, node_of, policy_table, policy_with, poll, privileged_template_spec,
-    restricted_pod, sidecar_uids, sidecars_of, status_current, table_columns, uid_of,
-    wait_policy_event, wait_refusal_event, wait_until,
+    cond_is, converged, create_all, create_pods, describe_pods, describe_policy, events, find,
+    hash_of, names, new_template, node_of, policy_table, policy_with, poll,
+    privileged_template_spec, restricted_pod, sidecar_uids, sidecars_of, status_current,
+    table_columns, uid_of, wait_policy_event, wait_refusal_event, wait_until,
 };
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
@@ -641,6 +641,67 @@ async fn pod_security_refusal_degrades_only_that_policy_with_backoff() {
         good_uids.iter().all(|(n, u)| good_now.get(n) == Some(u)),
         "the compliant policy's sidecars are untouched"
     );
+    op.stop().await;
+}
+
+/// A refused sidecar whose main Pod goes leaves nothing to create: the refusal no longer
+/// holds, and Degraded (and kstatus's Stalled) clear without a new generation or a
+/// successful create. Before, the policy kept Degraded=True CreateRefused while converged.
+#[tokio::test]
+async fn a_refusal_clears_when_its_main_pod_goes() {
+    let scene = Scene::new("st-refgone").await;
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "pods"},
+        "spec": {"hard": {"pods": "3"}},
+    }))
+    .expect("quota JSON");
+    scene.create(&quota).await;
+    wait_until(TIMEOUT, "ResourceQuota status.hard.pods = 3", async || {
+        let q = scene.api::<ResourceQuota>().get("pods").await.ok()?;
+        let hard = q.status?.hard?;
+        (hard.get("pods").map(|q| q.0.as_str()) == Some("3")).then_some(())
+    })
+    .await;
+    let op = scene.start_operator().await;
+    scene
+        .create_policy("shipper", &[WEB], &[("team", "obs")], "SameNode")
+        .await;
+    create_pods(&scene, &["web-0"], &[WEB]).await;
+    scene.wait_converged("shipper", 1).await;
+    // web-1 takes the last Pod of the quota: its sidecar is refused.
+    create_pods(&scene, &["web-1"], &[WEB]).await;
+    scene
+        .wait_policy("shipper", "Degraded=True CreateRefused", |p| {
+            status_current(p)
+                && cond_is(
+                    p,
+                    condition::DEGRADED,
+                    condition_status::TRUE,
+                    reason::CREATE_REFUSED,
+                )
+        })
+        .await;
+    scene.delete::<Pod>("web-1").await;
+    let p = scene
+        .wait_policy("shipper", "converged, Degraded=False, Stalled=False", |p| {
+            converged(p, 1)
+                && cond_is(
+                    p,
+                    condition::DEGRADED,
+                    condition_status::FALSE,
+                    reason::AS_EXPECTED,
+                )
+                && cond_is(
+                    p,
+                    condition::STALLED,
+                    condition_status::FALSE,
+                    reason::AS_EXPECTED,
+                )
+        })
+        .await;
+    eprintln!("[status] {}", describe_policy(&p));
     op.stop().await;
 }
 
