@@ -41,6 +41,12 @@ pub const INJECT_DISABLED: &str = "false";
 /// template may not set it.
 pub const ANNOTATION_INJECTED: &str = "sidecars.dev/injected";
 
+/// Annotation on a Pod recording each Container-mode policy that selected it but was not
+/// injected because the Pod already had what it would add: `policy=kind/name`,
+/// comma-separated (`kind` is `initContainer`, `container` or `volume`). Written by the
+/// admission webhook; the policy's status reports these Pods.
+pub const ANNOTATION_SKIPPED: &str = "sidecars.dev/skipped";
+
 /// Field manager used for every write the operator makes (creates, server-side applies,
 /// status patches).
 pub const FIELD_MANAGER: &str = "sidecar-operator";

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 /// An object of kind `K` as listed or watched: decoded, or why not.
 #[derive(Debug, Clone)]
-pub(crate) enum Lenient<K> {
+pub enum Lenient<K> {
     /// It decoded.
     Ok(K),
     /// It did not.
@@ -27,13 +27,13 @@ pub(crate) enum Lenient<K> {
 
 /// What is kept of an object that does not decode.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Undecodable {
+pub struct Undecodable {
     /// Its metadata (default if even that does not decode).
-    pub(crate) metadata: ObjectMeta,
+    pub metadata: ObjectMeta,
     /// Its `status`, undecoded (a policy's old conditions keep their transition times).
-    pub(crate) status: Option<Value>,
+    pub status: Option<Value>,
     /// `<field path>: <why>`, e.g. `spec.updateStrategy.maxUnavailable: invalid value…`.
-    pub(crate) error: String,
+    pub error: String,
 }
 
 impl<K: DeserializeOwned> Lenient<K> {

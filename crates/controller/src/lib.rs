@@ -56,6 +56,8 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use config::OperatorConfig;
 pub use counter::{ApiCalls, Counter, counting_client};
+pub use decode::{Lenient, Undecodable};
+pub use watch::watch_backoff;
 pub use error::Error;
 pub use gate::WriteGate;
 pub use metrics::Metrics;

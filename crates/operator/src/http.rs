@@ -13,6 +13,9 @@ use anyhow::Context as _;
 pub(crate) struct Readiness {
     pub(crate) standby: Arc<AtomicBool>,
     pub(crate) running: Arc<std::sync::Mutex<Option<sidecar_controller::Health>>>,
+    /// With the webhook on: whether it answers (synced policies, a certificate). A replica
+    /// is ready only when its webhook is, since the Service sends it admissions.
+    pub(crate) webhook: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Readiness {
@@ -34,12 +37,16 @@ pub(crate) fn prometheus_registry() -> prometheus_client::registry::Registry {
 
 pub(crate) async fn serve(
     addr: SocketAddr,
-    ready: Arc<AtomicBool>,
-    health: Arc<std::sync::Mutex<Option<sidecar_controller::Health>>>,
+    readiness: &Readiness,
     registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
+    let (ready, health, webhook) = (
+        readiness.standby.clone(),
+        readiness.running.clone(),
+        readiness.webhook.clone(),
+    );
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -49,8 +56,11 @@ pub(crate) async fn serve(
                     Some(h) => h.is_ready(),
                     None => ready.load(Ordering::SeqCst),
                 };
+                let webhook_ready = webhook.as_ref().is_none_or(|w| w());
                 async move {
-                    if ready {
+                    if !webhook_ready {
+                        (StatusCode::SERVICE_UNAVAILABLE, "webhook not ready")
+                    } else if ready {
                         (StatusCode::OK, "ok")
                     } else {
                         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")

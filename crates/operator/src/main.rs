@@ -7,6 +7,7 @@
 mod check;
 mod http;
 mod leader;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,12 +37,14 @@ enum Command {
     /// the same files, workload templates included) it selects and the sidecar Pods the operator
     /// would create, as YAML. No cluster needed. Exits 1 on invalid input.
     Check(check::CheckArgs),
+    /// Print the MutatingWebhookConfiguration of Container mode as YAML (what deploy/ ships).
+    WebhookConfig(webhook::ConfigArgs),
     /// Print the version.
     Version,
 }
 
 #[derive(clap::Args, Debug)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -99,6 +102,8 @@ struct RunArgs {
     /// lease duration). Must be shorter than the renew deadline.
     #[arg(long, env = "SIDECAR_LEASE_RETRY_PERIOD")]
     lease_retry_period: Option<f64>,
+    #[command(flatten)]
+    webhook: webhook::WebhookArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -125,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
             if !ok {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::WebhookConfig(args) => {
+            print!("{}", webhook::config_yaml(&args)?);
             Ok(())
         }
         Command::Run(args) => run(*args).await,
@@ -180,16 +189,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let gate = WriteGate::new();
     let leader_gauge = prometheus_client::metrics::gauge::Gauge::default();
-    let registry = registry(&metrics, timing.is_some(), &gate, &leader_gauge);
-    let readiness = http::Readiness::default();
+    let mut registry = registry(&metrics, timing.is_some(), &gate, &leader_gauge);
+    let mut readiness = http::Readiness::default();
+    // The webhook runs on every replica, leader or not, for as long as the process does.
+    let _webhook = match webhook::start(&args, &config, &mut registry).await? {
+        Some(w) => {
+            readiness.webhook = Some(Arc::new(w.readiness()));
+            Some(w)
+        }
+        None => None,
+    };
     let registry = Arc::new(std::sync::Mutex::new(registry));
-    let server = http::serve(
-        args.metrics_addr,
-        readiness.standby.clone(),
-        readiness.running.clone(),
-        registry,
-    )
-    .await?;
+    let server = http::serve(args.metrics_addr, &readiness, registry).await?;
     tracing::info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
 
     let identity = args

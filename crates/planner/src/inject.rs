@@ -29,8 +29,9 @@ use sidecar_api::constants::{
 use crate::labels::Labels;
 use crate::view::PolicyView;
 
-/// Annotation on a Pod recording each injection (defined with the API's other names).
-pub use sidecar_api::constants::ANNOTATION_INJECTED;
+/// Annotations on a Pod recording each injection and each skipped policy (defined with the
+/// API's other names).
+pub use sidecar_api::constants::{ANNOTATION_INJECTED, ANNOTATION_SKIPPED};
 
 /// Why a Pod was left alone as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,21 @@ impl Skip {
     /// Whether the skip is worth reporting (on the policy, in an Event).
     pub fn is_problem(&self) -> bool {
         !matches!(self, Skip::AlreadyInjected)
+    }
+
+    /// The `kind/name` token of a [`ANNOTATION_SKIPPED`] entry; `None` for a skip that is
+    /// not a problem.
+    pub fn token(&self) -> Option<String> {
+        match self {
+            Skip::AlreadyInjected => None,
+            Skip::NameTaken(kind, name) => {
+                let kind = match *kind {
+                    "init container" => "initContainer",
+                    other => other,
+                };
+                Some(format!("{kind}/{name}"))
+            }
+        }
     }
 
     /// A sentence for status and Events.
@@ -129,7 +145,22 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
         record.push((p.name.clone(), p.hash.clone()));
         out.injected.push((p.name.clone(), p.hash.clone()));
     }
+    let skips: Vec<String> = out
+        .skipped
+        .iter()
+        .filter_map(|(p, s)| s.token().map(|t| format!("{p}={t}")))
+        .collect();
+    if !skips.is_empty() {
+        // Recorded on the Pod, so the policy's status can say which Pods it missed and why.
+        new.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ANNOTATION_SKIPPED.into(), skips.join(","));
+    }
     if out.injected.is_empty() {
+        if !skips.is_empty() && pod_annotation(pod, ANNOTATION_SKIPPED) != Some(&skips.join(",")) {
+            out.pod = Some(new);
+        }
         return out;
     }
     let spec = new.spec.get_or_insert_with(PodSpec::default);
@@ -149,6 +180,10 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
         .insert(ANNOTATION_INJECTED.into(), text);
     out.pod = Some(new);
     out
+}
+
+fn pod_annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a String> {
+    pod.metadata.annotations.as_ref().and_then(|a| a.get(key))
 }
 
 /// The policies a Pod records as injected: `(policy, template hash)`, in order.

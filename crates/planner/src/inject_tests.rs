@@ -178,8 +178,27 @@ fn nothing_the_pod_has_is_overridden() {
             .collect();
         assert_eq!(out.skipped, want_skipped, "{case}: skipped");
         assert!(out.skipped.iter().all(|(_, s)| s.is_problem()), "{case}");
+        // Nothing of the Pod's is changed; the skip is recorded beside it.
+        let new = out.pod.clone().expect("the skip is recorded on the Pod");
+        let annotations = new.metadata.annotations.clone().unwrap_or_default();
+        let want_record: Vec<String> = out
+            .skipped
+            .iter()
+            .map(|(p, s)| format!("{p}={}", s.token().unwrap()))
+            .collect();
+        assert_eq!(
+            annotations.get(ANNOTATION_SKIPPED),
+            Some(&want_record.join(",")),
+            "{case}: the skip record"
+        );
+        let (before, after) = (original.spec.as_ref().unwrap(), new.spec.as_ref().unwrap());
+        for c in &before.containers {
+            assert!(after.containers.contains(c), "{case}: {} kept", c.name);
+        }
         if want_in.is_empty() {
-            assert_eq!(out.pod, None, "{case}: the Pod is not changed");
+            assert_eq!(before, after, "{case}: the Pod's spec is not changed");
+            // A reinvocation changes nothing more.
+            assert_eq!(inject(&new, &refs).pod, None, "{case}: reinvoked");
         }
     }
 }

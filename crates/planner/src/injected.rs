@@ -13,7 +13,9 @@ use crate::view::{PodView, PolicyView};
 /// - `updated`: those that record it at the current hash;
 /// - `ready` (and `converged`): updated ones that are Ready; `available`: recording ones
 ///   that are Ready;
-/// - `missing`: matched Pods that record no injection of this policy.
+/// - `missing`: matched Pods that record no injection of this policy;
+/// - `collisions`: those of them the webhook left alone because they already had a
+///   container or volume of a name the policy would add, as `pod (kind/name)`.
 ///
 /// A policy being deleted, or one the operator cannot act on, counts nothing.
 pub fn observe_injected<'a>(
@@ -21,6 +23,7 @@ pub fn observe_injected<'a>(
     pods: impl IntoIterator<Item = &'a PodView>,
 ) -> Observed {
     let mut c = Counts::default();
+    let mut collisions = Vec::new();
     if policy.deleting || policy.selector.is_err() {
         return Observed::default();
     }
@@ -36,6 +39,9 @@ pub fn observe_injected<'a>(
         c.matched += 1;
         let Some(hash) = m.injected_hash(&policy.name) else {
             c.missing += 1;
+            if let Some(why) = m.skipped_for(&policy.name) {
+                collisions.push(format!("{} ({why})", m.name));
+            }
             continue;
         };
         let current = hash == policy.hash;
@@ -47,9 +53,10 @@ pub fn observe_injected<'a>(
             c.converged += 1;
         }
     }
+    collisions.sort_unstable();
     Observed {
         counts: c,
-        collisions: Vec::new(),
+        collisions,
     }
 }
 

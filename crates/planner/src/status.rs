@@ -231,6 +231,13 @@ fn degraded_verdict(policy: &PolicyView, problems: &Problems) -> Verdict {
             problems.failing.join(", ")
         );
         (true, reason::SIDECARS_FAILING, message)
+    } else if !problems.collisions.is_empty() && policy.mode() == Mode::Container {
+        let message = format!(
+            "selected Pods already had a container or volume of a name this policy adds, so \
+             its sidecars were not injected into them: {}; rename the template's or the Pod's",
+            problems.collisions.join(", ")
+        );
+        (true, reason::NAME_COLLISION, message)
     } else if !problems.collisions.is_empty() {
         let message = format!(
             "Pods not managed by this policy hold sidecar names: {}; rename or delete them",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube_core::Selector;
 use sidecar_api::constants::{
-    ANNOTATION_INJECT, ANNOTATION_INJECTED, INJECT_DISABLED, LABEL_MAIN_UID, LABEL_MANAGED_BY,
+    ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_SKIPPED, INJECT_DISABLED, LABEL_MAIN_UID, LABEL_MANAGED_BY,
     LABEL_POLICY, LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
 };
 use sidecar_api::{Mode, Placement, SidecarPolicy, UpdateStrategyType};
@@ -82,6 +82,10 @@ pub struct PodView {
     /// [`PodView::injected_hash`]). Kept as the text, one allocation and only on Pods that
     /// have it.
     pub injected: Option<Box<str>>,
+    /// The value of its `sidecars.dev/skipped` annotation: the Container-mode policies that
+    /// selected it at creation but were not injected, `policy=kind/name,...` (see
+    /// [`PodView::skipped_for`]).
+    pub skipped: Option<Box<str>>,
 }
 
 impl PodView {
@@ -119,11 +123,8 @@ impl PodView {
             ready: status
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-            injected: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ANNOTATION_INJECTED))
-                .map(|v| v.as_str().into()),
+            injected: annotation(pod, ANNOTATION_INJECTED),
+            skipped: annotation(pod, ANNOTATION_SKIPPED),
         })
     }
 
@@ -164,6 +165,13 @@ impl PodView {
     pub fn injected_hash(&self, policy: &str) -> Option<&str> {
         let record = self.injected.as_deref()?;
         record_entries(record).find_map(|(p, h)| (p == policy).then_some(h))
+    }
+
+    /// What kept Container-mode policy `policy` out of the Pod at creation (`kind/name` of
+    /// the name the Pod already had), if it was kept out.
+    pub fn skipped_for(&self, policy: &str) -> Option<&str> {
+        let record = self.skipped.as_deref()?;
+        record_entries(record).find_map(|(p, why)| (p == policy).then_some(why))
     }
 
     /// Succeeded or Failed: its containers will not run again.
@@ -309,4 +317,9 @@ impl PolicyView {
     pub fn strategy(&self) -> UpdateStrategyType {
         self.policy.spec.update_strategy.type_
     }
+}
+
+fn annotation(pod: &Pod, key: &str) -> Option<Box<str>> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    annotations.get(key).map(|v| v.as_str().into())
 }

@@ -210,7 +210,7 @@ where
 /// own default is). kube's default grows to 30 s, which kept the operator blind for up to
 /// half a minute after a short API server outage (measured: 38 s to recover from a 10 s
 /// outage).
-fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+pub fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     let builder = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(5))

@@ -1,0 +1,233 @@
+//! The operator's side of Container mode: the webhook's flags, starting it, and the
+//! `webhook-config` subcommand.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kube::runtime::events::Reporter;
+use sidecar_webhook::certs::{Hosts, Lifetimes};
+use sidecar_webhook::registration::{self, Endpoint, Registration};
+use sidecar_webhook::{CertSource, Managed, Webhook, WebhookConfig, WebhookMetrics};
+
+/// Flags of `run` for the admission webhook (Container mode).
+#[derive(clap::Args, Debug)]
+pub(crate) struct WebhookArgs {
+    /// Serve the Container-mode admission webhook (HTTPS) on this address, e.g.
+    /// `0.0.0.0:9443`. Off when unset: Container-mode policies then inject nothing.
+    #[arg(long, env = "SIDECAR_WEBHOOK_ADDR")]
+    webhook_addr: Option<SocketAddr>,
+    /// Beside a cluster: the URL at which the API server reaches this process's webhook
+    /// (e.g. `https://127.0.0.1:9443`). The operator then applies the whole
+    /// MutatingWebhookConfiguration itself. Unset (in a cluster), the installed configuration
+    /// points at the Service and the operator only sets its caBundle.
+    #[arg(long, env = "SIDECAR_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Read the serving certificate from `tls.crt` and `tls.key` in this directory
+    /// (cert-manager or any issuer; reloaded when they change) instead of issuing one. The
+    /// issuer then keeps the configuration's caBundle (cert-manager's CA injector), and the
+    /// operator needs no Secret access.
+    #[arg(long, env = "SIDECAR_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<PathBuf>,
+    /// The Secret (in the operator's namespace) holding the operator's own CA and serving
+    /// certificate. It must exist (deploy/ ships it empty) unless the operator may create it.
+    #[arg(
+        long,
+        env = "SIDECAR_WEBHOOK_SECRET",
+        default_value = "sidecar-operator-webhook-tls"
+    )]
+    webhook_secret: String,
+    /// Lifetime of the serving certificate, in seconds; renewed after two thirds of it.
+    #[arg(long, env = "SIDECAR_WEBHOOK_CERT_VALIDITY", default_value_t = 90 * 24 * 3600)]
+    webhook_cert_validity: u64,
+    /// Lifetime of the operator's CA, in seconds; renewed after two thirds of it, with an
+    /// overlap in which both CAs are trusted.
+    #[arg(long, env = "SIDECAR_WEBHOOK_CA_VALIDITY", default_value_t = 5 * 365 * 24 * 3600)]
+    webhook_ca_validity: u64,
+    /// Seconds a new CA is trusted before it signs, and an old one after it stopped.
+    #[arg(long, env = "SIDECAR_WEBHOOK_CA_OVERLAP", default_value_t = 300)]
+    webhook_ca_overlap: u64,
+    /// Seconds between two checks of the certificate (Secret, files) and the caBundle.
+    #[arg(long, env = "SIDECAR_WEBHOOK_CERT_CHECK", default_value_t = 60.0)]
+    webhook_cert_check: f64,
+}
+
+/// Where the webhook is reachable in a cluster; shared by `run` and `webhook-config`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ServiceArgs {
+    /// The operator's namespace: the certificate Secret's, the Service's, and never injected.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sidecar-system")]
+    operator_namespace: String,
+    /// The Service in front of the replicas' webhook port.
+    #[arg(
+        long,
+        env = "SIDECAR_WEBHOOK_SERVICE",
+        default_value = "sidecar-operator-webhook"
+    )]
+    webhook_service: String,
+    /// The API server's wait for an answer, in seconds; past it the Pod is created without
+    /// sidecars (failurePolicy Ignore).
+    #[arg(long, env = "SIDECAR_WEBHOOK_TIMEOUT", default_value_t = 5)]
+    webhook_timeout: i32,
+    /// Send only Pods of namespaces with these labels to the webhook (comma-separated
+    /// `key=value`, `key!=value`, `key`, `!key`), beside the namespaces always left alone
+    /// (kube-system, kube-public, kube-node-lease and the operator's own). Set it like
+    /// --namespace-selector when that is used.
+    #[arg(long, env = "SIDECAR_WEBHOOK_NAMESPACE_SELECTOR")]
+    webhook_namespace_selector: Option<String>,
+    /// Name of the MutatingWebhookConfiguration.
+    #[arg(
+        long,
+        env = "SIDECAR_WEBHOOK_CONFIGURATION",
+        default_value = registration::CONFIGURATION_NAME
+    )]
+    webhook_configuration: String,
+}
+
+/// Flags of `webhook-config`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ConfigArgs {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Point the configuration at this URL instead of the Service.
+    #[arg(long)]
+    url: Option<String>,
+}
+
+fn registration(service: &ServiceArgs, url: Option<&str>) -> anyhow::Result<Registration> {
+    let endpoint = match url {
+        Some(u) => Endpoint::Url(u.to_string()),
+        None => Endpoint::Service(
+            service.operator_namespace.clone(),
+            service.webhook_service.clone(),
+            443,
+        ),
+    };
+    let selector = service.webhook_namespace_selector.as_deref().unwrap_or_default();
+    let namespace_selector = registration::parse_namespace_selector(selector)
+        .map_err(|e| anyhow::anyhow!("--webhook-namespace-selector: {e}"))?;
+    Ok(Registration {
+        name: service.webhook_configuration.clone(),
+        endpoint,
+        namespace_selector,
+        operator_namespace: service.operator_namespace.clone(),
+        timeout_seconds: service.webhook_timeout,
+    })
+}
+
+/// The configuration as YAML.
+pub(crate) fn config_yaml(args: &ConfigArgs) -> anyhow::Result<String> {
+    let r = registration(&args.service, args.url.as_deref())?;
+    Ok(registration::configuration_yaml(&r)?)
+}
+
+/// The names a serving certificate must carry: the URL's host, or the Service's DNS names.
+fn hosts(args: &WebhookArgs) -> anyhow::Result<Hosts> {
+    let mut hosts = Hosts::default();
+    match &args.webhook_url {
+        Some(url) => {
+            let uri: http::Uri = url
+                .parse()
+                .with_context(|| format!("--webhook-url {url:?} is not a URL"))?;
+            if uri.scheme_str() != Some("https") {
+                anyhow::bail!("--webhook-url {url:?} must start with https:// (the API server calls webhooks over TLS only)");
+            }
+            let host = uri
+                .host()
+                .with_context(|| format!("--webhook-url {url:?} has no host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            match host.parse::<IpAddr>() {
+                Ok(ip) => hosts.ips.push(ip),
+                Err(_) => hosts.dns.push(host.to_string()),
+            }
+        }
+        None => {
+            let (svc, ns) = (&args.service.webhook_service, &args.service.operator_namespace);
+            hosts.dns = vec![
+                format!("{svc}.{ns}.svc"),
+                format!("{svc}.{ns}.svc.cluster.local"),
+                format!("{svc}.{ns}"),
+            ];
+        }
+    }
+    Ok(hosts)
+}
+
+fn cert_source(args: &WebhookArgs) -> anyhow::Result<CertSource> {
+    let interval = Duration::try_from_secs_f64(args.webhook_cert_check)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--webhook-cert-check must be a positive number of seconds")?;
+    if let Some(path) = &args.webhook_cert_dir {
+        return Ok(CertSource::Dir {
+            path: path.clone(),
+            interval,
+        });
+    }
+    let lifetimes = Lifetimes {
+        ca: Duration::from_secs(args.webhook_ca_validity),
+        serving: Duration::from_secs(args.webhook_cert_validity),
+        overlap: Duration::from_secs(args.webhook_ca_overlap),
+    };
+    if lifetimes.serving > lifetimes.ca || lifetimes.overlap * 3 > lifetimes.ca {
+        anyhow::bail!(
+            "--webhook-cert-validity must not exceed --webhook-ca-validity, and --webhook-ca-overlap must be under a third of it"
+        );
+    }
+    Ok(CertSource::Managed(Managed {
+        secret_namespace: args.service.operator_namespace.clone(),
+        secret_name: args.webhook_secret.clone(),
+        hosts: hosts(args)?,
+        lifetimes,
+        interval,
+        configuration: args.service.webhook_configuration.clone(),
+        full_registration: match args.webhook_url.as_deref() {
+            Some(u) => Some(registration(&args.service, Some(u))?),
+            None => None,
+        },
+    }))
+}
+
+/// Starts the webhook when `--webhook-addr` is set, with its metrics in `registry`.
+pub(crate) async fn start(
+    args: &crate::RunArgs,
+    config: &kube::Config,
+    registry: &mut prometheus_client::registry::Registry,
+) -> anyhow::Result<Option<Webhook>> {
+    let w = &args.webhook;
+    let Some(addr) = w.webhook_addr else {
+        return Ok(None);
+    };
+    let certs = cert_source(w)?;
+    // Its own client: the leader's write gate must not fence a standby's certificate and
+    // Event writes.
+    let client = kube::Client::try_from(config.clone()).context("building the webhook's client")?;
+    let metrics = Arc::new(WebhookMetrics::default());
+    metrics.register(registry);
+    let instance = args
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("sidecar-operator-{}", std::process::id()));
+    let listener = Webhook::bind(addr).await?;
+    let webhook = Webhook::start(
+        listener,
+        client,
+        WebhookConfig {
+            namespace: args.namespace.clone(),
+            certs,
+            reporter: Reporter {
+                controller: "sidecar-operator-webhook".into(),
+                instance: Some(instance),
+            },
+        },
+        metrics,
+    )
+    .await?;
+    tracing::info!(addr = %webhook.addr(), "admission webhook started");
+    Ok(Some(webhook))
+}

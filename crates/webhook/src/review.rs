@@ -1,0 +1,171 @@
+//! One admission review, answered from the policy index: decode, [`inject`], encode the
+//! difference as a JSON patch. No I/O: the server calls [`review`] and sends its bytes.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use sidecar_planner::inject::{Skip, Untouched, inject};
+use sidecar_planner::PolicyView;
+
+/// What one review did, for metrics, logs and Events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The policies' sidecars were injected: `(policy, template hash)`.
+    Injected(Vec<(String, String)>),
+    /// The Pod was let through unchanged: why (a metric label).
+    Unchanged(&'static str),
+    /// The request could not be answered as asked (undecodable body, a patch that did not
+    /// encode); the Pod is let through unchanged when the request had a uid to answer.
+    Error(String),
+}
+
+impl Outcome {
+    /// The `result` label of the admissions metric.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::Injected(_) => "injected",
+            Outcome::Unchanged(_) => "skipped",
+            Outcome::Error(_) => "error",
+        }
+    }
+
+    /// The `reason` label of the admissions metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::Injected(_) => "",
+            Outcome::Unchanged(r) => r,
+            Outcome::Error(_) => "error",
+        }
+    }
+}
+
+/// A policy that selected the Pod but was not injected for a reason worth telling its owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// The policy's namespace and name.
+    pub namespace: String,
+    pub policy: String,
+    /// The Pod's name, or its `generateName` prefix (a Pod of a ReplicaSet has no name yet).
+    pub pod: String,
+    pub skip: Skip,
+}
+
+/// The answer to one review.
+#[derive(Debug)]
+pub struct Answer {
+    /// The AdmissionReview to send back (JSON); `None` when the body was not a review,
+    /// answered with HTTP 400.
+    pub body: Option<Vec<u8>>,
+    pub outcome: Outcome,
+    /// Policies skipped for this Pod because it already had what they would add.
+    pub refusals: Vec<Refusal>,
+}
+
+/// Answers the AdmissionReview in `body` with the Container-mode policies `policies` gives
+/// for a namespace (in any order).
+pub fn review(body: &[u8], policies: impl Fn(&str) -> Vec<Arc<PolicyView>>) -> Answer {
+    let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("not an AdmissionReview of a Pod: {e}")),
+    };
+    let request: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("an AdmissionReview without a request: {e}")),
+    };
+    let allowed = AdmissionResponse::from(&request);
+    let (response, outcome, refusals) = decide(&request, allowed, policies);
+    let body = serde_json::to_vec(&response.into_review()).ok();
+    Answer {
+        body,
+        outcome,
+        refusals,
+    }
+}
+
+fn decide(
+    request: &AdmissionRequest<Pod>,
+    allowed: AdmissionResponse,
+    policies: impl Fn(&str) -> Vec<Arc<PolicyView>>,
+) -> (AdmissionResponse, Outcome, Vec<Refusal>) {
+    let unchanged = |why| (allowed.clone(), Outcome::Unchanged(why), Vec::new());
+    let (Operation::Create, Some(pod)) = (&request.operation, &request.object) else {
+        return unchanged("not_a_pod_create");
+    };
+    if request.sub_resource.is_some() {
+        return unchanged("not_a_pod_create");
+    }
+    // A Pod's namespace is the request's; the object itself may not say it yet.
+    let namespace = request
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_default();
+    let views = policies(&namespace);
+    if views.is_empty() {
+        return unchanged("no_policy");
+    }
+    let refs: Vec<&PolicyView> = views.iter().map(Arc::as_ref).collect();
+    let injection = inject(pod, &refs);
+    let pod_name = pod
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    let refusals: Vec<Refusal> = injection
+        .skipped
+        .iter()
+        .filter(|(_, s)| s.is_problem())
+        .map(|(policy, skip)| Refusal {
+            namespace: namespace.clone(),
+            policy: policy.clone(),
+            pod: pod_name.clone(),
+            skip: skip.clone(),
+        })
+        .collect();
+    let why = match (injection.untouched, &injection.pod) {
+        (Some(Untouched::OptedOut), _) => "opted_out",
+        (Some(Untouched::Operator), _) => "operator_pod",
+        (None, _) if !refusals.is_empty() && injection.injected.is_empty() => "name_taken",
+        (None, None) if injection.skipped.is_empty() => "not_selected",
+        (None, None) => "already_injected",
+        (None, Some(_)) => "",
+    };
+    let Some(new) = &injection.pod else {
+        return (allowed, Outcome::Unchanged(why), refusals);
+    };
+    let mut response = allowed.clone();
+    if !refusals.is_empty() {
+        response.warnings = Some(
+            refusals
+                .iter()
+                .map(|r| format!("SidecarPolicy {}: {}", r.policy, r.skip.message()))
+                .collect(),
+        );
+    }
+    let patch = match (serde_json::to_value(pod), serde_json::to_value(new)) {
+        (Ok(before), Ok(after)) => json_patch::diff(&before, &after),
+        (Err(e), _) | (_, Err(e)) => {
+            return (allowed, Outcome::Error(format!("encoding the Pod: {e}")), refusals);
+        }
+    };
+    match response.with_patch(patch) {
+        Ok(r) if injection.injected.is_empty() => (r, Outcome::Unchanged(why), refusals),
+        Ok(r) => (r, Outcome::Injected(injection.injected), refusals),
+        Err(e) => (allowed, Outcome::Error(format!("encoding the patch: {e}")), refusals),
+    }
+}
+
+fn bad_request(message: String) -> Answer {
+    Answer {
+        body: None,
+        outcome: Outcome::Error(message),
+        refusals: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+#[path = "review_tests.rs"]
+mod tests;
