@@ -11,6 +11,7 @@
 //! - [`recorder`] and [`availability`]: independent watches that cannot miss a short-lived
 //!   state;
 //! - [`yaml`]: the repository's YAML files and their documents;
+//! - [`webhook`]: Container mode's webhook served by the test process;
 //! - [`poll`]: polling with a timeout.
 
 pub mod availability;
@@ -22,6 +23,7 @@ pub mod policy_status;
 pub mod poll;
 pub mod recorder;
 pub mod scene;
+pub mod webhook;
 pub mod yaml;
 
 use std::time::Duration;

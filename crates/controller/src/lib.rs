@@ -57,11 +57,11 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use config::OperatorConfig;
 pub use counter::{ApiCalls, Counter, counting_client};
 pub use decode::{Lenient, Undecodable};
-pub use watch::watch_backoff;
 pub use error::Error;
 pub use gate::WriteGate;
 pub use metrics::Metrics;
 pub use operator::{Health, Operator};
+pub use watch::watch_backoff;
 
 // Lock helpers that ignore poisoning: a reconcile that panicked must not stop every other
 // task that shares the state.

@@ -107,7 +107,10 @@ fn registration(service: &ServiceArgs, url: Option<&str>) -> anyhow::Result<Regi
             443,
         ),
     };
-    let selector = service.webhook_namespace_selector.as_deref().unwrap_or_default();
+    let selector = service
+        .webhook_namespace_selector
+        .as_deref()
+        .unwrap_or_default();
     let namespace_selector = registration::parse_namespace_selector(selector)
         .map_err(|e| anyhow::anyhow!("--webhook-namespace-selector: {e}"))?;
     Ok(Registration {
@@ -134,7 +137,9 @@ fn hosts(args: &WebhookArgs) -> anyhow::Result<Hosts> {
                 .parse()
                 .with_context(|| format!("--webhook-url {url:?} is not a URL"))?;
             if uri.scheme_str() != Some("https") {
-                anyhow::bail!("--webhook-url {url:?} must start with https:// (the API server calls webhooks over TLS only)");
+                anyhow::bail!(
+                    "--webhook-url {url:?} must start with https:// (the API server calls webhooks over TLS only)"
+                );
             }
             let host = uri
                 .host()
@@ -147,7 +152,10 @@ fn hosts(args: &WebhookArgs) -> anyhow::Result<Hosts> {
             }
         }
         None => {
-            let (svc, ns) = (&args.service.webhook_service, &args.service.operator_namespace);
+            let (svc, ns) = (
+                &args.service.webhook_service,
+                &args.service.operator_namespace,
+            );
             hosts.dns = vec![
                 format!("{svc}.{ns}.svc"),
                 format!("{svc}.{ns}.svc.cluster.local"),
@@ -179,7 +187,7 @@ fn cert_source(args: &WebhookArgs) -> anyhow::Result<CertSource> {
             "--webhook-cert-validity must not exceed --webhook-ca-validity, and --webhook-ca-overlap must be under a third of it"
         );
     }
-    Ok(CertSource::Managed(Managed {
+    Ok(CertSource::Managed(Box::new(Managed {
         secret_namespace: args.service.operator_namespace.clone(),
         secret_name: args.webhook_secret.clone(),
         hosts: hosts(args)?,
@@ -190,7 +198,7 @@ fn cert_source(args: &WebhookArgs) -> anyhow::Result<CertSource> {
             Some(u) => Some(registration(&args.service, Some(u))?),
             None => None,
         },
-    }))
+    })))
 }
 
 /// Starts the webhook when `--webhook-addr` is set, with its metrics in `registry`.

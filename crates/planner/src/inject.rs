@@ -49,7 +49,7 @@ pub enum Skip {
     /// report.
     AlreadyInjected,
     /// The Pod (or a policy injected before this one) already has an init container,
-    /// container or volume of this name: `(kind, name)`.
+    /// container or volume of this name: `(kind, name)`, the kind being the template's.
     NameTaken(&'static str, String),
 }
 
@@ -79,7 +79,7 @@ impl Skip {
         match self {
             Skip::AlreadyInjected => "already injected".into(),
             Skip::NameTaken(kind, name) => format!(
-                "the Pod already has an {kind} named {name:?}; the policy's sidecars are not injected (rename one of them)"
+                "the Pod already has a container or volume named {name:?}, the name of the policy's {kind}; the policy's sidecars are not injected into it (rename one of them)"
             ),
         }
     }

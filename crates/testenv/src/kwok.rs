@@ -9,6 +9,9 @@
 //!   `pod-ready.stage.kwok.x-k8s.io/delay` (e.g. `"5s"`) delays it, for tests of rollouts.
 //! - `pod-complete`: a Running Pod owned by a Job becomes Succeeded. The annotation
 //!   `pod-complete.stage.kwok.x-k8s.io/delay` delays it.
+//! - `pod-ready` and `pod-complete` give init containers statuses as the kubelet would: a native sidecar
+//!   (`restartPolicy: Always`) runs and is ready while the Pod runs, a plain init container
+//!   has completed; when the Pod completes, all have terminated.
 //! - `pod-delete`: a Pod being deleted is removed at once (there is no kubelet to do it).
 
 use k8s_openapi::api::core::v1::Node;
@@ -130,6 +133,30 @@ spec:
           running:
             startedAt: {{ $now | Quote }}
       {{ end }}
+      {{ with .spec.initContainers }}
+      initContainerStatuses:
+      {{ range . }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        restartCount: 0
+        {{ if .restartPolicy }}
+        ready: true
+        started: true
+        state:
+          running:
+            startedAt: {{ $now | Quote }}
+        {{ else }}
+        ready: true
+        started: false
+        state:
+          terminated:
+            exitCode: 0
+            reason: Completed
+            startedAt: {{ $now | Quote }}
+            finishedAt: {{ $now | Quote }}
+        {{ end }}
+      {{ end }}
+      {{ end }}
       phase: Running
       startTime: {{ $now | Quote }}
 ---
@@ -173,6 +200,22 @@ spec:
             reason: Completed
             startedAt: {{ $now | Quote }}
             finishedAt: {{ $now | Quote }}
+      {{ end }}
+      {{ with .spec.initContainers }}
+      initContainerStatuses:
+      {{ range . }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: 0
+            reason: Completed
+            startedAt: {{ $now | Quote }}
+            finishedAt: {{ $now | Quote }}
+      {{ end }}
       {{ end }}
       phase: Succeeded
 ---

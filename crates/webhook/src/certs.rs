@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
 
@@ -231,7 +231,8 @@ struct Parsed {
 fn parse(pem: &str) -> Result<Parsed, Error> {
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     let bad = |e: String| Error::Certificate(format!("a stored certificate does not parse: {e}"));
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
     let mut p = Parsed {
         not_before: cert.validity().not_before.timestamp(),
@@ -286,8 +287,9 @@ fn window(params: &mut CertificateParams, now: i64, life: Duration) -> Result<()
         OffsetDateTime::from_unix_timestamp(t)
             .map_err(|e| Error::Certificate(format!("certificate time: {e}")))
     };
-    // A minute of slack for clocks a little behind ours.
-    params.not_before = at(now - 60)?;
+    // Slack for clocks a little behind ours: a minute, or a tenth of a short life.
+    let slack = (life.as_secs() as i64 / 10).min(60);
+    params.not_before = at(now - slack)?;
     params.not_after = at(now + life.as_secs() as i64)?;
     Ok(())
 }
@@ -302,7 +304,9 @@ pub fn new_ca(now: i64, life: Duration) -> Result<Pair, Error> {
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     window(&mut params, now, life)?;
-    let cert = params.self_signed(&key).map_err(rcgen_err("CA certificate"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(rcgen_err("CA certificate"))?;
     Ok(Pair {
         cert: cert.pem(),
         key: key.serialize_pem(),
@@ -319,13 +323,19 @@ pub fn serving(ca: &Pair, hosts: &Hosts, now: i64, life: Duration) -> Result<Pai
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
     params.distinguished_name = DistinguishedName::new();
-    let cn = hosts.dns.first().cloned().unwrap_or_else(|| "sidecar-operator-webhook".into());
+    let cn = hosts
+        .dns
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "sidecar-operator-webhook".into());
     params.distinguished_name.push(DnType::CommonName, cn);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     window(&mut params, now, life)?;
-    let cert = params.signed_by(&key, &issuer).map_err(rcgen_err("serving certificate"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(rcgen_err("serving certificate"))?;
     Ok(Pair {
         cert: cert.pem(),
         key: key.serialize_pem(),

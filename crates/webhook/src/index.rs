@@ -147,7 +147,9 @@ pub async fn watch_policies(api: Api<Lenient<SidecarPolicy>>, index: Arc<PolicyI
                 let ns = meta.namespace.clone().unwrap_or_default();
                 index.delete(&ns, meta.name.as_deref().unwrap_or_default());
             }
-            Err(e) => tracing::warn!(error = %e, "webhook policy watch error; retrying with backoff"),
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook policy watch error; retrying with backoff")
+            }
         }
     }
 }

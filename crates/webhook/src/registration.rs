@@ -16,9 +16,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     ServiceReference, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::core::ObjectMeta;
-use kube::Api;
 use sidecar_api::constants::{
     ANNOTATION_INJECT, FIELD_MANAGER, INJECT_DISABLED, LABEL_MANAGED_BY, MANAGED_BY_VALUE,
 };
@@ -103,8 +103,14 @@ pub fn configuration(r: &Registration, ca_bundle: Option<&str>) -> MutatingWebho
         metadata: ObjectMeta {
             name: Some(r.name.clone()),
             labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/name".to_string(), "sidecar-operator".to_string()),
-                ("app.kubernetes.io/component".to_string(), "webhook".to_string()),
+                (
+                    "app.kubernetes.io/name".to_string(),
+                    "sidecar-operator".to_string(),
+                ),
+                (
+                    "app.kubernetes.io/component".to_string(),
+                    "webhook".to_string(),
+                ),
             ])),
             ..ObjectMeta::default()
         },
@@ -146,7 +152,10 @@ pub fn configuration_yaml(r: &Registration) -> Result<String, Error> {
     let value = serde_json::to_value(&config).map_err(|e| Error::Encode(e.to_string()))?;
     let mut value = value;
     if let Some(o) = value.as_object_mut() {
-        o.insert("apiVersion".into(), "admissionregistration.k8s.io/v1".into());
+        o.insert(
+            "apiVersion".into(),
+            "admissionregistration.k8s.io/v1".into(),
+        );
         o.insert("kind".into(), "MutatingWebhookConfiguration".into());
     }
     serde_yaml_ng::to_string(&ordered(value)).map_err(|e| Error::Encode(e.to_string()))
@@ -208,7 +217,11 @@ pub async fn ensure_ca_bundle(
             "MutatingWebhookConfiguration {name} has no webhook named {WEBHOOK_NAME}"
         )));
     };
-    let current = hooks[index].client_config.ca_bundle.as_ref().map(|b| b.0.as_slice());
+    let current = hooks[index]
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .map(|b| b.0.as_slice());
     if current == Some(bundle.as_bytes()) {
         return Ok(false);
     }
@@ -223,7 +236,6 @@ pub async fn ensure_ca_bundle(
         .map_err(|e| Error::Kube("setting the webhook's caBundle", e))?;
     Ok(true)
 }
-
 
 /// Parses `--webhook-namespace-selector`: comma-separated `key=value`, `key!=value`,
 /// `key` (exists) and `!key` (does not exist) terms.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use sidecar_planner::inject::{Skip, Untouched, inject};
 use sidecar_planner::PolicyView;
+use sidecar_planner::inject::{Skip, Untouched, inject};
 
 /// What one review did, for metrics, logs and Events.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,13 +148,21 @@ fn decide(
     let patch = match (serde_json::to_value(pod), serde_json::to_value(new)) {
         (Ok(before), Ok(after)) => json_patch::diff(&before, &after),
         (Err(e), _) | (_, Err(e)) => {
-            return (allowed, Outcome::Error(format!("encoding the Pod: {e}")), refusals);
+            return (
+                allowed,
+                Outcome::Error(format!("encoding the Pod: {e}")),
+                refusals,
+            );
         }
     };
     match response.with_patch(patch) {
         Ok(r) if injection.injected.is_empty() => (r, Outcome::Unchanged(why), refusals),
         Ok(r) => (r, Outcome::Injected(injection.injected), refusals),
-        Err(e) => (allowed, Outcome::Error(format!("encoding the patch: {e}")), refusals),
+        Err(e) => (
+            allowed,
+            Outcome::Error(format!("encoding the patch: {e}")),
+            refusals,
+        ),
     }
 }
 

@@ -20,17 +20,17 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::core::ObjectMeta;
 
+use crate::Error;
 use crate::certs::{self, Hosts, Lifetimes, Pair, Stored};
 use crate::metrics::WebhookMetrics;
 use crate::registration::{self, Registration};
 use crate::tls::CertStore;
-use crate::Error;
 
 /// How the webhook gets its certificate.
 #[derive(Debug, Clone)]
 pub enum CertSource {
     /// The operator issues and rotates its own (see [`Managed`]).
-    Managed(Managed),
+    Managed(Box<Managed>),
     /// Files `tls.crt` and `tls.key` in this directory, checked every `interval`.
     Dir { path: PathBuf, interval: Duration },
 }
@@ -73,7 +73,9 @@ pub async fn keep_current(
             match load_dir(&path, &store) {
                 Ok(true) => tracing::info!(dir = %path.display(), "webhook certificate loaded"),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(dir = %path.display(), error = %e, "webhook certificate not loaded"),
+                Err(e) => {
+                    tracing::warn!(dir = %path.display(), error = %e, "webhook certificate not loaded")
+                }
             }
             tokio::time::sleep(interval).await;
         },
@@ -102,7 +104,8 @@ pub async fn keep_current(
 fn load_dir(dir: &std::path::Path, store: &CertStore) -> Result<bool, Error> {
     let read = |f: &str| {
         let p = dir.join(f);
-        std::fs::read_to_string(&p).map_err(|e| Error::Certificate(format!("reading {}: {e}", p.display())))
+        std::fs::read_to_string(&p)
+            .map_err(|e| Error::Certificate(format!("reading {}: {e}", p.display())))
     };
     store.set(&read(TLS_CRT)?, &read(TLS_KEY)?)
 }
@@ -133,7 +136,13 @@ async fn sync_managed(
             break;
         };
         tracing::info!(?step, secret = %m.secret_name, "webhook certificate");
-        stored = Some(certs::apply(step, stored.as_ref(), now, m.lifetimes, &m.hosts)?);
+        stored = Some(certs::apply(
+            step,
+            stored.as_ref(),
+            now,
+            m.lifetimes,
+            &m.hosts,
+        )?);
         changed = true;
     }
     let stored = stored.ok_or_else(|| Error::Certificate("no certificate planned".into()))?;
@@ -162,13 +171,23 @@ fn unix_now() -> i64 {
 
 fn decode(secret: &Secret) -> Option<Stored> {
     let data = secret.data.as_ref()?;
-    let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
-    let pair = |c: &str, k: &str| Some(Pair { cert: text(c)?, key: text(k)? });
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    let pair = |c: &str, k: &str| {
+        Some(Pair {
+            cert: text(c)?,
+            key: text(k)?,
+        })
+    };
     Some(Stored {
         ca: pair(CA_CRT, CA_KEY)?,
         next_ca: pair(NEXT_CA_CRT, NEXT_CA_KEY),
         previous_ca: text(PREVIOUS_CA_CRT),
-        since: text(SINCE).and_then(|s| s.trim().parse().ok()).unwrap_or_default(),
+        since: text(SINCE)
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_default(),
         serving: pair(TLS_CRT, TLS_KEY)?,
     })
 }
@@ -203,11 +222,13 @@ async fn write(
 ) -> Result<(), Error> {
     let conflict = |e: kube::Error, what| match &e {
         kube::Error::Api(s) if s.code == 409 => Error::Conflict,
-        kube::Error::Api(s) if s.code == 403 && live_missing_hint(what) => Error::NotInstalled(format!(
-            "Secret {name} does not exist and the operator may not create it ({}): install it \
+        kube::Error::Api(s) if s.code == 403 && live_missing_hint(what) => {
+            Error::NotInstalled(format!(
+                "Secret {name} does not exist and the operator may not create it ({}): install it \
              empty with deploy/40-webhook.yaml, or grant create on secrets",
-            s.message
-        )),
+                s.message
+            ))
+        }
         _ => Error::Kube(what, e),
     };
     match live {

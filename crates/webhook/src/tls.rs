@@ -71,7 +71,9 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, Erro
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Certificate(format!("reading the certificate PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::Certificate("the certificate PEM holds no certificate".into()));
+        return Err(Error::Certificate(
+            "the certificate PEM holds no certificate".into(),
+        ));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| Error::Certificate(format!("reading the private key PEM: {e}")))?;
@@ -99,11 +101,18 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|e| Error::Bind(addr, e.to_string()))
 }
 
-/// Serves `app` over TLS on `listener` until aborted.
+/// Serves `app` over TLS on `listener` until aborted. Connections are tasks of a set the
+/// server owns, so aborting the server closes the connections too (the API server keeps
+/// its connections to a webhook alive; a stopped webhook must not go on answering).
 pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, app: axum::Router) {
     let acceptor = TlsAcceptor::from(tls);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = connections.join_next() => continue,
+        };
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: keep serving the others.
@@ -114,7 +123,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, app: axum::Rou
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(t) => t,
                 Err(e) => {

@@ -1,0 +1,154 @@
+//! Container mode's webhook in a test: served by this process on 127.0.0.1, registered
+//! with the shared API server under a configuration of the test's own (sent only the
+//! test namespace's Pods), with the operator's own managed certificates.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::events::Reporter;
+use sidecar_webhook::certs::{Hosts, Lifetimes};
+use sidecar_webhook::registration::{Endpoint, Registration, parse_namespace_selector};
+use sidecar_webhook::{CertSource, Managed, Webhook, WebhookConfig, WebhookMetrics};
+
+use crate::{Scene, TIMEOUT, wait_until};
+
+/// Name of the test webhook's certificate Secret (in the test namespace).
+pub const WEBHOOK_SECRET: &str = "webhook-tls";
+
+/// A webhook serving one scene; stops when dropped (its configuration stays, pointing at
+/// a closed port: the API server then lets Pods through, failurePolicy Ignore).
+pub struct TestWebhook {
+    pub webhook: Webhook,
+    pub metrics: Arc<WebhookMetrics>,
+    /// The MutatingWebhookConfiguration's name.
+    pub configuration: String,
+    pub addr: SocketAddr,
+}
+
+impl TestWebhook {
+    /// Admissions answered so far (any result).
+    pub fn admissions(&self) -> u64 {
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.metrics.register(&mut registry);
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode metrics");
+        text.lines()
+            .filter(|l| l.starts_with("sidecar_webhook_admissions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Scene {
+    /// The registration a test webhook on `addr` uses: its own configuration, for this
+    /// namespace only.
+    pub fn webhook_registration(&self, addr: SocketAddr) -> Registration {
+        let selector = format!("kubernetes.io/metadata.name={}", self.name());
+        Registration {
+            name: format!("sidecar-operator-{}", self.name()),
+            endpoint: Endpoint::Url(format!("https://{addr}")),
+            namespace_selector: parse_namespace_selector(&selector).expect("selector"),
+            operator_namespace: "sidecar-system".into(),
+            timeout_seconds: 5,
+        }
+    }
+
+    /// Starts a webhook for this scene and waits until the API server calls it.
+    pub async fn start_webhook(&self) -> TestWebhook {
+        self.start_webhook_with(Lifetimes::default(), None).await
+    }
+
+    /// [`Scene::start_webhook`] with certificate lifetimes, on a fixed address (to restart
+    /// a webhook where the configuration already points).
+    pub async fn start_webhook_with(
+        &self,
+        lifetimes: Lifetimes,
+        addr: Option<SocketAddr>,
+    ) -> TestWebhook {
+        crate::scene::operator_logs();
+        let addr = addr.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let listener = Webhook::bind(addr).await.expect("bind the webhook");
+        let addr = sidecar_webhook::bound_addr(&listener).expect("webhook address");
+        let registration = self.webhook_registration(addr);
+        let configuration = registration.name.clone();
+        let certs = CertSource::Managed(Box::new(Managed {
+            secret_namespace: self.name().to_string(),
+            secret_name: WEBHOOK_SECRET.into(),
+            hosts: Hosts {
+                dns: Vec::new(),
+                ips: vec![addr.ip()],
+            },
+            lifetimes,
+            interval: Duration::from_millis(500),
+            configuration: configuration.clone(),
+            full_registration: Some(registration),
+        }));
+        let metrics = Arc::new(WebhookMetrics::default());
+        let webhook = Webhook::start(
+            listener,
+            self.client.clone(),
+            WebhookConfig {
+                namespace: Some(self.name().to_string()),
+                certs,
+                reporter: Reporter {
+                    controller: "sidecar-operator-webhook".into(),
+                    instance: Some(format!("test-{}", self.name())),
+                },
+            },
+            metrics.clone(),
+        )
+        .await
+        .expect("webhook starts");
+        let w = TestWebhook {
+            webhook,
+            metrics,
+            configuration,
+            addr,
+        };
+        self.wait_webhook_called(&w).await;
+        w
+    }
+
+    /// Waits until the API server sends this namespace's Pod creates to `w` (its
+    /// configuration applied, its CA trusted, its policy index synced): dry-run creates
+    /// of a probe Pod until one reaches the webhook.
+    pub async fn wait_webhook_called(&self, w: &TestWebhook) {
+        let probe = crate::pod("webhook-probe", &[("probe", "webhook")]);
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        wait_until(
+            TIMEOUT,
+            "the API server to call the test webhook",
+            async || {
+                if !w.webhook.is_ready() {
+                    return None;
+                }
+                let before = w.admissions();
+                let created = self.pods.create(&dry, &probe).await;
+                (created.is_ok() && w.admissions() > before).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Deletes the scene's webhook configuration (best effort).
+    pub async fn delete_webhook_configuration(&self, w: &TestWebhook) {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let _ = api.delete(&w.configuration, &DeleteParams::default()).await;
+    }
+
+    /// Creates `pod` with `dryRun=All` and returns what the API server would store.
+    pub async fn dry_run(&self, pod: &Pod) -> Pod {
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        self.pods.create(&dry, pod).await.expect("dry-run create")
+    }
+}
