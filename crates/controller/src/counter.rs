@@ -91,13 +91,15 @@ pub fn verb<B>(req: &Request<B>) -> &'static str {
 /// Every value [`resource`] returns. Each name is an RBAC resource (`/subresource`
 /// included) of the one API group the operator uses it in, so a count per (resource,
 /// verb) compares one to one with the rules of a ClusterRole.
-pub const RESOURCES: [&str; 7] = [
+pub const RESOURCES: [&str; 9] = [
     "pods",
     "sidecarpolicies",
     "sidecarpolicies/status",
     "events",
     "leases",
     "namespaces",
+    "secrets",
+    "mutatingwebhookconfigurations",
     "other",
 ];
 
@@ -126,6 +128,10 @@ pub fn resource<B>(req: &Request<B>) -> &'static str {
         ("events.k8s.io", "events", None) => "events",
         ("coordination.k8s.io", "leases", None) => "leases",
         ("", "namespaces", None) => "namespaces",
+        ("", "secrets", None) => "secrets",
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", None) => {
+            "mutatingwebhookconfigurations"
+        }
         _ => "other",
     }
 }

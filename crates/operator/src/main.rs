@@ -192,7 +192,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = registry(&metrics, timing.is_some(), &gate, &leader_gauge);
     let mut readiness = http::Readiness::default();
     // The webhook runs on every replica, leader or not, for as long as the process does.
-    let _webhook = match webhook::start(&args, &config, &mut registry).await? {
+    let _webhook = match webhook::start(&args, &config, &metrics, &mut registry).await? {
         Some(w) => {
             readiness.webhook = Some(Arc::new(w.readiness()));
             Some(w)

@@ -205,6 +205,7 @@ fn cert_source(args: &WebhookArgs) -> anyhow::Result<CertSource> {
 pub(crate) async fn start(
     args: &crate::RunArgs,
     config: &kube::Config,
+    counted: &sidecar_controller::Metrics,
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<Option<Webhook>> {
     let w = &args.webhook;
@@ -213,8 +214,12 @@ pub(crate) async fn start(
     };
     let certs = cert_source(w)?;
     // Its own client: the leader's write gate must not fence a standby's certificate and
-    // Event writes.
-    let client = kube::Client::try_from(config.clone()).context("building the webhook's client")?;
+    // Event writes. Its requests count with the controllers' (api_requests).
+    let counter = Arc::new(sidecar_controller::Counter::new(
+        counted.api_requests.clone(),
+    ));
+    let client = sidecar_controller::counting_client(config.clone(), counter)
+        .context("building the webhook's client")?;
     let metrics = Arc::new(WebhookMetrics::default());
     metrics.register(registry);
     let instance = args
@@ -238,4 +243,58 @@ pub(crate) async fn start(
     .await?;
     tracing::info!(addr = %webhook.addr(), "admission webhook started");
     Ok(Some(webhook))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Config {
+        #[command(flatten)]
+        args: ConfigArgs,
+    }
+
+    /// deploy/ ships what `webhook-config` prints with its defaults: one source.
+    #[test]
+    fn deploy_ships_the_generated_configuration() {
+        let defaults = Config::parse_from(["webhook-config"]).args;
+        let want = config_yaml(&defaults).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/40-webhook.yaml");
+        let shipped = std::fs::read_to_string(path).unwrap();
+        assert!(
+            shipped.ends_with(&want),
+            "deploy/40-webhook.yaml must end with `sidecar-operator webhook-config`'s output; regenerate it:\n{want}"
+        );
+    }
+
+    #[test]
+    fn a_webhook_url_must_be_https_with_a_host() {
+        #[derive(Parser)]
+        struct Run {
+            #[command(flatten)]
+            args: WebhookArgs,
+        }
+        for (url, needle) in [
+            ("http://127.0.0.1:9443", "must start with https://"),
+            ("not a url", "is not a URL"),
+        ] {
+            let run = Run::parse_from(["run", "--webhook-url", url]);
+            let err = hosts(&run.args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+        let run = Run::parse_from(["run", "--webhook-url", "https://127.0.0.1:9443"]);
+        assert_eq!(
+            hosts(&run.args).unwrap().ips,
+            vec![IpAddr::from([127, 0, 0, 1])]
+        );
+        let run = Run::parse_from(["run"]);
+        let dns = hosts(&run.args).unwrap().dns;
+        assert!(
+            dns.contains(&"sidecar-operator-webhook.sidecar-system.svc".to_string()),
+            "{dns:?}"
+        );
+    }
 }

@@ -177,7 +177,7 @@ fn ordered(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// Makes the API server trust `bundle` for the webhook. With `full` (beside a cluster) the
-/// whole configuration is applied (created if missing); otherwise only the `caBundle` of
+/// whole configuration is applied (created if missing and allowed); otherwise only the `caBundle` of
 /// the installed configuration's webhook is set, and a missing configuration is an error
 /// that says how to install it. Reads the configuration once; writes only on a change.
 pub async fn ensure_ca_bundle(
@@ -200,9 +200,20 @@ pub async fn ensure_ca_bundle(
         want["apiVersion"] = "admissionregistration.k8s.io/v1".into();
         want["kind"] = "MutatingWebhookConfiguration".into();
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        // Applying an existing configuration needs `patch` on it by name; creating one
+        // needs `create`, which a least-privilege operator lacks: it says how to install it.
+        let created = live.is_none();
         api.patch(name, &params, &Patch::Apply(want))
             .await
-            .map_err(|e| Error::Kube("applying the MutatingWebhookConfiguration", e))?;
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 403 && created => Error::NotInstalled(format!(
+                    "MutatingWebhookConfiguration {name} does not exist and the operator may not \
+                     create it ({}): install it with `sidecar-operator webhook-config --url URL \
+                     | kubectl apply -f -` (same flags as run), or grant create",
+                    s.message
+                )),
+                e => Error::Kube("applying the MutatingWebhookConfiguration", e),
+            })?;
         return Ok(true);
     }
     let Some(live) = live else {

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// The operator binary, built by Cargo for this package's integration tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sidecar-operator");
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

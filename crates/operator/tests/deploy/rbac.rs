@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
@@ -103,9 +104,58 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
         matches!(&err, kube::Error::Api(s) if s.code == 403),
         "{err:?}"
     );
+    // Only the webhook's own Secret, by name: not another one of its namespace.
+    let other = Api::<Secret>::namespaced(sa_client.clone(), SA_NS)
+        .get("another-secret")
+        .await
+        .expect_err("only the webhook's Secret may be read");
+    assert!(
+        matches!(&other, kube::Error::Api(s) if s.code == 403),
+        "{other:?}"
+    );
+    // The webhook's Secret as shipped (empty; the operator fills it).
+    let shipped_secret =
+        sidecar_e2e::yaml_file_documents(&sidecar_e2e::repo_path("deploy/40-webhook.yaml"))
+            .into_iter()
+            .find(|d| d["kind"] == "Secret")
+            .expect("deploy/40-webhook.yaml ships the Secret");
+    let shipped_secret: Secret = serde_json::from_value(shipped_secret).expect("Secret");
+    let secrets = Api::<Secret>::namespaced(client.clone(), SA_NS);
+    let _ = secrets
+        .delete(WEBHOOK_SECRET, &DeleteParams::default())
+        .await;
+    secrets
+        .create(&PostParams::default(), &shipped_secret)
+        .await
+        .expect("the shipped Secret");
 
     // With leader election on a Lease in the operator's namespace (the shipped Role).
     let lease = format!("rbac-{}", ns.name());
+    // And the webhook, reached by the API server on 127.0.0.1 (beside the cluster, so the
+    // operator applies its configuration itself, by the shipped name), for this namespace.
+    let webhook_port = crate::process::free_port();
+    let webhook_addr = format!("127.0.0.1:{webhook_port}");
+    let webhook_url = format!("https://{webhook_addr}");
+    let only_here = format!("kubernetes.io/metadata.name={}", ns.name());
+    // Installed by an admin (the operator may not create it), as printed by the binary.
+    let printed = std::process::Command::new(crate::process::BIN)
+        .args([
+            "webhook-config",
+            "--url",
+            &webhook_url,
+            "--webhook-namespace-selector",
+            &only_here,
+        ])
+        .output()
+        .expect("webhook-config");
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let config_file = dir.join("webhook-config.yaml");
+    std::fs::write(&config_file, &printed.stdout).expect("write");
+    kubectl_apply(config_file.to_str().expect("path"));
     let op = Proc::start(
         &kc,
         ns.name(),
@@ -117,6 +167,14 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
             &lease,
             "--lease-duration",
             "4",
+            "--webhook-addr",
+            &webhook_addr,
+            "--webhook-url",
+            &webhook_url,
+            "--webhook-namespace-selector",
+            &only_here,
+            "--webhook-cert-check",
+            "1",
         ],
         "rbac",
     );
@@ -221,8 +279,55 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     )
     .await;
 
+    // Container mode: the webhook, under the same ServiceAccount, injects a native sidecar.
+    let injector: SidecarPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sidecars.dev/v1alpha1", "kind": "SidecarPolicy",
+        "metadata": {"name": "inject"},
+        "spec": {
+            "mode": "Container",
+            "selector": {"matchLabels": {"app": "injected"}},
+            "template": {"spec": {"initContainers": [
+                {"name": "shipper", "image": "busybox:1.36", "restartPolicy": "Always"}]}},
+        },
+    }))
+    .expect("static policy");
+    policies
+        .create(&PostParams::default(), &injector)
+        .await
+        .expect("Container-mode policy");
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let probe = pod("probe", &[("app", "injected")]);
+    wait_until(Duration::from_secs(60), "the webhook to inject", || async {
+        let shown = pods.create(&dry, &probe).await.ok()?;
+        let inits = shown.spec?.init_containers?;
+        (inits.first().map(|c| c.name.as_str()) == Some("shipper")).then_some(())
+    })
+    .await;
+    let injected = pods
+        .create(
+            &PostParams::default(),
+            &pod("injected-0", &[("app", "injected")]),
+        )
+        .await
+        .expect("Pod");
+    let inits = injected
+        .spec
+        .and_then(|s| s.init_containers)
+        .unwrap_or_default();
+    assert_eq!(inits.len(), 1, "the native sidecar, once");
+    let filled = secrets.get(WEBHOOK_SECRET).await.expect("Secret");
+    assert!(
+        filled
+            .data
+            .is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("ca.crt")),
+        "the operator filled the shipped Secret"
+    );
+
     // Delete the policies: the sidecar goes.
-    for name in ["agent", "priv"] {
+    for name in ["agent", "priv", "inject"] {
         policies
             .delete(name, &DeleteParams::default())
             .await
@@ -247,6 +352,17 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
             (res, verb)
         })
         .collect();
+    // The configuration is written when its caBundle changes, not on every check (once a
+    // second here, for the whole test).
+    let config_patches = op
+        .api_requests()
+        .expect("/metrics")
+        .get(&(
+            "mutatingwebhookconfigurations".to_string(),
+            "patch".to_string(),
+        ))
+        .copied();
+    assert_eq!(config_patches, Some(1.0), "one caBundle write");
     let granted = shipped_grants(&client).await;
     eprintln!("[rbac] used (resource, verb): {used:?}");
     eprintln!("[rbac] granted (group, resource, verb): {granted:?}");
@@ -282,6 +398,9 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
         "sidecar_operator_cached_pods",
         "sidecar_operator_leader 1",
         "sidecar_operator_writes_fenced_total 0",
+        "sidecar_webhook_admissions_total{result=\"injected\",reason=\"\"}",
+        "sidecar_webhook_admission_duration_seconds_bucket",
+        "sidecar_webhook_certificate_expiry_timestamp_seconds",
     ] {
         assert!(
             metrics.contains(family),
@@ -292,8 +411,14 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     let errors = op.metric("sidecar_operator_reconcile_errors_total{category=\"create\"}");
     assert_eq!(errors, 0.0, "operator log:\n{}", op.log_tail());
 
+    // The configuration goes with the test (it names this test's namespace only).
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let _ = configs.delete(SA, &DeleteParams::default()).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The webhook's Secret, as deploy/ names it.
+const WEBHOOK_SECRET: &str = "sidecar-operator-webhook-tls";
 
 const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 
@@ -312,6 +437,8 @@ fn group_of(resource: &str) -> Option<&'static str> {
         "sidecarpolicies" | "sidecarpolicies/status" => Some(sidecar_api::constants::GROUP),
         "events" => Some("events.k8s.io"),
         "leases" => Some("coordination.k8s.io"),
+        "secrets" => Some(""),
+        "mutatingwebhookconfigurations" => Some("admissionregistration.k8s.io"),
         _ => None,
     }
 }
@@ -319,25 +446,38 @@ fn group_of(resource: &str) -> Option<&'static str> {
 /// (group, resource, verb) granted by the ClusterRole and the leader-election Role of
 /// deploy/10-rbac.yaml, as stored by the API server.
 async fn shipped_grants(client: &Client) -> BTreeSet<(String, String, String)> {
-    let cr = Api::<ClusterRole>::all(client.clone())
-        .get(SA)
-        .await
-        .expect("ClusterRole");
-    let role = Api::<Role>::namespaced(client.clone(), SA_NS)
-        .get("sidecar-operator-leader-election")
-        .await
-        .expect("Role");
+    let mut rules = Vec::new();
+    for name in [SA, "sidecar-operator-webhook"] {
+        let cr = Api::<ClusterRole>::all(client.clone()).get(name).await;
+        rules.extend(cr.expect("ClusterRole").rules.unwrap_or_default());
+    }
+    for name in [
+        "sidecar-operator-leader-election",
+        "sidecar-operator-webhook",
+    ] {
+        let role = Api::<Role>::namespaced(client.clone(), SA_NS)
+            .get(name)
+            .await;
+        rules.extend(role.expect("Role").rules.unwrap_or_default());
+    }
     let mut out = BTreeSet::new();
-    for rule in cr
-        .rules
-        .unwrap_or_default()
-        .into_iter()
-        .chain(role.rules.unwrap_or_default())
-    {
+    for rule in rules {
+        // Names limit only the webhook's own two objects.
+        let by_name = rule
+            .resources
+            .iter()
+            .flatten()
+            .all(|r| r == "secrets" || r == "mutatingwebhookconfigurations");
         assert!(
-            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            (rule.resource_names.is_none() || by_name) && rule.non_resource_urls.is_none(),
             "{rule:?}"
         );
+        if by_name {
+            assert!(
+                rule.resource_names.as_ref().is_some_and(|n| n.len() == 1),
+                "the webhook's objects are granted by name: {rule:?}"
+            );
+        }
         for g in rule.api_groups.iter().flatten() {
             for r in rule.resources.iter().flatten() {
                 for v in &rule.verbs {
