@@ -84,7 +84,10 @@ fn examples_pass_and_print_one_sidecar_per_workload() {
     let out = check_files(&yaml_files("examples"), &["--namespace", "shop"]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
-    let sidecars = documents(&text);
+    // Sidecar Pods (owned by their main Pod), then the Pods Container mode admits.
+    let (admitted, sidecars): (Vec<Value>, Vec<Value>) = documents(&text)
+        .into_iter()
+        .partition(|d| d["metadata"]["ownerReferences"].is_null());
     let names: Vec<&str> = sidecars
         .iter()
         .map(|d| d["metadata"]["name"].as_str().unwrap())
@@ -152,11 +155,29 @@ fn examples_pass_and_print_one_sidecar_per_workload() {
         "{}",
         describe(&out)
     );
-    // A Container-mode policy makes no sidecar Pod, and says so.
+    // A Container-mode policy makes no sidecar Pod: it shows the Pod as admitted, with its
+    // native sidecar first and the injection recorded.
+    assert_eq!(admitted.len(), 1, "{}", describe(&out));
+    let orders = &admitted[0];
+    assert_eq!(orders["metadata"]["name"], "orders-example");
+    let first = &orders["spec"]["initContainers"][0];
+    assert_eq!(
+        (&first["name"], &first["restartPolicy"]),
+        (&"otel-agent".into(), &"Always".into())
+    );
+    let record = orders["metadata"]["annotations"]["sidecars.dev/injected"].as_str();
+    assert!(
+        record.is_some_and(|r| r.starts_with("otel-agent=")),
+        "{record:?}"
+    );
+    assert!(
+        text.contains("#   injected by SidecarPolicy otel-agent (template hash "),
+        "{text}"
+    );
     assert!(
         text.contains(
-            "Pod shop/orders-example (Deployment orders, {}:10): no sidecar Pod: the policy is in \
-             Container mode"
+            "Pod shop/orders-example (Deployment orders, {}:10): sidecars injected into the Pod \
+             at its creation"
                 .replace(
                     "{}",
                     &repo_path("examples/otel-agent.yaml").display().to_string()
@@ -170,6 +191,11 @@ fn examples_pass_and_print_one_sidecar_per_workload() {
         "{text}"
     );
     assert!(stderr(&out).contains("check: OK: 4 SidecarPolicies valid"));
+    assert!(
+        stderr(&out).contains("3 sidecar Pods would be created, 1 Pod injected"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -403,7 +429,8 @@ fn workloads_of_every_kind_become_would_be_pods() {
 fn policies_only_reach_pods_of_their_namespace() {
     let out = check_files(&yaml_files("examples"), &[]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(documents(&stdout(&out)).len(), 3);
+    // Three sidecar Pods and one Pod admitted with Container mode's sidecars.
+    assert_eq!(documents(&stdout(&out)).len(), 4);
     let policy = TempFile::new(
         "ns-policy.yaml",
         "apiVersion: sidecars.dev/v1alpha1\nkind: SidecarPolicy\nmetadata: {name: p, namespace: a}\n\

@@ -11,7 +11,9 @@
 //! StatefulSet, DaemonSet, ReplicationController, Job, CronJob. Other kinds are skipped with a
 //! note on stderr. Objects without a namespace get `--namespace` (default `default`).
 //!
-//! Output: stdout is a YAML stream, the report in comments and one document per sidecar Pod;
+//! Output: stdout is a YAML stream, the report in comments and one document per sidecar Pod
+//! and, for Container-mode policies, one per Pod as the admission webhook would let it in
+//! (the policies' containers, volumes and metadata added, like `istioctl kube-inject`);
 //! problems go to stderr as `FILE:LINE: KIND NAMESPACE/NAME: FIELD: message`. Exit status 0
 //! when every input is valid, 1 otherwise.
 //!
@@ -123,17 +125,18 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> io::Re
     for line in &inputs.log {
         writeln!(err, "{line}")?;
     }
-    let sidecars = report::report(&inputs, out)?;
+    let (sidecars, injected) = report::report(&inputs, out)?;
     let policies = inputs.policies.len();
     if inputs.errors == 0 {
         writeln!(
             err,
             "check: OK: {policies} SidecarPolic{} valid, {} Pod{}, {sidecars} sidecar Pod{} \
-             would be created",
+             would be created, {injected} Pod{} injected",
             if policies == 1 { "y" } else { "ies" },
             inputs.pods.len(),
             plural(inputs.pods.len()),
             plural(sidecars),
+            plural(injected),
         )?;
     } else {
         writeln!(

@@ -5,12 +5,13 @@ use std::io::{self, Write};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sidecar_api::constants::{ANNOTATION_INJECT, INJECT_DISABLED, KIND as POLICY_KIND};
 use sidecar_api::{Mode, Placement};
+use sidecar_planner::inject::inject;
 use sidecar_planner::{Ineligible, PodView, PolicyView, eligibility, render, sidecar_name};
 
 use super::{Inputs, PodInput, PolicyInput, UNSCHEDULED_NODE, object_name, plural};
 
-/// Writes the report; returns the number of sidecar Pods shown.
-pub(super) fn report(inputs: &Inputs, out: &mut dyn Write) -> io::Result<usize> {
+/// Writes the report; returns the number of sidecar Pods and of injected Pods shown.
+pub(super) fn report(inputs: &Inputs, out: &mut dyn Write) -> io::Result<(usize, usize)> {
     writeln!(
         out,
         "# sidecar-operator check: offline preview, no cluster contacted."
@@ -32,6 +33,55 @@ pub(super) fn report(inputs: &Inputs, out: &mut dyn Write) -> io::Result<usize> 
     let mut shown = 0;
     for policy in &inputs.policies {
         shown += report_policy(policy, &inputs.pods, out)?;
+    }
+    let injected = report_injections(inputs, out)?;
+    Ok((shown, injected))
+}
+
+/// Container mode: each Pod (or workload's Pod template) as the admission webhook would
+/// let it in, from [`inject`], the function the webhook calls: the policies of its
+/// namespace that select it, in the webhook's order, with what each added or why not.
+fn report_injections(inputs: &Inputs, out: &mut dyn Write) -> io::Result<usize> {
+    let mut shown = 0;
+    for pod in &inputs.pods {
+        let policies: Vec<&PolicyView> = inputs
+            .policies
+            .iter()
+            .map(|p| &p.view)
+            .filter(|v| v.mode() == Mode::Container && v.namespace == pod.namespace())
+            .collect();
+        if policies.is_empty() {
+            continue;
+        }
+        let injection = inject(&pod.pod, &policies);
+        let Some(admitted) = &injection.pod else {
+            continue;
+        };
+        let what = match &pod.origin {
+            Some(o) => format!(
+                "The Pod template of {o} ({}), as each of its Pods is admitted",
+                pod.source
+            ),
+            None => format!("{} as admitted", describe_pod(pod)),
+        };
+        writeln!(out, "---")?;
+        writeln!(out, "# {what}:")?;
+        for (policy, hash) in &injection.injected {
+            writeln!(
+                out,
+                "#   injected by {POLICY_KIND} {policy} (template hash {hash})"
+            )?;
+        }
+        for (policy, skip) in injection.skipped.iter().filter(|(_, s)| s.is_problem()) {
+            writeln!(
+                out,
+                "#   not injected by {POLICY_KIND} {policy}: {}",
+                skip.message()
+            )?;
+        }
+        let yaml = serde_yaml_ng::to_string(admitted).map_err(io::Error::other)?;
+        out.write_all(yaml.as_bytes())?;
+        shown += 1;
     }
     Ok(shown)
 }
@@ -152,9 +202,13 @@ fn outcome(main: &PodView, unscheduled: bool, view: &PolicyView) -> Option<(bool
         Err(Ineligible::OptedOut) => {
             format!("no sidecar: opted out ({ANNOTATION_INJECT}={INJECT_DISABLED})")
         }
-        Err(Ineligible::ContainerMode) => "no sidecar Pod: the policy is in Container mode, its \
-                                           sidecars are injected into the Pod when it is created"
-            .to_owned(),
+        Err(Ineligible::ContainerMode) => {
+            return Some((
+                false,
+                "sidecars injected into the Pod at its creation (the admitted Pod is shown below)"
+                    .to_owned(),
+            ));
+        }
         Err(Ineligible::Paused) => "no sidecar while the policy is paused".to_owned(),
         Err(Ineligible::IsSidecar) => "no sidecar: it is itself a sidecar".to_owned(),
         Err(Ineligible::Terminating) => "no sidecar: the Pod is terminating".to_owned(),
