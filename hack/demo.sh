@@ -11,6 +11,10 @@ mkdir -p "$OUT"
 rm -f "$OUT/kubeconfig"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# GET /readyz of the operator with bash alone.
+operator_ready() {
+  (exec 3<>/dev/tcp/127.0.0.1/18080 && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && head -1 <&3 | grep -q ' 200') 2>/dev/null
+}
 
 say "building the control plane binaries (cached after the first run)"
 bash hack/control-plane.sh build >/dev/null
@@ -47,8 +51,17 @@ for _ in $(seq 1 100); do
 done
 
 say "starting the operator (log: $OUT/operator.log, metrics: http://127.0.0.1:18080/metrics)"
-target/debug/sidecar-operator run --kubeconfig "$OUT/kubeconfig" --metrics-addr 127.0.0.1:18080 >"$OUT/operator.log" 2>&1 &
+echo "  with Container mode's admission webhook on https://127.0.0.1:18443 (its own CA, in Secret sidecar-system/sidecar-operator-webhook-tls)"
+$KUBECTL create namespace sidecar-system
+target/debug/sidecar-operator run --kubeconfig "$OUT/kubeconfig" --metrics-addr 127.0.0.1:18080 \
+  --webhook-addr 127.0.0.1:18443 --webhook-url https://127.0.0.1:18443 >"$OUT/operator.log" 2>&1 &
 PIDS+=($!)
+for _ in $(seq 1 120); do
+  operator_ready && \
+    $KUBECTL get mutatingwebhookconfiguration sidecar-operator -o jsonpath='{.webhooks[0].clientConfig.caBundle}' 2>/dev/null | grep -q . && break
+  if ! kill -0 "${PIDS[1]}" 2>/dev/null; then cat "$OUT/operator.log"; echo "the operator did not start" >&2; exit 1; fi
+  sleep 0.5
+done
 
 say "applying the examples into namespace $NS"
 $KUBECTL create namespace "$NS"
@@ -67,6 +80,8 @@ say "kubectl get sidecarpolicies"
 $KUBECTL -n "$NS" get sidecarpolicies
 say "kubectl describe sidecarpolicy log-shipper (status)"
 $KUBECTL -n "$NS" describe sidecarpolicy log-shipper | sed -n '/^Status:/,$p'
+say "Container mode: the orders Pods carry otel-agent as a native sidecar (an init container with restartPolicy Always)"
+$KUBECTL -n "$NS" get pods -l app=orders -o custom-columns='POD:.metadata.name,INIT CONTAINERS:.spec.initContainers[*].name,RESTART POLICY:.spec.initContainers[*].restartPolicy,CONTAINERS:.spec.containers[*].name,INJECTED:.metadata.annotations.sidecars\.dev/injected'
 
 say "try it: delete a sidecar and watch it come back"
 echo "  $KUBECTL -n $NS delete pod -l sidecars.dev/policy=log-shipper --wait=false"
