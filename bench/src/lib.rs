@@ -17,6 +17,7 @@
 //! Nodes, so the scheduler is not in their path (it does bind the sidecars, in the floor
 //! and the operator rounds alike, but neither measurement waits for binding).
 
+mod admission;
 mod floor;
 mod markdown;
 pub mod metrics;
@@ -128,7 +129,11 @@ pub(crate) fn since(later: Instant, earlier: Instant) -> f64 {
 pub async fn run(cfg: &Config) -> anyhow::Result<Report> {
     let started = Instant::now();
     T0.get_or_init(Instant::now);
-    anyhow::ensure!(cfg.n > 0 && cfg.rounds > 0, "n and rounds must be positive");
+    anyhow::ensure!(cfg.n > 0, "n must be positive");
+    anyhow::ensure!(
+        cfg.rounds > 0 || matches!(cfg.operator, OperatorMode::Process(_)),
+        "rounds must be positive (0 rounds runs the admission section only, which needs the operator binary)"
+    );
     if let OperatorMode::Process(bin) = &cfg.operator {
         anyhow::ensure!(
             bin.is_file(),
@@ -269,6 +274,19 @@ async fn bench(
         // Partial results survive a later failure.
         report.summarize();
         write_report(cfg, &report)?;
+    }
+    report.admission = admission::admission_section(&mut ctx).await?;
+    if let Some(a) = &report.admission {
+        say(&format!(
+            "admission: throughput with/without the webhook {:.2}, API server p50 {:.1} ms p99 {:.1} ms ({:.0}% under 5 ms), handler p99 {:.2} ms, {} of {} injected",
+            a.throughput_ratio,
+            a.apiserver_p50_ms,
+            a.apiserver_p99_ms,
+            a.apiserver_under_5ms * 100.0,
+            a.handler_p99_ms,
+            a.injected,
+            a.n
+        ));
     }
     Ok(report)
 }

@@ -42,6 +42,9 @@ struct Args {
     /// Output directory (default: <target>/bench).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only the admission section (Container mode's webhook), no floor or operator rounds.
+    #[arg(long)]
+    admission_only: bool,
     /// Longest wait for any one step, seconds (default: 120 + N/10).
     #[arg(long)]
     timeout_secs: Option<u64>,
@@ -68,6 +71,9 @@ async fn main() -> ExitCode {
         cfg.out_dir = out;
     }
     cfg.timeout = a.timeout_secs.map(Duration::from_secs);
+    if a.admission_only {
+        cfg.rounds = 0;
+    }
 
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (

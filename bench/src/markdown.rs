@@ -62,6 +62,9 @@ impl Report {
         cost_rows(&mut t);
         later_rows(&mut t);
         let mut s = t.out;
+        if let Some(a) = &self.admission {
+            admission_table(&mut s, a);
+        }
         let _ = writeln!(s);
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
@@ -286,4 +289,74 @@ fn later_rows(t: &mut Table<'_>) {
         t.rounds(&|r| mib(r.cold_start.cold_start_peak_rss_bytes)),
         "≤ 2",
     );
+}
+
+/// Container mode's webhook: one burst with it between two without.
+fn admission_table(s: &mut String, a: &crate::admission::Admission) {
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Admission (Container mode's webhook), {} Pod creates per burst:",
+        a.n
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| metric | value | goal |");
+    let _ = writeln!(s, "|---|---|---|");
+    let without: Vec<String> = a.without_s.iter().map(|v| format!("{v:.2} s")).collect();
+    let rows = [
+        (
+            "burst, webhook not called (before, after)",
+            without.join(", "),
+            "",
+        ),
+        ("burst, webhook called", format!("{:.2} s", a.with_s), ""),
+        (
+            "create throughput with / without",
+            format!("{:.2}", a.throughput_ratio),
+            "≥ 0.9",
+        ),
+        ("Pods injected", format!("{} of {}", a.injected, a.n), "all"),
+        (
+            "API server's admission time for the webhook, p50 / p99",
+            format!("{:.1} / {:.1} ms", a.apiserver_p50_ms, a.apiserver_p99_ms),
+            "p99 ≤ 5 ms",
+        ),
+        (
+            "… share under 5 ms (its first bucket)",
+            format!("{:.1}%", a.apiserver_under_5ms * 100.0),
+            "",
+        ),
+        (
+            "webhook handler, p50 / p99",
+            format!("{:.3} / {:.3} ms", a.handler_p50_ms, a.handler_p99_ms),
+            "",
+        ),
+        (
+            "operator CPU over the burst, webhook called / not",
+            format!("{:.2} / {:.2} s", a.cpu_s, a.cpu_without_s),
+            "",
+        ),
+        (
+            "API server CPU over the burst, webhook called / not",
+            format!(
+                "{:.2} / {:.2} s",
+                a.apiserver_cpu_s, a.apiserver_cpu_without_s
+            ),
+            "",
+        ),
+        (
+            "webhook calls per Pod (IfNeeded reinvocation)",
+            format!("{:.2}", a.calls_per_pod),
+            "",
+        ),
+        (
+            "TLS connections opened by the API server in the burst",
+            format!("{}", a.connections),
+            "",
+        ),
+        ("operator RSS after the burst", mib(a.rss_bytes), ""),
+    ];
+    for (name, value, goal) in rows {
+        let _ = writeln!(s, "| {name} | {value} | {goal} |");
+    }
 }

@@ -50,6 +50,8 @@ pub struct Launch<'a> {
     pub log_dir: &'a Path,
     /// Log file name stem (child process).
     pub name: &'a str,
+    /// More arguments of `run` (child process only).
+    pub extra_args: &'a [String],
 }
 
 enum Kind {
@@ -98,7 +100,10 @@ impl RunningOperator {
                     l.concurrency.to_string(),
                     "--pod-events".into(),
                     l.pod_events.to_string(),
-                ];
+                ]
+                .into_iter()
+                .chain(l.extra_args.iter().cloned())
+                .collect();
                 // The log appends: start each instance with a fresh file.
                 let _ = std::fs::remove_file(l.log_dir.join(format!("{}.log", l.name)));
                 let proc = Proc::spawn(l.name, bin, &args, l.log_dir)

@@ -106,6 +106,8 @@ pub struct Report {
     pub operator_rounds: Vec<OperatorRound>,
     /// Wall-clock seconds of the whole run.
     pub total_s: f64,
+    /// The admission section (Container mode's webhook); `None` in process.
+    pub admission: Option<crate::admission::Admission>,
 }
 
 fn med<T>(rounds: &[T], f: impl Fn(&T) -> f64) -> f64 {

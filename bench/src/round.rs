@@ -355,6 +355,7 @@ fn launch<'a>(ctx: &'a Ctx<'_>, name: &'a str) -> Launch<'a> {
         pod_events: ctx.cfg.pod_events,
         log_dir: &ctx.cfg.out_dir,
         name,
+        extra_args: &[],
     }
 }
 

@@ -107,6 +107,7 @@ impl Webhook {
             refusals: tx,
         };
         let tls = tls::server_config(store.clone())?;
+        let connections = metrics.connections.clone();
         let tasks = vec![
             tokio::spawn(index::watch_policies(api, index.clone())),
             tokio::spawn(source::keep_current(
@@ -122,7 +123,12 @@ impl Webhook {
                 rx,
                 Duration::from_secs(300),
             )),
-            tokio::spawn(tls::serve(listener, tls, server::router(shared))),
+            tokio::spawn(tls::serve(
+                listener,
+                tls,
+                server::router(shared),
+                connections,
+            )),
         ];
         tracing::info!(%addr, "webhook listening");
         Ok(Webhook {

@@ -24,6 +24,7 @@ pub struct WebhookMetrics {
     pub duration: Histogram,
     pub certificate_expiry: Gauge,
     pub certificate_errors: Counter,
+    pub connections: Counter,
 }
 
 impl Default for WebhookMetrics {
@@ -35,6 +36,7 @@ impl Default for WebhookMetrics {
             duration: Histogram::new(buckets),
             certificate_expiry: Gauge::default(),
             certificate_errors: Counter::default(),
+            connections: Counter::default(),
         }
     }
 }
@@ -62,6 +64,11 @@ impl WebhookMetrics {
             "certificate_errors",
             "Rounds in which the managed certificate could not be read, renewed or trusted",
             self.certificate_errors.clone(),
+        );
+        r.register(
+            "connections",
+            "TCP connections accepted (each costs a TLS handshake; the API server keeps them open)",
+            self.connections.clone(),
         );
     }
 }

@@ -75,7 +75,7 @@ pub fn review(body: &[u8], policies: impl Fn(&str) -> Vec<Arc<PolicyView>>) -> A
     };
     let allowed = AdmissionResponse::from(&request);
     let (response, outcome, refusals) = decide(&request, allowed, policies);
-    let body = serde_json::to_vec(&response.into_review()).ok();
+    let body = encode(&response);
     Answer {
         body,
         outcome,
@@ -164,6 +164,50 @@ fn decide(
             refusals,
         ),
     }
+}
+
+/// The review sent back, written here rather than by kube-core, which sends the patch as a
+/// JSON array of numbers: four times the bytes of base64, for the API server to read per
+/// admission.
+#[derive(serde::Serialize)]
+struct ReviewOut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a [String]>,
+}
+
+fn encode(response: &AdmissionResponse) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let patch = response
+        .patch
+        .as_ref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let out = ReviewOut {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid: &response.uid,
+            allowed: response.allowed,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: response.warnings.as_deref(),
+        },
+    };
+    serde_json::to_vec(&out).ok()
 }
 
 fn bad_request(message: String) -> Answer {

@@ -69,10 +69,12 @@ fn answer_of(body: &[u8], object: &Value, policies: &[Arc<PolicyView>]) -> (Answ
     let review: Value = serde_json::from_slice(answer.body.as_deref().expect("a review")).unwrap();
     let response = review["response"].clone();
     let mut pod = object.clone();
-    // kube-core sends the patch bytes as a JSON array of numbers, which the API server
-    // (Go's []byte) reads as well as base64.
-    if !response["patch"].is_null() {
-        let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+    if let Some(patch) = response["patch"].as_str() {
+        assert_eq!(response["patchType"], "JSONPatch");
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap();
         let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
         json_patch::patch(&mut pod, &patch).expect("the patch applies to the Pod as sent");
     }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -82,7 +82,9 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, Erro
     Ok(CertifiedKey::new(certs, signing))
 }
 
-/// The TLS settings: HTTP/1.1, no client certificates (the API server authenticates the
+/// The TLS settings: HTTP/2 or HTTP/1.1 (ALPN; the API server speaks HTTP/2 when offered,
+/// so its concurrent admissions share one connection instead of a TLS handshake each), no
+/// client certificates (the API server authenticates the
 /// webhook, not the other way round), the certificate from `store`.
 pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, Error> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
@@ -90,7 +92,7 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, Error> 
         .map_err(|e: rustls::Error| Error::Certificate(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(store);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -104,15 +106,20 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 /// Serves `app` over TLS on `listener` until aborted. Connections are tasks of a set the
 /// server owns, so aborting the server closes the connections too (the API server keeps
 /// its connections to a webhook alive; a stopped webhook must not go on answering).
-pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, app: axum::Router) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: axum::Router,
+    accepted: prometheus_client::metrics::counter::Counter,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let accepted = tokio::select! {
+        let next = tokio::select! {
             a = listener.accept() => a,
             Some(_) = connections.join_next() => continue,
         };
-        let (tcp, peer) = match accepted {
+        let (tcp, peer) = match next {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: keep serving the others.
@@ -122,6 +129,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, app: axum::Rou
             }
         };
         let _ = tcp.set_nodelay(true);
+        accepted.inc();
         let (acceptor, app) = (acceptor.clone(), app.clone());
         connections.spawn(async move {
             let tls = match acceptor.accept(tcp).await {
@@ -132,7 +140,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, app: axum::Rou
                 }
             };
             let service = TowerToHyperService::new(app);
-            let served = hyper::server::conn::http1::Builder::new()
+            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
             if let Err(e) = served {

@@ -1,0 +1,348 @@
+//! The admission section: the same burst of N Pod creates without the webhook, with it,
+//! and without it again, in one run. With the webhook, the operator binary serves it on
+//! 127.0.0.1 (its own CA) for the "with" namespaces only, each holding a Container-mode
+//! policy that selects every Pod.
+//!
+//! Reported: create throughput with / without (the mean of the two runs without), the API
+//! server's own `apiserver_admission_webhook_admission_duration_seconds` for our webhook
+//! (p50/p99 interpolated in its buckets, and the share under 5 ms), the webhook's own
+//! handler latency, and the operator process's CPU and RSS over the burst.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde::Serialize;
+use serde_json::json;
+use sidecar_api::SidecarPolicy;
+
+use crate::metrics::Snapshot;
+use crate::operator::{Launch, OperatorMode, RunningOperator};
+use crate::{Ctx, say, secs, workload};
+
+/// The webhook's name in the API server's metrics.
+const WEBHOOK: &str = sidecar_webhook::registration::WEBHOOK_NAME;
+
+/// Label that sends a namespace's Pods to the benchmark's webhook.
+const WITH_LABEL: &str = "sidecar-bench/webhook";
+
+/// What the admission section measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Admission {
+    /// Pods per burst.
+    pub n: usize,
+    /// Seconds of the bursts without the webhook (before and after).
+    pub without_s: Vec<f64>,
+    /// Seconds of the burst with it.
+    pub with_s: f64,
+    /// Create throughput with the webhook / without (mean of the two runs without).
+    pub throughput_ratio: f64,
+    /// Pods of the burst with the webhook that came out injected (goal: all).
+    pub injected: usize,
+    /// The API server's admission duration for our webhook, ms (interpolated in its
+    /// buckets, which are 5, 25, 100 ms…: coarse).
+    pub apiserver_p50_ms: f64,
+    pub apiserver_p99_ms: f64,
+    /// Share of admissions the API server timed under 5 ms (its first bucket).
+    pub apiserver_under_5ms: f64,
+    /// The webhook handler's own latency (decode, inject, encode), ms.
+    pub handler_p50_ms: f64,
+    pub handler_p99_ms: f64,
+    /// CPU seconds of the operator process over the burst with the webhook, and over the
+    /// first burst without (its controllers see every Pod either way).
+    pub cpu_s: f64,
+    pub cpu_without_s: f64,
+    /// CPU seconds of the API server over the same two bursts (its own
+    /// `process_cpu_seconds_total`): what the webhook costs it.
+    pub apiserver_cpu_s: f64,
+    pub apiserver_cpu_without_s: f64,
+    /// TLS connections the API server opened to the webhook during the burst.
+    pub connections: f64,
+    /// Webhook calls per Pod (the API server calls again after in-tree admission changed
+    /// the injected Pod, `reinvocationPolicy: IfNeeded`).
+    pub calls_per_pod: f64,
+    /// Its RSS at the end of the burst.
+    pub rss_bytes: u64,
+}
+
+/// Runs the section; `None` with an in-process operator (the webhook lives in the binary).
+pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Option<Admission>> {
+    let OperatorMode::Process(_) = &ctx.cfg.operator else {
+        return Ok(None);
+    };
+    let n = ctx.cfg.n;
+    let count = workload::namespace_count(n);
+    let timeout = ctx.cfg.timeout();
+    let mut sets = Vec::new();
+    for phase in ["adm-a", "adm-b", "adm-c"] {
+        let nss =
+            workload::create_namespaces(&ctx.client, phase, count, &ctx.run_id, timeout).await?;
+        ctx.live.extend(nss.iter().cloned());
+        for ns in &nss {
+            Api::<SidecarPolicy>::namespaced(ctx.client.clone(), ns)
+                .create(&PostParams::default(), &container_policy())
+                .await
+                .with_context(|| format!("creating the Container-mode policy in {ns}"))?;
+        }
+        sets.push(nss);
+    }
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    for ns in &sets[1] {
+        let patch = json!({"metadata": {"labels": {WITH_LABEL: "on"}}});
+        namespaces
+            .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let burst = |nss: &[String]| workload::main_pods(n, nss);
+
+    // The operator runs (webhook and controllers) through all three bursts: only the
+    // namespace label decides whether the API server calls the webhook, so the bursts
+    // differ in the webhook alone.
+    let port = free_port()?;
+    let url = format!("https://127.0.0.1:{port}");
+    let configuration = format!("sidecar-bench-{}", ctx.run_id);
+    let extra = vec![
+        "--webhook-addr".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--webhook-url".into(),
+        url,
+        "--webhook-configuration".into(),
+        configuration.clone(),
+        "--webhook-namespace-selector".into(),
+        format!("{WITH_LABEL}=on"),
+        // Its Secret goes in a namespace of the run (deleted with it).
+        "--operator-namespace".into(),
+        sets[0][0].clone(),
+    ];
+    let launch = Launch {
+        mode: &ctx.cfg.operator,
+        kubeconfig: ctx.kubeconfig,
+        concurrency: ctx.cfg.concurrency,
+        pod_events: ctx.cfg.pod_events,
+        log_dir: &ctx.cfg.out_dir,
+        name: "operator-admission",
+        extra_args: &extra,
+    };
+    let op = RunningOperator::start(&launch, timeout).await?;
+    wait_injecting(ctx, &sets[1][0], timeout).await?;
+
+    say(&format!("admission: {n} Pod creates, webhook not called"));
+    let cpu_start = op.cpu_seconds();
+    let server_start = apiserver_metrics(ctx).await?;
+    let (a, _) = timed_creates(ctx, burst(&sets[0])).await?;
+    let cpu_without_s = op.cpu_seconds() - cpu_start;
+    let server_without = apiserver_metrics(ctx).await?.since(&server_start);
+
+    let (server_before, handler_before) = (apiserver_metrics(ctx).await?, op.metrics().await?);
+    let cpu_before = op.cpu_seconds();
+    say(&format!("admission: {n} Pod creates, webhook called"));
+    let (b, created) = timed_creates(ctx, burst(&sets[1])).await?;
+    let cpu_s = op.cpu_seconds() - cpu_before;
+    let rss_bytes = op.rss();
+    let server = apiserver_metrics(ctx).await?.since(&server_before);
+    let handler = op.metrics().await?.since(&handler_before);
+
+    say(&format!(
+        "admission: {n} Pod creates, webhook not called, again"
+    ));
+    let (c, _) = timed_creates(ctx, burst(&sets[2])).await?;
+    op.stop().await;
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(ctx.client.clone());
+    configs
+        .delete(&configuration, &DeleteParams::default())
+        .await?;
+
+    let all: Vec<String> = sets.concat();
+    workload::delete_namespaces(&ctx.client, &all, timeout).await?;
+    ctx.live.retain(|ns| !all.contains(ns));
+
+    let injected = created.iter().filter(|p| has_sidecar(p)).count();
+    let buckets = |s: &Snapshot, name: &str, filter: &[(&str, &str)]| -> Vec<(f64, f64)> {
+        let mut b: Vec<(f64, f64)> = s
+            .series(name)
+            .filter(|(l, _)| {
+                filter
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .filter_map(|(l, v)| Some((parse_le(l.get("le")?)?, v)))
+            .collect();
+        b.sort_by(|x, y| x.0.total_cmp(&y.0));
+        b
+    };
+    let server_buckets = buckets(
+        &server,
+        "apiserver_admission_webhook_admission_duration_seconds_bucket",
+        &[
+            ("name", WEBHOOK),
+            ("operation", "CREATE"),
+            ("type", "admit"),
+        ],
+    );
+    let handler_buckets = buckets(
+        &handler,
+        "sidecar_webhook_admission_duration_seconds_bucket",
+        &[],
+    );
+    let total = server_buckets.last().map(|b| b.1).unwrap_or(0.0);
+    let under_5ms = server_buckets
+        .iter()
+        .find(|(le, _)| (*le - 0.005).abs() < 1e-9)
+        .map(|b| b.1)
+        .unwrap_or(0.0);
+    let mean_without = (a + c) / 2.0;
+    let out = Admission {
+        n,
+        without_s: vec![crate::round3(a), crate::round3(c)],
+        with_s: crate::round3(b),
+        throughput_ratio: crate::round3(if b > 0.0 { mean_without / b } else { 0.0 }),
+        injected,
+        apiserver_p50_ms: crate::round3(quantile(&server_buckets, 0.5) * 1000.0),
+        apiserver_p99_ms: crate::round3(quantile(&server_buckets, 0.99) * 1000.0),
+        apiserver_under_5ms: crate::round3(if total > 0.0 { under_5ms / total } else { 0.0 }),
+        handler_p50_ms: crate::round3(quantile(&handler_buckets, 0.5) * 1000.0),
+        handler_p99_ms: crate::round3(quantile(&handler_buckets, 0.99) * 1000.0),
+        cpu_s: crate::round3(cpu_s),
+        cpu_without_s: crate::round3(cpu_without_s),
+        apiserver_cpu_s: crate::round3(server.sum("process_cpu_seconds_total", &[])),
+        apiserver_cpu_without_s: crate::round3(
+            server_without.sum("process_cpu_seconds_total", &[]),
+        ),
+        connections: handler.sum("sidecar_webhook_connections_total", &[]),
+        calls_per_pod: crate::round3(
+            handler.sum("sidecar_webhook_admissions_total", &[]) / n as f64,
+        ),
+        rss_bytes,
+    };
+    if injected != n {
+        say(&format!(
+            "admission: only {injected} of {n} Pods were injected"
+        ));
+    }
+    Ok(Some(out))
+}
+
+/// Every Pod Container mode selects gets this native sidecar.
+fn container_policy() -> SidecarPolicy {
+    let spec = serde_json::from_value(json!({
+        "mode": "Container",
+        "selector": {"matchLabels": {"app": "bench-main"}},
+        "template": {"spec": {"initContainers": [
+            {"name": "bench-agent", "image": "busybox:1.36", "restartPolicy": "Always"}]}},
+    }))
+    .expect("static Container-mode spec");
+    SidecarPolicy::new("bench-inject", spec)
+}
+
+fn has_sidecar(p: &Pod) -> bool {
+    let inits = p.spec.as_ref().and_then(|s| s.init_containers.as_ref());
+    inits.is_some_and(|i| i.iter().any(|c| c.name == "bench-agent"))
+}
+
+async fn timed_creates(ctx: &Ctx<'_>, pods: Vec<Pod>) -> anyhow::Result<(f64, Vec<Pod>)> {
+    let started = Instant::now();
+    let created = workload::create_pods(
+        &ctx.client,
+        pods,
+        ctx.cfg.concurrency,
+        workload::BENCH_MANAGER,
+    )
+    .await?;
+    Ok((secs(started.elapsed()), created))
+}
+
+/// Waits until a dry-run create in `ns` comes back injected (the configuration applied,
+/// its CA trusted, the webhook's policy index synced).
+async fn wait_injecting(ctx: &Ctx<'_>, ns: &str, timeout: Duration) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let probe = workload::main_pods(1, &[ns.to_string()]).remove(0);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(p) = api.create(&dry, &probe).await
+            && has_sidecar(&p)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the webhook did not inject within {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn apiserver_metrics(ctx: &Ctx<'_>) -> anyhow::Result<Snapshot> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = ctx
+        .client
+        .request_text(req)
+        .await
+        .context("reading the API server's /metrics")?;
+    Snapshot::parse(&text)
+}
+
+fn parse_le(le: &str) -> Option<f64> {
+    if le == "+Inf" {
+        Some(f64::INFINITY)
+    } else {
+        le.parse().ok()
+    }
+}
+
+/// The `q` quantile of cumulative buckets `(upper bound, count)`, interpolated linearly
+/// inside its bucket (as Prometheus' `histogram_quantile`); 0 without samples.
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else {
+        return 0.0;
+    };
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower;
+            }
+            let inside = count - below;
+            let frac = if inside > 0.0 {
+                (rank - below) / inside
+            } else {
+                1.0
+            };
+            return lower + (le - lower) * frac;
+        }
+        (lower, below) = (le, count);
+    }
+    lower
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("choosing a webhook port")?;
+    Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets() {
+        let b = [
+            (0.005, 90.0),
+            (0.025, 99.0),
+            (0.1, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert!((quantile(&b, 0.5) - 0.005 * 50.0 / 90.0).abs() < 1e-9);
+        assert!((quantile(&b, 0.99) - 0.025).abs() < 1e-9);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+        assert_eq!(quantile(&[(f64::INFINITY, 0.0)], 0.5), 0.0);
+    }
+}
