@@ -229,3 +229,34 @@ fn container_mode_plans_no_rollout() {
     let none = |_: &str| None;
     assert!(plan_rollout(&p, &pods, none, |_| false).is_empty());
 }
+
+#[test]
+fn pods_the_webhook_skipped_are_named_with_the_name_they_already_had() {
+    let p = policy("mesh", json!({}));
+    let skipped = |name: &str, record: &str| PodView {
+        skipped: Some(record.into()),
+        ..pod(name, None, true)
+    };
+    // (case, Pods, collisions)
+    let cases: Vec<(&str, Vec<PodView>, Vec<&str>)> = vec![
+        ("none skipped", vec![pod("a", None, true)], vec![]),
+        (
+            "skipped for this policy",
+            vec![skipped("b", "mesh=initContainer/proxy"), skipped("a", "mesh=volume/certs")],
+            vec!["a (volume/certs)", "b (initContainer/proxy)"],
+        ),
+        ("skipped for another policy", vec![skipped("a", "log=container/tail")], vec![]),
+        (
+            "skipped once, injected since (a reinvocation)",
+            vec![PodView {
+                injected: Some(format!("mesh={}", p.hash).into()),
+                ..skipped("a", "mesh=initContainer/proxy")
+            }],
+            vec![],
+        ),
+    ];
+    for (case, pods, want) in cases {
+        let got = observe(&p, &pods, |_: &str| None).collisions;
+        assert_eq!(got, want, "{case}");
+    }
+}
