@@ -69,24 +69,38 @@ impl Scene {
         lifetimes: Lifetimes,
         addr: Option<SocketAddr>,
     ) -> TestWebhook {
+        let secret_namespace = self.name().to_string();
+        self.start_webhook_from(addr, |addr, registration| {
+            CertSource::Managed(Box::new(Managed {
+                secret_namespace,
+                secret_name: WEBHOOK_SECRET.into(),
+                hosts: Hosts {
+                    dns: Vec::new(),
+                    ips: vec![addr.ip()],
+                },
+                lifetimes,
+                interval: Duration::from_millis(500),
+                configuration: registration.name.clone(),
+                full_registration: Some(registration),
+            }))
+        })
+        .await
+    }
+
+    /// A webhook whose certificates come from `source` (given the bound address and the
+    /// registration), on `addr` if set.
+    pub async fn start_webhook_from(
+        &self,
+        addr: Option<SocketAddr>,
+        source: impl FnOnce(SocketAddr, Registration) -> CertSource,
+    ) -> TestWebhook {
         crate::scene::operator_logs();
         let addr = addr.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
         let listener = Webhook::bind(addr).await.expect("bind the webhook");
         let addr = sidecar_webhook::bound_addr(&listener).expect("webhook address");
         let registration = self.webhook_registration(addr);
         let configuration = registration.name.clone();
-        let certs = CertSource::Managed(Box::new(Managed {
-            secret_namespace: self.name().to_string(),
-            secret_name: WEBHOOK_SECRET.into(),
-            hosts: Hosts {
-                dns: Vec::new(),
-                ips: vec![addr.ip()],
-            },
-            lifetimes,
-            interval: Duration::from_millis(500),
-            configuration: configuration.clone(),
-            full_registration: Some(registration),
-        }));
+        let certs = source(addr, registration);
         let metrics = Arc::new(WebhookMetrics::default());
         let webhook = Webhook::start(
             listener,

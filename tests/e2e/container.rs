@@ -421,3 +421,105 @@ async fn certificate_rotation_under_traffic_loses_no_admission() {
         servings.len()
     );
 }
+
+/// Certificates from files (`--webhook-cert-dir`, e.g. cert-manager's): served as found,
+/// and a replaced pair is served without a restart. Here the pair is replaced by one of
+/// another CA and the configuration trusts only the new CA: admissions come back only if
+/// the webhook loaded the new files.
+#[tokio::test]
+async fn certificates_from_a_directory_are_reloaded_when_the_files_change() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use kube::api::{Patch, PatchParams};
+    use sidecar_webhook::CertSource;
+    use sidecar_webhook::certs::{Hosts, new_ca, serving};
+    use sidecar_webhook::registration::configuration;
+
+    let scene = Scene::new("cm-certdir").await;
+    let dir = std::env::temp_dir().join(format!("sidecar-certdir-{}", scene.name()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let life = Duration::from_secs(3600);
+    let hosts = Hosts {
+        dns: Vec::new(),
+        ips: vec!["127.0.0.1".parse().expect("ip")],
+    };
+    // Writes a pair from a fresh CA into the directory; returns the CA.
+    let issue = |dir: &std::path::Path| {
+        let ca = new_ca(now, life).expect("CA");
+        let pair = serving(&ca, &hosts, now, life).expect("serving");
+        std::fs::write(dir.join("tls.crt"), &pair.cert).expect("tls.crt");
+        std::fs::write(dir.join("tls.key"), &pair.key).expect("tls.key");
+        ca.cert
+    };
+    let first_ca = issue(&dir);
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(scene.client.clone());
+    let apply = |registration: &sidecar_webhook::registration::Registration, ca: &str| {
+        let mut v = serde_json::to_value(configuration(registration, Some(ca))).expect("JSON");
+        v["apiVersion"] = json!("admissionregistration.k8s.io/v1");
+        v["kind"] = json!("MutatingWebhookConfiguration");
+        v
+    };
+    let (dir2, registration_seen) = (
+        dir.clone(),
+        std::sync::Arc::new(std::sync::Mutex::new(None)),
+    );
+    let seen = registration_seen.clone();
+    // The issuer (here: this test) owns the caBundle; the operator only reads files.
+    let webhook_fut = scene.start_webhook_from(None, move |_, registration| {
+        *seen.lock().expect("lock") = Some(registration);
+        CertSource::Dir {
+            path: dir2,
+            interval: Duration::from_millis(200),
+        }
+    });
+    // The configuration must exist before the webhook is called: apply it as soon as
+    // the registration is known, while start_webhook_from waits for the first call.
+    let apply_first = async {
+        let registration = wait_until(TIMEOUT, "the registration", async || {
+            registration_seen.lock().expect("lock").clone()
+        })
+        .await;
+        let pp = PatchParams::apply("cert-issuer").force();
+        configs
+            .patch(
+                &registration.name,
+                &pp,
+                &Patch::Apply(apply(&registration, &first_ca)),
+            )
+            .await
+            .expect("apply the configuration");
+        registration
+    };
+    let (webhook, registration) = tokio::join!(webhook_fut, apply_first);
+    scene
+        .create(&container_policy("log", "log-shipper", "log-buffer"))
+        .await;
+    let shown = scene.dry_run(&pod("before", &[WEB])).await;
+    assert_eq!(
+        init_names(&shown),
+        ["log-shipper"],
+        "served from the first files"
+    );
+
+    // The issuer rotates to another CA: new files, and the configuration trusts only it.
+    let second_ca = issue(&dir);
+    let pp = PatchParams::apply("cert-issuer").force();
+    configs
+        .patch(
+            &registration.name,
+            &pp,
+            &Patch::Apply(apply(&registration, &second_ca)),
+        )
+        .await
+        .expect("apply the new CA");
+    wait_until(TIMEOUT, "admissions under the new CA", async || {
+        let shown = scene.dry_run(&pod("after", &[WEB])).await;
+        (init_names(&shown) == ["log-shipper"]).then_some(())
+    })
+    .await;
+    assert!(webhook.webhook.is_ready());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,6 +6,7 @@ mod container;
 mod controller;
 mod faults;
 mod hardening;
+mod install;
 mod kstatus;
 mod mode;
 mod shard;

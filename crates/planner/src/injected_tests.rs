@@ -242,10 +242,17 @@ fn pods_the_webhook_skipped_are_named_with_the_name_they_already_had() {
         ("none skipped", vec![pod("a", None, true)], vec![]),
         (
             "skipped for this policy",
-            vec![skipped("b", "mesh=initContainer/proxy"), skipped("a", "mesh=volume/certs")],
+            vec![
+                skipped("b", "mesh=initContainer/proxy"),
+                skipped("a", "mesh=volume/certs"),
+            ],
             vec!["a (volume/certs)", "b (initContainer/proxy)"],
         ),
-        ("skipped for another policy", vec![skipped("a", "log=container/tail")], vec![]),
+        (
+            "skipped for another policy",
+            vec![skipped("a", "log=container/tail")],
+            vec![],
+        ),
         (
             "skipped once, injected since (a reinvocation)",
             vec![PodView {
