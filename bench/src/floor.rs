@@ -1,12 +1,18 @@
-//! One floor round: the benchmark's own client creates N main Pods, then the N
-//! sidecar-shaped Pods the operator would create; no operator runs.
+//! One floor round, two floors; no operator runs.
+//! - *Phased*: the benchmark's own client creates N main Pods, then the N sidecar-shaped
+//!   Pods the operator would create.
+//! - *Ideal* (the tight one): in fresh namespaces, each sidecar is created the moment its
+//!   main Pod's create returns, by a second pool of the same size (`concurrency` main
+//!   creates and `concurrency` sidecar creates in flight, as the benchmark's client and the
+//!   operator have in the operator round), same JSON: the best any controller could do on
+//!   this API server. Timed like the operator, to the N-th sidecar at the watcher.
 
 use std::time::Instant;
 
 use crate::observe::Observer;
-use crate::rounds::{FloorRound, round3};
+use crate::rounds::{FloorRound, Latency, round3};
 use crate::workload::{self, BENCH_MANAGER, SIDECAR_MANAGER};
-use crate::{Ctx, say, secs};
+use crate::{Ctx, say, secs, since};
 
 /// Runs floor round `r` in fresh namespaces.
 pub(crate) async fn floor_round(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<FloorRound> {
@@ -67,11 +73,97 @@ pub(crate) async fn floor_round(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<F
     ));
     workload::delete_namespaces(&ctx.client, &nss, timeout).await?;
     ctx.live.retain(|n| !nss.contains(n));
+    let (ideal_s, ideal_latency_ms) = ideal_floor(ctx, r).await?;
     Ok(FloorRound {
         round: r,
         mains_s,
         sidecars_s,
         floor_s: round3(mains_s + sidecars_s),
         sidecars_seen,
+        ideal_s,
+        ideal_latency_ms,
     })
+}
+
+/// The ideal floor: seconds to the N-th sidecar at the watcher, and its Pod → sidecar
+/// latencies.
+async fn ideal_floor(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<(f64, Latency)> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    let cfg = ctx.cfg;
+    let timeout = cfg.timeout();
+    let nss = workload::create_namespaces(
+        &ctx.client,
+        &format!("bench-r{r}-ideal"),
+        ctx.namespaces,
+        &ctx.run_id,
+        timeout,
+    )
+    .await?;
+    ctx.live.extend(nss.iter().cloned());
+    let obs = Observer::start(&ctx.observer, &nss, false, timeout).await?;
+    say(&format!(
+        "round {r}/{} ideal floor: {} main Pods, each sidecar created as its main Pod's create returns",
+        cfg.rounds, cfg.n
+    ));
+    let (tx, rx) = tokio::sync::mpsc::channel::<k8s_openapi::api::core::v1::Pod>(cfg.n.max(1));
+    let client = ctx.client.clone();
+    let max_unavailable = cfg.rollout_max_unavailable.clone();
+    let t0 = Instant::now();
+    let pods = workload::main_pods(cfg.n, &nss);
+    let concurrency = cfg.concurrency.max(1);
+    let main_client = client.clone();
+    // Owns the sender: when the last main Pod is created, the block ends, the sender is
+    // dropped and the sidecar pool ends once it has created the last sidecar.
+    let mains = async move {
+        futures::stream::iter(pods)
+            .map(|p| {
+                let (client, tx) = (main_client.clone(), tx.clone());
+                async move {
+                    let created = workload::create_pods(&client, vec![p], 1, BENCH_MANAGER).await?;
+                    for c in created {
+                        let _ = tx.send(c).await;
+                    }
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<()>>()
+            .await
+    };
+    let sidecars = tokio_stream_of(rx)
+        .map(|main| {
+            let client = client.clone();
+            let sidecars = workload::render_sidecars(&[main], &max_unavailable);
+            async move { workload::create_pods(&client, sidecars, 1, SIDECAR_MANAGER).await }
+        })
+        .buffer_unordered(cfg.concurrency.max(1))
+        .try_collect::<Vec<_>>();
+    let (m, s) = futures::join!(mains, sidecars);
+    m?;
+    s?;
+    let ideal_s = since(obs.wait_first_sidecars(cfg.n, timeout).await?, t0);
+    // A sidecar's event can reach the watcher before its main Pod's (two streams): the
+    // latencies need every main Pod seen too.
+    let deadline = Instant::now() + timeout;
+    while obs.mains_seen() < cfg.n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the watcher saw {} of {} main Pods",
+            obs.mains_seen(),
+            cfg.n
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let latency = Latency::of(&obs.latencies_ms());
+    drop(obs);
+    workload::delete_namespaces(&ctx.client, &nss, timeout).await?;
+    ctx.live.retain(|n| !nss.contains(n));
+    Ok((round3(ideal_s), latency))
+}
+
+/// The receiving side of a channel as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

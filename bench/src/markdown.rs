@@ -127,10 +127,36 @@ fn speed_rows(t: &mut Table<'_>) {
         "",
     );
     t.row(
-        "**ratio convergence / floor**",
-        format!("**{:.2}**", rep.ratio),
+        "ratio convergence / phased floor",
+        format!("{:.2}", rep.ratio),
         t.rounds(&|r| format!("{:.2}", r.convergence.ratio)),
         "≤ 1.2",
+    );
+    t.row(
+        "ideal floor: each sidecar created as its main Pod's create returns (s)",
+        format!("{:.2}", rep.ideal_floor_s),
+        t.floors(&|r| format!("{:.2}", r.ideal_s)),
+        "",
+    );
+    t.row(
+        "**ratio convergence / ideal floor**",
+        format!("**{:.2}**", rep.ratio_ideal),
+        t.rounds(&|r| format!("{:.2}", r.convergence.ratio_ideal)),
+        "",
+    );
+    t.row(
+        "ideal floor latency p50 / p99 (ms)",
+        format!(
+            "{:.0} / {:.0}",
+            rep.ideal_latency_ms.p50, rep.ideal_latency_ms.p99
+        ),
+        t.floors(&|r| {
+            format!(
+                "{:.0} / {:.0}",
+                r.ideal_latency_ms.p50, r.ideal_latency_ms.p99
+            )
+        }),
+        "",
     );
     t.row(
         "every policy Ready=True (s)",

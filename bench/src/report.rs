@@ -40,6 +40,12 @@ pub struct Report {
     pub converge_s: f64,
     /// `converge_s / floor_s` (goal ≤ 1.2).
     pub ratio: f64,
+    /// Median ideal floor (each sidecar created as its main Pod's create returns), s.
+    pub ideal_floor_s: f64,
+    /// `converge_s / ideal_floor_s`: the headline.
+    pub ratio_ideal: f64,
+    /// Median (over rounds) of the ideal floor's latency percentiles.
+    pub ideal_latency_ms: Latency,
     /// Median time to every policy Ready, seconds.
     pub ready_s: f64,
     /// Median time until the observer saw every sidecar Ready (kwok's part of `ready_s`).
@@ -139,6 +145,24 @@ impl Report {
             round3(self.converge_s / self.floor_s)
         } else {
             0.0
+        };
+        self.ideal_floor_s = med(f, |r| r.ideal_s);
+        self.ratio_ideal = if self.ideal_floor_s > 0.0 {
+            round3(self.converge_s / self.ideal_floor_s)
+        } else {
+            0.0
+        };
+        self.ideal_latency_ms = Latency {
+            p50: med(f, |r| r.ideal_latency_ms.p50),
+            p90: med(f, |r| r.ideal_latency_ms.p90),
+            p99: med(f, |r| r.ideal_latency_ms.p99),
+            max: med(f, |r| r.ideal_latency_ms.max),
+            count: f
+                .iter()
+                .map(|r| r.ideal_latency_ms.count)
+                .max()
+                .unwrap_or(0),
+            negative: f.iter().map(|r| r.ideal_latency_ms.negative).sum(),
         };
         self.ready_s = med(o, |r| r.convergence.ready_s);
         self.latency_ms = Latency {

@@ -149,6 +149,7 @@ impl Round<'_, '_> {
         c.mains_s = secs(t0.elapsed());
         c.converge_s = since(obs.wait_first_sidecars(n, timeout).await?, t0);
         c.ratio = ratio(c.converge_s, floor.floor_s);
+        c.ratio_ideal = ratio(c.converge_s, floor.ideal_s);
         c.ready_s = since(obs.wait_policies_ready(&self.per_ns, timeout).await?, t0);
         let (bound, ready) = obs.live_bound_ready();
         c.sidecars_bound_s = bound.map_or(0.0, |t| since(t, t0));

@@ -76,6 +76,11 @@ pub struct FloorRound {
     pub floor_s: f64,
     /// Sidecar-shaped Pods the observer saw.
     pub sidecars_seen: usize,
+    /// The ideal floor: each sidecar created as its main Pod's create returns; seconds
+    /// to the N-th sidecar at the watcher.
+    pub ideal_s: f64,
+    /// Its Pod → sidecar latencies at the watcher.
+    pub ideal_latency_ms: Latency,
 }
 
 /// One operator round, by phase.
@@ -124,6 +129,8 @@ pub struct Convergence {
     pub sidecars_ready_s: f64,
     /// `converge_s / floor_s` of the floor round before it.
     pub ratio: f64,
+    /// `converge_s /` the ideal floor of the same round.
+    pub ratio_ideal: f64,
     /// Pod → sidecar latency from the observer's receive times.
     pub latency_ms: Latency,
     /// Distinct sidecars the observer saw.

@@ -73,6 +73,8 @@ fn assert_report_files(out: &std::path::Path) {
         "floor_s",
         "converge_s",
         "ratio",
+        "ideal_floor_s",
+        "ratio_ideal",
         "api_calls_per_sidecar",
         "peak_rss_bytes",
         "steady_rss_bytes",
@@ -104,5 +106,16 @@ fn assert_report_files(out: &std::path::Path) {
     assert_eq!(json["latency_ms"]["count"], N);
     assert!(json["api_calls_per_sidecar"].is_object());
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md written");
-    assert!(md.contains("ratio convergence / floor"), "{md}");
+    assert!(md.contains("ratio convergence / phased floor"), "{md}");
+    assert!(md.contains("ratio convergence / ideal floor"), "{md}");
+    // The ideal floor ran and its watcher saw every sidecar.
+    assert!(
+        json["ideal_floor_s"].as_f64().is_some_and(|s| s > 0.0),
+        "{json}"
+    );
+    assert!(
+        json["ratio_ideal"].as_f64().is_some_and(|r| r > 0.0),
+        "{json}"
+    );
+    assert_eq!(json["ideal_latency_ms"]["count"], N);
 }
