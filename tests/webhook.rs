@@ -166,3 +166,19 @@ impl Scene {
         self.pods.create(&dry, pod).await.expect("dry-run create")
     }
 }
+
+impl Scene {
+    /// Waits until a Pod labelled `labels` would be admitted with init container `init`
+    /// (dry runs): the webhook's policy index has caught up with the policies just
+    /// created, so what the test creates next is admitted under them.
+    pub async fn wait_injecting(&self, labels: &[(&str, &str)], init: &str) {
+        let probe = crate::pod("injection-probe", labels);
+        let what = format!("the webhook to inject {init}");
+        wait_until(TIMEOUT, &what, async || {
+            let shown = self.dry_run(&probe).await;
+            let inits = shown.spec?.init_containers?;
+            inits.iter().any(|c| c.name == init).then_some(())
+        })
+        .await;
+    }
+}

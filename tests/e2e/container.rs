@@ -89,6 +89,7 @@ async fn deployment_pods_get_the_native_sidecar_once_before_their_own_init_conta
     let log = scene
         .create(&container_policy("log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     let hash = template_hash(&log.spec);
 
     let mut d = serde_json::to_value(deployment("web", 3, &[WEB])).expect("Deployment JSON");
@@ -168,9 +169,11 @@ async fn two_policies_inject_in_name_order_whatever_their_creation_order() {
     let b = scene
         .create(&container_policy("b-mesh", "mesh-proxy", "mesh-certs"))
         .await;
+    scene.wait_injecting(&[WEB], "mesh-proxy").await;
     let a = scene
         .create(&container_policy("a-log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     let mut v = serde_json::to_value(pod("app", &[WEB])).expect("Pod JSON");
     v["spec"] = with_setup(v["spec"].clone());
     let created = scene
@@ -196,6 +199,7 @@ async fn a_pod_with_a_container_of_the_sidecars_name_is_left_alone_and_the_polic
     scene
         .create(&container_policy("log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     let mut v = serde_json::to_value(pod("mine", &[WEB])).expect("Pod JSON");
     v["spec"]["containers"]
         .as_array_mut()
@@ -262,6 +266,7 @@ async fn opted_out_and_unselected_pods_are_left_alone() {
     scene
         .create(&container_policy("log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     let mut out = pod("out", &[WEB]);
     out.metadata.annotations = Some([(ANNOTATION_INJECT.to_string(), "false".to_string())].into());
     let out = scene.create(&out).await;
@@ -280,6 +285,7 @@ async fn a_dry_run_shows_the_injected_pod_and_creates_nothing() {
     scene
         .create(&container_policy("log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     let shown = scene.dry_run(&pod("preview", &[WEB])).await;
     assert_eq!(init_names(&shown), ["log-shipper"]);
     let stored = scene.pods.get_opt("preview").await.expect("get");
@@ -294,6 +300,7 @@ async fn pods_are_created_while_the_webhook_is_down_and_injected_once_it_is_back
     scene
         .create(&container_policy("log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     let addr = webhook.addr;
     drop(webhook);
 
@@ -326,6 +333,7 @@ async fn a_job_whose_pod_has_a_native_sidecar_completes() {
     scene
         .create(&container_policy("log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     scene.create(&job("batch", &[WEB], &[])).await;
     let jobs: Api<Job> = scene.api();
     wait_until(TIMEOUT, "the Job to complete", async || {
@@ -372,6 +380,7 @@ async fn certificate_rotation_under_traffic_loses_no_admission() {
     scene
         .create(&container_policy("log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     let secrets: Api<Secret> = scene.api();
     let key = |s: &Secret, k: &str| {
         let data = s.data.as_ref()?;
@@ -497,6 +506,7 @@ async fn certificates_from_a_directory_are_reloaded_when_the_files_change() {
     scene
         .create(&container_policy("log", "log-shipper", "log-buffer"))
         .await;
+    scene.wait_injecting(&[WEB], "log-shipper").await;
     let shown = scene.dry_run(&pod("before", &[WEB])).await;
     assert_eq!(
         init_names(&shown),
