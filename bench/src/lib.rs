@@ -334,7 +334,7 @@ fn notes(cfg: &Config) -> Vec<String> {
         "API calls per sidecar: difference of the operator's sidecar_operator_api_requests_total from the first main-Pod create to 2 s after every policy is Ready, divided by N; Events are counted apart (event_writes_per_sidecar). Idle writes count every create/delete/patch/update, Events included.".to_string(),
         "kwok (the fake kubelet, v0.8.0) removes a terminating Pod with a DELETE by name, grace 0, without a uid precondition, sometimes more than once; when the operator has already re-created a sidecar of the same name (rollout), kwok deletes the new one too and the operator creates it again. rollout_extra_sidecars counts those; they lengthen the rollout and raise its creates per sidecar. A real kubelet deletes with a uid precondition.".to_string(),
         "ready_s waits for kwok to mark every main Pod and sidecar Running/Ready (sidecars_ready_s in the rounds); the policy status follows within the operator's 0.5 s status debounce.".to_string(),
-        "bytes_per_cached_pod = (RSS at the end of the idle period − RSS of the same instance when ready with no Pod) / (cached Pods then − cached Pods at start).".to_string(),
+        "bytes_per_cached_pod = (RSS at the end of the idle period − RSS of the same instance with the policies created and no Pod) / (cached Pods then − cached Pods at start): the policies' fixed costs are not charged to the Pods.".to_string(),
     ];
     if let OperatorMode::InProcess = cfg.operator {
         n.push("CPU and memory figures are of the whole benchmark process (in-process operator): a correctness check, not a measurement of the operator alone.".into());

@@ -225,7 +225,7 @@ fn cost_rows(t: &mut Table<'_>) {
         "",
     );
     t.row(
-        "idle RSS (0 Pods) / steady RSS",
+        "RSS with the policies and 0 Pods / steady RSS",
         format!(
             "{} / {}",
             mib(rep.idle_rss_bytes),

@@ -161,8 +161,11 @@ pub struct ConvergenceCost {
 /// Memory of the first instance.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Memory {
-    /// Operator RSS right after it was ready, before any Pod existed.
+    /// Operator RSS with the policies created and their first status written, before any
+    /// Pod existed: the baseline of `bytes_per_cached_pod`.
     pub idle_rss_bytes: u64,
+    /// Operator RSS right after it was ready, before the policies existed.
+    pub rss_before_policies_bytes: u64,
     /// Pods in its cache then.
     pub idle_cached_pods: f64,
     /// Peak RSS of the instance (start → end of the idle period).
