@@ -73,13 +73,10 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
         return Ok(None);
     };
     let n = ctx.cfg.n;
-    let count = workload::namespace_count(n);
     let timeout = ctx.cfg.timeout();
     let mut sets = Vec::new();
     for phase in ["adm-a", "adm-b", "adm-c"] {
-        let nss =
-            workload::create_namespaces(&ctx.client, phase, count, &ctx.run_id, timeout).await?;
-        ctx.live.extend(nss.iter().cloned());
+        let nss = ctx.fresh_namespaces(phase).await?;
         for ns in &nss {
             Api::<SidecarPolicy>::namespaced(ctx.client.clone(), ns)
                 .create(&PostParams::default(), &container_policy())
@@ -100,7 +97,7 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
     // The operator runs (webhook and controllers) through all three bursts: only the
     // namespace label decides whether the API server calls the webhook, so the bursts
     // differ in the webhook alone.
-    let port = free_port()?;
+    let port = crate::operator::free_port()?;
     let url = format!("https://127.0.0.1:{port}");
     let configuration = format!("sidecar-bench-{}", ctx.run_id);
     let extra = vec![
@@ -155,8 +152,7 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
         .await?;
 
     let all: Vec<String> = sets.concat();
-    workload::delete_namespaces(&ctx.client, &all, timeout).await?;
-    ctx.live.retain(|ns| !all.contains(ns));
+    ctx.drop_namespaces(&all).await?;
 
     let injected = created.iter().filter(|p| has_sidecar(p)).count();
     let buckets = |s: &Snapshot, name: &str, filter: &[(&str, &str)]| -> Vec<(f64, f64)> {
@@ -321,11 +317,6 @@ pub fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
         (lower, below) = (le, count);
     }
     lower
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("choosing a webhook port")?;
-    Ok(l.local_addr()?.port())
 }
 
 #[cfg(test)]

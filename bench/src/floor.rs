@@ -22,15 +22,7 @@ pub(crate) async fn floor_round(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<F
         "round {r}/{} floor: creating {} namespace(s)",
         cfg.rounds, ctx.namespaces
     ));
-    let nss = workload::create_namespaces(
-        &ctx.client,
-        &format!("bench-r{r}-floor"),
-        ctx.namespaces,
-        &ctx.run_id,
-        timeout,
-    )
-    .await?;
-    ctx.live.extend(nss.iter().cloned());
+    let nss = ctx.fresh_namespaces(&format!("bench-r{r}-floor")).await?;
     let obs = Observer::start(&ctx.observer, &nss, false, timeout).await?;
     say(&format!(
         "round {r}/{} floor: creating {} main Pods",
@@ -71,8 +63,7 @@ pub(crate) async fn floor_round(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<F
         "round {r}/{} floor: deleting the namespaces",
         cfg.rounds
     ));
-    workload::delete_namespaces(&ctx.client, &nss, timeout).await?;
-    ctx.live.retain(|n| !nss.contains(n));
+    ctx.drop_namespaces(&nss).await?;
     let (ideal_s, ideal_latency_ms) = ideal_floor(ctx, r).await?;
     Ok(FloorRound {
         round: r,
@@ -91,15 +82,7 @@ async fn ideal_floor(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<(f64, Latenc
     use futures::{StreamExt as _, TryStreamExt as _};
     let cfg = ctx.cfg;
     let timeout = cfg.timeout();
-    let nss = workload::create_namespaces(
-        &ctx.client,
-        &format!("bench-r{r}-ideal"),
-        ctx.namespaces,
-        &ctx.run_id,
-        timeout,
-    )
-    .await?;
-    ctx.live.extend(nss.iter().cloned());
+    let nss = ctx.fresh_namespaces(&format!("bench-r{r}-ideal")).await?;
     let obs = Observer::start(&ctx.observer, &nss, false, timeout).await?;
     say(&format!(
         "round {r}/{} ideal floor: {} main Pods, each sidecar created as its main Pod's create returns",
@@ -156,8 +139,7 @@ async fn ideal_floor(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<(f64, Latenc
     }
     let latency = Latency::of(&obs.latencies_ms());
     drop(obs);
-    workload::delete_namespaces(&ctx.client, &nss, timeout).await?;
-    ctx.live.retain(|n| !nss.contains(n));
+    ctx.drop_namespaces(&nss).await?;
     Ok((round3(ideal_s), latency))
 }
 

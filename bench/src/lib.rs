@@ -215,6 +215,26 @@ pub(crate) struct Ctx<'a> {
     pub(crate) live: &'a mut Vec<String>,
 }
 
+impl Ctx<'_> {
+    /// Creates the round's `ctx.namespaces` namespaces `<prefix>-<i>-<random>` and keeps
+    /// them for the clean-up of a failed run.
+    pub(crate) async fn fresh_namespaces(&mut self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let count = self.namespaces;
+        let timeout = self.cfg.timeout();
+        let nss =
+            workload::create_namespaces(&self.client, prefix, count, &self.run_id, timeout).await?;
+        self.live.extend(nss.iter().cloned());
+        Ok(nss)
+    }
+
+    /// Deletes namespaces made by [`Ctx::fresh_namespaces`] and waits until they are gone.
+    pub(crate) async fn drop_namespaces(&mut self, nss: &[String]) -> anyhow::Result<()> {
+        workload::delete_namespaces(&self.client, nss, self.cfg.timeout()).await?;
+        self.live.retain(|n| !nss.contains(n));
+        Ok(())
+    }
+}
+
 async fn bench(
     cfg: &Config,
     kubeconfig: &Path,

@@ -78,8 +78,9 @@ impl std::fmt::Debug for RunningOperator {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("choosing a metrics port")?;
+/// A free port on 127.0.0.1 (the operator's metrics or webhook address).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("choosing a free port")?;
     Ok(l.local_addr()?.port())
 }
 

@@ -28,15 +28,7 @@ pub(crate) async fn operator_round(
         "round {r}/{} operator: creating {} namespace(s), starting the operator",
         cfg.rounds, ctx.namespaces
     ));
-    let nss = workload::create_namespaces(
-        &ctx.client,
-        &format!("bench-r{r}-op"),
-        ctx.namespaces,
-        &ctx.run_id,
-        cfg.timeout(),
-    )
-    .await?;
-    ctx.live.extend(nss.iter().cloned());
+    let nss = ctx.fresh_namespaces(&format!("bench-r{r}-op")).await?;
     let round = Round {
         ctx: &*ctx,
         r,
@@ -49,8 +41,7 @@ pub(crate) async fn operator_round(
         "round {r}/{} operator: deleting the namespaces",
         cfg.rounds
     ));
-    workload::delete_namespaces(&ctx.client, &nss, cfg.timeout()).await?;
-    ctx.live.retain(|n| !nss.contains(n));
+    ctx.drop_namespaces(&nss).await?;
     Ok(out)
 }
 
