@@ -441,7 +441,7 @@ async fn certificates_from_a_directory_are_reloaded_when_the_files_change() {
     use kube::api::{Patch, PatchParams};
     use sidecar_webhook::CertSource;
     use sidecar_webhook::certs::{Hosts, new_ca, serving};
-    use sidecar_webhook::registration::configuration;
+    use sidecar_webhook::registration::configuration_value;
 
     let scene = Scene::new("cm-certdir").await;
     let dir = std::env::temp_dir().join(format!("sidecar-certdir-{}", scene.name()));
@@ -466,10 +466,7 @@ async fn certificates_from_a_directory_are_reloaded_when_the_files_change() {
     let first_ca = issue(&dir);
     let configs: Api<MutatingWebhookConfiguration> = Api::all(scene.client.clone());
     let apply = |registration: &sidecar_webhook::registration::Registration, ca: &str| {
-        let mut v = serde_json::to_value(configuration(registration, Some(ca))).expect("JSON");
-        v["apiVersion"] = json!("admissionregistration.k8s.io/v1");
-        v["kind"] = json!("MutatingWebhookConfiguration");
-        v
+        configuration_value(registration, Some(ca)).expect("the configuration as JSON")
     };
     let (dir2, registration_seen) = (
         dir.clone(),

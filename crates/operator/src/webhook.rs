@@ -20,9 +20,11 @@ pub(crate) struct WebhookArgs {
     #[arg(long, env = "SIDECAR_WEBHOOK_ADDR")]
     webhook_addr: Option<SocketAddr>,
     /// Beside a cluster: the URL at which the API server reaches this process's webhook
-    /// (e.g. `https://127.0.0.1:9443`). The operator then applies the whole
-    /// MutatingWebhookConfiguration itself. Unset (in a cluster), the installed configuration
-    /// points at the Service and the operator only sets its caBundle.
+    /// (e.g. `https://127.0.0.1:9443`). With its own certificates the operator then applies
+    /// the whole MutatingWebhookConfiguration itself; with --webhook-cert-dir the
+    /// configuration is the issuer's (install it with `webhook-config --url`). Unset (in a
+    /// cluster), the installed configuration points at the Service and the operator only
+    /// sets its caBundle.
     #[arg(long, env = "SIDECAR_WEBHOOK_URL")]
     webhook_url: Option<String>,
     #[command(flatten)]

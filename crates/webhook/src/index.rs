@@ -100,7 +100,7 @@ impl PolicyIndex {
 
     /// The view kept for `namespace/name`, if any (to carry status-independent state over
     /// an update).
-    fn get(&self, namespace: &str, name: &str) -> Option<Arc<PolicyView>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PolicyView>> {
         let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
         policies.get(namespace)?.get(name).cloned()
     }

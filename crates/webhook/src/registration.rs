@@ -146,18 +146,22 @@ pub fn configuration(r: &Registration, ca_bundle: Option<&str>) -> MutatingWebho
     }
 }
 
+/// [`configuration`] as a whole object, `apiVersion` and `kind` included (k8s-openapi
+/// types leave them out), to apply or print.
+pub fn configuration_value(
+    r: &Registration,
+    ca_bundle: Option<&str>,
+) -> Result<serde_json::Value, Error> {
+    let mut value = serde_json::to_value(configuration(r, ca_bundle))
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    value["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    value["kind"] = "MutatingWebhookConfiguration".into();
+    Ok(value)
+}
+
 /// The configuration as YAML (what `deploy/` ships).
 pub fn configuration_yaml(r: &Registration) -> Result<String, Error> {
-    let config = configuration(r, None);
-    let value = serde_json::to_value(&config).map_err(|e| Error::Encode(e.to_string()))?;
-    let mut value = value;
-    if let Some(o) = value.as_object_mut() {
-        o.insert(
-            "apiVersion".into(),
-            "admissionregistration.k8s.io/v1".into(),
-        );
-        o.insert("kind".into(), "MutatingWebhookConfiguration".into());
-    }
+    let value = configuration_value(r, None)?;
     serde_yaml_ng::to_string(&ordered(value)).map_err(|e| Error::Encode(e.to_string()))
 }
 
@@ -196,9 +200,7 @@ pub async fn ensure_ca_bundle(
         if same {
             return Ok(false);
         }
-        let mut want = serde_json::to_value(&want).map_err(|e| Error::Encode(e.to_string()))?;
-        want["apiVersion"] = "admissionregistration.k8s.io/v1".into();
-        want["kind"] = "MutatingWebhookConfiguration".into();
+        let want = configuration_value(r, Some(bundle))?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         // Applying an existing configuration needs `patch` on it by name; creating one
         // needs `create`, which a least-privilege operator lacks: it says how to install it.

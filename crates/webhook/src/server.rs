@@ -2,7 +2,7 @@
 //! the Events that tell a policy's owner a Pod was left alone.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -77,23 +77,17 @@ pub(crate) async fn publish_refusals(
     every: Duration,
 ) {
     let recorder = Recorder::new(client, reporter);
-    let last: Mutex<HashMap<(String, String, String), Instant>> = Mutex::new(HashMap::new());
+    // Only this task reads and writes it.
+    let mut last: HashMap<(String, String, String), Instant> = HashMap::new();
     while let Some(r) = rx.recv().await {
         let key = (r.namespace.clone(), r.policy.clone(), r.pod.clone());
-        {
-            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            last.retain(|_, t| now.duration_since(*t) < every);
-            if last.contains_key(&key) {
-                continue;
-            }
-            last.insert(key, now);
+        let now = Instant::now();
+        last.retain(|_, t| now.duration_since(*t) < every);
+        if last.contains_key(&key) {
+            continue;
         }
-        let uid = index
-            .namespace(&r.namespace)
-            .iter()
-            .find(|p| p.name == r.policy)
-            .map(|p| p.uid.clone());
+        last.insert(key, now);
+        let uid = index.get(&r.namespace, &r.policy).map(|p| p.uid.clone());
         let reference = ObjectReference {
             api_version: Some(format!("{GROUP}/{VERSION}")),
             kind: Some(KIND.into()),

@@ -220,15 +220,14 @@ async fn write(
     live: Option<Secret>,
     stored: &Stored,
 ) -> Result<(), Error> {
+    let creating = live.is_none();
     let conflict = |e: kube::Error, what| match &e {
         kube::Error::Api(s) if s.code == 409 => Error::Conflict,
-        kube::Error::Api(s) if s.code == 403 && live_missing_hint(what) => {
-            Error::NotInstalled(format!(
-                "Secret {name} does not exist and the operator may not create it ({}): install it \
+        kube::Error::Api(s) if s.code == 403 && creating => Error::NotInstalled(format!(
+            "Secret {name} does not exist and the operator may not create it ({}): install it \
              empty with deploy/40-webhook.yaml, or grant create on secrets",
-                s.message
-            ))
-        }
+            s.message
+        )),
         _ => Error::Kube(what, e),
     };
     match live {
@@ -257,8 +256,4 @@ async fn write(
         }
     }
     Ok(())
-}
-
-fn live_missing_hint(what: &str) -> bool {
-    what.starts_with("creating")
 }
