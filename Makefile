@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Modest parallelism: the machine has 2 cores and the control plane runs beside the tests.
 TEST_THREADS ?= 2
 
-.PHONY: help demo binaries cluster test test-unit test-e2e test-faults bench fmt fmt-check lint crds clean-cache
+.PHONY: help demo binaries cluster test test-unit test-e2e test-faults bench fmt fmt-check lint crds deploy clean-cache
 
 help: ## List targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -42,8 +42,12 @@ bench: binaries ## Benchmark vs the physical floor on a local control plane (BEN
 	$(CARGO) build --release -p sidecar-operator
 	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000} --rounds $${BENCH_ROUNDS:-3} $(BENCH_ARGS)
 
-crds: ## Regenerate crds/ from the Rust types (commit the result)
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types (commit the result)
 	$(CARGO) run -q -p sidecar-api --bin crdgen > crds/sidecarpolicies.sidecars.dev.yaml
+	cp crds/sidecarpolicies.sidecars.dev.yaml charts/sidecar-operator/crds/
+
+deploy: ## Regenerate deploy/ from the Helm chart (helm template; commit the result)
+	@bash hack/deploy.sh write
 
 test-faults: binaries ## Long forms of the fault tests (500-Pod crash rounds, 20 s API outage, ...)
 	SIDECAR_LONG_FAULTS=1 $(CARGO) test -p sidecar-e2e --test e2e -- --test-threads=$(TEST_THREADS) faults::

@@ -8,6 +8,8 @@
 #   hack/control-plane.sh generate  regenerate hack/k8s/go.mod and hack/etcd/go.mod from the pins
 #   hack/control-plane.sh kstatus   build the kstatus helper if missing (hack/kstatus, the
 #                                   cli-utils library GitOps tools use), print its path
+#   hack/control-plane.sh helm      build helm if missing (pinned in hack/helm/go.mod), print
+#                                   its path
 #
 # Environment: SIDECAR_CACHE_DIR overrides ${XDG_CACHE_HOME:-~/.cache}/sidecar-operator.
 set -euo pipefail
@@ -18,12 +20,15 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 # sigs.k8s.io/cli-utils, for hack/kstatus (pinned in hack/kstatus/go.mod).
 CLI_UTILS_VERSION=v0.37.2
+# helm.sh/helm/v4, for the chart's tests (pinned in hack/helm/go.mod).
+HELM_VERSION=v4.3.1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_ROOT=${SIDECAR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sidecar-operator}
 BIN=$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin
 K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 KSTATUS=$CACHE_ROOT/kstatus-cli-utils-$CLI_UTILS_VERSION/bin/kstatus
+HELM=$CACHE_ROOT/helm-$HELM_VERSION/bin/helm
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 # One package at a time keeps peak memory near one link (2-4 GiB) on a 2-core machine.
@@ -104,9 +109,22 @@ kstatus() {
   echo "$KSTATUS"
 }
 
+helm() {
+  if [ ! -x "$HELM" ]; then
+    need_go
+    say "helm: building helm.sh/helm/v4 $HELM_VERSION (about 4 minutes) ..."
+    mkdir -p "$(dirname "$HELM")"
+    (cd "$ROOT/hack/helm" && go build -trimpath -ldflags "-s -w" -o "$HELM.tmp" helm.sh/helm/v4/cmd/helm) \
+      || die "building helm failed (module proxy unreachable?)"
+    mv "$HELM.tmp" "$HELM"
+  fi
+  echo "$HELM"
+}
+
 build() {
   mkdir -p "$BIN"
   kstatus >/dev/null
+  helm >/dev/null
   local missing=0
   for b in "${K8S_CMDS[@]}" etcd kwok; do [ -x "$BIN/$b" ] || missing=1; done
   if [ "$missing" = 0 ]; then say "all binaries cached in $BIN"; echo "$BIN"; return; fi
@@ -137,5 +155,6 @@ case "${1:-build}" in
   bindir) echo "$BIN" ;;
   generate) generate ;;
   kstatus) kstatus ;;
-  *) die "usage: $0 build|bindir|generate|kstatus" ;;
+  helm) helm ;;
+  *) die "usage: $0 build|bindir|generate|kstatus|helm" ;;
 esac

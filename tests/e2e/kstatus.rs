@@ -15,21 +15,6 @@ use sidecar_e2e::{Scene, cond_is, create_all, status_current};
 use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
 use sidecar_testenv::shared;
 
-/// The kstatus helper, built if missing.
-fn kstatus_bin() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/control-plane.sh");
-    let out = Command::new("bash")
-        .args([script, "kstatus"])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run hack/control-plane.sh kstatus");
-    assert!(out.status.success(), "building the kstatus helper failed");
-    String::from_utf8(out.stdout)
-        .expect("path")
-        .trim()
-        .to_string()
-}
-
 /// kstatus's verdict per policy of the scene's namespace: name → (status, message).
 async fn kstatus(scene: &Scene) -> BTreeMap<String, (String, String)> {
     let cp = shared();
@@ -43,7 +28,7 @@ async fn kstatus(scene: &Scene) -> BTreeMap<String, (String, String)> {
         "kubectl get: {}",
         String::from_utf8_lossy(&json.stderr)
     );
-    let mut child = Command::new(kstatus_bin())
+    let mut child = Command::new(sidecar_testenv::hack_tool("kstatus"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

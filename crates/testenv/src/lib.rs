@@ -238,6 +238,22 @@ pub fn ensure_binaries() -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
+/// A helper tool `hack/control-plane.sh` builds from a pinned Go module into the cache
+/// (`kstatus`, `helm`), built if missing (with its progress on stderr); its path.
+pub fn hack_tool(name: &str) -> PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("hack/control-plane.sh"))
+        .arg(name)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running hack/control-plane.sh {name}: {e}"));
+    assert!(
+        out.status.success(),
+        "hack/control-plane.sh {name} failed to build it; see its output above"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// The repository root (this crate lives in `crates/testenv`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

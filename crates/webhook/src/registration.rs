@@ -251,16 +251,22 @@ pub async fn ensure_ca_bundle(
 }
 
 /// Parses `--webhook-namespace-selector`: comma-separated `key=value`, `key!=value`,
-/// `key` (exists) and `!key` (does not exist) terms.
+/// `key in (a,b)`, `key notin (a,b)`, `key` (exists) and `!key` (does not exist) terms, the
+/// label-selector syntax of kubectl and the API server.
 pub fn parse_namespace_selector(text: &str) -> Result<Vec<LabelSelectorRequirement>, String> {
     let mut out = Vec::new();
-    for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+    for term in split_terms(text)? {
         let req = |key: &str, op: &str, values: Option<Vec<String>>| LabelSelectorRequirement {
             key: key.trim().to_string(),
             operator: op.into(),
             values,
         };
-        let r = if let Some((k, v)) = term.split_once("!=") {
+        let r = if let Some((k, op, values)) = set_term(term) {
+            if values.iter().any(String::is_empty) || values.is_empty() {
+                return Err(format!("{term:?} lists an empty value: use key in (a,b)"));
+            }
+            req(k, op, Some(values))
+        } else if let Some((k, v)) = term.split_once("!=") {
             req(k, "NotIn", Some(vec![v.trim().to_string()]))
         } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
             req(k, "In", Some(vec![v.trim().to_string()]))
@@ -271,12 +277,61 @@ pub fn parse_namespace_selector(text: &str) -> Result<Vec<LabelSelectorRequireme
         };
         if r.key.is_empty() || r.key.contains(char::is_whitespace) {
             return Err(format!(
-                "{term:?} is not a selector term: use key=value, key!=value, key or !key"
+                "{term:?} is not a selector term: use key=value, key!=value, key in (a,b), key notin (a,b), key or !key"
             ));
         }
         out.push(r);
     }
     Ok(out)
+}
+
+/// The trimmed, non-empty terms of a selector: split at commas outside parentheses.
+fn split_terms(text: &str) -> Result<Vec<&str>, String> {
+    let (mut terms, mut depth, mut from) = (Vec::new(), 0usize, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| format!("{text:?} closes a parenthesis it never opened"))?;
+            }
+            ',' if depth == 0 => {
+                terms.push(&text[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("{text:?} leaves a parenthesis open"));
+    }
+    terms.push(&text[from..]);
+    Ok(terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect())
+}
+
+/// `key in (a,b)` or `key notin (a,b)`: the key, the operator and the values.
+fn set_term(term: &str) -> Option<(&str, &'static str, Vec<String>)> {
+    let (head, list) = term.strip_suffix(')')?.split_once('(')?;
+    let mut words = head.split_whitespace();
+    let (key, op) = (words.next()?, words.next()?);
+    if words.next().is_some() {
+        return None;
+    }
+    let op = match op {
+        "in" => "In",
+        "notin" => "NotIn",
+        _ => return None,
+    };
+    Some((
+        key,
+        op,
+        list.split(',').map(|v| v.trim().to_string()).collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -109,6 +109,14 @@ fn namespace_selector_terms() {
             vec![("x", "Exists", None), ("y", "DoesNotExist", None)],
         ),
         ("", vec![]),
+        (
+            "team in (a, b),env notin (dev),x",
+            vec![
+                ("team", "In", Some("a,b")),
+                ("env", "NotIn", Some("dev")),
+                ("x", "Exists", None),
+            ],
+        ),
     ];
     for (text, want) in cases {
         let got: Vec<(String, String, Option<String>)> = parse_namespace_selector(text)
@@ -122,6 +130,15 @@ fn namespace_selector_terms() {
             .collect();
         assert_eq!(got, want, "{text}");
     }
-    let err = parse_namespace_selector("a b").unwrap_err();
-    assert!(err.contains("key=value"), "{err}");
+    for (bad, says) in [
+        ("a b", "key=value"),
+        ("team in (a,", "parenthesis open"),
+        ("team in a)", "never opened"),
+        ("team in (a,,b)", "empty value"),
+        ("team in ()", "empty value"),
+        ("team is (a)", "key in (a,b)"),
+    ] {
+        let err = parse_namespace_selector(bad).unwrap_err();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }

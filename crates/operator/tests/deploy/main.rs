@@ -1,8 +1,10 @@
 //! The operator as users run it: the `sidecar-operator` binary (Cargo builds it for these
 //! tests, [`process::BIN`]), authenticated as the ServiceAccount of `deploy/`
-//! (least-privilege RBAC), and leader election between processes. Against the real control
-//! plane, like `tests/e2e`, with the fixtures of `sidecar-e2e`.
+//! (least-privilege RBAC) or of the Helm chart it installed, and leader election between
+//! processes. Against the real control plane, like `tests/e2e`, with the fixtures of
+//! `sidecar-e2e`.
 
+mod helm;
 mod leadership;
 mod process;
 mod rbac;

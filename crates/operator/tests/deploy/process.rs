@@ -25,18 +25,32 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(kubeconfig: &Path, ns: &str, extra: &[&str], tag: &str) -> Proc {
+        let mut args = vec!["--namespace".to_string(), ns.to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::run(kubeconfig, &args, &[], &format!("{ns}-{tag}"), tag)
+    }
+
+    /// `sidecar-operator run --kubeconfig K --metrics-addr ... --instance TAG ARGS` with
+    /// environment `env`, logging to a file named after `log_name`.
+    pub fn run(
+        kubeconfig: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log_name: &str,
+        tag: &str,
+    ) -> Proc {
         let port = free_port();
-        let log = std::env::temp_dir().join(format!("sidecar-operator-{ns}-{tag}.log"));
+        let log = std::env::temp_dir().join(format!("sidecar-operator-{log_name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(BIN)
             .arg("run")
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--namespace", ns])
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .arg(format!("--instance={tag}"))
-            .args(extra)
+            .args(args)
             .env_remove("KUBECONFIG")
+            .envs(env.iter().copied())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)
             .stdin(Stdio::null())

@@ -36,13 +36,18 @@ fn kubectl_apply(path: &str) {
     );
 }
 
-/// Writes a kubeconfig that authenticates as the deploy/ ServiceAccount with a
-/// short-lived token from the TokenRequest API.
-async fn service_account_kubeconfig(client: &Client, dir: &Path) -> PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), SA_NS);
-    wait_until(Duration::from_secs(30), "deploy/ ServiceAccount", || {
+/// Writes a kubeconfig that authenticates as ServiceAccount `ns/sa` with a short-lived
+/// token from the TokenRequest API.
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    dir: &Path,
+) -> PathBuf {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    wait_until(Duration::from_secs(30), "the ServiceAccount", || {
         let sas = sas.clone();
-        async move { sas.get_opt(SA).await.ok().flatten().map(|_| ()) }
+        async move { sas.get_opt(sa).await.ok().flatten().map(|_| ()) }
     })
     .await;
     let req: TokenRequest = serde_json::from_value(serde_json::json!({
@@ -51,7 +56,7 @@ async fn service_account_kubeconfig(client: &Client, dir: &Path) -> PathBuf {
     }))
     .expect("static JSON");
     let tr: TokenRequest = sas
-        .create_subresource("token", SA, &PostParams::default(), &req)
+        .create_subresource("token", sa, &PostParams::default(), &req)
         .await
         .expect("TokenRequest");
     let token = tr
@@ -90,7 +95,7 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     let ns = TestNamespace::create_labeled(&client, "rbac", &[(PSA_ENFORCE, "baseline")]).await;
     let dir = std::env::temp_dir().join(format!("sidecar-rbac-{}", ns.name()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let kc = service_account_kubeconfig(&client, &dir).await;
+    let kc = service_account_kubeconfig(&client, SA_NS, SA, &dir).await;
 
     // The ServiceAccount cannot read Secrets.
     let sa_client = sidecar_testenv::client_from_kubeconfig(&kc)
