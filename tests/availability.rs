@@ -109,15 +109,31 @@ fn describe_lacking(pods: &BTreeMap<String, Pod>, policy: &str, selector: (&str,
 }
 
 impl AvailabilityWatch {
-    /// Starts watching; returns once the first list is in.
+    /// Starts watching, counting main Pods of `selector` that lack a Ready sidecar Pod of
+    /// `policy`; returns once the first list is in.
     pub async fn start(
         pods: Api<Pod>,
         policy: &str,
         selector: (&'static str, &'static str),
     ) -> Self {
+        let (p1, p2) = (policy.to_string(), policy.to_string());
+        Self::start_counting(
+            pods,
+            move |pods| lacking_ready_sidecar(pods, &p1, selector),
+            move |pods| describe_lacking(pods, &p2, selector),
+        )
+        .await
+    }
+
+    /// Starts watching, with `count` of the unavailable in the namespace's Pods after every
+    /// event, and `describe` of the state when a new maximum is reached.
+    pub async fn start_counting(
+        pods: Api<Pod>,
+        count: impl Fn(&BTreeMap<String, Pod>) -> usize + Send + 'static,
+        describe: impl Fn(&BTreeMap<String, Pod>) -> String + Send + 'static,
+    ) -> Self {
         let state = Arc::new(Mutex::new(Availability::default()));
         let sink = state.clone();
-        let policy = policy.to_string();
         let started = Instant::now();
         let task = tokio::spawn(async move {
             let mut stream = watcher(pods, watcher::Config::default())
@@ -155,13 +171,13 @@ impl AvailabilityWatch {
                 if !s.synced {
                     continue;
                 }
-                let n = lacking_ready_sidecar(&s.pods, &policy, selector);
+                let n = count(&s.pods);
                 if s.timeline.is_empty() || n != s.current {
                     s.timeline.push((started.elapsed(), n));
                 }
                 s.current = n;
                 if n > s.max {
-                    s.worst = describe_lacking(&s.pods, &policy, selector);
+                    s.worst = describe(&s.pods);
                 }
                 s.max = s.max.max(n);
             }

@@ -65,13 +65,25 @@ pub fn describe_events(events: &[&Event]) -> String {
 
 /// Waits for a Warning Event with `reason` about policy `name` whose note contains `needle`.
 pub async fn wait_policy_event(scene: &Scene, name: &str, reason: &str, needle: &str) {
+    wait_policy_event_of(scene, "Warning", name, reason, needle).await;
+}
+
+/// Waits for an Event of type `type_` (`Normal`, `Warning`) with `reason` about policy
+/// `name` whose note contains `needle`.
+pub async fn wait_policy_event_of(
+    scene: &Scene,
+    type_: &str,
+    name: &str,
+    reason: &str,
+    needle: &str,
+) {
     let found = poll(TIMEOUT, async || {
         let all = events(scene).await;
         let about = events_about(&all, "SidecarPolicy", name, reason);
         about
             .iter()
             .any(|e| {
-                e.type_.as_deref() == Some("Warning")
+                e.type_.as_deref() == Some(type_)
                     && e.note.as_deref().is_some_and(|n| n.contains(needle))
             })
             .then_some(())
@@ -80,7 +92,7 @@ pub async fn wait_policy_event(scene: &Scene, name: &str, reason: &str, needle: 
     if found.is_none() {
         let all = events(scene).await;
         panic!(
-            "no Warning Event {reason} on SidecarPolicy {name} saying {needle:?}; Events:\n{}",
+            "no {type_} Event {reason} on SidecarPolicy {name} saying {needle:?}; Events:\n{}",
             describe_events(&all.iter().collect::<Vec<_>>())
         );
     }

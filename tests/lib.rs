@@ -31,7 +31,7 @@ use std::time::Duration;
 pub use availability::{Availability, AvailabilityWatch, lacking_ready_sidecar};
 pub use events::{
     describe_events, events, events_about, print_operator_events, wait_policy_event,
-    wait_refusal_event,
+    wait_policy_event_of, wait_refusal_event,
 };
 pub use fixtures::{
     WEB, agent, compliant_template_spec, deployment, gated_pod, job, minimal_policy, names,

@@ -353,6 +353,7 @@ async fn table_shows_the_printer_columns() {
         updated_pods: 4,
         ready_pods: 3,
         ready: Some(sidecar_api::ready_text(3, 4)),
+        drift: None,
         conditions: vec![Condition {
             type_: condition::READY.into(),
             status: condition_status::FALSE.into(),

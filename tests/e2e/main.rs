@@ -9,6 +9,7 @@ mod hardening;
 mod install;
 mod kstatus;
 mod mode;
+mod repair;
 mod shard;
 mod status;
 mod templates;

@@ -142,4 +142,24 @@ pub mod reason {
     pub const SIDECAR_CREATED: &str = "SidecarCreated";
     /// Normal event on a main Pod: its stale sidecar is being replaced (rollout).
     pub const SIDECAR_REPLACED: &str = "SidecarReplaced";
+    /// Container mode, `Progressing=True`: selected Pods without the current sidecars are
+    /// being evicted (updateStrategy RollingUpdate) so that their controllers recreate them;
+    /// also the Normal event on the policy when a repair starts.
+    pub const REPAIRING: &str = "Repairing";
+    /// Normal event on a policy: every evictable selected Pod runs the current sidecars again.
+    pub const REPAIRED: &str = "Repaired";
+    /// Container mode, `Progressing=True` (and a Warning event): a PodDisruptionBudget refused
+    /// an eviction (429); it is retried with backoff.
+    pub const EVICTION_BLOCKED: &str = "EvictionBlocked";
+    /// Container mode, `Degraded=True`: a Pod that replaced an evicted one came up without
+    /// the sidecars, so the webhook is not injecting; nothing more is evicted until one has
+    /// them.
+    pub const WEBHOOK_NOT_INJECTING: &str = "WebhookNotInjecting";
+    /// Container mode, `Progressing=False`: the only selected Pods left without the current
+    /// sidecars have no controller that would recreate them (bare or Job Pods), so they are
+    /// reported and never evicted.
+    pub const NOT_EVICTABLE: &str = "NotEvictable";
+    /// Normal event on a main Pod: it is evicted so that its controller recreates it with the
+    /// current sidecars.
+    pub const EVICTED: &str = "EvictedForSidecars";
 }

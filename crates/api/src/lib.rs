@@ -33,7 +33,7 @@ pub use crd::{crd, crd_yaml};
 pub use error::Error;
 pub use hash::template_hash;
 pub use types::{
-    Mode, Placement, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy,
-    UpdateStrategyType, ready_text,
+    Mode, Placement, PolicyDrift, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus,
+    UpdateStrategy, UpdateStrategyType, ready_text,
 };
 pub use validate::{FieldError, FieldErrorKind, validate, validate_object};

@@ -87,8 +87,9 @@ pub struct SidecarPolicySpec {
     /// companion sidecar Pod built from spec.template, owned by it. Container: the template's
     /// init containers, containers, volumes, labels and annotations are injected into each
     /// selected Pod when it is created (by the operator's admission webhook), so they share its
-    /// network, volumes and lifecycle; placement and updateStrategy do not apply, and running
-    /// Pods are not changed.
+    /// network, volumes and lifecycle; placement does not apply, and running Pods are never
+    /// changed in place: the status reports those without the current sidecars, and
+    /// updateStrategy RollingUpdate evicts them to be recreated.
     #[serde(default)]
     pub mode: Mode,
 
@@ -114,9 +115,13 @@ pub struct SidecarPolicySpec {
     #[serde(default)]
     pub placement: Placement,
 
-    /// Pod mode only: how existing sidecar Pods are replaced when spec.template or
-    /// spec.placement changes. Ignored in Container mode: a change reaches the Pods created
-    /// after it; running Pods keep the sidecars they were created with.
+    /// What the operator does about selected Pods whose sidecars are not the current ones.
+    /// Pod mode: how existing sidecar Pods are replaced when spec.template or spec.placement
+    /// changes (default RollingUpdate). Container mode: Pods missing the sidecars (created
+    /// while the webhook was unavailable, or before the policy) or carrying an older
+    /// template's are always reported in status; with type RollingUpdate they are also
+    /// evicted through the Eviction API, so PodDisruptionBudgets hold and their controller
+    /// recreates them with the current sidecars (default OnDelete: report only).
     #[serde(default)]
     pub update_strategy: UpdateStrategy,
 
@@ -171,14 +176,20 @@ impl Placement {
 #[serde(rename_all = "camelCase")]
 #[x_kube(crates(kube_core = "::kube_core"))]
 pub struct UpdateStrategy {
-    /// RollingUpdate (default): replace stale sidecars automatically, at most maxUnavailable at
-    /// a time. OnDelete: replace a stale sidecar only after someone deletes it.
-    #[serde(rename = "type", default)]
-    pub type_: UpdateStrategyType,
+    /// RollingUpdate (default in Pod mode): replace stale sidecar Pods automatically, at most
+    /// maxUnavailable at a time; in Container mode, evict selected Pods that lack the current
+    /// sidecars, one controller-owned Pod (ReplicaSet, StatefulSet, DaemonSet...) at a time
+    /// within maxUnavailable, each next one only once the replacements are Ready with them;
+    /// Pods no controller owns are reported, never evicted. OnDelete (default in Container
+    /// mode): replace a stale sidecar Pod only after someone deletes it; in Container mode,
+    /// only report the Pods.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<UpdateStrategyType>,
 
-    /// With RollingUpdate, the most sidecars that may be missing or not ready at once while
-    /// stale ones are replaced: a positive integer, or a percentage between 1% and 100% of the
-    /// matched Pods (rounded down, at least 1). Defaults to 25%.
+    /// With RollingUpdate, the most sidecars (Container mode: selected Pods) that may be
+    /// missing or not ready at once while stale ones are replaced: a positive integer, or a
+    /// percentage between 1% and 100% of the matched Pods (rounded down, at least 1).
+    /// Defaults to 25%.
     #[serde(default = "default_max_unavailable")]
     #[x_kube(validation = rules::selector::MAX_UNAVAILABLE.rule())]
     pub max_unavailable: IntOrString,
@@ -187,7 +198,7 @@ pub struct UpdateStrategy {
 impl Default for UpdateStrategy {
     fn default() -> Self {
         Self {
-            type_: UpdateStrategyType::default(),
+            type_: None,
             max_unavailable: default_max_unavailable(),
         }
     }
@@ -198,14 +209,32 @@ fn default_max_unavailable() -> IntOrString {
     IntOrString::String("25%".to_owned())
 }
 
-/// Kind of update strategy.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// RollingUpdate (default in Pod mode): replace stale sidecar Pods automatically, at most
+/// maxUnavailable at a time; in Container mode, evict selected Pods that lack the current
+/// sidecars, controller-owned Pods (ReplicaSet, StatefulSet, DaemonSet...) only, within
+/// maxUnavailable, each next one only once the replacements are Ready with them; Pods no
+/// controller owns are reported, never evicted. OnDelete (default in Container mode): replace
+/// a stale sidecar Pod only after someone deletes it; in Container mode, only report the
+/// Pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UpdateStrategyType {
-    /// Replace stale sidecars automatically, at most maxUnavailable at a time.
-    #[default]
+    /// Replace stale sidecars automatically, at most maxUnavailable at a time (Container
+    /// mode: evict the Pods that lack them).
     RollingUpdate,
-    /// Replace a stale sidecar only when a user deletes it.
+    /// Replace a stale sidecar only when a user deletes it (Container mode: report only).
     OnDelete,
+}
+
+impl UpdateStrategy {
+    /// The strategy in effect for a policy of `mode`: the one set, else RollingUpdate for
+    /// Pod mode and OnDelete (report only) for Container mode, whose repair evicts users'
+    /// Pods and so is opt-in.
+    pub fn effective(&self, mode: Mode) -> UpdateStrategyType {
+        self.type_.unwrap_or(match mode {
+            Mode::Pod => UpdateStrategyType::RollingUpdate,
+            Mode::Container => UpdateStrategyType::OnDelete,
+        })
+    }
 }
 
 impl UpdateStrategyType {
@@ -258,11 +287,39 @@ pub struct SidecarPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
 
+    /// Container mode: the selected Pods that run without this policy's current sidecars
+    /// (none when all have them). Pod mode leaves it unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<PolicyDrift>,
+
     /// Latest observations of the policy's state: Ready, Progressing, Degraded and Paused.
     /// One entry per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Container mode: selected Pods without the current sidecars (`status.drift`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(crates(kube_core = "::kube_core"))]
+pub struct PolicyDrift {
+    /// Selected Pods that record no injection of this policy: created while the webhook was
+    /// unavailable or before the policy existed, or left alone for a name collision.
+    pub missing_pods: i32,
+
+    /// Selected Pods injected from an older template (spec.template changed since).
+    pub outdated_pods: i32,
+
+    /// With updateStrategy RollingUpdate: Pods evicted whose replacements are not Ready
+    /// with the current sidecars yet.
+    #[serde(default)]
+    pub evicting_pods: i32,
+
+    /// Up to 20 of the drifted Pods, by name, each as "name (missing)" or
+    /// "name (outdated)".
+    #[serde(default)]
+    pub pods: Vec<String>,
 }
 
 /// Text of the READY column (`status.ready`): `"<ready>/<matched>"`, for example `"11/12"`.

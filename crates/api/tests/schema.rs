@@ -79,10 +79,10 @@ fn required_fields_defaults_and_enums() {
     assert_eq!(p["placement"]["default"], "SameNode");
     assert_eq!(p["paused"]["default"], false);
     let strategy = &p["updateStrategy"];
-    assert_eq!(
-        strategy["default"],
-        json!({"type": "RollingUpdate", "maxUnavailable": "25%"})
-    );
+    // No default type: it depends on the mode (RollingUpdate for Pod, OnDelete for
+    // Container, whose repair evicts users' Pods and so is asked for).
+    assert_eq!(strategy["default"], json!({"maxUnavailable": "25%"}));
+    assert!(strategy["properties"]["type"].get("default").is_none());
     assert_eq!(
         strategy["properties"]["type"]["enum"],
         json!(["RollingUpdate", "OnDelete"])

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::Duration;
 
 use kube::Client;
+use kube::runtime::events::EventType;
 
 use crate::cache::{PodCache, PolicyCache};
 use crate::events::Events;
@@ -63,6 +64,8 @@ impl Caches {
 /// See the module doc.
 pub(crate) struct Context {
     pub(crate) client: Client,
+    /// [`Context::client`] without the client's retry of 429s, for evictions.
+    pub(crate) evictions: Client,
     pub(crate) caches: Caches,
     pub(crate) queues: Queues,
     pub(crate) policy_state: PolicyState,
@@ -88,6 +91,7 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         client: Client,
+        evictions: Client,
         caches: Caches,
         queues: Queues,
         events: Events,
@@ -97,6 +101,7 @@ impl Context {
     ) -> Self {
         Context {
             client,
+            evictions,
             caches,
             queues,
             policy_state: PolicyState::default(),
@@ -146,11 +151,20 @@ impl Context {
         self.policy_state.forget(key);
         self.queues.forget_policy(key);
         self.set_not_converged(key, 0);
+        self.metrics.set_drift(&key.0, &key.1, 0, 0);
     }
 
     /// A Warning Event on policy `key`.
     pub(crate) fn warn_policy(&self, key: &PolicyKey, reason: &str, action: &str, note: &str) {
+        let policies = self.caches.policies();
         self.events
-            .warn_policy(&self.caches.policies(), key, reason, action, note);
+            .on_policy(&policies, key, EventType::Warning, reason, action, note);
+    }
+
+    /// A Normal Event on policy `key`.
+    pub(crate) fn notice_policy(&self, key: &PolicyKey, reason: &str, action: &str, note: &str) {
+        let policies = self.caches.policies();
+        self.events
+            .on_policy(&policies, key, EventType::Normal, reason, action, note);
     }
 }

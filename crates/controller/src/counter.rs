@@ -91,8 +91,9 @@ pub fn verb<B>(req: &Request<B>) -> &'static str {
 /// Every value [`resource`] returns. Each name is an RBAC resource (`/subresource`
 /// included) of the one API group the operator uses it in, so a count per (resource,
 /// verb) compares one to one with the rules of a ClusterRole.
-pub const RESOURCES: [&str; 9] = [
+pub const RESOURCES: [&str; 10] = [
     "pods",
+    "pods/eviction",
     "sidecarpolicies",
     "sidecarpolicies/status",
     "events",
@@ -121,6 +122,7 @@ pub fn resource<B>(req: &Request<B>) -> &'static str {
     let sub = after.get(1).copied();
     match (group, res, sub) {
         ("", "pods", None) => "pods",
+        ("", "pods", Some("eviction")) => "pods/eviction",
         (sidecar_api::constants::GROUP, "sidecarpolicies", None) => "sidecarpolicies",
         (sidecar_api::constants::GROUP, "sidecarpolicies", Some("status")) => {
             "sidecarpolicies/status"

@@ -59,11 +59,12 @@ impl Events {
         }
     }
 
-    /// A Warning Event on policy `key` (aggregated by the Events API).
-    pub(crate) fn warn_policy(
+    /// An Event on policy `key` (aggregated by the Events API).
+    pub(crate) fn on_policy(
         &self,
         policies: &PolicyCache,
         key: &PolicyKey,
+        type_: EventType,
         reason: &str,
         action: &str,
         note: &str,
@@ -73,7 +74,7 @@ impl Events {
         };
         let reference = policy.policy.object_ref(&());
         let ev = Event {
-            type_: EventType::Warning,
+            type_,
             reason: reason.into(),
             note: Some(note.chars().take(1000).collect()),
             action: action.into(),

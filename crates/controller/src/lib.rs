@@ -47,6 +47,7 @@ mod policy_controller;
 mod problems;
 mod queue;
 mod queues;
+mod repair;
 mod rollout;
 mod template_check;
 mod triggers;

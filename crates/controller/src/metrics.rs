@@ -79,6 +79,10 @@ pub mod name {
     pub const CACHED_PODS: &str = "cached_pods";
     /// [`super::Metrics::undecodable_objects`].
     pub const UNDECODABLE_OBJECTS: &str = "undecodable_objects";
+    /// [`super::Metrics::drifted_pods`].
+    pub const DRIFTED_PODS: &str = "drifted_pods";
+    /// [`super::Metrics::evictions`].
+    pub const EVICTIONS: &str = "evictions";
 }
 
 /// The operator's metrics.
@@ -107,6 +111,29 @@ pub struct Metrics {
     /// Objects received that do not decode into the operator's types: such Pods are
     /// skipped, such policies are reported `InvalidSpec` on themselves.
     pub undecodable_objects: Family<KindLabel, Counter>,
+    /// Container mode: selected Pods without the current sidecars, per policy and drift
+    /// (series of policies without drift are removed).
+    pub drifted_pods: Family<DriftLabels, Gauge>,
+    /// Container mode's repair: evictions sent, by result.
+    pub evictions: Family<ResultLabel, Counter>,
+}
+
+/// Labels of a policy's drift gauge: `namespace`, `policy`, `drift`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's name.
+    pub policy: String,
+    /// `missing` or `outdated`.
+    pub drift: &'static str,
+}
+
+/// One label: `result`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `evicted`, `blocked` (a PodDisruptionBudget) or `gone`.
+    pub result: &'static str,
 }
 
 /// Label: the kind of an object (`pod`, `sidecarpolicy`).
@@ -132,6 +159,8 @@ impl Default for Metrics {
             pairs_not_converged: Gauge::default(),
             cached_pods: Gauge::default(),
             undecodable_objects: Family::default(),
+            drifted_pods: Family::default(),
+            evictions: Family::default(),
         }
     }
 }
@@ -195,6 +224,36 @@ impl Metrics {
             "Objects received that do not decode (Pods skipped; policies reported InvalidSpec), by kind",
             self.undecodable_objects.clone(),
         );
+        r.register(
+            name::DRIFTED_PODS,
+            "Container mode: selected Pods without the policy's current sidecars, by policy and drift (missing, outdated)",
+            self.drifted_pods.clone(),
+        );
+        r.register(
+            name::EVICTIONS,
+            "Container mode: evictions of drifted Pods, by result (evicted, blocked by a PodDisruptionBudget, gone)",
+            self.evictions.clone(),
+        );
+    }
+
+    pub(crate) fn evicted(&self, result: &'static str) {
+        self.evictions.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Sets policy `ns/name`'s drift gauges (removing the zero series).
+    pub(crate) fn set_drift(&self, ns: &str, name: &str, missing: i64, outdated: i64) {
+        for (drift, n) in [("missing", missing), ("outdated", outdated)] {
+            let labels = DriftLabels {
+                namespace: ns.into(),
+                policy: name.into(),
+                drift,
+            };
+            if n == 0 {
+                self.drifted_pods.remove(&labels);
+            } else {
+                self.drifted_pods.get_or_create(&labels).set(n);
+            }
+        }
     }
 
     pub(crate) fn reconciled(&self, controller: &'static str, ok: bool, took: Duration) {

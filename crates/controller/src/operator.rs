@@ -47,6 +47,17 @@ impl Operator {
         let metrics = opts.metrics.clone().unwrap_or_default();
         let counter = Arc::new(Counter::new(metrics.api_requests.clone()));
         let watches = Arc::new(health::WatchHealth::default());
+        // Evictions see a PodDisruptionBudget's 429 at once (the repair backs off and says
+        // so in status) instead of the client retrying it for minutes.
+        let mut no_retry = config.clone();
+        no_retry.default_retry = false;
+        let evictions = kube::client::ClientBuilder::try_from(no_retry)
+            .map_err(Error::Client)?
+            .with_layer(&counter::counting_layer(
+                counter.clone(),
+                opts.write_gate.clone(),
+            ))
+            .build();
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(Error::Client)?
             .with_layer(&counter::counting_layer(
@@ -62,6 +73,7 @@ impl Operator {
         let (events, publisher) = Events::start(client.clone(), reporter, 4096, opts.pod_events);
         let ctx = Arc::new(Context::new(
             client.clone(),
+            evictions,
             Caches::new(opts.namespace_selector.is_some()),
             Queues::new(opts.status_debounce),
             events,

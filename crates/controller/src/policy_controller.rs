@@ -1,5 +1,6 @@
-//! The policy controller: status from the caches, written only when it changes, and
-//! the rolling replacement of stale sidecars within `maxUnavailable`.
+//! The policy controller: status from the caches, written only when it changes, the
+//! rolling replacement of stale sidecars within `maxUnavailable`, and (Container mode)
+//! the repair of drifted Pods by eviction.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,8 +11,8 @@ use kube::api::{Patch, PatchParams};
 use sidecar_api::SidecarPolicy;
 use sidecar_api::constants::FIELD_MANAGER;
 use sidecar_planner::{
-    Observed, PolicyView, Problems, Replace, compute_status, failing, observe, plan_rollout,
-    status_write_settled,
+    Observed, PolicyView, Problems, Repair, RepairSeen, Replace, compute_status, failing, observe,
+    plan_repair, plan_rollout, status_write_settled,
 };
 
 use crate::Error;
@@ -32,6 +33,8 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         observed,
         failing,
         steps,
+        repair,
+        blocked,
     }) = see(ctx, key, &policy)
     else {
         return Ok(());
@@ -49,6 +52,8 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         collisions: observed.collisions,
         invalid_template: ctx.policy_state.templates().problem(key, &policy.hash),
         failing,
+        drifted: observed.drifted,
+        repair: RepairSeen::of(&repair, blocked),
     };
     // Forgotten while this run observed (deleted, out of scope): record nothing for it.
     if ctx
@@ -60,6 +65,11 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         return Ok(());
     }
     ctx.set_not_converged(key, i64::from(c.matched - c.converged));
+    if policy.mode() == sidecar_api::Mode::Container {
+        let outdated = i64::from(c.sidecars - c.updated);
+        ctx.metrics
+            .set_drift(&key.0, &key.1, i64::from(c.missing), outdated);
+    }
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let old = policy.policy.status.as_ref();
     let status = compute_status(&policy, c, &problems, old, now);
@@ -71,7 +81,11 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        let patch = serde_json::json!({ "status": status });
+        let mut patch = serde_json::json!({ "status": status });
+        // A merge patch keeps what it does not mention: an unset field is sent as null.
+        if status.drift.is_none() {
+            patch["status"]["drift"] = serde_json::Value::Null;
+        }
         match api.patch_status(&key.1, &pp, &Patch::Merge(&patch)).await {
             Ok(_) => ctx.metrics.status_writes.inc(),
             Err(kube::Error::Api(s)) if status_write_settled(s.code) => return Ok(()),
@@ -83,7 +97,8 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
             }
         };
     }
-    crate::rollout::apply(ctx, key, steps).await
+    crate::rollout::apply(ctx, key, steps).await?;
+    crate::repair::apply(ctx, key, repair).await
 }
 
 /// What one status run sees in the caches.
@@ -91,6 +106,10 @@ struct Seen {
     observed: Observed,
     failing: Vec<String>,
     steps: Vec<Replace>,
+    /// Container mode's repair step (no evictions while a budget's refusal backs off).
+    repair: Repair,
+    /// That refusal, while it backs off.
+    blocked: Option<String>,
 }
 
 /// Observes policy `key`'s Pods: counts, collisions, failing sidecars and the next
@@ -109,10 +128,21 @@ fn see(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> Option<Seen> {
     let failing = failing(replaced, by_name);
     let exp = ctx.expectations();
     let steps = plan_rollout(policy, mains(), by_name, |uid| exp.delete_pending(uid));
+    let now = Instant::now();
+    let (sent, blocked) = ctx
+        .policy_state
+        .with_repair(key, |m| (m.sent(now), m.blocked(now)));
+    let mut repair = plan_repair(policy, mains(), &sent);
     drop((exp, pods));
+    if blocked.is_some() {
+        repair.waiting += u32::try_from(repair.evict.len()).unwrap_or(u32::MAX);
+        repair.evict.clear();
+    }
     ctx.caches.in_scope(&key.0).then_some(Seen {
         observed,
         failing,
         steps,
+        repair,
+        blocked,
     })
 }

@@ -6,7 +6,8 @@
 //! - the name collisions already reported by an Event (pruned to the ones that still hold),
 //! - its failed sidecars replaced in a row (forgotten after [`FAILURE_MEMORY`]),
 //! - the API server's verdict on its current template (a dry run, `template_check`),
-//! - how many of its pairs have not converged (the `pairs_not_converged` gauge).
+//! - how many of its pairs have not converged (the `pairs_not_converged` gauge),
+//! - Container mode's repair: the evictions sent, a budget's refusal (`repair`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -16,6 +17,7 @@ use sidecar_planner::{FAILURE_MEMORY, failed_replacement};
 
 use crate::keys::{PodKey, PolicyKey};
 use crate::lock;
+use crate::repair::RepairMemory;
 use crate::template_check::TemplateChecks;
 
 type Gauge = prometheus_client::metrics::gauge::Gauge;
@@ -39,6 +41,8 @@ pub(crate) struct PolicyState {
     replaced: Mutex<HashMap<PodKey, Replaced>>,
     templates: Mutex<TemplateChecks>,
     not_converged: Mutex<HashMap<PolicyKey, i64>>,
+    /// Container mode's repair (evictions sent, budget refusals).
+    repair: Mutex<HashMap<PolicyKey, RepairMemory>>,
 }
 
 impl PolicyState {
@@ -73,6 +77,16 @@ impl PolicyState {
         lock(&self.reported).remove(key);
         lock(&self.templates).forget(key);
         lock(&self.replaced).retain(|k, v| !(k.0 == key.0 && v.policy == key.1));
+        lock(&self.repair).remove(key);
+    }
+
+    /// Runs `f` on policy `key`'s repair memory.
+    pub(crate) fn with_repair<T>(
+        &self,
+        key: &PolicyKey,
+        f: impl FnOnce(&mut RepairMemory) -> T,
+    ) -> T {
+        f(lock(&self.repair).entry(key.clone()).or_default())
     }
 
     /// True the first time policy `key`'s collision on `name` with Pod `holder` is seen.

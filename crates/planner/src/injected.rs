@@ -3,6 +3,7 @@
 //! them (annotation `sidecars.dev/injected`, [`PodView::injected_hash`]). So the status counts
 //! the selected Pods and those that carry its sidecars; it never claims companion Pods.
 
+use crate::repair::{drift_of, ready_with_sidecars, selected};
 use crate::status::{Counts, Observed};
 use crate::view::{PodView, PolicyView};
 
@@ -11,11 +12,13 @@ use crate::view::{PodView, PolicyView};
 ///   opted out), whether or not scheduled, paused or not;
 /// - `sidecars`: of those, the ones that record this policy's sidecars at any template hash;
 /// - `updated`: those that record it at the current hash;
-/// - `ready` (and `converged`): updated ones that are Ready; `available`: recording ones
-///   that are Ready;
+/// - `ready` (and `converged`): updated ones that are Ready and whose injected long-running
+///   containers are ready (their container statuses); `available`: recording ones that are
+///   Ready;
 /// - `missing`: matched Pods that record no injection of this policy;
 /// - `collisions`: those of them the webhook left alone because they already had a
-///   container or volume of a name the policy would add, as `pod (kind/name)`.
+///   container or volume of a name the policy would add, as `pod (kind/name)`;
+/// - `drifted`: the matched Pods that are missing or outdated, by name.
 ///
 /// A policy being deleted, or one the operator cannot act on, counts nothing.
 pub fn observe_injected<'a>(
@@ -24,39 +27,36 @@ pub fn observe_injected<'a>(
 ) -> Observed {
     let mut c = Counts::default();
     let mut collisions = Vec::new();
+    let mut drifted = Vec::new();
     if policy.deleting || policy.selector.is_err() {
         return Observed::default();
     }
-    let live = pods.into_iter().filter(|m| {
-        !m.is_sidecar()
-            && m.namespace == policy.namespace
-            && policy.selects(&m.labels)
-            && !m.opted_out
-            && !m.deleting
-            && !m.terminal()
-    });
-    for m in live {
+    for m in pods.into_iter().filter(|m| selected(policy, m)) {
         c.matched += 1;
-        let Some(hash) = m.injected_hash(&policy.name) else {
+        if let Some(drift) = drift_of(policy, m) {
+            drifted.push((m.name.clone(), drift));
+        }
+        if m.injected_hash(&policy.name).is_none() {
             c.missing += 1;
             if let Some(why) = m.skipped_for(&policy.name) {
                 collisions.push(format!("{} ({why})", m.name));
             }
             continue;
-        };
-        let current = hash == policy.hash;
+        }
         c.sidecars += 1;
-        c.updated += i32::from(current);
+        c.updated += i32::from(drift_of(policy, m).is_none());
         c.available += i32::from(m.ready);
-        if current && m.ready {
+        if ready_with_sidecars(policy, m) {
             c.ready += 1;
             c.converged += 1;
         }
     }
     collisions.sort_unstable();
+    drifted.sort_unstable();
     Observed {
         counts: c,
         collisions,
+        drifted,
     }
 }
 

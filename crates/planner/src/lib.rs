@@ -24,7 +24,9 @@
 //!   [`injected`]: the counts of a Container-mode policy (selected Pods, and those that
 //!   record its sidecars).
 //! - [`inject`]: Container mode: the sidecars the admission webhook adds to a Pod being
-//!   created (not wired yet).
+//!   created.
+//! - [`repair`]: Container mode: which drifted Pods (missing or outdated sidecars) to evict
+//!   now, within `maxUnavailable`.
 
 pub mod eligibility;
 pub mod failed;
@@ -36,6 +38,7 @@ pub mod outcome;
 pub mod plan;
 pub mod relevance;
 pub mod render;
+pub mod repair;
 pub mod rollout;
 pub mod status;
 pub mod template_check;
@@ -52,8 +55,9 @@ pub use plan::{
 };
 pub use relevance::{Relevance, relevance};
 pub use render::render;
+pub use repair::{Drift, Evict, Repair, SentEviction, drift_of, plan_repair, ready_with_sidecars};
 pub use rollout::{Replace, plan_rollout};
-pub use status::{Counts, Observed, Problems, compute_status, observe};
+pub use status::{Counts, DRIFT_NAMES, Observed, Problems, RepairSeen, compute_status, observe};
 pub use template_check::{Verdict, dry_run_sidecar, recheck_delay};
 pub use view::{OwnerView, Phase, PodView, PolicyView};
 

@@ -1,8 +1,8 @@
 //! Which Pod changes can change a decision. Most watch events are kwok or the kubelet
 //! writing status (a main Pod becomes Running and Ready, a sidecar is scheduled); the
-//! pod controller's plan reads none of that, and the policy's status reads a sidecar's
-//! readiness but not its node. Events that change nothing a decision reads are dropped
-//! before they reach a queue.
+//! pod controller's plan reads none of that, and the policy's status reads readiness (a
+//! sidecar's; in Container mode a main Pod's and its containers') but not a node. Events
+//! that change nothing a decision reads are dropped before they reach a queue.
 
 use crate::labels::Labels;
 use crate::view::{OwnerView, PodView};
@@ -60,9 +60,12 @@ pub fn relevance(old: Option<&PodView>, new: Option<&PodView>) -> Relevance {
     };
     let decision = decided(o) != decided(n);
     let sidecar = o.is_sidecar() || n.is_sidecar();
+    // Readiness: a sidecar's counts in its policy's status; a main Pod's in Container mode
+    // (ready with its injected sidecars, and the repair's maxUnavailable budget).
+    let readiness = o.ready != n.ready || (!sidecar && o.unready != n.unready);
     Relevance {
         pod: decision,
-        status: decision || (sidecar && o.ready != n.ready),
+        status: decision || readiness,
     }
 }
 
@@ -140,7 +143,13 @@ mod tests {
                 "main Ready",
                 main_pod(),
                 with(main_pod(), |v| v.ready = true),
-                none,
+                status_only,
+            ),
+            (
+                "main's native sidecar ready",
+                with(main_pod(), |v| v.unready = Some("proxy".into())),
+                main_pod(),
+                status_only,
             ),
             (
                 "main Failed",

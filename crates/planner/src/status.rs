@@ -6,12 +6,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use sidecar_api::constants::{condition, condition_status, reason};
-use sidecar_api::{Mode, SidecarPolicyStatus, UpdateStrategyType, ready_text};
+use sidecar_api::{Mode, PolicyDrift, SidecarPolicyStatus, UpdateStrategyType, ready_text};
 
 use crate::eligibility::{Ineligible, eligibility};
 use crate::injected::observe_injected;
 use crate::naming::sidecar_name;
 use crate::plan::Holder;
+use crate::repair::Drift;
 use crate::view::{PodView, PolicyView};
 
 /// Problems the controller saw while applying plans for this policy.
@@ -27,7 +28,51 @@ pub struct Problems {
     /// Sidecars that keep failing: replaced at least [`FAILING_AFTER`] times in a row and
     /// not Ready now (see [`crate::failing`]).
     pub failing: Vec<String>,
+    /// Container mode: the selected Pods without the current sidecars (see
+    /// [`Observed::drifted`]).
+    pub drifted: Vec<(String, Drift)>,
+    /// Container mode: the repair, as its last step saw it.
+    pub repair: RepairSeen,
 }
+
+/// Container mode's repair as the controller last saw it (from [`crate::plan_repair`], and
+/// the last PodDisruptionBudget refusal).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairSeen {
+    /// updateStrategy RollingUpdate is in effect.
+    pub active: bool,
+    /// Evictions whose replacements are not Ready with the sidecars yet.
+    pub in_flight: u32,
+    /// Evictable drifted Pods waiting for the budget.
+    pub waiting: u32,
+    /// `maxUnavailable`, resolved.
+    pub max_unavailable: u32,
+    /// A replacement that came up without the sidecars (the webhook is not injecting).
+    pub halted: Option<String>,
+    /// The last eviction a PodDisruptionBudget refused, while its backoff runs:
+    /// `pod: the API server's message`.
+    pub blocked: Option<String>,
+    /// Drifted Pods nothing would recreate (never evicted).
+    pub unowned: Vec<String>,
+}
+
+impl RepairSeen {
+    /// From one repair step, with the PodDisruptionBudget refusal still in effect.
+    pub fn of(step: &crate::Repair, blocked: Option<String>) -> RepairSeen {
+        RepairSeen {
+            active: step.active,
+            in_flight: step.in_flight + u32::try_from(step.evict.len()).unwrap_or(u32::MAX),
+            waiting: step.waiting,
+            max_unavailable: step.max_unavailable,
+            halted: step.halted.clone(),
+            blocked: blocked.filter(|_| step.active),
+            unowned: step.unowned.clone(),
+        }
+    }
+}
+
+/// Most drifted Pods named in `status.drift.pods`.
+pub const DRIFT_NAMES: usize = 20;
 
 /// Counts behind the status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +105,8 @@ pub struct Observed {
     /// at every status computation, so a collision clears as soon as the holder or the
     /// main Pod is gone.
     pub collisions: Vec<String>,
+    /// Container mode: the selected Pods that are missing or outdated, sorted by name.
+    pub drifted: Vec<(String, Drift)>,
 }
 
 /// Counts for `policy` from the Pods of its namespace (`pods`; `by_name` looks one up by
@@ -168,7 +215,7 @@ fn progressing_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> V
     if policy.paused() {
         (false, reason::PAUSED, "the policy is paused".into())
     } else if policy.mode() == Mode::Container {
-        injected_progress(c)
+        injected_progress(c, problems)
     } else if stale > 0 && policy.strategy() == UpdateStrategyType::OnDelete && missing == 0 {
         let message = format!(
             "{stale} sidecars run an older template; OnDelete replaces them when they are deleted"
@@ -198,20 +245,80 @@ fn progressing_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> V
     }
 }
 
-/// `Progressing` in Container mode: sidecars reach Pods only when they are created, so
-/// nothing is in flight (`False`); the message says how many run without the current one.
-fn injected_progress(c: Counts) -> Verdict {
+/// Up to [`DRIFT_NAMES`] names, and how many more.
+fn some_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let n = names.len();
+    let shown: Vec<&str> = names.take(DRIFT_NAMES).collect();
+    match n.saturating_sub(DRIFT_NAMES) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// `Progressing` in Container mode. Sidecars reach Pods when they are created; what runs
+/// without the current ones is reported, and evicted only with RollingUpdate (`True` while
+/// that repair has work: evictions in flight, waiting, or blocked by a budget).
+fn injected_progress(c: Counts, problems: &Problems) -> Verdict {
     let without = c.matched - c.updated;
-    if without > 0 {
+    let repair = &problems.repair;
+    if without <= 0 && repair.in_flight == 0 {
+        let message = "every selected Pod runs the current sidecar".into();
+        return (false, reason::CONVERGED, message);
+    }
+    let outdated = c.sidecars - c.updated;
+    let names = some_names(problems.drifted.iter().map(|(n, _)| n.as_str()));
+    let why = match (c.missing, outdated) {
+        (0, o) => format!("{o} injected from an older template"),
+        (m, 0) => format!(
+            "{m} not injected: created while the webhook was unavailable or before the policy"
+        ),
+        (m, o) => format!(
+            "{m} not injected (created while the webhook was unavailable or before the policy), \
+             {o} injected from an older template"
+        ),
+    };
+    let tally = format!(
+        "{without} of {} selected Pods run without the current sidecar ({why})",
+        c.matched
+    );
+    let unowned = if repair.unowned.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; not evicted, since no controller would recreate them: {}",
+            some_names(repair.unowned.iter().map(String::as_str))
+        )
+    };
+    if !repair.active {
         let message = format!(
-            "{without} of {} selected Pods run without the current sidecar: Pods get it when \
-             they are created",
-            c.matched
+            "{tally}: {names}; they get it when they are recreated (spec.updateStrategy.type \
+             RollingUpdate evicts them)"
         );
         (false, reason::WAITING_FOR_NEW_PODS, message)
+    } else if let Some(pod) = &repair.halted {
+        let message = format!(
+            "{tally}; eviction stopped: {pod} replaced an evicted Pod without the sidecar (see \
+             Degraded)"
+        );
+        (false, reason::WEBHOOK_NOT_INJECTING, message)
+    } else if let Some(refusal) = repair.blocked.as_ref().filter(|_| repair.waiting > 0) {
+        let message = format!(
+            "{tally}; a PodDisruptionBudget refused an eviction, retried with backoff: {refusal}"
+        );
+        (true, reason::EVICTION_BLOCKED, message)
+    } else if repair.in_flight > 0 || repair.waiting > 0 {
+        let message = format!(
+            "{tally}: evicting them for their controllers to recreate, at most {} unavailable \
+             at once: {} evicted and awaiting a Ready replacement with it, {} waiting{unowned}",
+            repair.max_unavailable, repair.in_flight, repair.waiting
+        );
+        (true, reason::REPAIRING, message)
     } else {
-        let message = "every selected Pod runs the current sidecar".into();
-        (false, reason::CONVERGED, message)
+        let message = format!(
+            "{tally}: {names}; none has a controller that would recreate it, so none is \
+             evicted: delete and recreate them"
+        );
+        (false, reason::NOT_EVICTABLE, message)
     }
 }
 
@@ -225,6 +332,18 @@ fn degraded_verdict(policy: &PolicyView, problems: &Problems) -> Verdict {
     } else if let Some(msg) = &problems.refused {
         let message = format!("the API server refused a sidecar: {msg}");
         (true, reason::CREATE_REFUSED, message)
+    } else if let Some(pod) = problems
+        .repair
+        .halted
+        .as_ref()
+        .filter(|_| problems.repair.active)
+    {
+        let message = format!(
+            "Pod {pod} replaced a Pod evicted to get the current sidecar, but came up without it: \
+             the admission webhook did not inject it (is the operator's webhook running and \
+             reachable from the API server?); nothing more is evicted until a replacement has it"
+        );
+        (true, reason::WEBHOOK_NOT_INJECTING, message)
     } else if !problems.failing.is_empty() {
         let message = format!(
             "sidecars keep ending Failed or Succeeded and are replaced with a growing delay: {}",
@@ -274,6 +393,8 @@ fn stalled_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> Verdi
         refused: problems.refused.clone().filter(|_| c.missing > 0),
         failing: Vec::new(),
         collisions: problems.collisions.clone(),
+        drifted: Vec::new(),
+        repair: problems.repair.clone(),
     };
     let (stuck, reason, message) = degraded_verdict(policy, &cleared);
     if stuck {
@@ -303,6 +424,27 @@ fn reconciling_verdict(c: Counts, progressing: &Verdict, stalled: &Verdict) -> V
     } else {
         (false, reason, message.clone())
     }
+}
+
+/// `status.drift`: Container mode, when some selected Pod lacks the current sidecars or an
+/// eviction is in flight.
+fn drift(policy: &PolicyView, c: Counts, problems: &Problems) -> Option<PolicyDrift> {
+    let outdated = c.sidecars - c.updated;
+    let evicting = i32::try_from(problems.repair.in_flight).unwrap_or(i32::MAX);
+    if policy.mode() != Mode::Container || c.missing + outdated + evicting == 0 {
+        return None;
+    }
+    Some(PolicyDrift {
+        missing_pods: c.missing,
+        outdated_pods: outdated,
+        evicting_pods: evicting,
+        pods: problems
+            .drifted
+            .iter()
+            .take(DRIFT_NAMES)
+            .map(|(n, d)| format!("{n} ({})", d.as_str()))
+            .collect(),
+    })
 }
 
 /// The status for `policy`, given its counts, the problems seen, the stored status and now.
@@ -346,6 +488,7 @@ pub fn compute_status(
         updated_pods: c.updated,
         ready_pods: c.ready,
         ready: Some(ready_text(c.ready, c.matched)),
+        drift: drift(policy, c, problems),
         conditions,
     }
 }

@@ -1002,6 +1002,7 @@ mod status {
             failing: vec!["web-0-ship".into()],
             collisions: vec!["web-1-ship".into()],
             invalid_template: None,
+            ..Problems::default()
         };
         let c = Counts::default();
         let cases = [

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube_core::Selector;
 use sidecar_api::constants::{
     ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_SKIPPED, INJECT_DISABLED, LABEL_MAIN_UID,
@@ -77,6 +77,11 @@ pub struct PodView {
     pub deleting: bool,
     /// The `Ready` condition is `True`.
     pub ready: bool,
+    /// Its long-running containers (containers, and init containers with restartPolicy
+    /// Always: native sidecars) that are not ready, or have no status yet, comma-separated;
+    /// `None` when all are ready (no allocation). Container mode counts a Pod ready with a
+    /// policy's sidecars when none of them is listed (see [`PodView::containers_ready`]).
+    pub unready: Option<Box<str>>,
     /// The value of its `sidecars.dev/injected` annotation: the Container-mode policies whose
     /// sidecars it was created with, `policy=templateHash,...` (see
     /// [`PodView::injected_hash`]). Kept as the text, one allocation and only on Pods that
@@ -125,7 +130,16 @@ impl PodView {
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
             injected: annotation(pod, ANNOTATION_INJECTED),
             skipped: annotation(pod, ANNOTATION_SKIPPED),
+            unready: unready_containers(pod),
         })
+    }
+
+    /// None of `names` is among its [`PodView::unready`] containers.
+    pub fn containers_ready<'n>(&self, mut names: impl Iterator<Item = &'n str>) -> bool {
+        let Some(unready) = self.unready.as_deref() else {
+            return true;
+        };
+        names.all(|n| !unready.split(',').any(|u| u == n))
     }
 
     /// Created by this operator (label `app.kubernetes.io/managed-by: sidecar-operator`).
@@ -313,10 +327,49 @@ impl PolicyView {
         self.policy.spec.placement
     }
 
-    /// `spec.updateStrategy.type`.
-    pub fn strategy(&self) -> UpdateStrategyType {
-        self.policy.spec.update_strategy.type_
+    /// Container mode: the names of the long-running containers it injects (native
+    /// sidecars, containers), whose readiness makes a Pod ready with its sidecars.
+    pub fn injected_containers(&self) -> impl Iterator<Item = &str> {
+        let spec = self.policy.spec.template.spec.as_ref();
+        let sidecars = spec
+            .and_then(|s| s.init_containers.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+        let mains = spec.map(|s| s.containers.iter()).into_iter().flatten();
+        sidecars.chain(mains).map(|c| c.name.as_str())
     }
+
+    /// `spec.updateStrategy.type` in effect (its default depends on the mode).
+    pub fn strategy(&self) -> UpdateStrategyType {
+        self.policy.spec.update_strategy.effective(self.mode())
+    }
+}
+
+/// See [`PodView::unready`].
+fn unready_containers(pod: &Pod) -> Option<Box<str>> {
+    let spec = pod.spec.as_ref()?;
+    let status = pod.status.as_ref();
+    let ready = |statuses: Option<&Vec<ContainerStatus>>, name: &str| {
+        statuses
+            .into_iter()
+            .flatten()
+            .any(|s| s.name == name && s.ready)
+    };
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+        .map(|c| c.name.as_str())
+        .filter(|n| !ready(status.and_then(|s| s.init_container_statuses.as_ref()), n));
+    let mains = spec
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !ready(status.and_then(|s| s.container_statuses.as_ref()), n));
+    let names: Vec<&str> = sidecars.chain(mains).collect();
+    (!names.is_empty()).then(|| names.join(",").into())
 }
 
 fn annotation(pod: &Pod, key: &str) -> Option<Box<str>> {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
@@ -331,8 +332,72 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
         "the operator filled the shipped Secret"
     );
 
+    // Container mode's repair (pods/eviction): a ReplicaSet's Pod created before its
+    // policy is evicted, and its replacement comes up injected.
+    let rs: ReplicaSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "drifted"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "drifted"}},
+            "template": {
+                "metadata": {"labels": {"app": "drifted"}},
+                "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]},
+            },
+        },
+    }))
+    .expect("static ReplicaSet");
+    Api::<ReplicaSet>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("ReplicaSet");
+    let has_shipper = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.name == "shipper"))
+    };
+    let selected = || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels("app=drifted"))
+            .await
+            .ok()?;
+        Some(list.items)
+    };
+    wait_until(Duration::from_secs(60), "the ReplicaSet's Pod", || async {
+        selected()
+            .await?
+            .iter()
+            .any(|p| !has_shipper(p))
+            .then_some(())
+    })
+    .await;
+    let mut repair = injector.clone();
+    repair.metadata.name = Some("repair".into());
+    repair.spec.selector = serde_json::from_value(serde_json::json!({
+        "matchLabels": {"app": "drifted"}
+    }))
+    .expect("selector");
+    repair.spec.update_strategy.type_ = Some(sidecar_api::UpdateStrategyType::RollingUpdate);
+    policies
+        .create(&PostParams::default(), &repair)
+        .await
+        .expect("repairing policy");
+    wait_until(
+        Duration::from_secs(150),
+        "the drifted Pod evicted and replaced with its sidecar",
+        || async {
+            let pods = selected().await?;
+            let live: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            (live.len() == 1 && has_shipper(live[0])).then_some(())
+        },
+    )
+    .await;
+
     // Delete the policies: the sidecar goes.
-    for name in ["agent", "priv", "inject"] {
+    for name in ["agent", "priv", "inject", "repair"] {
         policies
             .delete(name, &DeleteParams::default())
             .await
@@ -438,7 +503,7 @@ async fn set_psa(client: &Client, ns: &str, level: &str) {
 /// The API group of each resource name the operator's request counter uses.
 fn group_of(resource: &str) -> Option<&'static str> {
     match resource {
-        "pods" | "namespaces" => Some(""),
+        "pods" | "pods/eviction" | "namespaces" => Some(""),
         "sidecarpolicies" | "sidecarpolicies/status" => Some(sidecar_api::constants::GROUP),
         "events" => Some("events.k8s.io"),
         "leases" => Some("coordination.k8s.io"),

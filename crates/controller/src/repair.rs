@@ -1,0 +1,216 @@
+//! Container mode's repair, applied: one step of [`sidecar_planner::plan_repair`] is sent
+//! as evictions (the Eviction API, so every PodDisruptionBudget holds), each with a uid
+//! precondition and a Normal Event on the Pod. What was sent is remembered (see
+//! [`RepairMemory`]) until the replacement is Ready with the sidecars. A budget's refusal
+//! (429) stops the step and is retried with backoff, shown in status and as a Warning Event;
+//! a repair's start and end are Normal Events on the policy.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Api;
+use kube::api::{DeleteParams, EvictParams, Preconditions};
+use sidecar_api::constants::reason;
+use sidecar_planner::{Evict, Repair, SentEviction};
+
+use crate::Error;
+use crate::context::Context;
+use crate::keys::PolicyKey;
+
+/// How long a sent eviction holds the budget without a Ready replacement before it is
+/// forgotten (its owner was scaled down or deleted, say): the repair then goes on.
+pub(crate) const SENT_MEMORY: Duration = Duration::from_secs(600);
+/// While replacements come up without the sidecars (the webhook is not injecting), one
+/// more eviction is tried this often, not more.
+pub(crate) const HALTED_RETRY: Duration = Duration::from_secs(60);
+/// Backoff after a PodDisruptionBudget refused an eviction: doubled per refusal in a row.
+const BLOCKED_FIRST: Duration = Duration::from_secs(2);
+const BLOCKED_MAX: Duration = Duration::from_secs(60);
+
+/// What the operator remembers of one policy's repair between steps.
+#[derive(Debug, Default)]
+pub(crate) struct RepairMemory {
+    /// Evictions sent, with when.
+    sent: Vec<(SentEviction, Instant)>,
+    /// The last refusal by a budget: message, when to retry, refusals in a row.
+    blocked: Option<(String, Instant, u32)>,
+    /// The last step was halted (a replacement without the sidecars).
+    halted: bool,
+    /// A repair is under way (its start was announced).
+    started: bool,
+}
+
+impl RepairMemory {
+    /// The evictions still remembered at `now`, forgetting the expired ones.
+    pub(crate) fn sent(&mut self, now: Instant) -> Vec<SentEviction> {
+        let keep = if self.halted {
+            HALTED_RETRY
+        } else {
+            SENT_MEMORY
+        };
+        self.sent.retain(|(_, at)| now.duration_since(*at) < keep);
+        self.sent.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// The refusal in effect at `now` (its message), if its backoff still runs.
+    pub(crate) fn blocked(&self, now: Instant) -> Option<String> {
+        self.blocked
+            .as_ref()
+            .filter(|(_, until, _)| *until > now)
+            .map(|(m, _, _)| m.clone())
+    }
+
+    /// The step was planned: forget what it found done, remember whether it was halted.
+    /// Returns the announcement due: `Some(true)` a repair starts, `Some(false)` it ended.
+    fn planned(&mut self, step: &Repair) -> Option<bool> {
+        self.sent.retain(|(e, _)| !step.done.contains(&e.uid));
+        self.halted = step.halted.is_some();
+        let working = !step.evict.is_empty() || step.in_flight > 0 || step.waiting > 0;
+        match (self.started, working) {
+            (false, true) if !step.evict.is_empty() => {
+                self.started = true;
+                Some(true)
+            }
+            (true, false) => {
+                self.started = false;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Sends the step's evictions; announces a repair's start and end.
+pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) -> Result<(), Error> {
+    let now = Instant::now();
+    if step.active && (!step.evict.is_empty() || step.in_flight > 0 || step.waiting > 0) {
+        tracing::debug!(namespace = %key.0, policy = %key.1, evict = step.evict.len(), in_flight = step.in_flight, waiting = step.waiting, max_unavailable = step.max_unavailable, halted = ?step.halted, "repair step");
+    }
+    let announce = ctx.policy_state.with_repair(key, |m| m.planned(&step));
+    match announce {
+        Some(true) => ctx.notice_policy(
+            key,
+            reason::REPAIRING,
+            "Evict",
+            &format!(
+                "Evicting selected Pods that run without the current sidecar, at most {} unavailable at once, so that their controllers recreate them with it",
+                step.max_unavailable
+            ),
+        ),
+        Some(false) => ctx.notice_policy(
+            key,
+            reason::REPAIRED,
+            "Evict",
+            "Every selected Pod a controller owns runs the current sidecar again",
+        ),
+        None => {}
+    }
+    if ctx
+        .policy_state
+        .with_repair(key, |m| m.blocked(now))
+        .is_some()
+    {
+        return Ok(());
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.evictions.clone(), &key.0);
+    for e in step.evict {
+        match evict(ctx, &api, key, &e).await? {
+            Sent::Done => {
+                ctx.policy_state.with_repair(key, |m| {
+                    m.sent.push((e.sent(), Instant::now()));
+                    m.blocked = None;
+                });
+            }
+            Sent::Gone => {}
+            Sent::Blocked(message) => {
+                let delay = ctx.policy_state.with_repair(key, |m| {
+                    let n = m.blocked.as_ref().map_or(0, |b| b.2) + 1;
+                    let delay = BLOCKED_FIRST
+                        .saturating_mul(1 << (n - 1).min(6))
+                        .min(BLOCKED_MAX);
+                    m.blocked = Some((format!("{}: {message}", e.name), Instant::now() + delay, n));
+                    delay
+                });
+                ctx.warn_policy(
+                    key,
+                    reason::EVICTION_BLOCKED,
+                    "Evict",
+                    &format!(
+                        "A PodDisruptionBudget does not allow evicting Pod {} now ({message}); retrying in {} s",
+                        e.name,
+                        delay.as_secs()
+                    ),
+                );
+                // Its status shows the refusal now, the retry comes after the backoff.
+                ctx.queues.policies.add(key.clone());
+                ctx.queues.policies.add_after(key.clone(), delay);
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one eviction came to.
+enum Sent {
+    /// Accepted: the Pod is being deleted.
+    Done,
+    /// The Pod was gone, or is another Pod by now (uid precondition).
+    Gone,
+    /// Refused by a PodDisruptionBudget (429), with the API server's message.
+    Blocked(String),
+}
+
+async fn evict(ctx: &Context, api: &Api<Pod>, key: &PolicyKey, e: &Evict) -> Result<Sent, Error> {
+    let params = EvictParams {
+        delete_options: Some(DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(e.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        }),
+        ..EvictParams::default()
+    };
+    match api.evict(&e.name, &params).await {
+        Ok(_) => {
+            ctx.metrics.evicted("evicted");
+            tracing::info!(namespace = %key.0, pod = %e.name, policy = %key.1, drift = e.drift.as_str(), "evicted Pod for its sidecars");
+            let pod = OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: e.name.clone(),
+                uid: e.uid.clone(),
+                ..OwnerReference::default()
+            };
+            ctx.events.on_main(
+                Some(&pod),
+                &key.0,
+                reason::EVICTED,
+                "Evict",
+                format!(
+                    "Evicted so that its controller recreates it with the current sidecars of SidecarPolicy {} ({})",
+                    key.1,
+                    match e.drift {
+                        sidecar_planner::Drift::Missing => "it was created without them",
+                        sidecar_planner::Drift::Outdated => "it has an older template's",
+                    }
+                ),
+            );
+            Ok(Sent::Done)
+        }
+        Err(kube::Error::Api(s)) if s.code == 429 => {
+            ctx.metrics.evicted("blocked");
+            Ok(Sent::Blocked(s.message))
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+            ctx.metrics.evicted("gone");
+            Ok(Sent::Gone)
+        }
+        Err(source) => Err(Error::Evict {
+            name: e.name.clone(),
+            source,
+        }),
+    }
+}

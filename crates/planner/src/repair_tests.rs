@@ -1,0 +1,309 @@
+//! Container mode's repair step, as tables.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::json;
+use sidecar_api::{SidecarPolicy, SidecarPolicySpec};
+
+use crate::repair::*;
+use crate::*;
+
+fn policy(strategy: serde_json::Value, paused: bool) -> PolicyView {
+    let spec = json!({
+        "mode": "Container",
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"spec": {"initContainers": [
+            {"name": "proxy", "image": "envoy:1", "restartPolicy": "Always"}]}},
+        "updateStrategy": strategy,
+        "paused": paused,
+    });
+    let spec: SidecarPolicySpec = serde_json::from_value(spec).expect("spec");
+    let mut p = SidecarPolicy::new("mesh", spec);
+    p.metadata.namespace = Some("shop".into());
+    p.metadata.uid = Some("uid-mesh".into());
+    PolicyView::new(Arc::new(p))
+}
+
+fn rolling(max: serde_json::Value) -> PolicyView {
+    policy(
+        json!({"type": "RollingUpdate", "maxUnavailable": max}),
+        false,
+    )
+}
+
+/// Selected Pod `name` owned by `owner` (a ReplicaSet uid; "" for none, "job:" prefix for
+/// a Job), with record `current` (true), an older one (false) or none, Ready or not.
+fn pod(name: &str, owner: &str, record: Option<bool>, ready: bool, p: &PolicyView) -> PodView {
+    let injected = record.map(|current| {
+        let hash = if current { p.hash.as_str() } else { "old" };
+        format!("mesh={hash}").into()
+    });
+    let owner = (!owner.is_empty()).then(|| {
+        let (kind, uid) = match owner.strip_prefix("job:") {
+            Some(uid) => ("Job", uid),
+            None => ("ReplicaSet", owner),
+        };
+        OwnerView {
+            kind: kind.into(),
+            name: format!("{uid}-name"),
+            uid: uid.into(),
+        }
+    });
+    PodView {
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: Labels::from_iter([("app", "web")]),
+        phase: Phase::Running,
+        ready,
+        owner,
+        injected,
+        ..PodView::default()
+    }
+}
+
+fn sent(pod: &str, owner: &str, siblings: &[&str]) -> SentEviction {
+    SentEviction {
+        uid: format!("uid-{pod}"),
+        owner_uid: owner.into(),
+        siblings: Arc::new(
+            siblings
+                .iter()
+                .map(|s| format!("uid-{s}"))
+                .collect::<BTreeSet<_>>(),
+        ),
+    }
+}
+
+fn names(r: &Repair) -> Vec<&str> {
+    r.evict.iter().map(|e| e.name.as_str()).collect()
+}
+
+#[test]
+fn container_mode_reports_only_unless_rolling_update_is_asked_for() {
+    let on_delete_default = policy(json!({}), false);
+    let pods = [pod("a", "rs", None, true, &on_delete_default)];
+    let r = plan_repair(&on_delete_default, &pods, &[sent("x", "rs", &[])]);
+    assert!(!r.active);
+    assert!(r.evict.is_empty());
+    assert_eq!(
+        r.done,
+        vec!["uid-x"],
+        "a repair turned off forgets its evictions"
+    );
+    let paused = policy(json!({"type": "RollingUpdate"}), true);
+    assert!(plan_repair(&paused, &pods, &[]).evict.is_empty());
+    let pod_mode = {
+        let mut spec = rolling(json!(1)).policy.spec.clone();
+        spec.mode = sidecar_api::Mode::Pod;
+        spec.template =
+            serde_json::from_value(json!({"spec": {"containers": [{"name": "a", "image": "b"}]}}))
+                .expect("template");
+        let mut p = SidecarPolicy::new("mesh", spec);
+        p.metadata.namespace = Some("shop".into());
+        PolicyView::new(Arc::new(p))
+    };
+    assert!(!plan_repair(&pod_mode, &pods, &[]).active);
+}
+
+#[test]
+fn the_budget_bounds_evictions_and_unready_drifted_pods_go_first_for_free() {
+    let p = rolling(json!(1));
+    // (case, pods, sent, evicted now, waiting)
+    type Case<'a> = (&'a str, Vec<PodView>, Vec<SentEviction>, Vec<&'a str>, u32);
+    let cases: Vec<Case> = vec![
+        (
+            "one at a time, by name",
+            vec![
+                pod("c", "rs", None, true, &p),
+                pod("b", "rs", Some(false), true, &p),
+                pod("a", "rs", Some(true), true, &p),
+                pod("d", "rs", None, true, &p),
+            ],
+            vec![],
+            vec!["b"],
+            2,
+        ),
+        (
+            "an unready drifted Pod is evicted at no cost, the ready one waits",
+            vec![
+                pod("a", "rs", None, true, &p),
+                pod("z", "rs", None, false, &p),
+            ],
+            vec![],
+            vec!["z"],
+            1,
+        ),
+        (
+            "an unready Pod with the sidecar spends the budget",
+            vec![
+                pod("a", "rs", None, true, &p),
+                pod("b", "rs", Some(true), false, &p),
+            ],
+            vec![],
+            vec![],
+            1,
+        ),
+        (
+            "an eviction the cache has not seen yet holds the budget",
+            vec![
+                pod("a", "rs", None, true, &p),
+                pod("b", "rs", None, true, &p),
+            ],
+            vec![sent("a", "rs", &["a", "b"])],
+            vec![],
+            1,
+        ),
+        (
+            "an evicted Pod gone and not yet replaced holds the budget",
+            vec![pod("b", "rs", None, true, &p)],
+            vec![sent("a", "rs", &["a", "b"])],
+            vec![],
+            1,
+        ),
+        (
+            "a replacement not Ready yet holds the budget",
+            vec![
+                pod("b", "rs", None, true, &p),
+                pod("a2", "rs", Some(true), false, &p),
+            ],
+            vec![sent("a", "rs", &["a", "b"])],
+            vec![],
+            1,
+        ),
+        (
+            "a replacement Ready with the sidecars frees it",
+            vec![
+                pod("b", "rs", None, true, &p),
+                pod("a2", "rs", Some(true), true, &p),
+            ],
+            vec![sent("a", "rs", &["a", "b"])],
+            vec!["b"],
+            0,
+        ),
+        (
+            "a sibling that existed before is no replacement",
+            vec![
+                pod("b", "rs", None, true, &p),
+                pod("c", "rs", Some(true), true, &p),
+            ],
+            vec![sent("a", "rs", &["a", "b", "c"])],
+            vec![],
+            1,
+        ),
+        (
+            "another owner's new Pod is no replacement",
+            vec![
+                pod("b", "rs", None, true, &p),
+                pod("x", "rs2", Some(true), true, &p),
+            ],
+            vec![sent("a", "rs", &["a", "b"])],
+            vec![],
+            1,
+        ),
+    ];
+    for (case, pods, sent, want, waiting) in cases {
+        let r = plan_repair(&p, &pods, &sent);
+        assert_eq!(names(&r), want, "{case}");
+        assert_eq!(r.waiting, waiting, "{case}: waiting");
+        assert_eq!(r.halted, None, "{case}");
+    }
+}
+
+#[test]
+fn percentages_resolve_over_the_selected_pods() {
+    let p = rolling(json!("50%"));
+    let pods: Vec<PodView> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| pod(n, "rs", None, true, &p))
+        .collect();
+    let r = plan_repair(&p, &pods, &[]);
+    assert_eq!((names(&r), r.max_unavailable), (vec!["a", "b"], 2));
+    // Each eviction remembers its owner's Pods of the moment.
+    assert_eq!(r.evict[0].owner_uid, "rs");
+    assert_eq!(r.evict[0].siblings.len(), 4);
+    assert_eq!(r.evict[0].drift, Drift::Missing);
+}
+
+#[test]
+fn a_replacement_without_the_sidecars_halts_the_repair() {
+    let p = rolling(json!(3));
+    let pods = [
+        pod("b", "rs", None, true, &p),
+        pod("c", "rs", None, true, &p),
+        pod("a2", "rs", None, true, &p),
+    ];
+    let r = plan_repair(&p, &pods, &[sent("a", "rs", &["a", "b", "c"])]);
+    assert_eq!(r.halted.as_deref(), Some("a2"));
+    assert!(r.evict.is_empty(), "{:?}", names(&r));
+    assert_eq!((r.in_flight, r.waiting), (1, 2));
+}
+
+#[test]
+fn a_replacement_from_an_older_template_is_drifted_not_a_halt() {
+    let p = rolling(json!(1));
+    let pods = [
+        pod("b", "rs", None, true, &p),
+        pod("a2", "rs", Some(false), true, &p),
+    ];
+    let r = plan_repair(&p, &pods, &[sent("a", "rs", &["a", "b"])]);
+    assert_eq!(r.halted, None);
+    assert_eq!(r.done, vec!["uid-a"]);
+    assert_eq!(names(&r), vec!["a2"], "evicted again, by name first");
+    assert_eq!(r.waiting, 1);
+}
+
+#[test]
+fn pods_no_controller_recreates_are_reported_never_evicted() {
+    let p = rolling(json!("100%"));
+    let pods = [
+        pod("bare", "", None, true, &p),
+        pod("job-pod", "job:j1", Some(false), true, &p),
+        pod("web", "rs", None, true, &p),
+    ];
+    let r = plan_repair(&p, &pods, &[]);
+    assert_eq!(names(&r), vec!["web"]);
+    assert_eq!(r.unowned, vec!["bare", "job-pod"]);
+}
+
+#[test]
+fn ready_with_sidecars_reads_the_injected_containers_statuses() {
+    let p = rolling(json!(1));
+    let mut m = pod("a", "rs", Some(true), true, &p);
+    assert!(ready_with_sidecars(&p, &m));
+    m.unready = Some("main,proxy".into());
+    assert!(
+        !ready_with_sidecars(&p, &m),
+        "its native sidecar is not ready"
+    );
+    m.unready = Some("main".into());
+    assert!(
+        ready_with_sidecars(&p, &m),
+        "only the policy's containers count"
+    );
+    // A replacement whose sidecar is not ready yet is not done.
+    let mut r = pod("a2", "rs", Some(true), true, &p);
+    r.unready = Some("proxy".into());
+    let step = plan_repair(&p, &[r], &[sent("a", "rs", &["a"])]);
+    assert_eq!((step.done.len(), step.in_flight), (0, 1));
+}
+
+#[test]
+fn every_evictable_pod_within_a_larger_budget_goes_in_one_step() {
+    let p = rolling(json!(2));
+    let pods = [
+        pod("a", "rs", Some(true), true, &p),
+        pod("b", "rs", Some(true), true, &p),
+        pod("c", "rs", None, true, &p),
+        pod("d", "rs", None, true, &p),
+        pod("e", "rs", None, true, &p),
+        pod("bare", "", None, true, &p),
+    ];
+    let r = plan_repair(&p, &pods, &[]);
+    assert_eq!(names(&r), vec!["c", "d"]);
+    assert_eq!(
+        (r.waiting, r.unowned.clone()),
+        (1, vec!["bare".to_string()])
+    );
+}
