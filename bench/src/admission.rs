@@ -26,7 +26,7 @@ use crate::{Ctx, say, secs, workload};
 const WEBHOOK: &str = sidecar_webhook::registration::WEBHOOK_NAME;
 
 /// Label that sends a namespace's Pods to the benchmark's webhook.
-const WITH_LABEL: &str = "sidecar-bench/webhook";
+pub(crate) const WITH_LABEL: &str = "sidecar-bench/webhook";
 
 /// What the admission section measured.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -96,33 +96,9 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
 
     // The operator runs (webhook and controllers) through all three bursts: only the
     // namespace label decides whether the API server calls the webhook, so the bursts
-    // differ in the webhook alone.
-    let port = crate::operator::free_port()?;
-    let url = format!("https://127.0.0.1:{port}");
-    let configuration = format!("sidecar-bench-{}", ctx.run_id);
-    let extra = vec![
-        "--webhook-addr".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--webhook-url".into(),
-        url,
-        "--webhook-configuration".into(),
-        configuration.clone(),
-        "--webhook-namespace-selector".into(),
-        format!("{WITH_LABEL}=on"),
-        // Its Secret goes in a namespace of the run (deleted with it).
-        "--operator-namespace".into(),
-        sets[0][0].clone(),
-    ];
-    let launch = Launch {
-        mode: &ctx.cfg.operator,
-        kubeconfig: ctx.kubeconfig,
-        concurrency: ctx.cfg.concurrency,
-        pod_events: ctx.cfg.pod_events,
-        log_dir: &ctx.cfg.out_dir,
-        name: "operator-admission",
-        extra_args: &extra,
-    };
-    let op = RunningOperator::start(&launch, timeout).await?;
+    // differ in the webhook alone. Its Secret goes in a namespace of the run.
+    let (op, configuration) =
+        start_webhook_operator(ctx, "operator-admission", &sets[0][0]).await?;
     wait_injecting(ctx, &sets[1][0], timeout).await?;
 
     say(&format!("admission: {n} Pod creates, webhook not called"));
@@ -220,8 +196,44 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
     Ok(Some(out))
 }
 
+/// Starts the operator binary with its webhook on 127.0.0.1, for the namespaces labelled
+/// [`WITH_LABEL`], its Secret in namespace `home` (never injected); returns it and the name
+/// of its MutatingWebhookConfiguration (delete it after).
+pub(crate) async fn start_webhook_operator(
+    ctx: &Ctx<'_>,
+    name: &str,
+    home: &str,
+) -> anyhow::Result<(RunningOperator, String)> {
+    let port = crate::operator::free_port()?;
+    let url = format!("https://127.0.0.1:{port}");
+    let configuration = format!("sidecar-bench-{name}-{}", ctx.run_id);
+    let extra = vec![
+        "--webhook-addr".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--webhook-url".into(),
+        url,
+        "--webhook-configuration".into(),
+        configuration.clone(),
+        "--webhook-namespace-selector".into(),
+        format!("{WITH_LABEL}=on"),
+        "--operator-namespace".into(),
+        home.to_string(),
+    ];
+    let launch = Launch {
+        mode: &ctx.cfg.operator,
+        kubeconfig: ctx.kubeconfig,
+        concurrency: ctx.cfg.concurrency,
+        pod_events: ctx.cfg.pod_events,
+        log_dir: &ctx.cfg.out_dir,
+        name,
+        extra_args: &extra,
+    };
+    let op = RunningOperator::start(&launch, ctx.cfg.timeout()).await?;
+    Ok((op, configuration))
+}
+
 /// Every Pod Container mode selects gets this native sidecar.
-fn container_policy() -> SidecarPolicy {
+pub(crate) fn container_policy() -> SidecarPolicy {
     let spec = serde_json::from_value(json!({
         "mode": "Container",
         "selector": {"matchLabels": {"app": "bench-main"}},
@@ -232,7 +244,7 @@ fn container_policy() -> SidecarPolicy {
     SidecarPolicy::new("bench-inject", spec)
 }
 
-fn has_sidecar(p: &Pod) -> bool {
+pub(crate) fn has_sidecar(p: &Pod) -> bool {
     let inits = p.spec.as_ref().and_then(|s| s.init_containers.as_ref());
     inits.is_some_and(|i| i.iter().any(|c| c.name == "bench-agent"))
 }
@@ -251,7 +263,11 @@ async fn timed_creates(ctx: &Ctx<'_>, pods: Vec<Pod>) -> anyhow::Result<(f64, Ve
 
 /// Waits until a dry-run create in `ns` comes back injected (the configuration applied,
 /// its CA trusted, the webhook's policy index synced).
-async fn wait_injecting(ctx: &Ctx<'_>, ns: &str, timeout: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_injecting(
+    ctx: &Ctx<'_>,
+    ns: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let dry = PostParams {
         dry_run: true,

@@ -23,6 +23,7 @@ mod markdown;
 pub mod metrics;
 pub mod observe;
 pub mod operator;
+mod repair;
 pub mod report;
 mod round;
 pub mod rounds;
@@ -74,6 +75,10 @@ pub struct Config {
     pub out_dir: PathBuf,
     /// Longest wait for any one step (default: 120 s + 0.1 s per Pod).
     pub timeout: Option<Duration>,
+    /// Run the admission section (the operator binary only).
+    pub admission: bool,
+    /// Drifted Pods of the repair section (the operator binary only; 0: skip it).
+    pub repair_n: usize,
 }
 
 impl Config {
@@ -91,6 +96,8 @@ impl Config {
             rollout_max_unavailable: "100%".into(),
             out_dir: target_dir().join("bench"),
             timeout: None,
+            admission: true,
+            repair_n: 200,
         }
     }
 
@@ -295,7 +302,9 @@ async fn bench(
         report.summarize();
         write_report(cfg, &report)?;
     }
-    report.admission = admission::admission_section(&mut ctx).await?;
+    if cfg.admission {
+        report.admission = admission::admission_section(&mut ctx).await?;
+    }
     if let Some(a) = &report.admission {
         say(&format!(
             "admission: throughput with/without the webhook {:.2}, API server p50 {:.1} ms p99 {:.1} ms ({:.0}% under 5 ms), handler p99 {:.2} ms, {} of {} injected",
@@ -306,6 +315,13 @@ async fn bench(
             a.handler_p99_ms,
             a.injected,
             a.n
+        ));
+    }
+    report.repair = repair::repair_section(&mut ctx).await?;
+    if let Some(r) = &report.repair {
+        say(&format!(
+            "repair: {} drifted Pods replaced in {:.2}s, floor {:.2}s (ratio {:.2}), {} evictions",
+            r.n, r.repair_s, r.floor_s, r.ratio, r.evictions
         ));
     }
     Ok(report)

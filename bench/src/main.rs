@@ -43,8 +43,14 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only the admission section (Container mode's webhook), no floor or operator rounds.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "repair_only")]
     admission_only: bool,
+    /// Only the repair section (Container mode's eviction of drifted Pods).
+    #[arg(long)]
+    repair_only: bool,
+    /// Drifted Pods of the repair section (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    repair_n: usize,
     /// Longest wait for any one step, seconds (default: 120 + N/10).
     #[arg(long)]
     timeout_secs: Option<u64>,
@@ -71,8 +77,14 @@ async fn main() -> ExitCode {
         cfg.out_dir = out;
     }
     cfg.timeout = a.timeout_secs.map(Duration::from_secs);
+    cfg.repair_n = a.repair_n;
     if a.admission_only {
         cfg.rounds = 0;
+        cfg.repair_n = 0;
+    }
+    if a.repair_only {
+        cfg.rounds = 0;
+        cfg.admission = false;
     }
 
     use tokio::signal::unix::{SignalKind, signal};

@@ -65,6 +65,9 @@ impl Report {
         if let Some(a) = &self.admission {
             admission_table(&mut s, a);
         }
+        if let Some(r) = &self.repair {
+            repair_table(&mut s, r);
+        }
         let _ = writeln!(s);
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
@@ -381,6 +384,45 @@ fn admission_table(s: &mut String, a: &crate::admission::Admission) {
             "",
         ),
         ("operator RSS after the burst", mib(a.rss_bytes), ""),
+    ];
+    for (name, value, goal) in rows {
+        let _ = writeln!(s, "| {name} | {value} | {goal} |");
+    }
+}
+
+fn repair_table(s: &mut String, r: &crate::repair::RepairSection) {
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Repair (Container mode, updateStrategy RollingUpdate, maxUnavailable 100%): {} Pods of a \
+         Deployment created without the sidecar, evicted and recreated injected:",
+        r.n
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| metric | value | goal |");
+    let _ = writeln!(s, "|---|---|---|");
+    let rows = [
+        (
+            "floor: the benchmark's client evicts them all",
+            format!("{:.2} s", r.floor_s),
+            "",
+        ),
+        (
+            "operator: from the switch to RollingUpdate",
+            format!("{:.2} s", r.repair_s),
+            "",
+        ),
+        ("ratio to the floor", format!("{:.2}", r.ratio), "≤ 1.2"),
+        (
+            "evictions sent by the operator",
+            format!("{}", r.evictions),
+            &*format!("{}", r.n),
+        ),
+        (
+            "evictions refused (no budget here)",
+            format!("{}", r.blocked),
+            "0",
+        ),
     ];
     for (name, value, goal) in rows {
         let _ = writeln!(s, "| {name} | {value} | {goal} |");

@@ -114,6 +114,8 @@ pub struct Report {
     pub total_s: f64,
     /// The admission section (Container mode's webhook); `None` in process.
     pub admission: Option<crate::admission::Admission>,
+    /// The repair section (Container mode's eviction of drifted Pods); `None` in process.
+    pub repair: Option<crate::repair::RepairSection>,
 }
 
 fn med<T>(rounds: &[T], f: impl Fn(&T) -> f64) -> f64 {

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
@@ -66,6 +68,11 @@ impl RepairMemory {
     fn planned(&mut self, step: &Repair) -> Option<bool> {
         self.sent.retain(|(e, _)| !step.done.contains(&e.uid));
         self.halted = step.halted.is_some();
+        if !step.active {
+            // Turned off (OnDelete, paused): it ends without completing.
+            self.started = false;
+            return None;
+        }
         let working = !step.evict.is_empty() || step.in_flight > 0 || step.waiting > 0;
         match (self.started, working) {
             (false, true) if !step.evict.is_empty() => {
@@ -114,42 +121,62 @@ pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) -> Resul
         return Ok(());
     }
     let api: Api<Pod> = Api::namespaced(ctx.evictions.clone(), &key.0);
-    for e in step.evict {
-        match evict(ctx, &api, key, &e).await? {
-            Sent::Done => {
-                ctx.policy_state.with_repair(key, |m| {
-                    m.sent.push((e.sent(), Instant::now()));
-                    m.blocked = None;
-                });
+    // The step is within the budget already: its evictions go concurrently.
+    let sent: Vec<(Evict, Result<Sent, Error>)> = futures::stream::iter(step.evict)
+        .map(|e| async {
+            let r = evict(ctx, &api, key, &e).await;
+            (e, r)
+        })
+        .buffer_unordered(EVICTIONS_IN_FLIGHT)
+        .collect()
+        .await;
+    let (mut refusal, mut error) = (None, None);
+    for (e, r) in sent {
+        match r {
+            Ok(Sent::Done) => ctx.policy_state.with_repair(key, |m| {
+                m.sent.push((e.sent(), Instant::now()));
+            }),
+            Ok(Sent::Gone) => {}
+            Ok(Sent::Blocked(message)) => {
+                refusal.get_or_insert((e.name, message));
             }
-            Sent::Gone => {}
-            Sent::Blocked(message) => {
-                let delay = ctx.policy_state.with_repair(key, |m| {
-                    let n = m.blocked.as_ref().map_or(0, |b| b.2) + 1;
-                    let delay = BLOCKED_FIRST
-                        .saturating_mul(1 << (n - 1).min(6))
-                        .min(BLOCKED_MAX);
-                    m.blocked = Some((format!("{}: {message}", e.name), Instant::now() + delay, n));
-                    delay
-                });
-                ctx.warn_policy(
-                    key,
-                    reason::EVICTION_BLOCKED,
-                    "Evict",
-                    &format!(
-                        "A PodDisruptionBudget does not allow evicting Pod {} now ({message}); retrying in {} s",
-                        e.name,
-                        delay.as_secs()
-                    ),
-                );
-                // Its status shows the refusal now, the retry comes after the backoff.
-                ctx.queues.policies.add(key.clone());
-                ctx.queues.policies.add_after(key.clone(), delay);
-                return Ok(());
+            Err(err) => {
+                error.get_or_insert(err);
             }
         }
     }
-    Ok(())
+    match refusal {
+        Some((pod, message)) => blocked(ctx, key, &pod, &message),
+        None => ctx.policy_state.with_repair(key, |m| m.blocked = None),
+    }
+    error.map_or(Ok(()), Err)
+}
+
+/// Concurrent evictions of one repair step.
+const EVICTIONS_IN_FLIGHT: usize = 16;
+
+/// A budget refused evicting `pod`: back off, say so, and come back after the backoff.
+fn blocked(ctx: &Context, key: &PolicyKey, pod: &str, message: &str) {
+    let delay = ctx.policy_state.with_repair(key, |m| {
+        let n = m.blocked.as_ref().map_or(0, |b| b.2) + 1;
+        let delay = BLOCKED_FIRST
+            .saturating_mul(1 << (n - 1).min(6))
+            .min(BLOCKED_MAX);
+        m.blocked = Some((format!("{pod}: {message}"), Instant::now() + delay, n));
+        delay
+    });
+    ctx.warn_policy(
+        key,
+        reason::EVICTION_BLOCKED,
+        "Evict",
+        &format!(
+            "A PodDisruptionBudget does not allow evicting Pod {pod} now ({message}); retrying in {} s",
+            delay.as_secs()
+        ),
+    );
+    // Its status shows the refusal now, the retry comes after the backoff.
+    ctx.queues.policies.add(key.clone());
+    ctx.queues.policies.add_after(key.clone(), delay);
 }
 
 /// What one eviction came to.

@@ -446,3 +446,65 @@ fn policies_only_reach_pods_of_their_namespace() {
         "{text}"
     );
 }
+
+/// Container mode: Pods that exist already (a `kubectl get -o yaml`) are told apart by their
+/// injection record, and the update strategy says what happens to the drifted ones.
+#[test]
+fn existing_pods_of_a_container_mode_policy_show_their_drift() {
+    let policy = |strategy: &str| {
+        format!(
+            r#"
+apiVersion: sidecars.dev/v1alpha1
+kind: SidecarPolicy
+metadata: {{name: mesh}}
+spec:
+  mode: Container
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    spec:
+      initContainers: [{{name: proxy, image: envoy, restartPolicy: Always}}]
+{strategy}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-abc
+  labels: {{app: web}}
+  ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: web-5d8, uid: u1, controller: true}}]
+spec: {{containers: [{{name: app, image: nginx}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: old
+  labels: {{app: web}}
+  annotations: {{sidecars.dev/injected: mesh=0000000000}}
+spec: {{containers: [{{name: app, image: nginx}}]}}
+"#
+        )
+    };
+    let report = |strategy: &str| {
+        let file = TempFile::new("drift.yaml", &policy(strategy));
+        let out = check_files(std::slice::from_ref(&file.0), &[]);
+        assert!(out.status.success(), "{}", describe(&out));
+        stdout(&out)
+    };
+    let text = report("");
+    assert!(
+        text.contains("updateStrategy OnDelete (Pods running without them or with an older template's are reported in status, never evicted)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runs without the sidecars (missing): reported in status (updateStrategy OnDelete); RollingUpdate would evict it"),
+        "{text}"
+    );
+    let text = report("  updateStrategy: {type: RollingUpdate, maxUnavailable: 1}");
+    assert!(
+        text.contains("runs without the sidecars (missing): evicted for its ReplicaSet web-5d8 to recreate with them"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runs an older template's sidecars (outdated): reported, never evicted: no controller would recreate it"),
+        "{text}"
+    );
+}

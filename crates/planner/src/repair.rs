@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use sidecar_api::{Mode, UpdateStrategyType};
 
-use crate::view::{PodView, PolicyView};
+use crate::view::{OwnerView, PodView, PolicyView};
 
 /// Owner kinds whose Pods are not evicted: nothing recreates a Job's finished work the same
 /// way, a mirror Pod (owned by its Node) is the kubelet's, a sidecar Pod is ours.
@@ -66,12 +66,11 @@ pub fn selected(policy: &PolicyView, m: &PodView) -> bool {
         && !m.terminal()
 }
 
-/// The controller owner whose Pods may be evicted: its uid.
-fn evictable_owner(m: &PodView) -> Option<&str> {
+/// The controller owner that would recreate `m` if it were evicted, if any.
+pub fn recreating_owner(m: &PodView) -> Option<&OwnerView> {
     m.owner
         .as_ref()
         .filter(|o| !NOT_EVICTED_OWNERS.contains(&o.kind.as_str()))
-        .map(|o| o.uid.as_str())
 }
 
 /// An eviction the controller sent and remembers until its replacement is Ready.
@@ -222,8 +221,8 @@ pub fn plan_repair<'a>(
         if evicting(m) || claimed.contains(m.uid.as_str()) {
             continue;
         }
-        match evictable_owner(m) {
-            Some(owner) => candidates.push((m, drift, owner)),
+        match recreating_owner(m) {
+            Some(owner) => candidates.push((m, drift, owner.uid.as_str())),
             None => out.unowned.push(m.name.clone()),
         }
     }

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sidecar_api::constants::{ANNOTATION_INJECT, INJECT_DISABLED, KIND as POLICY_KIND};
-use sidecar_api::{Mode, Placement};
+use sidecar_api::{Mode, Placement, UpdateStrategyType};
 use sidecar_planner::inject::inject;
 use sidecar_planner::{Ineligible, PodView, PolicyView, eligibility, render, sidecar_name};
 
@@ -161,11 +161,20 @@ fn write_policy_header(policy: &PolicyInput, out: &mut dyn Write) -> io::Result<
     )?;
     let paused = if view.paused() { ", PAUSED" } else { "" };
     if view.mode() == Mode::Container {
-        // Placement and update strategy mean nothing there.
+        // Placement means nothing there; the strategy decides about drifted Pods.
+        let repair = match view.strategy() {
+            UpdateStrategyType::OnDelete => {
+                "Pods running without them or with an older template's are reported in status, never evicted".to_owned()
+            }
+            UpdateStrategyType::RollingUpdate => format!(
+                "Pods running without them or with an older template's are evicted, if a controller owns them, at most {max_unavailable} unavailable at once"
+            ),
+        };
         return writeln!(
             out,
-            "#   mode Container (sidecars injected into each Pod at its creation), template hash \
-             {}{paused}",
+            "#   mode Container (sidecars injected into each Pod at its creation), updateStrategy \
+             {} ({repair}), template hash {}{paused}",
+            view.strategy().as_str(),
             view.hash,
         );
     }
@@ -202,6 +211,11 @@ fn outcome(main: &PodView, unscheduled: bool, view: &PolicyView) -> Option<(bool
         Err(Ineligible::OptedOut) => {
             format!("no sidecar: opted out ({ANNOTATION_INJECT}={INJECT_DISABLED})")
         }
+        // A Pod that exists already (it records injections, or a controller owns it): what
+        // the operator makes of it.
+        Err(Ineligible::ContainerMode) if main.injected.is_some() || main.owner.is_some() => {
+            return Some((false, existing_pod(main, view)));
+        }
         Err(Ineligible::ContainerMode) => {
             return Some((
                 false,
@@ -218,6 +232,36 @@ fn outcome(main: &PodView, unscheduled: bool, view: &PolicyView) -> Option<(bool
         Err(other) => format!("no sidecar: {}", other.as_str()),
     };
     Some((false, refused))
+}
+
+/// Container mode, a Pod that exists already: whether it runs the current sidecars, and what
+/// the update strategy does about it if not.
+fn existing_pod(main: &PodView, view: &PolicyView) -> String {
+    let Some(drift) = sidecar_planner::drift_of(view, main) else {
+        return "runs the current sidecars (recorded at its admission)".to_owned();
+    };
+    let runs = match drift {
+        sidecar_planner::Drift::Missing => "runs without the sidecars",
+        sidecar_planner::Drift::Outdated => "runs an older template's sidecars",
+    };
+    let then = match (
+        view.strategy(),
+        sidecar_planner::repair::recreating_owner(main),
+    ) {
+        (UpdateStrategyType::OnDelete, _) => {
+            "reported in status (updateStrategy OnDelete); RollingUpdate would evict it".to_owned()
+        }
+        (UpdateStrategyType::RollingUpdate, Some(o)) => {
+            format!(
+                "evicted for its {} {} to recreate with them",
+                o.kind, o.name
+            )
+        }
+        (UpdateStrategyType::RollingUpdate, None) => {
+            "reported, never evicted: no controller would recreate it".to_owned()
+        }
+    };
+    format!("{runs} ({}): {then}", drift.as_str())
 }
 
 /// The sidecar Pod of `main` as a YAML document, with comments on its placeholders.
