@@ -188,14 +188,22 @@ pub async fn run(cfg: &Config) -> anyhow::Result<Report> {
     report.total_s = secs(started.elapsed());
     report.machine.loadavg_end = sys::loadavg();
     write_report(cfg, &report)?;
-    say(&format!(
-        "done in {:.0}s: ratio {:.2}, latency p50 {:.0} ms p99 {:.0} ms, report in {}",
-        report.total_s,
-        report.ratio,
-        report.latency_ms.p50,
-        report.latency_ms.p99,
-        cfg.out_dir.display()
-    ));
+    if cfg.rounds == 0 {
+        say(&format!(
+            "done in {:.0}s (no rounds), report in {}",
+            report.total_s,
+            cfg.out_dir.display()
+        ));
+    } else {
+        say(&format!(
+            "done in {:.0}s: ratio {:.2}, latency p50 {:.0} ms p99 {:.0} ms, report in {}",
+            report.total_s,
+            report.ratio,
+            report.latency_ms.p50,
+            report.latency_ms.p99,
+            cfg.out_dir.display()
+        ));
+    }
     Ok(report)
 }
 

@@ -68,7 +68,9 @@ impl Snapshot {
                         .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, v)| *v)
-            .sum()
+            // An empty f64 sum is -0.0; reports should read 0.
+            .sum::<f64>()
+            + 0.0
     }
 
     /// The samples named `name`, with their labels.

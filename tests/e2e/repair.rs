@@ -13,6 +13,7 @@ use kube::ResourceExt as _;
 use serde_json::json;
 use sidecar_api::constants::{ANNOTATION_INJECTED, condition, reason};
 use sidecar_api::{SidecarPolicy, template_hash};
+use sidecar_controller::metrics::DriftLabels;
 use sidecar_e2e::{
     AvailabilityWatch, Scene, TIMEOUT, cond, deployment, pod, pod_ready, status_current,
     wait_policy_event, wait_policy_event_of, wait_until,
@@ -167,6 +168,18 @@ async fn drifted_pods_are_reported_then_evicted_within_a_pdb_and_bare_pods_left_
         .iter()
         .map(|p| p.uid().unwrap_or_default())
         .collect();
+    // The drift metric, per policy.
+    let gauge = |drift: &'static str| {
+        op.metrics()
+            .drifted_pods
+            .get_or_create(&DriftLabels {
+                namespace: scene.name().to_string(),
+                policy: "mesh".into(),
+                drift,
+            })
+            .get()
+    };
+    assert_eq!((gauge("missing"), gauge("outdated")), (4, 0));
 
     // The webhook is back and a PodDisruptionBudget allows one disruption at a time.
     let _webhook = scene
@@ -233,6 +246,11 @@ async fn drifted_pods_are_reported_then_evicted_within_a_pdb_and_bare_pods_left_
         progressing.message
     );
     watch.assert_at_most(1, "repair", "PDB maxUnavailable 1, policy maxUnavailable 2");
+    assert_eq!(
+        gauge("missing"),
+        1,
+        "the bare Pod, still missing the sidecar"
+    );
     let pods = scene.list_pods().await;
     let bare = pods
         .iter()

@@ -63,6 +63,24 @@ impl RepairMemory {
             .map(|(m, _, _)| m.clone())
     }
 
+    /// When the repair must look again by itself, with no Pod event to wake it: a budget's
+    /// backoff ends, or a sent eviction is forgotten (see [`RepairMemory::sent`]).
+    fn next_check(&self, now: Instant) -> Option<Duration> {
+        let keep = if self.halted {
+            HALTED_RETRY
+        } else {
+            SENT_MEMORY
+        };
+        let blocked = self.blocked.as_ref().map(|(_, until, _)| *until);
+        let forgotten = self.sent.iter().map(|(_, at)| *at + keep);
+        blocked
+            .into_iter()
+            .chain(forgotten)
+            .filter(|at| *at > now)
+            .min()
+            .map(|at| at - now)
+    }
+
     /// The step was planned: forget what it found done, remember whether it was halted.
     /// Returns the announcement due: `Some(true)` a repair starts, `Some(false)` it ended.
     fn planned(&mut self, step: &Repair) -> Option<bool> {
@@ -90,7 +108,6 @@ impl RepairMemory {
 
 /// Sends the step's evictions; announces a repair's start and end.
 pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) -> Result<(), Error> {
-    let now = Instant::now();
     if step.active && (!step.evict.is_empty() || step.in_flight > 0 || step.waiting > 0) {
         tracing::debug!(namespace = %key.0, policy = %key.1, evict = step.evict.len(), in_flight = step.in_flight, waiting = step.waiting, max_unavailable = step.max_unavailable, halted = ?step.halted, "repair step");
     }
@@ -113,9 +130,23 @@ pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) -> Resul
         ),
         None => {}
     }
+    let result = send(ctx, key, step).await;
+    // Each run arms the next deadline itself: a delayed add due sooner (a debounced status
+    // run) supersedes a later one, and that run comes back here.
+    if let Some(wait) = ctx
+        .policy_state
+        .with_repair(key, |m| m.next_check(Instant::now()))
+    {
+        ctx.queues.policies.add_after(key.clone(), wait);
+    }
+    result
+}
+
+/// Sends the step's evictions (none while a budget's refusal backs off).
+async fn send(ctx: &Context, key: &PolicyKey, step: Repair) -> Result<(), Error> {
     if ctx
         .policy_state
-        .with_repair(key, |m| m.blocked(now))
+        .with_repair(key, |m| m.blocked(Instant::now()))
         .is_some()
     {
         return Ok(());
@@ -174,9 +205,8 @@ fn blocked(ctx: &Context, key: &PolicyKey, pod: &str, message: &str) {
             delay.as_secs()
         ),
     );
-    // Its status shows the refusal now, the retry comes after the backoff.
+    // Its status shows the refusal now; the retry after the backoff is armed by `apply`.
     ctx.queues.policies.add(key.clone());
-    ctx.queues.policies.add_after(key.clone(), delay);
 }
 
 /// What one eviction came to.
@@ -239,5 +269,75 @@ async fn evict(ctx: &Context, api: &Api<Pod>, key: &PolicyKey, e: &Evict) -> Res
             name: e.name.clone(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn sent(uid: &str) -> SentEviction {
+        SentEviction {
+            uid: uid.into(),
+            owner_uid: "rs".into(),
+            siblings: Arc::new(BTreeSet::new()),
+        }
+    }
+
+    #[test]
+    fn the_next_check_is_the_earliest_deadline_and_halting_shortens_the_memory() {
+        let t0 = Instant::now();
+        let mut m = RepairMemory::default();
+        assert_eq!(m.next_check(t0), None, "nothing to wait for");
+        m.sent.push((sent("a"), t0));
+        assert_eq!(m.next_check(t0), Some(SENT_MEMORY));
+        m.blocked = Some(("web-0: no".into(), t0 + Duration::from_secs(4), 2));
+        assert_eq!(m.next_check(t0), Some(Duration::from_secs(4)));
+        assert_eq!(m.blocked(t0).as_deref(), Some("web-0: no"));
+        assert_eq!(m.blocked(t0 + Duration::from_secs(5)), None, "backoff over");
+        m.blocked = None;
+        m.halted = true;
+        assert_eq!(m.next_check(t0), Some(HALTED_RETRY));
+        assert!(
+            m.sent(t0 + HALTED_RETRY).is_empty(),
+            "forgotten after a minute when halted"
+        );
+    }
+
+    #[test]
+    fn a_repair_is_announced_once_when_it_starts_and_once_when_it_ends() {
+        let mut m = RepairMemory::default();
+        let working = Repair {
+            active: true,
+            evict: vec![Evict {
+                name: "web-0".into(),
+                uid: "u0".into(),
+                drift: sidecar_planner::Drift::Missing,
+                owner_uid: "rs".into(),
+                siblings: Arc::new(BTreeSet::new()),
+            }],
+            ..Repair::default()
+        };
+        let waiting = Repair {
+            active: true,
+            in_flight: 1,
+            ..Repair::default()
+        };
+        let idle = Repair {
+            active: true,
+            ..Repair::default()
+        };
+        assert_eq!(m.planned(&idle), None, "nothing to repair: no announcement");
+        assert_eq!(m.planned(&working), Some(true));
+        assert_eq!(m.planned(&waiting), None);
+        assert_eq!(m.planned(&idle), Some(false));
+        assert_eq!(m.planned(&idle), None);
+        // Turned off mid-way: no completion is claimed.
+        assert_eq!(m.planned(&working), Some(true));
+        assert_eq!(m.planned(&Repair::default()), None);
+        assert_eq!(m.planned(&idle), None);
     }
 }
