@@ -163,3 +163,8 @@ pub mod reason {
     /// current sidecars.
     pub const EVICTED: &str = "EvictedForSidecars";
 }
+
+/// Namespaces the admission webhook never serves (its configuration's namespaceSelector
+/// leaves them out, with the operator's own): Container mode's repair never evicts there,
+/// since no replacement would be injected.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];

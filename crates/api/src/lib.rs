@@ -34,6 +34,6 @@ pub use error::Error;
 pub use hash::template_hash;
 pub use types::{
     Mode, Placement, PolicyDrift, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus,
-    UpdateStrategy, UpdateStrategyType, ready_text,
+    UpdateStrategy, UpdateStrategyType, ready_text, strategy_type_written,
 };
 pub use validate::{FieldError, FieldErrorKind, validate, validate_object};

@@ -36,6 +36,59 @@ impl UpdateStrategy {
 mod tests {
     use super::*;
 
+    /// CRDs before 2026-12-02 stored a defaulted `type: RollingUpdate` in every policy: in
+    /// Container mode that must not turn eviction on; only a written `type` does.
+    #[test]
+    fn container_mode_evicts_only_when_someone_wrote_rolling_update() {
+        use crate::{Mode, UpdateStrategyType, strategy_type_written};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        let rolling = UpdateStrategy {
+            type_: Some(UpdateStrategyType::RollingUpdate),
+            ..UpdateStrategy::default()
+        };
+        let entry = |fields: serde_json::Value| ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        };
+        let writes_type =
+            entry(serde_json::json!({"f:spec": {"f:updateStrategy": {"f:type": {}}}}));
+        let writes_selector = entry(serde_json::json!({"f:spec": {"f:selector": {}}}));
+        let cases = [
+            // (managed fields, strategy, Container mode's effective type)
+            (
+                Some(vec![writes_type.clone()]),
+                &rolling,
+                UpdateStrategyType::RollingUpdate,
+            ),
+            (
+                Some(vec![writes_selector.clone()]),
+                &rolling,
+                UpdateStrategyType::OnDelete,
+            ),
+            // A file never stored: what it holds is what was written.
+            (None, &rolling, UpdateStrategyType::RollingUpdate),
+            (
+                None,
+                &UpdateStrategy::default(),
+                UpdateStrategyType::OnDelete,
+            ),
+        ];
+        for (managed, strategy, want) in cases {
+            let written = strategy_type_written(managed.as_deref(), strategy);
+            assert_eq!(
+                strategy.effective(Mode::Container, written),
+                want,
+                "{managed:?}"
+            );
+            // Pod mode keeps RollingUpdate whoever wrote it.
+            assert_eq!(
+                strategy.effective(Mode::Pod, written),
+                UpdateStrategyType::RollingUpdate
+            );
+        }
+    }
+
     fn resolve_max_unavailable(value: &IntOrString, matched: u32) -> Result<u32, Error> {
         let strategy = UpdateStrategy {
             max_unavailable: value.clone(),

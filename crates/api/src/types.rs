@@ -226,15 +226,37 @@ pub enum UpdateStrategyType {
 }
 
 impl UpdateStrategy {
-    /// The strategy in effect for a policy of `mode`: the one set, else RollingUpdate for
-    /// Pod mode and OnDelete (report only) for Container mode, whose repair evicts users'
-    /// Pods and so is opt-in.
-    pub fn effective(&self, mode: Mode) -> UpdateStrategyType {
-        self.type_.unwrap_or(match mode {
-            Mode::Pod => UpdateStrategyType::RollingUpdate,
-            Mode::Container => UpdateStrategyType::OnDelete,
-        })
+    /// The strategy in effect for a policy of `mode`: RollingUpdate for Pod mode unless
+    /// OnDelete is set; for Container mode, whose repair evicts users' Pods, OnDelete (report
+    /// only) unless someone wrote `type` (`written`): CRDs before 2026-12-02 defaulted it to
+    /// RollingUpdate and stored that default in every policy, which must not start evicting.
+    pub fn effective(&self, mode: Mode, written: bool) -> UpdateStrategyType {
+        match (mode, self.type_) {
+            (Mode::Pod, t) => t.unwrap_or(UpdateStrategyType::RollingUpdate),
+            (Mode::Container, Some(t)) if written => t,
+            (Mode::Container, _) => UpdateStrategyType::OnDelete,
+        }
     }
+}
+
+/// Whether someone wrote `spec.updateStrategy.type` of a stored object, as opposed to the
+/// API server defaulting it: a field manager of `managed_fields` owns it. An object with no
+/// managed fields at all (a file, before any API server saw it) wrote what it holds.
+pub fn strategy_type_written(
+    managed_fields: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry]>,
+    strategy: &UpdateStrategy,
+) -> bool {
+    let Some(entries) = managed_fields.filter(|m| !m.is_empty()) else {
+        return strategy.type_.is_some();
+    };
+    entries.iter().any(|e| {
+        e.fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:spec"))
+            .and_then(|s| s.get("f:updateStrategy"))
+            .and_then(|u| u.get("f:type"))
+            .is_some()
+    })
 }
 
 impl UpdateStrategyType {

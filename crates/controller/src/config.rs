@@ -37,6 +37,10 @@ pub struct OperatorConfig {
     /// (a cache that lags the API server, as under a loaded API server). `None` in
     /// production.
     pub pod_watch_lag: Option<Duration>,
+    /// Namespaces the admission webhook never serves: Container mode's repair evicts
+    /// nothing there (default: kube-system, kube-public, kube-node-lease; the binary adds
+    /// its own namespace).
+    pub unserved_namespaces: Vec<String>,
 }
 
 impl Default for OperatorConfig {
@@ -52,6 +56,10 @@ impl Default for OperatorConfig {
             write_gate: None,
             metrics: None,
             pod_watch_lag: None,
+            unserved_namespaces: sidecar_api::constants::SYSTEM_NAMESPACES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

@@ -76,6 +76,8 @@ pub(crate) struct Context {
     pub(crate) readiness: Readiness,
     /// Fault injection (see [`crate::OperatorConfig::pod_watch_lag`]).
     pub(crate) pod_watch_lag: Option<Duration>,
+    /// See [`crate::OperatorConfig::unserved_namespaces`].
+    pub(crate) unserved_namespaces: HashSet<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -98,6 +100,7 @@ impl Context {
         metrics: Arc<Metrics>,
         readiness: Readiness,
         pod_watch_lag: Option<Duration>,
+        unserved_namespaces: HashSet<String>,
     ) -> Self {
         Context {
             client,
@@ -111,6 +114,7 @@ impl Context {
             metrics,
             readiness,
             pod_watch_lag,
+            unserved_namespaces,
         }
     }
 

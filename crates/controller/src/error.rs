@@ -50,16 +50,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Evicting a drifted Pod failed for a reason other than a PodDisruptionBudget (which is
-    /// waited out) or the Pod being gone.
-    #[error("evicting Pod {name} to give it the current sidecars")]
-    Evict {
-        /// Pod name.
-        name: String,
-        /// The client error.
-        #[source]
-        source: kube::Error,
-    },
     /// The client could not be built.
     #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
@@ -79,7 +69,6 @@ impl Error {
             Error::DeleteSidecar { .. } => "delete",
             Error::PatchStatus { .. } => "patch-status",
             Error::CheckTemplate { .. } => "check-template",
-            Error::Evict { .. } => "evict",
             Error::Client(_) => "client",
             Error::SyncTimeout(_) => "sync-timeout",
         }

@@ -132,7 +132,7 @@ pub struct DriftLabels {
 /// One label: `result`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
-    /// `evicted`, `blocked` (a PodDisruptionBudget) or `gone`.
+    /// `evicted`, `blocked` (a PodDisruptionBudget), `gone` or `error`.
     pub result: &'static str,
 }
 
@@ -231,7 +231,7 @@ impl Metrics {
         );
         r.register(
             name::EVICTIONS,
-            "Container mode: evictions of drifted Pods, by result (evicted, blocked by a PodDisruptionBudget, gone)",
+            "Container mode: evictions of drifted Pods, by result (evicted, blocked by a PodDisruptionBudget, gone, error)",
             self.evictions.clone(),
         );
     }

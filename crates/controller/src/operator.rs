@@ -80,6 +80,7 @@ impl Operator {
             metrics,
             Readiness::new(watches),
             opts.pod_watch_lag,
+            opts.unserved_namespaces.iter().cloned().collect(),
         ));
         let (pods, policies): (Api<Lenient<Pod>>, Api<Lenient<SidecarPolicy>>) =
             match &opts.namespace {

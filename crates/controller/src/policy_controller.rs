@@ -11,8 +11,8 @@ use kube::api::{Patch, PatchParams};
 use sidecar_api::SidecarPolicy;
 use sidecar_api::constants::FIELD_MANAGER;
 use sidecar_planner::{
-    Observed, PolicyView, Problems, Repair, RepairSeen, Replace, compute_status, failing, observe,
-    plan_repair, plan_rollout, status_write_settled,
+    Observed, PolicyView, Problems, Repair, RepairLimits, RepairSeen, Replace, compute_status,
+    failing, observe, plan_repair, plan_rollout, status_write_settled,
 };
 
 use crate::Error;
@@ -65,11 +65,13 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         return Ok(());
     }
     ctx.set_not_converged(key, i64::from(c.matched - c.converged));
-    if policy.mode() == sidecar_api::Mode::Container {
-        let outdated = i64::from(c.sidecars - c.updated);
-        ctx.metrics
-            .set_drift(&key.0, &key.1, i64::from(c.missing), outdated);
-    }
+    // Pod mode has no drift: a policy switched from Container mode loses its series.
+    let (missing, outdated) = if policy.mode() == sidecar_api::Mode::Container {
+        (i64::from(c.missing), i64::from(c.sidecars - c.updated))
+    } else {
+        (0, 0)
+    };
+    ctx.metrics.set_drift(&key.0, &key.1, missing, outdated);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let old = policy.policy.status.as_ref();
     let status = compute_status(&policy, c, &problems, old, now);
@@ -98,7 +100,8 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         };
     }
     crate::rollout::apply(ctx, key, steps).await?;
-    crate::repair::apply(ctx, key, repair).await
+    crate::repair::apply(ctx, key, repair).await;
+    Ok(())
 }
 
 /// What one status run sees in the caches.
@@ -129,10 +132,19 @@ fn see(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> Option<Seen> {
     let exp = ctx.expectations();
     let steps = plan_rollout(policy, mains(), by_name, |uid| exp.delete_pending(uid));
     let now = Instant::now();
-    let (sent, blocked) = ctx
+    let served = !ctx.unserved_namespaces.contains(&key.0);
+    let (sent, blocked, limits) = ctx
         .policy_state
-        .with_repair(key, |m| (m.sent(now), m.blocked(now)));
-    let mut repair = plan_repair(policy, mains(), &sent);
+        .peek_repair(key, |m| (m.sent(now), m.blocked(now), m.limits(served)))
+        .unwrap_or((
+            Vec::new(),
+            None,
+            RepairLimits {
+                served,
+                probe: false,
+            },
+        ));
+    let mut repair = plan_repair(policy, mains(), &sent, limits);
     drop((exp, pods));
     if blocked.is_some() {
         repair.waiting += u32::try_from(repair.evict.len()).unwrap_or(u32::MAX);

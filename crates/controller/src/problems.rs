@@ -80,7 +80,17 @@ impl PolicyState {
         lock(&self.repair).remove(key);
     }
 
-    /// Runs `f` on policy `key`'s repair memory.
+    /// Runs `f` on policy `key`'s repair memory if it has one (most policies never repair:
+    /// nothing is kept for them).
+    pub(crate) fn peek_repair<T>(
+        &self,
+        key: &PolicyKey,
+        f: impl FnOnce(&mut RepairMemory) -> T,
+    ) -> Option<T> {
+        lock(&self.repair).get_mut(key).map(f)
+    }
+
+    /// Runs `f` on policy `key`'s repair memory, made if missing.
     pub(crate) fn with_repair<T>(
         &self,
         key: &PolicyKey,

@@ -14,9 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
 use kube::api::{DeleteParams, EvictParams, Preconditions};
 use sidecar_api::constants::reason;
-use sidecar_planner::{Evict, Repair, SentEviction};
+use sidecar_planner::{Evict, Repair, RepairLimits, SentEviction};
 
-use crate::Error;
 use crate::context::Context;
 use crate::keys::PolicyKey;
 
@@ -24,7 +23,7 @@ use crate::keys::PolicyKey;
 /// forgotten (its owner was scaled down or deleted, say): the repair then goes on.
 pub(crate) const SENT_MEMORY: Duration = Duration::from_secs(600);
 /// While replacements come up without the sidecars (the webhook is not injecting), one
-/// more eviction is tried this often, not more.
+/// eviction (a probe) is tried this often, not more.
 pub(crate) const HALTED_RETRY: Duration = Duration::from_secs(60);
 /// Backoff after a PodDisruptionBudget refused an eviction: doubled per refusal in a row.
 const BLOCKED_FIRST: Duration = Duration::from_secs(2);
@@ -37,22 +36,37 @@ pub(crate) struct RepairMemory {
     sent: Vec<(SentEviction, Instant)>,
     /// The last refusal by a budget: message, when to retry, refusals in a row.
     blocked: Option<(String, Instant, u32)>,
-    /// The last step was halted (a replacement without the sidecars).
-    halted: bool,
+    /// The last step was halted (a replacement without the sidecars) by the eviction of
+    /// this uid.
+    halting: Option<String>,
+    /// That eviction was just forgotten: the next step may send one probe.
+    probe_due: bool,
     /// A repair is under way (its start was announced).
     started: bool,
 }
 
 impl RepairMemory {
-    /// The evictions still remembered at `now`, forgetting the expired ones.
+    /// The evictions still remembered at `now`, forgetting the expired ones: after
+    /// [`SENT_MEMORY`], and the halting one after [`HALTED_RETRY`] (a probe is then due).
     pub(crate) fn sent(&mut self, now: Instant) -> Vec<SentEviction> {
-        let keep = if self.halted {
-            HALTED_RETRY
-        } else {
-            SENT_MEMORY
-        };
-        self.sent.retain(|(_, at)| now.duration_since(*at) < keep);
+        let halting = self.halting.clone();
+        let mut probe = false;
+        self.sent.retain(|(e, at)| {
+            let age = now.duration_since(*at);
+            let halted_out = halting.as_deref() == Some(e.uid.as_str()) && age >= HALTED_RETRY;
+            probe |= halted_out;
+            age < SENT_MEMORY && !halted_out
+        });
+        self.probe_due |= probe;
         self.sent.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// The limits of the next step in a namespace the webhook serves or not.
+    pub(crate) fn limits(&self, served: bool) -> RepairLimits {
+        RepairLimits {
+            served,
+            probe: self.probe_due,
+        }
     }
 
     /// The refusal in effect at `now` (its message), if its backoff still runs.
@@ -66,13 +80,15 @@ impl RepairMemory {
     /// When the repair must look again by itself, with no Pod event to wake it: a budget's
     /// backoff ends, or a sent eviction is forgotten (see [`RepairMemory::sent`]).
     fn next_check(&self, now: Instant) -> Option<Duration> {
-        let keep = if self.halted {
-            HALTED_RETRY
-        } else {
-            SENT_MEMORY
-        };
         let blocked = self.blocked.as_ref().map(|(_, until, _)| *until);
-        let forgotten = self.sent.iter().map(|(_, at)| *at + keep);
+        let forgotten = self.sent.iter().map(|(e, at)| {
+            let keep = if self.halting.as_deref() == Some(e.uid.as_str()) {
+                HALTED_RETRY
+            } else {
+                SENT_MEMORY
+            };
+            *at + keep
+        });
         blocked
             .into_iter()
             .chain(forgotten)
@@ -85,7 +101,8 @@ impl RepairMemory {
     /// Returns the announcement due: `Some(true)` a repair starts, `Some(false)` it ended.
     fn planned(&mut self, step: &Repair) -> Option<bool> {
         self.sent.retain(|(e, _)| !step.done.contains(&e.uid));
-        self.halted = step.halted.is_some();
+        self.halting = step.halting.clone();
+        self.probe_due = false;
         if !step.active {
             // Turned off (OnDelete, paused): it ends without completing.
             self.started = false;
@@ -107,9 +124,15 @@ impl RepairMemory {
 }
 
 /// Sends the step's evictions; announces a repair's start and end.
-pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) -> Result<(), Error> {
+pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) {
     if step.active && (!step.evict.is_empty() || step.in_flight > 0 || step.waiting > 0) {
         tracing::debug!(namespace = %key.0, policy = %key.1, evict = step.evict.len(), in_flight = step.in_flight, waiting = step.waiting, max_unavailable = step.max_unavailable, halted = ?step.halted, "repair step");
+    }
+    if !step.active {
+        // Nothing to repair (Pod mode, OnDelete, paused...): nothing is kept for it, and
+        // what a repair turned off remembered is dropped.
+        ctx.policy_state.peek_repair(key, |m| m.planned(&step));
+        return;
     }
     let announce = ctx.policy_state.with_repair(key, |m| m.planned(&step));
     match announce {
@@ -130,7 +153,7 @@ pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) -> Resul
         ),
         None => {}
     }
-    let result = send(ctx, key, step).await;
+    send(ctx, key, step).await;
     // Each run arms the next deadline itself: a delayed add due sooner (a debounced status
     // run) supersedes a later one, and that run comes back here.
     if let Some(wait) = ctx
@@ -139,21 +162,20 @@ pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) -> Resul
     {
         ctx.queues.policies.add_after(key.clone(), wait);
     }
-    result
 }
 
 /// Sends the step's evictions (none while a budget's refusal backs off).
-async fn send(ctx: &Context, key: &PolicyKey, step: Repair) -> Result<(), Error> {
+async fn send(ctx: &Context, key: &PolicyKey, step: Repair) {
     if ctx
         .policy_state
         .with_repair(key, |m| m.blocked(Instant::now()))
         .is_some()
     {
-        return Ok(());
+        return;
     }
     let api: Api<Pod> = Api::namespaced(ctx.evictions.clone(), &key.0);
     // The step is within the budget already: its evictions go concurrently.
-    let sent: Vec<(Evict, Result<Sent, Error>)> = futures::stream::iter(step.evict)
+    let sent: Vec<(Evict, Sent)> = futures::stream::iter(step.evict)
         .map(|e| async {
             let r = evict(ctx, &api, key, &e).await;
             (e, r)
@@ -161,18 +183,20 @@ async fn send(ctx: &Context, key: &PolicyKey, step: Repair) -> Result<(), Error>
         .buffer_unordered(EVICTIONS_IN_FLIGHT)
         .collect()
         .await;
-    let (mut refusal, mut error) = (None, None);
+    let mut refusal = None;
     for (e, r) in sent {
         match r {
-            Ok(Sent::Done) => ctx.policy_state.with_repair(key, |m| {
-                m.sent.push((e.sent(), Instant::now()));
-            }),
-            Ok(Sent::Gone) => {}
-            Ok(Sent::Blocked(message)) => {
-                refusal.get_or_insert((e.name, message));
+            // Remembered only while the policy exists (a policy deleted meanwhile was
+            // forgotten; nothing is kept for it again).
+            Sent::Done if ctx.caches.policies().get(key).is_some() => {
+                ctx.policy_state.with_repair(key, |m| {
+                    m.sent.push((e.sent(), Instant::now()));
+                });
             }
-            Err(err) => {
-                error.get_or_insert(err);
+            Sent::Done => {}
+            Sent::Gone => {}
+            Sent::Refused(message) => {
+                refusal.get_or_insert((e.name, message));
             }
         }
     }
@@ -180,13 +204,13 @@ async fn send(ctx: &Context, key: &PolicyKey, step: Repair) -> Result<(), Error>
         Some((pod, message)) => blocked(ctx, key, &pod, &message),
         None => ctx.policy_state.with_repair(key, |m| m.blocked = None),
     }
-    error.map_or(Ok(()), Err)
 }
 
 /// Concurrent evictions of one repair step.
 const EVICTIONS_IN_FLIGHT: usize = 16;
 
-/// A budget refused evicting `pod`: back off, say so, and come back after the backoff.
+/// The API server refused evicting `pod` (a budget's 429, or another error): back off and
+/// say so; `apply` arms the retry.
 fn blocked(ctx: &Context, key: &PolicyKey, pod: &str, message: &str) {
     let delay = ctx.policy_state.with_repair(key, |m| {
         let n = m.blocked.as_ref().map_or(0, |b| b.2) + 1;
@@ -201,7 +225,7 @@ fn blocked(ctx: &Context, key: &PolicyKey, pod: &str, message: &str) {
         reason::EVICTION_BLOCKED,
         "Evict",
         &format!(
-            "A PodDisruptionBudget does not allow evicting Pod {pod} now ({message}); retrying in {} s",
+            "The API server refused evicting Pod {pod} ({message}); retrying in {} s",
             delay.as_secs()
         ),
     );
@@ -215,11 +239,13 @@ enum Sent {
     Done,
     /// The Pod was gone, or is another Pod by now (uid precondition).
     Gone,
-    /// Refused by a PodDisruptionBudget (429), with the API server's message.
-    Blocked(String),
+    /// Refused: by a PodDisruptionBudget (429), or for another reason (RBAC, a Pod under
+    /// several budgets, a server error), which backs off the same way and is shown in status
+    /// rather than failing the policy's reconcile and its status with it.
+    Refused(String),
 }
 
-async fn evict(ctx: &Context, api: &Api<Pod>, key: &PolicyKey, e: &Evict) -> Result<Sent, Error> {
+async fn evict(ctx: &Context, api: &Api<Pod>, key: &PolicyKey, e: &Evict) -> Sent {
     let params = EvictParams {
         delete_options: Some(DeleteParams {
             preconditions: Some(Preconditions {
@@ -255,20 +281,27 @@ async fn evict(ctx: &Context, api: &Api<Pod>, key: &PolicyKey, e: &Evict) -> Res
                     }
                 ),
             );
-            Ok(Sent::Done)
+            Sent::Done
         }
         Err(kube::Error::Api(s)) if s.code == 429 => {
             ctx.metrics.evicted("blocked");
-            Ok(Sent::Blocked(s.message))
+            Sent::Refused(format!(
+                "a PodDisruptionBudget does not allow it now: {}",
+                s.message
+            ))
         }
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
             ctx.metrics.evicted("gone");
-            Ok(Sent::Gone)
+            Sent::Gone
         }
-        Err(source) => Err(Error::Evict {
-            name: e.name.clone(),
-            source,
-        }),
+        Err(err) => {
+            tracing::warn!(namespace = %key.0, pod = %e.name, policy = %key.1, error = %err, "eviction failed");
+            ctx.metrics.evicted("error");
+            Sent::Refused(match err {
+                kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+                other => other.to_string(),
+            })
+        }
     }
 }
 
@@ -299,12 +332,17 @@ mod tests {
         assert_eq!(m.blocked(t0).as_deref(), Some("web-0: no"));
         assert_eq!(m.blocked(t0 + Duration::from_secs(5)), None, "backoff over");
         m.blocked = None;
-        m.halted = true;
+        m.sent.push((sent("b"), t0));
+        m.halting = Some("a".into());
         assert_eq!(m.next_check(t0), Some(HALTED_RETRY));
-        assert!(
-            m.sent(t0 + HALTED_RETRY).is_empty(),
-            "forgotten after a minute when halted"
+        assert!(!m.limits(true).probe);
+        let left = m.sent(t0 + HALTED_RETRY);
+        assert_eq!(
+            left.iter().map(|e| e.uid.as_str()).collect::<Vec<_>>(),
+            ["b"],
+            "only the halting eviction is forgotten after a minute"
         );
+        assert!(m.limits(true).probe, "and one probe is then due");
     }
 
     #[test]

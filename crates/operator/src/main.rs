@@ -207,7 +207,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .instance
         .clone()
         .unwrap_or_else(|| format!("sidecar-operator-{}", std::process::id()));
-    let opts = OperatorConfig {
+    let mut opts = OperatorConfig {
         namespace: args.namespace.clone(),
         namespace_selector: args.namespace_selector.clone(),
         concurrency: args.concurrency,
@@ -217,6 +217,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         write_gate: timing.map(|_| gate.clone()),
         ..OperatorConfig::default()
     };
+    // The webhook never serves the operator's own namespace either: no repair there.
+    opts.unserved_namespaces
+        .push(args.webhook.operator_namespace().to_string());
     let result = match timing {
         None => run_alone(config, opts, &readiness).await,
         Some(timing) => {

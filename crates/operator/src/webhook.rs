@@ -100,6 +100,13 @@ pub(crate) struct ConfigArgs {
     url: Option<String>,
 }
 
+impl WebhookArgs {
+    /// The operator's namespace (`--operator-namespace`, `POD_NAMESPACE`): never injected.
+    pub(crate) fn operator_namespace(&self) -> &str {
+        &self.service.operator_namespace
+    }
+}
+
 fn registration(service: &ServiceArgs, url: Option<&str>) -> anyhow::Result<Registration> {
     let endpoint = match url {
         Some(u) => Endpoint::Url(u.to_string()),

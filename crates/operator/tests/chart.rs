@@ -344,6 +344,14 @@ fn bad_values_are_refused_by_name() {
         (json!({"replicas": 3}), "replicas"),
         (json!({"webhook": {"url": "http://127.0.0.1:9443"}}), "url"),
         (json!({"logFormat": "xml"}), "logFormat"),
+        (
+            json!({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}}),
+            "values",
+        ),
+        (
+            json!({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}}),
+            "values",
+        ),
     ];
     for (values, names) in cases {
         let err = render("sidecar-operator", "sidecar-system", &values)

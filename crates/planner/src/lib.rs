@@ -55,7 +55,9 @@ pub use plan::{
 };
 pub use relevance::{Relevance, relevance};
 pub use render::render;
-pub use repair::{Drift, Evict, Repair, SentEviction, drift_of, plan_repair, ready_with_sidecars};
+pub use repair::{
+    Drift, Evict, Repair, RepairLimits, SentEviction, drift_of, plan_repair, ready_with_sidecars,
+};
 pub use rollout::{Replace, plan_rollout};
 pub use status::{Counts, DRIFT_NAMES, Observed, Problems, RepairSeen, compute_status, observe};
 pub use template_check::{Verdict, dry_run_sidecar, recheck_delay};

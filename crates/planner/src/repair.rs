@@ -4,24 +4,31 @@
 //!
 //! A Pod's drift comes from its injection record alone: not injected (created while the
 //! webhook was unavailable, or before the policy) or injected at an older template hash.
-//! Only Pods a controller owns are evicted (a ReplicaSet, StatefulSet, DaemonSet... recreates
-//! them); bare Pods, Job Pods and mirror Pods are reported, never evicted. Each eviction
+//! Only Pods of the built-in controllers that recreate them are evicted (ReplicaSet,
+//! StatefulSet, DaemonSet, ReplicationController); bare Pods and Pods of any other owner
+//! (Jobs, mirror Pods, workflow engines, VMs...) are reported, never evicted, and so are Pods
+//! the webhook left alone for a name collision (a replacement would collide again). Each eviction
 //! holds one unit of the budget until its replacement — a Pod of the same owner that did not
 //! exist when the eviction was sent — is Ready with the current sidecars. A replacement that
 //! comes up without any means the webhook is not injecting: the repair stops there rather
 //! than evict the same workload forever. One injected from an older template (a webhook
 //! replica that had not seen the change yet) is just drifted, like any other.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use sidecar_api::{Mode, UpdateStrategyType};
 
 use crate::view::{OwnerView, PodView, PolicyView};
 
-/// Owner kinds whose Pods are not evicted: nothing recreates a Job's finished work the same
-/// way, a mirror Pod (owned by its Node) is the kubelet's, a sidecar Pod is ours.
-const NOT_EVICTED_OWNERS: [&str; 3] = ["Job", "Node", "Pod"];
+/// Owner kinds whose evicted Pods come back as replacements of the same owner (an allowlist:
+/// evicting a Job's, a workflow step's or a VM's Pod would destroy its work).
+pub const RECREATING_OWNERS: [&str; 4] = [
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicationController",
+];
 
 /// How a selected Pod differs from the policy's current sidecars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,7 +77,26 @@ pub fn selected(policy: &PolicyView, m: &PodView) -> bool {
 pub fn recreating_owner(m: &PodView) -> Option<&OwnerView> {
     m.owner
         .as_ref()
-        .filter(|o| !NOT_EVICTED_OWNERS.contains(&o.kind.as_str()))
+        .filter(|o| RECREATING_OWNERS.contains(&o.kind.as_str()))
+}
+
+/// What limits a repair step beyond the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairLimits {
+    /// The webhook serves the policy's namespace (false for kube-system, kube-public,
+    /// kube-node-lease and the operator's own: their replacements would never be injected).
+    pub served: bool,
+    /// The last step was halted: at most one eviction, a probe of the webhook.
+    pub probe: bool,
+}
+
+impl Default for RepairLimits {
+    fn default() -> Self {
+        RepairLimits {
+            served: true,
+            probe: false,
+        }
+    }
 }
 
 /// An eviction the controller sent and remembers until its replacement is Ready.
@@ -113,8 +139,12 @@ impl Evict {
 /// One step of a policy's repair.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Repair {
-    /// Whether the repair is on (Container mode, RollingUpdate, not paused, readable).
+    /// Whether the repair is on (Container mode, RollingUpdate, not paused, readable, in a
+    /// namespace the webhook serves).
     pub active: bool,
+    /// RollingUpdate was asked for in a namespace the webhook never serves (so nothing is
+    /// evicted).
+    pub unserved: bool,
     /// Pods to evict now, within the budget.
     pub evict: Vec<Evict>,
     /// uids of sent evictions that are done (the replacement is Ready with the sidecars)
@@ -127,8 +157,10 @@ pub struct Repair {
     /// Drifted Pods that may be evicted and are not yet (waiting for the budget).
     pub waiting: u32,
     /// A replacement that came up without the current sidecars (its name): the webhook is
-    /// not injecting, nothing more is evicted.
+    /// not injecting; nothing is evicted but, once a minute, one probe.
     pub halted: Option<String>,
+    /// The uid of the sent eviction that replacement answered (the one to retry first).
+    pub halting: Option<String>,
     /// Drifted Pods no controller would recreate: reported, never evicted; sorted.
     pub unowned: Vec<String>,
 }
@@ -144,21 +176,23 @@ pub fn plan_repair<'a>(
     policy: &PolicyView,
     pods: impl IntoIterator<Item = &'a PodView>,
     sent: &[SentEviction],
+    limits: RepairLimits,
 ) -> Repair {
-    let active = policy.mode() == Mode::Container
+    let wanted = policy.mode() == Mode::Container
         && !policy.paused()
         && !policy.deleting
         && policy.selector.is_ok()
         && policy.strategy() == UpdateStrategyType::RollingUpdate;
-    if !active {
+    if !wanted || !limits.served {
         return Repair {
+            unserved: wanted,
             done: sent.iter().map(|e| e.uid.clone()).collect(),
             ..Repair::default()
         };
     }
     let live: Vec<&PodView> = pods.into_iter().filter(|m| selected(policy, m)).collect();
     let mut out = Repair {
-        active,
+        active: true,
         max_unavailable: policy
             .policy
             .spec
@@ -167,58 +201,75 @@ pub fn plan_repair<'a>(
             .unwrap_or(1),
         ..Repair::default()
     };
+    let evicting: HashSet<&str> = sent.iter().map(|e| e.uid.as_str()).collect();
+    let live_uids: HashSet<&str> = live.iter().map(|m| m.uid.as_str()).collect();
     // Each sent eviction: still there (the cache has not seen it go), waiting for a
     // replacement, replaced and Ready (done), or replaced without the sidecars (halted).
-    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+    // A Pod answers one eviction at most (`matched`); `claimed` ones also hold its budget.
+    let mut matched: HashSet<&str> = HashSet::new();
+    let mut claimed: HashSet<&str> = HashSet::new();
     for e in sent {
-        if live.iter().any(|m| m.uid == e.uid) {
+        if live_uids.contains(e.uid.as_str()) {
             out.in_flight += 1;
             continue;
         }
         let replacement = live.iter().find(|m| {
             m.owner.as_ref().is_some_and(|o| o.uid == e.owner_uid)
                 && !e.siblings.contains(&m.uid)
-                && !claimed.contains(m.uid.as_str())
+                && !matched.contains(m.uid.as_str())
         });
         let Some(r) = replacement else {
             out.in_flight += 1;
             continue;
         };
+        matched.insert(&r.uid);
         match drift_of(policy, r) {
-            // Injected from an older template: a webhook replica had not seen the change
-            // yet. The eviction is done; the replacement is drifted like any other Pod.
+            // Injected from an older template (a webhook replica had not seen the change
+            // yet), or left alone for a name collision: the eviction is done; the
+            // replacement is drifted like any other Pod.
             Some(Drift::Outdated) => out.done.push(e.uid.clone()),
+            Some(Drift::Missing) if r.skipped_for(&policy.name).is_some() => {
+                out.done.push(e.uid.clone());
+            }
             // Not injected at all: the webhook is not injecting. Evicting more would only
             // replace Pods with more Pods without the sidecars.
             Some(Drift::Missing) => {
                 claimed.insert(&r.uid);
                 out.in_flight += 1;
-                out.halted.get_or_insert_with(|| r.name.clone());
+                if out.halted.is_none() {
+                    out.halted = Some(r.name.clone());
+                    out.halting = Some(e.uid.clone());
+                }
             }
-            None if ready_with_sidecars(policy, r) => {
-                claimed.insert(&r.uid);
-                out.done.push(e.uid.clone());
-            }
+            None if ready_with_sidecars(policy, r) => out.done.push(e.uid.clone()),
             None => {
                 claimed.insert(&r.uid);
                 out.in_flight += 1;
             }
         }
     }
-    let evicting = |m: &PodView| sent.iter().any(|e| e.uid == m.uid);
     let not_ready = live
         .iter()
-        .filter(|m| !m.ready && !claimed.contains(m.uid.as_str()) && !evicting(m))
+        .filter(|m| {
+            !m.ready && !claimed.contains(m.uid.as_str()) && !evicting.contains(m.uid.as_str())
+        })
         .count();
     let mut budget = i64::from(out.max_unavailable)
         - i64::from(out.in_flight)
         - i64::try_from(not_ready).unwrap_or(i64::MAX);
+    if limits.probe {
+        budget = budget.min(1);
+    }
     let mut candidates: Vec<(&PodView, Drift, &str)> = Vec::new();
     for m in &live {
         let Some(drift) = drift_of(policy, m) else {
             continue;
         };
-        if evicting(m) || claimed.contains(m.uid.as_str()) {
+        if evicting.contains(m.uid.as_str()) || claimed.contains(m.uid.as_str()) {
+            continue;
+        }
+        // A name collision comes back with every replacement (reported as NameCollision).
+        if m.skipped_for(&policy.name).is_some() {
             continue;
         }
         match recreating_owner(m) {
@@ -228,29 +279,36 @@ pub fn plan_repair<'a>(
     }
     out.unowned.sort_unstable();
     candidates.sort_by(|a, b| (a.0.ready, &a.0.name).cmp(&(b.0.ready, &b.0.name)));
-    let mut waiting = 0u32;
+    // One set of an owner's Pods per step, shared by its evictions.
+    let mut siblings: HashMap<&str, Arc<BTreeSet<String>>> = HashMap::new();
     for (m, drift, owner) in candidates {
-        if out.halted.is_some() || (m.ready && budget <= 0) {
-            waiting += 1;
+        // A not-Ready Pod is unavailable already: evicting it costs nothing. A probe is
+        // one eviction, whatever it costs.
+        let free = !m.ready;
+        let probed = limits.probe && !out.evict.is_empty();
+        if (out.halted.is_some() && !limits.probe) || probed || (!free && budget <= 0) {
+            out.waiting += 1;
             continue;
         }
-        if m.ready {
+        if !free {
             budget -= 1;
         }
-        let siblings = live
-            .iter()
-            .filter(|p| p.owner.as_ref().is_some_and(|o| o.uid == owner))
-            .map(|p| p.uid.clone())
-            .collect();
+        let of_owner = siblings.entry(owner).or_insert_with(|| {
+            Arc::new(
+                live.iter()
+                    .filter(|p| p.owner.as_ref().is_some_and(|o| o.uid == owner))
+                    .map(|p| p.uid.clone())
+                    .collect(),
+            )
+        });
         out.evict.push(Evict {
             name: m.name.clone(),
             uid: m.uid.clone(),
             drift,
             owner_uid: owner.to_string(),
-            siblings: Arc::new(siblings),
+            siblings: of_owner.clone(),
         });
     }
-    out.waiting = waiting;
     out
 }
 

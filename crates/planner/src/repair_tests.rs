@@ -40,8 +40,9 @@ fn pod(name: &str, owner: &str, record: Option<bool>, ready: bool, p: &PolicyVie
         format!("mesh={hash}").into()
     });
     let owner = (!owner.is_empty()).then(|| {
-        let (kind, uid) = match owner.strip_prefix("job:") {
-            Some(uid) => ("Job", uid),
+        let (kind, uid) = match owner.split_once(':') {
+            Some(("job", uid)) => ("Job", uid),
+            Some((kind, uid)) => (kind, uid),
             None => ("ReplicaSet", owner),
         };
         OwnerView {
@@ -84,7 +85,12 @@ fn names(r: &Repair) -> Vec<&str> {
 fn container_mode_reports_only_unless_rolling_update_is_asked_for() {
     let on_delete_default = policy(json!({}), false);
     let pods = [pod("a", "rs", None, true, &on_delete_default)];
-    let r = plan_repair(&on_delete_default, &pods, &[sent("x", "rs", &[])]);
+    let r = plan_repair(
+        &on_delete_default,
+        &pods,
+        &[sent("x", "rs", &[])],
+        RepairLimits::default(),
+    );
     assert!(!r.active);
     assert!(r.evict.is_empty());
     assert_eq!(
@@ -93,7 +99,11 @@ fn container_mode_reports_only_unless_rolling_update_is_asked_for() {
         "a repair turned off forgets its evictions"
     );
     let paused = policy(json!({"type": "RollingUpdate"}), true);
-    assert!(plan_repair(&paused, &pods, &[]).evict.is_empty());
+    assert!(
+        plan_repair(&paused, &pods, &[], RepairLimits::default())
+            .evict
+            .is_empty()
+    );
     let pod_mode = {
         let mut spec = rolling(json!(1)).policy.spec.clone();
         spec.mode = sidecar_api::Mode::Pod;
@@ -104,7 +114,7 @@ fn container_mode_reports_only_unless_rolling_update_is_asked_for() {
         p.metadata.namespace = Some("shop".into());
         PolicyView::new(Arc::new(p))
     };
-    assert!(!plan_repair(&pod_mode, &pods, &[]).active);
+    assert!(!plan_repair(&pod_mode, &pods, &[], RepairLimits::default()).active);
 }
 
 #[test]
@@ -204,7 +214,7 @@ fn the_budget_bounds_evictions_and_unready_drifted_pods_go_first_for_free() {
         ),
     ];
     for (case, pods, sent, want, waiting) in cases {
-        let r = plan_repair(&p, &pods, &sent);
+        let r = plan_repair(&p, &pods, &sent, RepairLimits::default());
         assert_eq!(names(&r), want, "{case}");
         assert_eq!(r.waiting, waiting, "{case}: waiting");
         assert_eq!(r.halted, None, "{case}");
@@ -218,7 +228,7 @@ fn percentages_resolve_over_the_selected_pods() {
         .iter()
         .map(|n| pod(n, "rs", None, true, &p))
         .collect();
-    let r = plan_repair(&p, &pods, &[]);
+    let r = plan_repair(&p, &pods, &[], RepairLimits::default());
     assert_eq!((names(&r), r.max_unavailable), (vec!["a", "b"], 2));
     // Each eviction remembers its owner's Pods of the moment.
     assert_eq!(r.evict[0].owner_uid, "rs");
@@ -234,7 +244,12 @@ fn a_replacement_without_the_sidecars_halts_the_repair() {
         pod("c", "rs", None, true, &p),
         pod("a2", "rs", None, true, &p),
     ];
-    let r = plan_repair(&p, &pods, &[sent("a", "rs", &["a", "b", "c"])]);
+    let r = plan_repair(
+        &p,
+        &pods,
+        &[sent("a", "rs", &["a", "b", "c"])],
+        RepairLimits::default(),
+    );
     assert_eq!(r.halted.as_deref(), Some("a2"));
     assert!(r.evict.is_empty(), "{:?}", names(&r));
     assert_eq!((r.in_flight, r.waiting), (1, 2));
@@ -247,7 +262,12 @@ fn a_replacement_from_an_older_template_is_drifted_not_a_halt() {
         pod("b", "rs", None, true, &p),
         pod("a2", "rs", Some(false), true, &p),
     ];
-    let r = plan_repair(&p, &pods, &[sent("a", "rs", &["a", "b"])]);
+    let r = plan_repair(
+        &p,
+        &pods,
+        &[sent("a", "rs", &["a", "b"])],
+        RepairLimits::default(),
+    );
     assert_eq!(r.halted, None);
     assert_eq!(r.done, vec!["uid-a"]);
     assert_eq!(names(&r), vec!["a2"], "evicted again, by name first");
@@ -260,11 +280,14 @@ fn pods_no_controller_recreates_are_reported_never_evicted() {
     let pods = [
         pod("bare", "", None, true, &p),
         pod("job-pod", "job:j1", Some(false), true, &p),
+        pod("workflow-step", "Workflow:w1", None, true, &p),
+        pod("db-0", "StatefulSet:ss", None, true, &p),
+        pod("agent-x", "DaemonSet:ds", None, true, &p),
         pod("web", "rs", None, true, &p),
     ];
-    let r = plan_repair(&p, &pods, &[]);
-    assert_eq!(names(&r), vec!["web"]);
-    assert_eq!(r.unowned, vec!["bare", "job-pod"]);
+    let r = plan_repair(&p, &pods, &[], RepairLimits::default());
+    assert_eq!(names(&r), vec!["agent-x", "db-0", "web"]);
+    assert_eq!(r.unowned, vec!["bare", "job-pod", "workflow-step"]);
 }
 
 #[test]
@@ -285,7 +308,12 @@ fn ready_with_sidecars_reads_the_injected_containers_statuses() {
     // A replacement whose sidecar is not ready yet is not done.
     let mut r = pod("a2", "rs", Some(true), true, &p);
     r.unready = Some("proxy".into());
-    let step = plan_repair(&p, &[r], &[sent("a", "rs", &["a"])]);
+    let step = plan_repair(
+        &p,
+        &[r],
+        &[sent("a", "rs", &["a"])],
+        RepairLimits::default(),
+    );
     assert_eq!((step.done.len(), step.in_flight), (0, 1));
 }
 
@@ -300,10 +328,100 @@ fn every_evictable_pod_within_a_larger_budget_goes_in_one_step() {
         pod("e", "rs", None, true, &p),
         pod("bare", "", None, true, &p),
     ];
-    let r = plan_repair(&p, &pods, &[]);
+    let r = plan_repair(&p, &pods, &[], RepairLimits::default());
     assert_eq!(names(&r), vec!["c", "d"]);
     assert_eq!(
         (r.waiting, r.unowned.clone()),
         (1, vec!["bare".to_string()])
     );
+}
+
+#[test]
+fn pods_left_alone_for_a_name_collision_are_not_evicted_nor_a_halt() {
+    let p = rolling(json!(2));
+    let mut collided = pod("a", "rs", None, true, &p);
+    collided.skipped = Some("mesh=container/proxy".into());
+    let r = plan_repair(
+        &p,
+        std::slice::from_ref(&collided),
+        &[],
+        RepairLimits::default(),
+    );
+    assert!(r.evict.is_empty(), "its replacement would collide again");
+    // A replacement that collided too is done, not a sign that the webhook is down.
+    let mut again = pod("a2", "rs", None, true, &p);
+    again.skipped = Some("mesh=container/proxy".into());
+    let r = plan_repair(
+        &p,
+        &[again],
+        &[sent("a", "rs", &["a"])],
+        RepairLimits::default(),
+    );
+    assert_eq!((r.halted, r.done), (None, vec!["uid-a".to_string()]));
+}
+
+#[test]
+fn one_replacement_answers_one_eviction() {
+    let p = rolling(json!(2));
+    // Two evictions of one owner, one replacement from an older template so far.
+    let pods = [
+        pod("c", "rs", None, true, &p),
+        pod("r1", "rs", Some(false), true, &p),
+    ];
+    let sent = [
+        sent("a", "rs", &["a", "b", "c"]),
+        sent("b", "rs", &["a", "b", "c"]),
+    ];
+    let r = plan_repair(&p, &pods, &sent, RepairLimits::default());
+    assert_eq!(r.done, vec!["uid-a"], "r1 answers the first eviction only");
+    assert_eq!(r.in_flight, 1, "the second still holds the budget");
+    assert_eq!(names(&r), vec!["c"], "budget 2 - 1 in flight: one more");
+}
+
+#[test]
+fn a_probe_sends_one_eviction_and_unserved_namespaces_none() {
+    let p = rolling(json!("100%"));
+    let pods: Vec<PodView> = ["a", "b", "c"]
+        .iter()
+        .map(|n| pod(n, "rs", None, false, &p))
+        .collect();
+    let probe = RepairLimits {
+        served: true,
+        probe: true,
+    };
+    assert_eq!(names(&plan_repair(&p, &pods, &[], probe)), vec!["a"]);
+    let unserved = RepairLimits {
+        served: false,
+        probe: false,
+    };
+    let r = plan_repair(&p, &pods, &[sent("x", "rs", &[])], unserved);
+    assert!(!r.active && r.unserved && r.evict.is_empty());
+    assert_eq!(r.done, vec!["uid-x"]);
+    // While halted, nothing but the probe goes.
+    let halted = [
+        pod("a", "rs", None, true, &p),
+        pod("b2", "rs", None, true, &p),
+    ];
+    let r = plan_repair(
+        &p,
+        &halted,
+        &[sent("b", "rs", &["a", "b"])],
+        RepairLimits::default(),
+    );
+    assert_eq!(
+        (r.halted.as_deref(), r.halting.as_deref()),
+        (Some("b2"), Some("uid-b"))
+    );
+    assert!(r.evict.is_empty());
+}
+
+#[test]
+fn evictions_of_one_owner_share_its_pod_set() {
+    let p = rolling(json!("100%"));
+    let pods: Vec<PodView> = ["a", "b"]
+        .iter()
+        .map(|n| pod(n, "rs", None, true, &p))
+        .collect();
+    let r = plan_repair(&p, &pods, &[], RepairLimits::default());
+    assert!(Arc::ptr_eq(&r.evict[0].siblings, &r.evict[1].siblings));
 }

@@ -41,6 +41,8 @@ pub struct Problems {
 pub struct RepairSeen {
     /// updateStrategy RollingUpdate is in effect.
     pub active: bool,
+    /// RollingUpdate was asked for in a namespace the webhook never serves.
+    pub unserved: bool,
     /// Evictions whose replacements are not Ready with the sidecars yet.
     pub in_flight: u32,
     /// Evictable drifted Pods waiting for the budget.
@@ -49,8 +51,8 @@ pub struct RepairSeen {
     pub max_unavailable: u32,
     /// A replacement that came up without the sidecars (the webhook is not injecting).
     pub halted: Option<String>,
-    /// The last eviction a PodDisruptionBudget refused, while its backoff runs:
-    /// `pod: the API server's message`.
+    /// The last eviction the API server refused (a PodDisruptionBudget's 429, or another
+    /// error), while its backoff runs: `pod: the API server's message`.
     pub blocked: Option<String>,
     /// Drifted Pods nothing would recreate (never evicted).
     pub unowned: Vec<String>,
@@ -61,6 +63,7 @@ impl RepairSeen {
     pub fn of(step: &crate::Repair, blocked: Option<String>) -> RepairSeen {
         RepairSeen {
             active: step.active,
+            unserved: step.unserved,
             in_flight: step.in_flight + u32::try_from(step.evict.len()).unwrap_or(u32::MAX),
             waiting: step.waiting,
             max_unavailable: step.max_unavailable,
@@ -289,7 +292,20 @@ fn injected_progress(c: Counts, problems: &Problems) -> Verdict {
             some_names(repair.unowned.iter().map(String::as_str))
         )
     };
-    if !repair.active {
+    if without <= 0 {
+        let message = format!(
+            "every selected Pod runs the current sidecar; waiting for {} evicted Pods' \
+             replacements to be Ready with it",
+            repair.in_flight
+        );
+        (true, reason::REPAIRING, message)
+    } else if repair.unserved {
+        let message = format!(
+            "{tally}: {names}; RollingUpdate evicts nothing in this namespace: the webhook never \
+             serves it, so no replacement would get the sidecar"
+        );
+        (false, reason::WAITING_FOR_NEW_PODS, message)
+    } else if !repair.active {
         let message = format!(
             "{tally}: {names}; they get it when they are recreated (spec.updateStrategy.type \
              RollingUpdate evicts them)"
@@ -303,7 +319,8 @@ fn injected_progress(c: Counts, problems: &Problems) -> Verdict {
         (false, reason::WEBHOOK_NOT_INJECTING, message)
     } else if let Some(refusal) = repair.blocked.as_ref().filter(|_| repair.waiting > 0) {
         let message = format!(
-            "{tally}; a PodDisruptionBudget refused an eviction, retried with backoff: {refusal}"
+            "{tally}; the API server refused an eviction (a PodDisruptionBudget, or see the \
+             message), retried with backoff: {refusal}"
         );
         (true, reason::EVICTION_BLOCKED, message)
     } else if repair.in_flight > 0 || repair.waiting > 0 {
@@ -341,7 +358,8 @@ fn degraded_verdict(policy: &PolicyView, problems: &Problems) -> Verdict {
         let message = format!(
             "Pod {pod} replaced a Pod evicted to get the current sidecar, but came up without it: \
              the admission webhook did not inject it (is the operator's webhook running and \
-             reachable from the API server?); nothing more is evicted until a replacement has it"
+             reachable from the API server?); eviction stops, but for one Pod a minute, until a \
+             replacement has it"
         );
         (true, reason::WEBHOOK_NOT_INJECTING, message)
     } else if !problems.failing.is_empty() {

@@ -218,6 +218,8 @@ pub struct PolicyView {
     pub selector: Result<LabelMatcher, String>,
     /// `template_hash(spec)`.
     pub hash: String,
+    /// Someone wrote `spec.updateStrategy.type` (see [`sidecar_api::strategy_type_written`]).
+    pub strategy_written: bool,
 }
 
 impl PolicyView {
@@ -254,6 +256,10 @@ impl PolicyView {
             generation: policy.metadata.generation.unwrap_or_default(),
             deleting: policy.metadata.deletion_timestamp.is_some(),
             hash: sidecar_api::template_hash(spec),
+            strategy_written: sidecar_api::strategy_type_written(
+                policy.metadata.managed_fields.as_deref(),
+                &spec.update_strategy,
+            ),
             selector,
             policy,
         }
@@ -300,8 +306,14 @@ impl PolicyView {
         if !same_spec {
             return PolicyView::new(policy);
         }
+        // Taking over `type` (an apply that writes the stored default) bumps no generation.
+        let strategy_written = sidecar_api::strategy_type_written(
+            meta.managed_fields.as_deref(),
+            &policy.spec.update_strategy,
+        );
         PolicyView {
             deleting: meta.deletion_timestamp.is_some(),
+            strategy_written,
             policy,
             ..prev.clone()
         }
@@ -342,7 +354,10 @@ impl PolicyView {
 
     /// `spec.updateStrategy.type` in effect (its default depends on the mode).
     pub fn strategy(&self) -> UpdateStrategyType {
-        self.policy.spec.update_strategy.effective(self.mode())
+        self.policy
+            .spec
+            .update_strategy
+            .effective(self.mode(), self.strategy_written)
     }
 }
 

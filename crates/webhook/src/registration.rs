@@ -32,7 +32,7 @@ pub const WEBHOOK_NAME: &str = "inject.sidecars.dev";
 /// Path the webhook is served at.
 pub const PATH: &str = "/mutate";
 /// Namespaces never injected, whatever their policies say.
-pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+pub use sidecar_api::constants::SYSTEM_NAMESPACES;
 
 /// Where the API server sends admission reviews.
 #[derive(Debug, Clone, PartialEq, Eq)]

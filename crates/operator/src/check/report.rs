@@ -248,9 +248,12 @@ fn existing_pod(main: &PodView, view: &PolicyView) -> String {
         view.strategy(),
         sidecar_planner::repair::recreating_owner(main),
     ) {
-        (UpdateStrategyType::OnDelete, _) => {
+        (UpdateStrategyType::OnDelete, Some(_)) => {
             "reported in status (updateStrategy OnDelete); RollingUpdate would evict it".to_owned()
         }
+        (UpdateStrategyType::OnDelete, None) => "reported in status (updateStrategy OnDelete); \
+            RollingUpdate would not evict it either: no controller would recreate it"
+            .to_owned(),
         (UpdateStrategyType::RollingUpdate, Some(o)) => {
             format!(
                 "evicted for its {} {} to recreate with them",

@@ -469,7 +469,6 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
         "sidecar_operator_leader 1",
         "sidecar_operator_writes_fenced_total 0",
         "sidecar_operator_evictions_total{result=\"evicted\"}",
-        "# TYPE sidecar_operator_drifted_pods gauge",
         "sidecar_webhook_admissions_total{result=\"injected\",reason=\"\"}",
         "sidecar_webhook_admission_duration_seconds_bucket",
         "sidecar_webhook_certificate_expiry_timestamp_seconds",
