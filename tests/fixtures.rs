@@ -178,6 +178,20 @@ pub fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:02}")).collect()
 }
 
+/// A Container-mode policy `name` over `app=<app>` that injects one native sidecar
+/// `sidecar` (init container, restartPolicy Always) of `image`; every other field at its
+/// default.
+pub fn native_sidecar_policy(name: &str, app: &str, sidecar: &str, image: &str) -> SidecarPolicy {
+    let spec = serde_json::from_value(json!({
+        "mode": "Container",
+        "selector": {"matchLabels": {"app": app}},
+        "template": {"spec": {"initContainers": [
+            {"name": sidecar, "image": image, "restartPolicy": "Always"}]}},
+    }))
+    .expect("static Container-mode spec");
+    SidecarPolicy::new(name, spec)
+}
+
 /// The smallest policy: selects `app=<app>`, one `agent` container (`busybox`), every other
 /// field at its default.
 pub fn minimal_policy(name: &str, app: &str) -> SidecarPolicy {

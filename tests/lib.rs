@@ -35,7 +35,8 @@ pub use events::{
 };
 pub use fixtures::{
     WEB, agent, compliant_template_spec, deployment, gated_pod, job, minimal_policy, names,
-    new_template, pod, policy, policy_with, privileged_template_spec, restricted_pod, string_map,
+    native_sidecar_policy, new_template, pod, policy, policy_with, privileged_template_spec,
+    restricted_pod, string_map,
 };
 pub use idle::{IdleCheck, describe_calls};
 pub use pods::{

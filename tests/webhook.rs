@@ -168,17 +168,26 @@ impl Scene {
 }
 
 impl Scene {
-    /// Waits until a Pod labelled `labels` would be admitted with init container `init`
-    /// (dry runs): the webhook's policy index has caught up with the policies just
-    /// created, so what the test creates next is admitted under them.
+    /// [`wait_injecting`] in the scene's namespace.
     pub async fn wait_injecting(&self, labels: &[(&str, &str)], init: &str) {
-        let probe = crate::pod("injection-probe", labels);
-        let what = format!("the webhook to inject {init}");
-        wait_until(TIMEOUT, &what, async || {
-            let shown = self.dry_run(&probe).await;
-            let inits = shown.spec?.init_containers?;
-            inits.iter().any(|c| c.name == init).then_some(())
-        })
-        .await;
+        wait_injecting(&self.pods, labels, init).await;
     }
+}
+
+/// Waits until a Pod labelled `labels` would be admitted into `pods`' namespace with init
+/// container `init` (dry runs): the webhook's policy index has caught up with the policies
+/// just created, so what the test creates next is admitted under them.
+pub async fn wait_injecting(pods: &Api<Pod>, labels: &[(&str, &str)], init: &str) {
+    let probe = crate::pod("injection-probe", labels);
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let what = format!("the webhook to inject {init}");
+    wait_until(TIMEOUT, &what, async || {
+        let shown = pods.create(&dry, &probe).await.ok()?;
+        let inits = shown.spec?.init_containers?;
+        inits.iter().any(|c| c.name == init).then_some(())
+    })
+    .await;
 }

@@ -220,13 +220,8 @@ pub(crate) async fn start_webhook_operator(
         home.to_string(),
     ];
     let launch = Launch {
-        mode: &ctx.cfg.operator,
-        kubeconfig: ctx.kubeconfig,
-        concurrency: ctx.cfg.concurrency,
-        pod_events: ctx.cfg.pod_events,
-        log_dir: &ctx.cfg.out_dir,
-        name,
         extra_args: &extra,
+        ..crate::round::launch(ctx, name)
     };
     let op = RunningOperator::start(&launch, ctx.cfg.timeout()).await?;
     Ok((op, configuration))

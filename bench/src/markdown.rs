@@ -322,15 +322,6 @@ fn later_rows(t: &mut Table<'_>) {
 
 /// Container mode's webhook: one burst with it between two without.
 fn admission_table(s: &mut String, a: &crate::admission::Admission) {
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "Admission (Container mode's webhook), {} Pod creates per burst:",
-        a.n
-    );
-    let _ = writeln!(s);
-    let _ = writeln!(s, "| metric | value | goal |");
-    let _ = writeln!(s, "|---|---|---|");
     let without: Vec<String> = a.without_s.iter().map(|v| format!("{v:.2} s")).collect();
     let rows = [
         (
@@ -385,22 +376,15 @@ fn admission_table(s: &mut String, a: &crate::admission::Admission) {
         ),
         ("operator RSS after the burst", mib(a.rss_bytes), ""),
     ];
-    for (name, value, goal) in rows {
-        let _ = writeln!(s, "| {name} | {value} | {goal} |");
-    }
+    let title = format!(
+        "Admission (Container mode's webhook), {} Pod creates per burst:",
+        a.n
+    );
+    value_table(s, &title, &rows);
 }
 
 fn repair_table(s: &mut String, r: &crate::repair::RepairSection) {
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "Repair (Container mode, updateStrategy RollingUpdate, maxUnavailable 100%): {} Pods of a \
-         Deployment created without the sidecar, evicted and recreated injected:",
-        r.n
-    );
-    let _ = writeln!(s);
-    let _ = writeln!(s, "| metric | value | goal |");
-    let _ = writeln!(s, "|---|---|---|");
+    let n = r.n.to_string();
     let rows = [
         (
             "floor: the benchmark's client evicts them all",
@@ -416,7 +400,7 @@ fn repair_table(s: &mut String, r: &crate::repair::RepairSection) {
         (
             "evictions sent by the operator",
             format!("{}", r.evictions),
-            &*format!("{}", r.n),
+            n.as_str(),
         ),
         (
             "evictions refused (no budget here)",
@@ -424,6 +408,21 @@ fn repair_table(s: &mut String, r: &crate::repair::RepairSection) {
             "0",
         ),
     ];
+    let title = format!(
+        "Repair (Container mode, updateStrategy RollingUpdate, maxUnavailable 100%): {} Pods of a \
+         Deployment created without the sidecar, evicted and recreated injected:",
+        r.n
+    );
+    value_table(s, &title, &rows);
+}
+
+/// A section's title, then its `| metric | value | goal |` table.
+fn value_table(s: &mut String, title: &str, rows: &[(&str, String, &str)]) {
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{title}");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| metric | value | goal |");
+    let _ = writeln!(s, "|---|---|---|");
     for (name, value, goal) in rows {
         let _ = writeln!(s, "| {name} | {value} | {goal} |");
     }

@@ -22,6 +22,14 @@ pub const ROLE_LABEL: &str = "sidecar-bench/role";
 /// Value of [`ROLE_LABEL`] on main Pods.
 pub const ROLE_MAIN: &str = "main";
 
+/// The Pod's `Ready` condition is `True`.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// A sidecar that exists now.
 #[derive(Debug, Clone)]
 pub struct LiveSidecar {

@@ -11,6 +11,7 @@
 //! Both namespaces are sent to the same webhook (the operator binary's), so the two differ
 //! only in who sends the evictions.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -18,14 +19,17 @@ use futures::StreamExt as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde::Serialize;
 use serde_json::json;
 use sidecar_api::SidecarPolicy;
+use tokio::sync::Notify;
 
 use crate::admission::{
     WITH_LABEL, container_policy, has_sidecar, start_webhook_operator, wait_injecting,
 };
+use crate::observe::pod_ready;
 use crate::operator::OperatorMode;
 use crate::{Ctx, say, secs};
 
@@ -76,8 +80,12 @@ pub(crate) async fn repair_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Option<R
             .await
             .with_context(|| format!("creating the Deployment in {ns}"))?;
     }
-    for ns in [&floor, &opn] {
-        wait_replaced(ctx, ns, n, false, timeout).await?;
+    let (floor_pods, op_pods) = (
+        Watched::start(ctx, &floor).await?,
+        Watched::start(ctx, &opn).await?,
+    );
+    for pods in [&floor_pods, &op_pods] {
+        pods.wait_replaced(n, false, timeout).await?;
     }
     // Both policies report only first; the webhook injects in both.
     for ns in [&floor, &opn] {
@@ -92,8 +100,8 @@ pub(crate) async fn repair_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Option<R
 
     say(&format!("repair floor: the benchmark evicts {n} Pods"));
     let started = Instant::now();
-    evict_all(ctx, &floor).await?;
-    wait_replaced(ctx, &floor, n, true, timeout).await?;
+    evict_all(ctx, &floor_pods).await?;
+    floor_pods.wait_replaced(n, true, timeout).await?;
     let floor_s = secs(started.elapsed());
 
     say(&format!(
@@ -110,7 +118,7 @@ pub(crate) async fn repair_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Option<R
             &Patch::Merge(&patch),
         )
         .await?;
-    wait_replaced(ctx, &opn, n, true, timeout).await?;
+    op_pods.wait_replaced(n, true, timeout).await?;
     let repair_s = secs(started.elapsed());
     let counted = op.metrics().await?.since(&before);
     let evictions =
@@ -138,8 +146,7 @@ pub(crate) async fn repair_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Option<R
 
 /// A Deployment of `n` Pods the Container-mode policy selects.
 fn deployment(n: usize) -> Deployment {
-    let main = crate::workload::main_pods(1, &["unused".to_string()]).remove(0);
-    let labels = main.metadata.labels.clone().unwrap_or_default();
+    let labels = crate::workload::main_labels();
     serde_json::from_value(json!({
         "metadata": {"name": DEPLOYMENT},
         "spec": {
@@ -154,15 +161,14 @@ fn deployment(n: usize) -> Deployment {
     .expect("static Deployment JSON")
 }
 
-/// Evicts every Pod of namespace `ns`, `concurrency` at a time: the floor's client.
-async fn evict_all(ctx: &Ctx<'_>, ns: &str) -> anyhow::Result<()> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let pods = api.list(&ListParams::default()).await?.items;
-    let results: Vec<kube::Result<_>> = futures::stream::iter(pods)
+/// Evicts every Pod of `pods`' namespace, `concurrency` at a time: the floor's client.
+async fn evict_all(ctx: &Ctx<'_>, pods: &Watched) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pods.ns);
+    let results: Vec<kube::Result<_>> = futures::stream::iter(pods.store.state())
         .map(|p| {
             let api = api.clone();
             async move {
-                let name = p.metadata.name.unwrap_or_default();
+                let name = p.metadata.name.clone().unwrap_or_default();
                 api.evict(&name, &EvictParams::default()).await
             }
         })
@@ -175,46 +181,82 @@ async fn evict_all(ctx: &Ctx<'_>, ns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until namespace `ns` holds exactly `n` live Pods, all Ready and (with `injected`)
-/// all with the sidecar, or (without) none with it.
-async fn wait_replaced(
-    ctx: &Ctx<'_>,
-    ns: &str,
-    n: usize,
-    injected: bool,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let api: Api<Pod> = Api::namespaced(ctx.observer.clone(), ns);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let pods = api.list(&ListParams::default()).await?.items;
-        let live: Vec<&Pod> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
-        let done = live.len() == n && live.iter().all(|p| ready(p) && has_sidecar(p) == injected);
-        if done {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let ok = live
-                .iter()
-                .filter(|p| ready(p) && has_sidecar(p) == injected)
-                .count();
-            bail!(
-                "{ok} of {n} Pods of {ns} Ready {} the sidecar after {}s ({} live)",
-                if injected { "with" } else { "without" },
-                timeout.as_secs(),
-                live.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// The Pods of one namespace, from a watch (a reflector), so that waiting on them sends no
+/// request while it is timed.
+struct Watched {
+    ns: String,
+    store: reflector::Store<Pod>,
+    changed: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+impl Watched {
+    /// Starts watching namespace `ns` with the observer's client; returns once listed.
+    async fn start(ctx: &Ctx<'_>, ns: &str) -> anyhow::Result<Watched> {
+        let (store, writer) = reflector::store();
+        let changed = Arc::new(Notify::new());
+        let notify = changed.clone();
+        let pods: Api<Pod> = Api::namespaced(ctx.observer.clone(), ns);
+        let stream = reflector::reflector(writer, watcher(pods, watcher::Config::default()))
+            .default_backoff();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while stream.next().await.is_some() {
+                notify.notify_waiters();
+            }
+        });
+        store
+            .wait_until_ready()
+            .await
+            .context("the repair section's Pod watch")?;
+        Ok(Watched {
+            ns: ns.to_string(),
+            store,
+            changed,
+            task,
+        })
+    }
+
+    /// Waits until the namespace holds exactly `n` live Pods, all Ready and (with
+    /// `injected`) all with the sidecar, or (without) none with it.
+    async fn wait_replaced(
+        &self,
+        n: usize,
+        injected: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so a change between the two is not missed.
+            let changed = self.changed.notified();
+            let pods = self.store.state();
+            let live: Vec<&Pod> = pods
+                .iter()
+                .map(|p| p.as_ref())
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let ok = live
+                .iter()
+                .filter(|p| pod_ready(p) && has_sidecar(p) == injected)
+                .count();
+            if live.len() == n && ok == n {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                bail!(
+                    "{ok} of {n} Pods of {} Ready {} the sidecar after {}s ({} live)",
+                    self.ns,
+                    if injected { "with" } else { "without" },
+                    timeout.as_secs(),
+                    live.len()
+                );
+            }
+        }
+    }
 }

@@ -342,7 +342,8 @@ fn round_values(out: &mut OperatorRound) {
     }
 }
 
-fn launch<'a>(ctx: &'a Ctx<'_>, name: &'a str) -> Launch<'a> {
+/// How the run starts an operator named `name` (its log file), with no extra flags.
+pub(crate) fn launch<'a>(ctx: &'a Ctx<'_>, name: &'a str) -> Launch<'a> {
     Launch {
         mode: &ctx.cfg.operator,
         kubeconfig: ctx.kubeconfig,

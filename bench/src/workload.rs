@@ -130,6 +130,11 @@ pub async fn delete_sidecars(client: &Client, names: &[String]) -> anyhow::Resul
     Ok(())
 }
 
+/// The labels of every main Pod (the policies select them).
+pub fn main_labels() -> serde_json::Value {
+    json!({"app": "bench-main", ROLE_LABEL: ROLE_MAIN})
+}
+
 /// The `n` main Pods, spread over `namespaces` (1000 each), bare, with `spec.nodeName`
 /// set round-robin to the kwok Nodes (so the scheduler is not in their path).
 pub fn main_pods(n: usize, namespaces: &[String]) -> Vec<Pod> {
@@ -142,7 +147,7 @@ pub fn main_pods(n: usize, namespaces: &[String]) -> Vec<Pod> {
                 "metadata": {
                     "name": format!("main-{i:05}"),
                     "namespace": ns,
-                    "labels": {"app": "bench-main", ROLE_LABEL: ROLE_MAIN},
+                    "labels": main_labels(),
                 },
                 "spec": {
                     "nodeName": NODES[i % NODES.len()],

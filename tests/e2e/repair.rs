@@ -11,13 +11,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt as _;
 use serde_json::json;
-use sidecar_api::constants::{ANNOTATION_INJECTED, condition, reason};
+use sidecar_api::constants::{condition, reason};
 use sidecar_api::{SidecarPolicy, template_hash};
 use sidecar_controller::metrics::DriftLabels;
 use sidecar_e2e::{
-    AvailabilityWatch, Scene, TIMEOUT, cond, deployment, pod, pod_ready, status_current,
-    wait_policy_event, wait_policy_event_of, wait_until,
+    AvailabilityWatch, Scene, TIMEOUT, cond, deployment, native_sidecar_policy, pod, pod_ready,
+    status_current, wait_policy_event, wait_policy_event_of, wait_until,
 };
+use sidecar_planner::PodView;
 use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
 use sidecar_webhook::certs::Lifetimes;
 
@@ -26,24 +27,18 @@ const WEB: (&str, &str) = ("app", "web");
 /// A Container-mode policy `mesh` over `app=web` injecting native sidecar `proxy` of
 /// `image`, with `strategy` as spec.updateStrategy (`null`: the default).
 fn mesh(image: &str, strategy: serde_json::Value) -> SidecarPolicy {
-    let mut spec = json!({
-        "mode": "Container",
-        "selector": {"matchLabels": {"app": "web"}},
-        "template": {"spec": {"initContainers": [
-            {"name": "proxy", "image": image, "restartPolicy": "Always"}]}},
-    });
+    let mut policy = native_sidecar_policy("mesh", "web", "proxy", image);
     if !strategy.is_null() {
-        spec["updateStrategy"] = strategy;
+        policy.spec.update_strategy = serde_json::from_value(strategy).expect("static strategy");
     }
-    SidecarPolicy::new("mesh", serde_json::from_value(spec).expect("static spec"))
+    policy
 }
 
 /// The injection the Pod records for policy `mesh` (its template hash).
 fn mesh_hash(p: &Pod) -> Option<String> {
-    let record = p.annotations().get(ANNOTATION_INJECTED)?;
-    record
-        .split(',')
-        .find_map(|e| e.trim().strip_prefix("mesh=").map(str::to_string))
+    PodView::from_pod(p)?
+        .injected_hash("mesh")
+        .map(str::to_string)
 }
 
 fn owned_by_replica_set(p: &Pod) -> bool {

@@ -118,12 +118,7 @@ fn sidecar_seen(state: &Mutex<State>, p: &Pod, now: Instant) {
     if p.spec.as_ref().is_some_and(|sp| sp.node_name.is_some()) {
         s.bound.entry(uid.clone()).or_insert(now);
     }
-    let ready = p
-        .status
-        .as_ref()
-        .and_then(|st| st.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    if ready {
+    if super::pod_ready(p) {
         s.ready.entry(uid.clone()).or_insert(now);
     }
     let key = (p.namespace().unwrap_or_default(), p.name_any());

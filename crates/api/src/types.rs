@@ -311,7 +311,9 @@ pub struct SidecarPolicyStatus {
 
     /// Container mode: the selected Pods that run without this policy's current sidecars
     /// (none when all have them). Pod mode leaves it unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Serialized as null when unset: the status is written with a merge patch, which keeps
+    // what it does not mention.
+    #[serde(default)]
     pub drift: Option<PolicyDrift>,
 
     /// Latest observations of the policy's state: Ready, Progressing, Degraded and Paused.

@@ -47,23 +47,23 @@ impl Operator {
         let metrics = opts.metrics.clone().unwrap_or_default();
         let counter = Arc::new(Counter::new(metrics.api_requests.clone()));
         let watches = Arc::new(health::WatchHealth::default());
+        // Every request is counted and passes the write gate.
+        let counted = |config: kube::Config| {
+            kube::client::ClientBuilder::try_from(config)
+                .map_err(Error::Client)
+                .map(|b| {
+                    b.with_layer(&counter::counting_layer(
+                        counter.clone(),
+                        opts.write_gate.clone(),
+                    ))
+                })
+        };
         // Evictions see a PodDisruptionBudget's 429 at once (the repair backs off and says
         // so in status) instead of the client retrying it for minutes.
         let mut no_retry = config.clone();
         no_retry.default_retry = false;
-        let evictions = kube::client::ClientBuilder::try_from(no_retry)
-            .map_err(Error::Client)?
-            .with_layer(&counter::counting_layer(
-                counter.clone(),
-                opts.write_gate.clone(),
-            ))
-            .build();
-        let client = kube::client::ClientBuilder::try_from(config)
-            .map_err(Error::Client)?
-            .with_layer(&counter::counting_layer(
-                counter.clone(),
-                opts.write_gate.clone(),
-            ))
+        let evictions = counted(no_retry)?.build();
+        let client = counted(config)?
             .with_layer(&health::WatchHealthLayer(watches.clone()))
             .build();
         let reporter = Reporter {

@@ -65,16 +65,18 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         return Ok(());
     }
     ctx.set_not_converged(key, i64::from(c.matched - c.converged));
-    // Pod mode has no drift: a policy switched from Container mode loses its series.
-    let (missing, outdated) = if policy.mode() == sidecar_api::Mode::Container {
-        (i64::from(c.missing), i64::from(c.sidecars - c.updated))
-    } else {
-        (0, 0)
-    };
-    ctx.metrics.set_drift(&key.0, &key.1, missing, outdated);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let old = policy.policy.status.as_ref();
     let status = compute_status(&policy, c, &problems, old, now);
+    // The gauge is the status's drift (none in Pod mode: a policy switched from Container
+    // mode loses its series).
+    let drift = status.drift.as_ref();
+    ctx.metrics.set_drift(
+        &key.0,
+        &key.1,
+        drift.map_or(0, |d| i64::from(d.missing_pods)),
+        drift.map_or(0, |d| i64::from(d.outdated_pods)),
+    );
     if old != Some(&status) {
         // The answer is decoded leniently: a policy whose stored spec does not fit the
         // types still gets its status (which says so).
@@ -83,11 +85,7 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        let mut patch = serde_json::json!({ "status": status });
-        // A merge patch keeps what it does not mention: an unset field is sent as null.
-        if status.drift.is_none() {
-            patch["status"]["drift"] = serde_json::Value::Null;
-        }
+        let patch = serde_json::json!({ "status": status });
         match api.patch_status(&key.1, &pp, &Patch::Merge(&patch)).await {
             Ok(_) => ctx.metrics.status_writes.inc(),
             Err(kube::Error::Api(s)) if status_write_settled(s.code) => return Ok(()),
@@ -109,7 +107,7 @@ struct Seen {
     observed: Observed,
     failing: Vec<String>,
     steps: Vec<Replace>,
-    /// Container mode's repair step (no evictions while a budget's refusal backs off).
+    /// Container mode's repair step (no evictions while a refusal backs off).
     repair: Repair,
     /// That refusal, while it backs off.
     blocked: Option<String>,
@@ -135,21 +133,18 @@ fn see(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> Option<Seen> {
     let served = !ctx.unserved_namespaces.contains(&key.0);
     let (sent, blocked, limits) = ctx
         .policy_state
-        .peek_repair(key, |m| (m.sent(now), m.blocked(now), m.limits(served)))
-        .unwrap_or((
-            Vec::new(),
-            None,
-            RepairLimits {
+        .peek_repair(key, |m| {
+            (m.sent(now), m.blocked(now), m.limits(served, now))
+        })
+        .unwrap_or_else(|| {
+            let limits = RepairLimits {
                 served,
-                probe: false,
-            },
-        ));
-    let mut repair = plan_repair(policy, mains(), &sent, limits);
+                ..RepairLimits::default()
+            };
+            (Vec::new(), None, limits)
+        });
+    let repair = plan_repair(policy, mains(), &sent, limits);
     drop((exp, pods));
-    if blocked.is_some() {
-        repair.waiting += u32::try_from(repair.evict.len()).unwrap_or(u32::MAX);
-        repair.evict.clear();
-    }
     ctx.caches.in_scope(&key.0).then_some(Seen {
         observed,
         failing,

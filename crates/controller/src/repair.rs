@@ -61,11 +61,12 @@ impl RepairMemory {
         self.sent.iter().map(|(e, _)| e.clone()).collect()
     }
 
-    /// The limits of the next step in a namespace the webhook serves or not.
-    pub(crate) fn limits(&self, served: bool) -> RepairLimits {
+    /// The limits of the next step at `now`, in a namespace the webhook serves or not.
+    pub(crate) fn limits(&self, served: bool, now: Instant) -> RepairLimits {
         RepairLimits {
             served,
             probe: self.probe_due,
+            blocked: self.blocked(now).is_some(),
         }
     }
 
@@ -108,8 +109,7 @@ impl RepairMemory {
             self.started = false;
             return None;
         }
-        let working = !step.evict.is_empty() || step.in_flight > 0 || step.waiting > 0;
-        match (self.started, working) {
+        match (self.started, step.working()) {
             (false, true) if !step.evict.is_empty() => {
                 self.started = true;
                 Some(true)
@@ -125,7 +125,7 @@ impl RepairMemory {
 
 /// Sends the step's evictions; announces a repair's start and end.
 pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) {
-    if step.active && (!step.evict.is_empty() || step.in_flight > 0 || step.waiting > 0) {
+    if step.active && step.working() {
         tracing::debug!(namespace = %key.0, policy = %key.1, evict = step.evict.len(), in_flight = step.in_flight, waiting = step.waiting, max_unavailable = step.max_unavailable, halted = ?step.halted, "repair step");
     }
     if !step.active {
@@ -335,14 +335,14 @@ mod tests {
         m.sent.push((sent("b"), t0));
         m.halting = Some("a".into());
         assert_eq!(m.next_check(t0), Some(HALTED_RETRY));
-        assert!(!m.limits(true).probe);
+        assert!(!m.limits(true, t0).probe);
         let left = m.sent(t0 + HALTED_RETRY);
         assert_eq!(
             left.iter().map(|e| e.uid.as_str()).collect::<Vec<_>>(),
             ["b"],
             "only the halting eviction is forgotten after a minute"
         );
-        assert!(m.limits(true).probe, "and one probe is then due");
+        assert!(m.limits(true, t0).probe, "and one probe is then due");
     }
 
     #[test]

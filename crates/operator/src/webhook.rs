@@ -76,9 +76,9 @@ pub(crate) struct ServiceArgs {
     #[arg(long, env = "SIDECAR_WEBHOOK_TIMEOUT", default_value_t = 5)]
     webhook_timeout: i32,
     /// Send only Pods of namespaces with these labels to the webhook (comma-separated
-    /// `key=value`, `key!=value`, `key in (a,b)`, `key notin (a,b)`, `key`, `!key`), beside the namespaces always left alone
-    /// (kube-system, kube-public, kube-node-lease and the operator's own). Set it like
-    /// --namespace-selector when that is used.
+    /// `key=value`, `key!=value`, `key in (a,b)`, `key notin (a,b)`, `key`, `!key`), beside
+    /// the namespaces always left alone (kube-system, kube-public, kube-node-lease and the
+    /// operator's own). Set it like --namespace-selector when that is used.
     #[arg(long, env = "SIDECAR_WEBHOOK_NAMESPACE_SELECTOR")]
     webhook_namespace_selector: Option<String>,
     /// Name of the MutatingWebhookConfiguration.

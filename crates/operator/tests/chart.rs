@@ -7,20 +7,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use sidecar_testenv::{hack_tool, repo_root};
+use sidecar_testenv::repo_root;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sidecar-operator");
 const CHART: &str = "charts/sidecar-operator";
 
 fn helm() -> Command {
-    let mut c = Command::new(hack_tool("helm"));
-    c.current_dir(repo_root())
-        // No user's Helm configuration or repositories.
-        .env("HELM_CONFIG_HOME", scratch("helm-config"))
-        .env("HELM_CACHE_HOME", scratch("helm-cache"))
-        .env("HELM_DATA_HOME", scratch("helm-data"))
-        .env_remove("KUBECONFIG");
-    c
+    sidecar_testenv::helm(&scratch("helm"))
 }
 
 fn scratch(name: &str) -> PathBuf {

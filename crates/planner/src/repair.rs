@@ -88,6 +88,9 @@ pub struct RepairLimits {
     pub served: bool,
     /// The last step was halted: at most one eviction, a probe of the webhook.
     pub probe: bool,
+    /// The API server refused an eviction and its backoff runs: nothing is evicted, every
+    /// candidate waits.
+    pub blocked: bool,
 }
 
 impl Default for RepairLimits {
@@ -95,6 +98,7 @@ impl Default for RepairLimits {
         RepairLimits {
             served: true,
             probe: false,
+            blocked: false,
         }
     }
 }
@@ -165,6 +169,14 @@ pub struct Repair {
     pub unowned: Vec<String>,
 }
 
+impl Repair {
+    /// The repair has something to do or to wait for: evictions to send, in flight, or
+    /// waiting for the budget.
+    pub fn working(&self) -> bool {
+        !self.evict.is_empty() || self.in_flight > 0 || self.waiting > 0
+    }
+}
+
 /// The repair step for `policy` over `pods` (its namespace's Pods), given the evictions sent
 /// and not yet done.
 ///
@@ -203,6 +215,14 @@ pub fn plan_repair<'a>(
     };
     let evicting: HashSet<&str> = sent.iter().map(|e| e.uid.as_str()).collect();
     let live_uids: HashSet<&str> = live.iter().map(|m| m.uid.as_str()).collect();
+    // The live Pods of each controller owner: replacements are found, and siblings
+    // recorded, among them.
+    let mut by_owner: HashMap<&str, Vec<&PodView>> = HashMap::new();
+    for m in &live {
+        if let Some(o) = &m.owner {
+            by_owner.entry(o.uid.as_str()).or_default().push(m);
+        }
+    }
     // Each sent eviction: still there (the cache has not seen it go), waiting for a
     // replacement, replaced and Ready (done), or replaced without the sidecars (halted).
     // A Pod answers one eviction at most (`matched`); `claimed` ones also hold its budget.
@@ -213,11 +233,11 @@ pub fn plan_repair<'a>(
             out.in_flight += 1;
             continue;
         }
-        let replacement = live.iter().find(|m| {
-            m.owner.as_ref().is_some_and(|o| o.uid == e.owner_uid)
-                && !e.siblings.contains(&m.uid)
-                && !matched.contains(m.uid.as_str())
-        });
+        let replacement = by_owner
+            .get(e.owner_uid.as_str())
+            .into_iter()
+            .flatten()
+            .find(|m| !e.siblings.contains(&m.uid) && !matched.contains(m.uid.as_str()));
         let Some(r) = replacement else {
             out.in_flight += 1;
             continue;
@@ -257,9 +277,6 @@ pub fn plan_repair<'a>(
     let mut budget = i64::from(out.max_unavailable)
         - i64::from(out.in_flight)
         - i64::try_from(not_ready).unwrap_or(i64::MAX);
-    if limits.probe {
-        budget = budget.min(1);
-    }
     let mut candidates: Vec<(&PodView, Drift, &str)> = Vec::new();
     for m in &live {
         let Some(drift) = drift_of(policy, m) else {
@@ -286,7 +303,8 @@ pub fn plan_repair<'a>(
         // one eviction, whatever it costs.
         let free = !m.ready;
         let probed = limits.probe && !out.evict.is_empty();
-        if (out.halted.is_some() && !limits.probe) || probed || (!free && budget <= 0) {
+        let held = limits.blocked || (out.halted.is_some() && !limits.probe);
+        if held || probed || (!free && budget <= 0) {
             out.waiting += 1;
             continue;
         }
@@ -294,12 +312,8 @@ pub fn plan_repair<'a>(
             budget -= 1;
         }
         let of_owner = siblings.entry(owner).or_insert_with(|| {
-            Arc::new(
-                live.iter()
-                    .filter(|p| p.owner.as_ref().is_some_and(|o| o.uid == owner))
-                    .map(|p| p.uid.clone())
-                    .collect(),
-            )
+            let pods = by_owner.get(owner).into_iter().flatten();
+            Arc::new(pods.map(|p| p.uid.clone()).collect())
         });
         out.evict.push(Evict {
             name: m.name.clone(),

@@ -386,13 +386,13 @@ fn a_probe_sends_one_eviction_and_unserved_namespaces_none() {
         .map(|n| pod(n, "rs", None, false, &p))
         .collect();
     let probe = RepairLimits {
-        served: true,
         probe: true,
+        ..RepairLimits::default()
     };
     assert_eq!(names(&plan_repair(&p, &pods, &[], probe)), vec!["a"]);
     let unserved = RepairLimits {
         served: false,
-        probe: false,
+        ..RepairLimits::default()
     };
     let r = plan_repair(&p, &pods, &[sent("x", "rs", &[])], unserved);
     assert!(!r.active && r.unserved && r.evict.is_empty());
@@ -424,4 +424,20 @@ fn evictions_of_one_owner_share_its_pod_set() {
         .collect();
     let r = plan_repair(&p, &pods, &[], RepairLimits::default());
     assert!(Arc::ptr_eq(&r.evict[0].siblings, &r.evict[1].siblings));
+}
+
+#[test]
+fn while_a_refusal_backs_off_every_candidate_waits() {
+    let p = rolling(json!("100%"));
+    let pods = [
+        pod("a", "rs", None, true, &p),
+        pod("b", "rs", None, false, &p),
+    ];
+    let blocked = RepairLimits {
+        blocked: true,
+        ..RepairLimits::default()
+    };
+    let r = plan_repair(&p, &pods, &[], blocked);
+    assert!(r.active && r.evict.is_empty());
+    assert_eq!(r.waiting, 2, "the free, not-Ready one too");
 }

@@ -254,6 +254,19 @@ pub fn hack_tool(name: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// `helm` (built by [`hack_tool`]) run from the repository root, with its configuration,
+/// cache and data under `home` (no user's Helm repositories or plugins) and no
+/// `$KUBECONFIG`: a caller that talks to a cluster passes `--kubeconfig`.
+pub fn helm(home: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(hack_tool("helm"));
+    c.current_dir(repo_root())
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG");
+    c
+}
+
 /// The repository root (this crate lives in `crates/testenv`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -3,7 +3,6 @@
 //! their sidecars in both modes; `helm uninstall` removes what it installed.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -13,23 +12,19 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 use sidecar_api::SidecarPolicy;
-use sidecar_e2e::{TIMEOUT, minimal_policy, pod, wait_pod, wait_until};
+use sidecar_e2e::webhook::wait_injecting;
+use sidecar_e2e::{TIMEOUT, minimal_policy, native_sidecar_policy, pod, wait_pod, wait_until};
 use sidecar_planner::sidecar_name;
-use sidecar_testenv::{TestNamespace, hack_tool, repo_root, shared};
+use sidecar_testenv::{TestNamespace, shared};
 
 use crate::process::{Proc, free_port};
 use crate::rbac::service_account_kubeconfig;
 
 fn helm(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(hack_tool("helm"))
-        .current_dir(repo_root())
+    sidecar_testenv::helm(dir)
         .args(args)
         .arg("--kubeconfig")
         .arg(shared().kubeconfig())
-        .env("HELM_CONFIG_HOME", dir.join("config"))
-        .env("HELM_CACHE_HOME", dir.join("cache"))
-        .env("HELM_DATA_HOME", dir.join("data"))
-        .env_remove("KUBECONFIG")
         .output()
         .expect("run helm")
 }
@@ -56,18 +51,6 @@ impl Drop for Release<'_> {
             let _ = self.uninstall();
         }
     }
-}
-
-fn container_policy(name: &str, app: &str) -> SidecarPolicy {
-    let spec = serde_json::from_value(json!({
-        "mode": "Container",
-        "selector": {"matchLabels": {"app": app}},
-        "template": {"spec": {"initContainers": [{
-            "name": "log-shipper", "image": "busybox:1.36", "restartPolicy": "Always",
-        }]}},
-    }))
-    .expect("static Container-mode spec");
-    SidecarPolicy::new(name, spec)
 }
 
 #[tokio::test]
@@ -180,20 +163,13 @@ async fn the_helm_chart_installs_an_operator_that_gives_pods_their_sidecars() {
     // Container mode: the chart's webhook configuration, its caBundle set by the operator
     // (Secret update and configuration patch under the chart's Roles), injects.
     policies
-        .create(&PostParams::default(), &container_policy("shipper", "api"))
+        .create(
+            &PostParams::default(),
+            &native_sidecar_policy("shipper", "api", "log-shipper", "busybox:1.36"),
+        )
         .await
         .expect("Container-mode policy");
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let probe = pod("probe", &[("app", "api")]);
-    wait_until(TIMEOUT, "the chart's webhook to inject", || async {
-        let shown = pods.create(&dry, &probe).await.ok()?;
-        let inits = shown.spec?.init_containers?;
-        inits.iter().any(|c| c.name == "log-shipper").then_some(())
-    })
-    .await;
+    wait_injecting(&pods, &[("app", "api")], "log-shipper").await;
     let created = pods
         .create(&PostParams::default(), &pod("api-0", &[("app", "api")]))
         .await

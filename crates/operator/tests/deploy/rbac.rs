@@ -13,7 +13,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sidecar_api::SidecarPolicy;
-use sidecar_e2e::{minimal_policy as policy, pod, wait_pod, wait_until};
+use sidecar_e2e::webhook::wait_injecting;
+use sidecar_e2e::{minimal_policy as policy, native_sidecar_policy, pod, wait_pod, wait_until};
 use sidecar_planner::sidecar_name;
 use sidecar_testenv::{TestNamespace, install_crd, shared};
 
@@ -286,32 +287,12 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     .await;
 
     // Container mode: the webhook, under the same ServiceAccount, injects a native sidecar.
-    let injector: SidecarPolicy = serde_json::from_value(serde_json::json!({
-        "apiVersion": "sidecars.dev/v1alpha1", "kind": "SidecarPolicy",
-        "metadata": {"name": "inject"},
-        "spec": {
-            "mode": "Container",
-            "selector": {"matchLabels": {"app": "injected"}},
-            "template": {"spec": {"initContainers": [
-                {"name": "shipper", "image": "busybox:1.36", "restartPolicy": "Always"}]}},
-        },
-    }))
-    .expect("static policy");
+    let injector = native_sidecar_policy("inject", "injected", "shipper", "busybox:1.36");
     policies
         .create(&PostParams::default(), &injector)
         .await
         .expect("Container-mode policy");
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let probe = pod("probe", &[("app", "injected")]);
-    wait_until(Duration::from_secs(60), "the webhook to inject", || async {
-        let shown = pods.create(&dry, &probe).await.ok()?;
-        let inits = shown.spec?.init_containers?;
-        (inits.first().map(|c| c.name.as_str()) == Some("shipper")).then_some(())
-    })
-    .await;
+    wait_injecting(&pods, &[("app", "injected")], "shipper").await;
     let injected = pods
         .create(
             &PostParams::default(),
