@@ -368,3 +368,94 @@ async fn a_template_change_rolls_every_pod_to_the_new_hash_one_at_a_time() {
     watch.assert_at_most(1, "roll", "policy maxUnavailable 1, no PDB");
     op.stop().await;
 }
+
+/// Upgrades: CRDs before 2026-12-02 defaulted `updateStrategy.type` to RollingUpdate and
+/// stored it in every policy, owned by no field manager. Such a policy stays report-only;
+/// a `type` someone writes turns eviction on.
+#[tokio::test]
+async fn a_rolling_update_no_field_manager_wrote_evicts_nothing() {
+    let scene = Scene::new("repair-upgrade").await;
+    let _webhook = scene.start_webhook().await;
+    let op = scene.start_operator().await;
+    // Pods of a Deployment, created before their policy: no sidecar.
+    scene.create(&deployment("web", 2, &[WEB])).await;
+    let before: Vec<String> = scene
+        .wait_pods("2 Ready replicas without the sidecar", |pods| {
+            let ok: Vec<String> = pods
+                .iter()
+                .filter(|p| mesh_hash(p).is_none() && pod_ready(p))
+                .filter_map(|p| p.uid())
+                .collect();
+            (ok.len() == 2).then_some(ok)
+        })
+        .await;
+    // The policy as an old CRD stored it: type RollingUpdate present, owned by nobody. It is
+    // created paused (nothing evicted meanwhile), its managed fields are reset, and it is
+    // resumed by a patch that writes `paused` alone.
+    let mut stored = mesh(
+        "envoy:1",
+        json!({"type": "RollingUpdate", "maxUnavailable": 1}),
+    );
+    stored.spec.paused = true;
+    scene.create(&stored).await;
+    scene
+        .merge::<SidecarPolicy>("mesh", json!({"metadata": {"managedFields": [{}]}}))
+        .await;
+    let resumed = scene
+        .merge::<SidecarPolicy>("mesh", json!({"spec": {"paused": false}}))
+        .await;
+    let owns_type = resumed.metadata.managed_fields.iter().flatten().any(|e| {
+        e.fields_v1
+            .as_ref()
+            .is_some_and(|f| f.0.pointer("/f:spec/f:updateStrategy/f:type").is_some())
+    });
+    assert!(
+        !owns_type,
+        "no manager owns the stored type: {:?}",
+        resumed.metadata.managed_fields
+    );
+    let reported = scene
+        .wait_policy("mesh", "the 2 replicas reported, report only", |p| {
+            let d = p.status.as_ref().and_then(|s| s.drift.as_ref());
+            status_current(p) && d.is_some_and(|d| d.missing_pods == 2)
+        })
+        .await;
+    let progressing = cond(&reported, condition::PROGRESSING).expect("Progressing");
+    assert_eq!(
+        progressing.reason,
+        reason::WAITING_FOR_NEW_PODS,
+        "{}",
+        progressing.message
+    );
+
+    // Written by someone (an apply owns what it sets, even an unchanged value), the same
+    // value turns the repair on.
+    let apply = json!({
+        "apiVersion": "sidecars.dev/v1alpha1", "kind": "SidecarPolicy",
+        "metadata": {"name": "mesh"},
+        "spec": {"updateStrategy": {"type": "RollingUpdate"}},
+    });
+    scene
+        .api::<SidecarPolicy>()
+        .patch(
+            "mesh",
+            &kube::api::PatchParams::apply("platform-team"),
+            &kube::api::Patch::Apply(&apply),
+        )
+        .await
+        .expect("apply updateStrategy.type");
+    scene
+        .wait_pods("both replicas replaced with the sidecar", |pods| {
+            let live: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let done = live.len() == 2
+                && live.iter().all(|p| {
+                    mesh_hash(p).is_some() && !before.contains(&p.uid().unwrap_or_default())
+                });
+            done.then_some(())
+        })
+        .await;
+    op.stop().await;
+}

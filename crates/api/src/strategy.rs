@@ -54,28 +54,39 @@ mod tests {
         let writes_type =
             entry(serde_json::json!({"f:spec": {"f:updateStrategy": {"f:type": {}}}}));
         let writes_selector = entry(serde_json::json!({"f:spec": {"f:selector": {}}}));
+        let (stored, file) = (Some("uid-1"), None);
         let cases = [
-            // (managed fields, strategy, Container mode's effective type)
+            // (uid, managed fields, strategy, Container mode's effective type)
             (
+                stored,
                 Some(vec![writes_type.clone()]),
                 &rolling,
                 UpdateStrategyType::RollingUpdate,
             ),
             (
+                stored,
                 Some(vec![writes_selector.clone()]),
                 &rolling,
                 UpdateStrategyType::OnDelete,
             ),
+            // Stored, its managed fields stripped: who wrote it is unknown.
+            (stored, None, &rolling, UpdateStrategyType::OnDelete),
             // A file never stored: what it holds is what was written.
-            (None, &rolling, UpdateStrategyType::RollingUpdate),
+            (file, None, &rolling, UpdateStrategyType::RollingUpdate),
             (
+                file,
                 None,
                 &UpdateStrategy::default(),
                 UpdateStrategyType::OnDelete,
             ),
         ];
-        for (managed, strategy, want) in cases {
-            let written = strategy_type_written(managed.as_deref(), strategy);
+        for (uid, managed, strategy, want) in cases {
+            let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                uid: uid.map(str::to_string),
+                managed_fields: managed.clone(),
+                ..Default::default()
+            };
+            let written = strategy_type_written(&meta, strategy);
             assert_eq!(
                 strategy.effective(Mode::Container, written),
                 want,

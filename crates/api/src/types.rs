@@ -239,17 +239,19 @@ impl UpdateStrategy {
     }
 }
 
-/// Whether someone wrote `spec.updateStrategy.type` of a stored object, as opposed to the
-/// API server defaulting it: a field manager of `managed_fields` owns it. An object with no
-/// managed fields at all (a file, before any API server saw it) wrote what it holds.
+/// Whether someone wrote `spec.updateStrategy.type` of the object with metadata `meta`, as
+/// opposed to an API server defaulting it: for a stored object (it has a uid), a field
+/// manager of its managed fields owns it (none recorded: unknown, so not written: a server
+/// that stopped tracking them, after `managedFields: [{}]`, says nothing of who wrote what);
+/// for a file, before any API server saw it, what it holds was written.
 pub fn strategy_type_written(
-    managed_fields: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry]>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     strategy: &UpdateStrategy,
 ) -> bool {
-    let Some(entries) = managed_fields.filter(|m| !m.is_empty()) else {
+    if meta.uid.is_none() {
         return strategy.type_.is_some();
-    };
-    entries.iter().any(|e| {
+    }
+    meta.managed_fields.iter().flatten().any(|e| {
         e.fields_v1
             .as_ref()
             .and_then(|f| f.0.get("f:spec"))

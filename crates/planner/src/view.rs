@@ -257,7 +257,7 @@ impl PolicyView {
             deleting: policy.metadata.deletion_timestamp.is_some(),
             hash: sidecar_api::template_hash(spec),
             strategy_written: sidecar_api::strategy_type_written(
-                policy.metadata.managed_fields.as_deref(),
+                &policy.metadata,
                 &spec.update_strategy,
             ),
             selector,
@@ -307,10 +307,8 @@ impl PolicyView {
             return PolicyView::new(policy);
         }
         // Taking over `type` (an apply that writes the stored default) bumps no generation.
-        let strategy_written = sidecar_api::strategy_type_written(
-            meta.managed_fields.as_deref(),
-            &policy.spec.update_strategy,
-        );
+        let strategy_written =
+            sidecar_api::strategy_type_written(meta, &policy.spec.update_strategy);
         PolicyView {
             deleting: meta.deletion_timestamp.is_some(),
             strategy_written,
