@@ -54,9 +54,9 @@ mod tests {
         let writes_type =
             entry(serde_json::json!({"f:spec": {"f:updateStrategy": {"f:type": {}}}}));
         let writes_selector = entry(serde_json::json!({"f:spec": {"f:selector": {}}}));
-        let (stored, file) = (Some("uid-1"), None);
+        let (stored, file) = (Some("4711"), None);
         let cases = [
-            // (uid, managed fields, strategy, Container mode's effective type)
+            // (resourceVersion, managed fields, strategy, Container mode's effective type)
             (
                 stored,
                 Some(vec![writes_type.clone()]),
@@ -80,9 +80,9 @@ mod tests {
                 UpdateStrategyType::OnDelete,
             ),
         ];
-        for (uid, managed, strategy, want) in cases {
+        for (version, managed, strategy, want) in cases {
             let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                uid: uid.map(str::to_string),
+                resource_version: version.map(str::to_string),
                 managed_fields: managed.clone(),
                 ..Default::default()
             };

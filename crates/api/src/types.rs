@@ -240,15 +240,15 @@ impl UpdateStrategy {
 }
 
 /// Whether someone wrote `spec.updateStrategy.type` of the object with metadata `meta`, as
-/// opposed to an API server defaulting it: for a stored object (it has a uid), a field
-/// manager of its managed fields owns it (none recorded: unknown, so not written: a server
-/// that stopped tracking them, after `managedFields: [{}]`, says nothing of who wrote what);
-/// for a file, before any API server saw it, what it holds was written.
+/// opposed to an API server defaulting it: for a stored object (it has a resourceVersion), a
+/// field manager of its managed fields owns it (none recorded: unknown, so not written: a
+/// server that stopped tracking them, after `managedFields: [{}]`, says nothing of who wrote
+/// what); for a file never stored, what it holds was written.
 pub fn strategy_type_written(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     strategy: &UpdateStrategy,
 ) -> bool {
-    if meta.uid.is_none() {
+    if meta.resource_version.is_none() {
         return strategy.type_.is_some();
     }
     meta.managed_fields.iter().flatten().any(|e| {
