@@ -459,3 +459,68 @@ async fn a_rolling_update_no_field_manager_wrote_evicts_nothing() {
         .await;
     op.stop().await;
 }
+
+/// Pods the webhook left alone because they already have a container of the sidecar's name
+/// are reported (NameCollision), never evicted: their replacements would collide again.
+#[tokio::test]
+async fn pods_that_collide_with_the_sidecars_name_are_never_evicted() {
+    let scene = Scene::new("repair-collide").await;
+    let _webhook = scene.start_webhook().await;
+    let op = scene.start_operator().await;
+    scene
+        .create(&mesh(
+            "envoy:1",
+            json!({"type": "RollingUpdate", "maxUnavailable": "100%"}),
+        ))
+        .await;
+    scene.wait_injecting(&[WEB], "proxy").await;
+    // The app's own container is called `proxy` too.
+    let mut web = serde_json::to_value(deployment("web", 2, &[WEB])).expect("JSON");
+    web["spec"]["template"]["spec"]["containers"][0]["name"] = json!("proxy");
+    scene
+        .create(&serde_json::from_value::<Deployment>(web).expect("Deployment"))
+        .await;
+    let first: Vec<String> = scene
+        .wait_pods("2 Ready replicas the webhook skipped", |pods| {
+            let skipped: Vec<String> = pods
+                .iter()
+                .filter(|p| {
+                    pod_ready(p)
+                        && PodView::from_pod(p).is_some_and(|v| v.skipped_for("mesh").is_some())
+                })
+                .filter_map(|p| p.uid())
+                .collect();
+            (skipped.len() == 2).then_some(skipped)
+        })
+        .await;
+    let reported = scene
+        .wait_policy("mesh", "2 collisions, nothing to evict", |p| {
+            let d = p.status.as_ref().and_then(|s| s.drift.as_ref());
+            status_current(p)
+                && d.is_some_and(|d| d.missing_pods == 2)
+                && cond(p, condition::DEGRADED).is_some_and(|c| c.reason == reason::NAME_COLLISION)
+        })
+        .await;
+    let progressing = cond(&reported, condition::PROGRESSING).expect("Progressing");
+    assert_eq!(
+        (
+            progressing.reason.as_str(),
+            progressing.message.contains("their replacements would too")
+        ),
+        (reason::NOT_EVICTABLE, true),
+        "{}",
+        progressing.message
+    );
+    let now: Vec<String> = scene
+        .list_pods()
+        .await
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.uid())
+        .collect();
+    assert!(
+        first.iter().all(|u| now.contains(u)),
+        "no colliding Pod was evicted: {first:?} now {now:?}"
+    );
+    op.stop().await;
+}

@@ -331,10 +331,23 @@ fn injected_progress(c: Counts, problems: &Problems) -> Verdict {
         );
         (true, reason::REPAIRING, message)
     } else {
-        let message = format!(
-            "{tally}: {names}; none has a controller that would recreate it, so none is \
-             evicted: delete and recreate them"
-        );
+        // What is left is never evicted: no controller would recreate it, or its
+        // replacement would collide again.
+        let mut kept = Vec::new();
+        if !repair.unowned.is_empty() {
+            let pods = some_names(repair.unowned.iter().map(String::as_str));
+            kept.push(format!(
+                "no controller would recreate {pods} (delete and recreate them)"
+            ));
+        }
+        if !problems.collisions.is_empty() {
+            let pods = some_names(problems.collisions.iter().map(String::as_str));
+            kept.push(format!(
+                "{pods} already have a name this policy adds, and their replacements would too \
+                 (see Degraded)"
+            ));
+        }
+        let message = format!("{tally}: {names}; none is evicted: {}", kept.join("; "));
         (false, reason::NOT_EVICTABLE, message)
     }
 }
