@@ -42,9 +42,10 @@ bench: binaries ## Benchmark vs the physical floor on a local control plane (BEN
 	$(CARGO) build --release -p sidecar-operator
 	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000} --rounds $${BENCH_ROUNDS:-3} $(BENCH_ARGS)
 
-crds: ## Regenerate crds/ (and the chart's copy) from the Rust types (commit the result)
-	$(CARGO) run -q -p sidecar-api --bin crdgen > crds/sidecarpolicies.sidecars.dev.yaml
-	cp crds/sidecarpolicies.sidecars.dev.yaml charts/sidecar-operator/crds/
+crds: ## Regenerate crds/ (both CRDs, and the chart's copies) from the Rust types (commit the result)
+	$(CARGO) run -q -p sidecar-api --bin crdgen sidecarpolicies > crds/sidecarpolicies.sidecars.dev.yaml
+	$(CARGO) run -q -p sidecar-api --bin crdgen clustersidecarpolicies > crds/clustersidecarpolicies.sidecars.dev.yaml
+	cp crds/sidecarpolicies.sidecars.dev.yaml crds/clustersidecarpolicies.sidecars.dev.yaml charts/sidecar-operator/crds/
 
 deploy: ## Regenerate deploy/ from the Helm chart (helm template; commit the result)
 	@bash hack/deploy.sh write

@@ -69,8 +69,31 @@ impl Scene {
         lifetimes: Lifetimes,
         addr: Option<SocketAddr>,
     ) -> TestWebhook {
+        self.start_webhook_from(addr, self.managed_certs(lifetimes))
+            .await
+    }
+
+    /// A webhook that serves every namespace labelled `selector` (`key=value`) and applies
+    /// the ClusterSidecarPolicies as well as every namespace's SidecarPolicies, as a
+    /// cluster-wide operator's does. For a private control plane: another test's namespaces
+    /// of the shared one could match.
+    pub async fn start_cluster_webhook(&self, selector: &str) -> TestWebhook {
+        let scope = WebhookScope {
+            selector: selector.to_string(),
+            namespace: None,
+            cluster_policies: true,
+        };
+        self.launch_webhook(None, self.managed_certs(Lifetimes::default()), scope)
+            .await
+    }
+
+    /// The operator's managed certificates, in a Secret of the scene's namespace.
+    fn managed_certs(
+        &self,
+        lifetimes: Lifetimes,
+    ) -> impl FnOnce(SocketAddr, Registration) -> CertSource {
         let secret_namespace = self.name().to_string();
-        self.start_webhook_from(addr, |addr, registration| {
+        move |addr, registration| {
             CertSource::Managed(Box::new(Managed {
                 secret_namespace,
                 secret_name: WEBHOOK_SECRET.into(),
@@ -83,8 +106,7 @@ impl Scene {
                 configuration: registration.name.clone(),
                 full_registration: Some(registration),
             }))
-        })
-        .await
+        }
     }
 
     /// A webhook whose certificates come from `source` (given the bound address and the
@@ -94,11 +116,27 @@ impl Scene {
         addr: Option<SocketAddr>,
         source: impl FnOnce(SocketAddr, Registration) -> CertSource,
     ) -> TestWebhook {
+        let scope = WebhookScope {
+            selector: format!("kubernetes.io/metadata.name={}", self.name()),
+            namespace: Some(self.name().to_string()),
+            cluster_policies: false,
+        };
+        self.launch_webhook(addr, source, scope).await
+    }
+
+    async fn launch_webhook(
+        &self,
+        addr: Option<SocketAddr>,
+        source: impl FnOnce(SocketAddr, Registration) -> CertSource,
+        scope: WebhookScope,
+    ) -> TestWebhook {
         crate::scene::operator_logs();
         let addr = addr.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
         let listener = Webhook::bind(addr).await.expect("bind the webhook");
         let addr = sidecar_webhook::bound_addr(&listener).expect("webhook address");
-        let registration = self.webhook_registration(addr);
+        let mut registration = self.webhook_registration(addr);
+        registration.namespace_selector =
+            parse_namespace_selector(&scope.selector).expect("selector");
         let configuration = registration.name.clone();
         let certs = source(addr, registration);
         let metrics = Arc::new(WebhookMetrics::default());
@@ -106,7 +144,12 @@ impl Scene {
             listener,
             self.client.clone(),
             WebhookConfig {
-                namespace: Some(self.name().to_string()),
+                namespace: scope.namespace,
+                cluster_policies: scope.cluster_policies,
+                left_out: sidecar_api::constants::SYSTEM_NAMESPACES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 certs,
                 reporter: Reporter {
                     controller: "sidecar-operator-webhook".into(),
@@ -165,6 +208,16 @@ impl Scene {
         };
         self.pods.create(&dry, pod).await.expect("dry-run create")
     }
+}
+
+/// Which namespaces a test webhook serves and which policies it applies.
+struct WebhookScope {
+    /// The configuration's namespace selector.
+    selector: String,
+    /// Watch the policies of this namespace only.
+    namespace: Option<String>,
+    /// Apply ClusterSidecarPolicies.
+    cluster_policies: bool,
 }
 
 impl Scene {

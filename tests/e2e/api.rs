@@ -223,6 +223,7 @@ async fn policies_round_trip_with_defaults_applied() {
         placement: Placement::SameNode,
         update_strategy: UpdateStrategy::default(),
         paused: false,
+        priority: None,
     };
     assert_eq!(got.spec, expected);
     assert_eq!(template_hash(&got.spec), template_hash(&expected));
@@ -333,6 +334,33 @@ async fn kubectl_explain_shows_our_descriptions() {
             "explain output:\n{text}\nexpected: {description}"
         );
         assert!(values.iter().all(|v| flat.contains(v)), "{text}");
+    }
+    // The cluster kind documents its own field, and the ones it shares.
+    install_crd(&_client, &sidecar_api::cluster_crd())
+        .await
+        .expect("ClusterSidecarPolicy CRD");
+    for (field, words) in [
+        ("namespaceSelector", "kubernetes.io/metadata.name"),
+        ("selector", "Label selector of the main Pods"),
+    ] {
+        let args = [
+            "explain".to_owned(),
+            format!("clustersidecarpolicy.spec.{field}"),
+        ];
+        let text = wait_until(Duration::from_secs(60), "kubectl explain csp", || {
+            let args = args.to_vec();
+            async move {
+                let out = kubectl(args).await;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                out.status.success().then_some(text)
+            }
+        })
+        .await;
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains(words),
+            "explain output:\n{text}\nexpected: {words}"
+        );
     }
 }
 

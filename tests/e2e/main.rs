@@ -2,6 +2,7 @@
 //! one namespace per test). Run with `make test` or `make test-e2e FILTER=...`.
 
 mod api;
+mod cluster;
 mod container;
 mod controller;
 mod faults;

@@ -87,3 +87,11 @@ terms the webhook's namespaceSelector gets.
 {{- end -}}
 {{- join "," $terms -}}
 {{- end -}}
+
+{{/*
+ClusterSidecarPolicies are applied (non-empty) unless turned off or the release manages one
+namespace only.
+*/}}
+{{- define "sidecar-operator.clusterPolicies" -}}
+{{- if and .Values.clusterPolicies (not .Values.watchNamespace) }}true{{ end }}
+{{- end }}

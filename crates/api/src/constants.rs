@@ -25,6 +25,24 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "sidecar-operator";
 /// Label on a sidecar Pod naming the `SidecarPolicy` (same namespace) it was built from.
 pub const LABEL_POLICY: &str = "sidecars.dev/policy";
+/// Label on a companion sidecar Pod of a `ClusterSidecarPolicy`, naming it (instead of
+/// [`LABEL_POLICY`]): a SidecarPolicy and a ClusterSidecarPolicy of one name never share
+/// sidecars.
+pub const LABEL_CLUSTER_POLICY: &str = "sidecars.dev/cluster-policy";
+/// How the operator refers to a `ClusterSidecarPolicy` where a policy name goes (its sidecars'
+/// names, the `sidecars.dev/injected` and `sidecars.dev/skipped` annotations, metrics, logs):
+/// `csp/` and its name. Policy names never contain `/`, so the two kinds never meet.
+pub const CLUSTER_POLICY_PREFIX: &str = "csp/";
+/// Kind of the cluster-scoped custom resource.
+pub const CLUSTER_KIND: &str = "ClusterSidecarPolicy";
+/// Plural resource name of the cluster-scoped custom resource.
+pub const CLUSTER_PLURAL: &str = "clustersidecarpolicies";
+/// Name of its `CustomResourceDefinition` object.
+pub const CLUSTER_CRD_NAME: &str = "clustersidecarpolicies.sidecars.dev";
+/// The label every namespace carries with its own name; a ClusterSidecarPolicy's
+/// namespaceSelector names a namespace explicitly with it.
+pub const LABEL_NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
+
 /// Label on a sidecar Pod holding the UID of the main Pod it serves.
 pub const LABEL_MAIN_UID: &str = "sidecars.dev/main-uid";
 /// Label on a sidecar Pod holding the policy's template hash it was built from
@@ -73,6 +91,11 @@ pub mod condition {
     pub const DEGRADED: &str = "Degraded";
     /// `True` while `spec.paused` is set: nothing is created or deleted, status is still reported.
     pub const PAUSED: &str = "Paused";
+    /// `True` while a policy that outranks this one (spec.priority, then SidecarPolicy before
+    /// ClusterSidecarPolicy, then name) wants the same sidecar Pod name, container or volume
+    /// name for some of its Pods: those are left to the winner. Present once a conflict was
+    /// seen.
+    pub const CONFLICTED: &str = "Conflicted";
     /// kstatus's abnormal-true condition: `True` while sidecars are being created, replaced
     /// or waited for (Flux, kpt and cli-utils then report the policy `InProgress`).
     pub const RECONCILING: &str = "Reconciling";
@@ -96,6 +119,11 @@ pub mod condition_status {
 /// Machine-readable reasons of the conditions (CamelCase, as `metav1.Condition` requires).
 /// They double as reasons of the Events the operator emits.
 pub mod reason {
+    /// `Conflicted=True`: a policy that outranks this one takes some of its Pods; also the
+    /// Warning event on the loser.
+    pub const CONFLICT: &str = "Conflict";
+    /// `Conflicted=False`: no policy outranks this one on its Pods any more.
+    pub const NO_CONFLICT: &str = "NoConflict";
     /// `Ready=True`: every matched Pod has a ready, up-to-date sidecar.
     pub const ALL_SIDECARS_READY: &str = "AllSidecarsReady";
     /// `Ready=False`: some sidecars are missing, stale or not ready.

@@ -13,7 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube_core::CustomResourceExt;
 
-use crate::types::SidecarPolicy;
+use crate::types::{ClusterSidecarPolicy, SidecarPolicy};
 use crate::{Error, schema};
 
 /// First lines of [`crd_yaml`]'s output.
@@ -27,7 +27,15 @@ const CRD_YAML_HEADER: &str = "\
 /// `spec.updateStrategy.maxUnavailable` not nullable, and with every 32-bit integer bounded to
 /// what the Rust types can hold.
 pub fn crd() -> CustomResourceDefinition {
-    let mut crd = SidecarPolicy::crd();
+    installable(SidecarPolicy::crd())
+}
+
+/// The `ClusterSidecarPolicy` CRD as installed, prepared like [`crd`]'s.
+pub fn cluster_crd() -> CustomResourceDefinition {
+    installable(ClusterSidecarPolicy::crd())
+}
+
+fn installable(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
         let Some(root) = version
             .schema
@@ -71,7 +79,17 @@ fn bound_int32_fields(root: &mut JSONSchemaProps) {
 /// [`crd`] as YAML, preceded by a comment saying it is generated: the content of
 /// `crds/sidecarpolicies.sidecars.dev.yaml`.
 pub fn crd_yaml() -> Result<String, Error> {
-    let body = serde_yaml_ng::to_string(&crd()).map_err(Error::SerializeCrd)?;
+    yaml(&crd())
+}
+
+/// [`cluster_crd`] as YAML, like [`crd_yaml`]: the content of
+/// `crds/clustersidecarpolicies.sidecars.dev.yaml`.
+pub fn cluster_crd_yaml() -> Result<String, Error> {
+    yaml(&cluster_crd())
+}
+
+fn yaml(crd: &CustomResourceDefinition) -> Result<String, Error> {
+    let body = serde_yaml_ng::to_string(crd).map_err(Error::SerializeCrd)?;
     Ok(format!("{CRD_YAML_HEADER}{body}"))
 }
 

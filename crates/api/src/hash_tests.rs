@@ -14,6 +14,7 @@ fn spec(template: serde_json::Value) -> SidecarPolicySpec {
         placement: Placement::SameNode,
         update_strategy: UpdateStrategy::default(),
         paused: false,
+        priority: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn template_and_placement_change_the_hash_other_fields_do_not() {
 
     let mut unrelated = base.clone();
     unrelated.paused = true;
+    unrelated.priority = Some(10);
     unrelated.update_strategy.max_unavailable =
         k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1);
     unrelated.selector.match_labels = Some([("tier".to_owned(), "x".to_owned())].into());

@@ -29,11 +29,12 @@ pub mod strategy;
 pub mod types;
 pub mod validate;
 
-pub use crd::{crd, crd_yaml};
+pub use crd::{cluster_crd, cluster_crd_yaml, crd, crd_yaml};
 pub use error::Error;
 pub use hash::template_hash;
 pub use types::{
-    Mode, Placement, PolicyDrift, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus,
-    UpdateStrategy, UpdateStrategyType, ready_text, strategy_type_written,
+    ClusterSidecarPolicy, ClusterSidecarPolicySpec, ClusterSidecarPolicyStatus, Mode, Placement,
+    PolicyDrift, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy,
+    UpdateStrategyType, ready_text, strategy_type_written,
 };
 pub use validate::{FieldError, FieldErrorKind, validate, validate_object};

@@ -129,6 +129,14 @@ pub struct SidecarPolicySpec {
     /// and only reports status. Defaults to false.
     #[serde(default)]
     pub paused: bool,
+    /// Which policy wins when two would give one Pod the same companion sidecar Pod name
+    /// (Pod mode) or add an init container, container or volume of the same name (Container
+    /// mode): the higher priority (default 0); at equal priority a SidecarPolicy before a
+    /// ClusterSidecarPolicy, then the first name in alphabetical order. The loser leaves that
+    /// Pod to the winner and reports it (condition Conflicted, with the winner's name, and a
+    /// Warning event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
 }
 
 /// How a policy's sidecars reach the selected Pods (`spec.mode`).
@@ -351,4 +359,90 @@ pub struct PolicyDrift {
 /// Text of the READY column (`status.ready`): `"<ready>/<matched>"`, for example `"11/12"`.
 pub fn ready_text(ready_pods: i32, matched_pods: i32) -> String {
     format!("{ready_pods}/{matched_pods}")
+}
+
+/// Desired state of a ClusterSidecarPolicy: a SidecarPolicy's spec, applied in every
+/// namespace that namespaceSelector matches.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    crates(kube_core = "::kube_core"),
+    group = "sidecars.dev",
+    version = "v1alpha1",
+    kind = "ClusterSidecarPolicy",
+    plural = "clustersidecarpolicies",
+    singular = "clustersidecarpolicy",
+    status = "ClusterSidecarPolicyStatus",
+    shortname = "csp",
+    category = "sidecars",
+    doc = "ClusterSidecarPolicy is a SidecarPolicy for platform teams: in every namespace its spec.namespaceSelector matches, it gives each Pod selected by spec.selector the sidecar built from spec.template, exactly as a SidecarPolicy of that namespace would (Pod or Container mode). The namespaces kube-system, kube-public, kube-node-lease and the operator's own are left out unless the selector names them (label kubernetes.io/metadata.name). Its companion sidecar Pods are named {main Pod name}-csp-{policy name} and labelled sidecars.dev/cluster-policy, so they never meet a SidecarPolicy's of the same name.",
+    printcolumn(
+        name = "Namespaces",
+        type_ = "integer",
+        json_path = ".status.namespaces",
+        description = "Namespaces the namespaceSelector matches"
+    ),
+    printcolumn(
+        name = "Matched",
+        type_ = "integer",
+        json_path = ".status.matchedPods",
+        description = "Eligible Pods selected by the policy, in all its namespaces"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Ready sidecars / matched Pods"
+    ),
+    printcolumn(
+        name = "Up-To-Date",
+        type_ = "integer",
+        json_path = ".status.updatedPods",
+        description = "Sidecars built from the current template"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "boolean",
+        json_path = ".spec.paused",
+        description = "Whether the policy is paused"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(crates(kube_core = "::kube_core"))]
+pub struct ClusterSidecarPolicySpec {
+    /// Label selector of the namespaces the policy applies in. Required and must not be
+    /// empty. kube-system, kube-public, kube-node-lease and the operator's own namespace are
+    /// left out unless the selector names them with the label kubernetes.io/metadata.name
+    /// (matchLabels, or an In expression). Relabelling a namespace moves its Pods in or out:
+    /// sidecars appear there, or the policy's sidecars there are removed.
+    #[schemars(transform = schema::harden_selector)]
+    #[x_kube(validation = rules::selector::NAMESPACE_SELECTOR_NOT_EMPTY.rule())]
+    pub namespace_selector: LabelSelector,
+
+    /// The rest of the spec is a SidecarPolicy's; spec.selector selects Pods in each of the
+    /// matched namespaces.
+    #[serde(flatten)]
+    pub policy: SidecarPolicySpec,
+}
+
+/// Observed state of a ClusterSidecarPolicy, written by the operator: a SidecarPolicy's
+/// status summed over the namespaces it applies in, and their number.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(crates(kube_core = "::kube_core"))]
+pub struct ClusterSidecarPolicyStatus {
+    /// Number of namespaces the policy applies in: matched by spec.namespaceSelector, not
+    /// left out, and served by the operator.
+    #[serde(default)]
+    pub namespaces: i32,
+
+    /// The counts and conditions, summed over those namespaces; Pods and sidecars are named
+    /// namespace/name.
+    #[serde(flatten)]
+    pub policy: SidecarPolicyStatus,
 }

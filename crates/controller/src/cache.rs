@@ -37,7 +37,7 @@ impl PodCache {
                 self.by_main_uid.remove(uid);
             }
         }
-        let pkey = PolicyKey::new(ns, policy);
+        let pkey = PolicyKey::new(ns, policy.into_owned());
         if let Some(names) = self.by_policy.get_mut(&pkey) {
             names.remove(&v.name);
             if names.is_empty() {
@@ -55,7 +55,7 @@ impl PodCache {
         keys.push(key);
         keys.shrink_to_fit();
         self.by_policy
-            .entry(PolicyKey::new(ns, policy))
+            .entry(PolicyKey::new(ns, policy.into_owned()))
             .or_default()
             .insert(v.name.clone());
     }
@@ -175,10 +175,17 @@ impl PodCache {
     }
 }
 
-/// Policies, by key, with a namespace index.
+/// Policies, by key, with a namespace index; and the ClusterSidecarPolicies, each as its view
+/// (key `("", "csp/{name}")`) and one instance per namespace it applies in (key
+/// `(namespace, "csp/{name}")`, see [`sidecar_planner::cluster`]). The namespaced policies'
+/// methods (`apply`, `delete`, `replace_*`, `drop_namespace`) never touch the cluster ones.
 #[derive(Debug, Default)]
 pub struct PolicyCache {
     policies: HashMap<PolicyKey, Arc<PolicyView>>,
+    /// ClusterSidecarPolicies by id.
+    clusters: BTreeMap<String, Arc<PolicyView>>,
+    /// Their instances, by namespace and id.
+    instances: HashMap<PolicyKey, Arc<PolicyView>>,
 }
 
 impl PolicyCache {
@@ -244,23 +251,68 @@ impl PolicyCache {
         gone.into_iter().collect()
     }
 
-    /// A policy by key.
+    /// A policy by key: a SidecarPolicy, a ClusterSidecarPolicy's instance, or (empty
+    /// namespace) a ClusterSidecarPolicy.
     pub fn get(&self, key: &PolicyKey) -> Option<&Arc<PolicyView>> {
-        self.policies.get(key)
+        if key.0.is_empty() {
+            return self.clusters.get(&key.1);
+        }
+        self.policies.get(key).or_else(|| self.instances.get(key))
     }
 
-    /// The policies of `ns` (a handful per namespace; a scan is cheap).
+    /// The policies of `ns`, cluster policies' instances included (a handful per namespace;
+    /// a scan is cheap).
     pub fn in_namespace(&self, ns: &str) -> Vec<Arc<PolicyView>> {
         self.policies
             .iter()
+            .chain(&self.instances)
             .filter(|(k, _)| k.0 == ns)
             .map(|(_, v)| v.clone())
             .collect()
     }
 
-    /// Every policy.
+    /// Every policy: the SidecarPolicies and the ClusterSidecarPolicies (not their
+    /// instances).
     pub fn all(&self) -> impl Iterator<Item = &Arc<PolicyView>> {
-        self.policies.values()
+        self.policies.values().chain(self.clusters.values())
+    }
+
+    /// Every ClusterSidecarPolicy.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<PolicyView>> {
+        self.clusters.values()
+    }
+
+    /// Keeps (or, `None`, forgets) the ClusterSidecarPolicy `id`; returns what it replaced.
+    /// Its instances are kept apart ([`PolicyCache::set_instance`]).
+    pub fn set_cluster(&mut self, id: &str, v: Option<PolicyView>) -> Option<Arc<PolicyView>> {
+        match v {
+            Some(v) => self.clusters.insert(id.to_string(), Arc::new(v)),
+            None => self.clusters.remove(id),
+        }
+    }
+
+    /// The instances of ClusterSidecarPolicy `id`, by namespace.
+    pub fn instances_of(&self, id: &str) -> Vec<Arc<PolicyView>> {
+        let mut out: Vec<Arc<PolicyView>> = self
+            .instances
+            .iter()
+            .filter(|(k, _)| k.1 == id)
+            .map(|(_, v)| v.clone())
+            .collect();
+        out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        out
+    }
+
+    /// Keeps (or, `None`, forgets) the instance `key`; returns what it replaced.
+    pub fn set_instance(
+        &mut self,
+        key: &PolicyKey,
+        v: Option<PolicyView>,
+    ) -> Option<Arc<PolicyView>> {
+        match v {
+            Some(v) => self.instances.insert(key.clone(), Arc::new(v)),
+            None => self.instances.remove(key),
+        }
     }
 }
 

@@ -41,6 +41,11 @@ pub struct OperatorConfig {
     /// nothing there (default: kube-system, kube-public, kube-node-lease; the binary adds
     /// its own namespace).
     pub unserved_namespaces: Vec<String>,
+    /// Watch ClusterSidecarPolicies (and every namespace's labels) and apply them in the
+    /// namespaces this instance manages. Needs list/watch on clustersidecarpolicies and
+    /// namespaces cluster-wide. Default: true; ignored (off) with `namespace` set. Without
+    /// the ClusterSidecarPolicy CRD installed, there are none until it is.
+    pub cluster_policies: bool,
 }
 
 impl Default for OperatorConfig {
@@ -60,6 +65,7 @@ impl Default for OperatorConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            cluster_policies: true,
         }
     }
 }

@@ -127,6 +127,10 @@ pub fn resource<B>(req: &Request<B>) -> &'static str {
         (sidecar_api::constants::GROUP, "sidecarpolicies", Some("status")) => {
             "sidecarpolicies/status"
         }
+        (sidecar_api::constants::GROUP, "clustersidecarpolicies", None) => "clustersidecarpolicies",
+        (sidecar_api::constants::GROUP, "clustersidecarpolicies", Some("status")) => {
+            "clustersidecarpolicies/status"
+        }
         ("events.k8s.io", "events", None) => "events",
         ("coordination.k8s.io", "leases", None) => "leases",
         ("", "namespaces", None) => "namespaces",

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Owne
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Client, Resource as _};
+use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -72,7 +72,7 @@ impl Events {
         let Some(policy) = policies.get(key) else {
             return;
         };
-        let reference = policy.policy.object_ref(&());
+        let reference = policy.object_ref();
         let ev = Event {
             type_,
             reason: reason.into(),

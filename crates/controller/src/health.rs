@@ -61,15 +61,19 @@ impl WatchHealth {
 pub(crate) struct Readiness {
     pods_synced: AtomicBool,
     policies_synced: AtomicBool,
+    /// The ClusterSidecarPolicies and the namespaces listed (true from the start when the
+    /// instance does not watch cluster policies).
+    clusters_synced: AtomicBool,
     pub(crate) watches: Arc<WatchHealth>,
     synced: tokio::sync::Notify,
 }
 
 impl Readiness {
-    pub(crate) fn new(watches: Arc<WatchHealth>) -> Self {
+    pub(crate) fn new(watches: Arc<WatchHealth>, clusters: bool) -> Self {
         Readiness {
             pods_synced: AtomicBool::new(false),
             policies_synced: AtomicBool::new(false),
+            clusters_synced: AtomicBool::new(!clusters),
             watches,
             synced: tokio::sync::Notify::new(),
         }
@@ -88,9 +92,19 @@ impl Readiness {
         }
     }
 
-    /// Both caches completed their first list.
+    /// The cluster policies and namespaces completed their first list.
+    pub(crate) fn mark_clusters_synced(&self) {
+        self.clusters_synced.store(true, Ordering::SeqCst);
+        if self.is_synced() {
+            self.synced.notify_waiters();
+        }
+    }
+
+    /// Both caches (and the cluster policies, if watched) completed their first list.
     pub(crate) fn is_synced(&self) -> bool {
-        self.pods_synced.load(Ordering::SeqCst) && self.policies_synced.load(Ordering::SeqCst)
+        self.pods_synced.load(Ordering::SeqCst)
+            && self.policies_synced.load(Ordering::SeqCst)
+            && self.clusters_synced.load(Ordering::SeqCst)
     }
 
     /// Synced, and both watches currently connected (false during an API outage).

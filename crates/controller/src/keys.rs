@@ -8,7 +8,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodKey(pub String, pub String);
 
-/// A SidecarPolicy: `(namespace, name)`; `.0` is the namespace, `.1` the name.
+/// A SidecarPolicy: `(namespace, name)`; `.0` is the namespace, `.1` the name. A
+/// ClusterSidecarPolicy's instance in a namespace: `(namespace, "csp/{name}")`; the
+/// ClusterSidecarPolicy itself: `("", "csp/{name}")`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyKey(pub String, pub String);
 
@@ -31,3 +33,20 @@ macro_rules! key_methods {
 
 key_methods!(PodKey);
 key_methods!(PolicyKey);
+
+impl PolicyKey {
+    /// The key a policy's status and rollout are queued under: its own, or for an instance of a
+    /// ClusterSidecarPolicy (`(namespace, "csp/{name}")`), the cluster policy's
+    /// (`("", "csp/{name}")`), whose one run covers every namespace it applies in.
+    pub fn queued(self) -> PolicyKey {
+        if !self.0.is_empty() && sidecar_planner::cluster_name(&self.1).is_some() {
+            return PolicyKey(String::new(), self.1);
+        }
+        self
+    }
+
+    /// The key of a ClusterSidecarPolicy (empty namespace) rather than of a namespace's policy.
+    pub fn is_cluster(&self) -> bool {
+        self.0.is_empty()
+    }
+}

@@ -71,6 +71,8 @@ impl Operator {
             instance: opts.instance.clone(),
         };
         let (events, publisher) = Events::start(client.clone(), reporter, 4096, opts.pod_events);
+        // Cluster policies need cluster-wide reads; an instance of one namespace has none.
+        let clusters = opts.cluster_policies && opts.namespace.is_none();
         let ctx = Arc::new(Context::new(
             client.clone(),
             evictions,
@@ -78,7 +80,7 @@ impl Operator {
             Queues::new(opts.status_debounce),
             events,
             metrics,
-            Readiness::new(watches),
+            Readiness::new(watches, clusters),
             opts.pod_watch_lag,
             opts.unserved_namespaces.iter().cloned().collect(),
         ));
@@ -122,6 +124,13 @@ impl Operator {
             ],
             workers: Vec::new(),
         };
+        if clusters {
+            op.watchers.push(tokio::spawn(watch::watch_clusters(
+                ctx.clone(),
+                Api::all(ctx.client.clone()),
+                Api::all(ctx.client.clone()),
+            )));
+        }
         op.watchers.extend(watchers);
         let wait = ctx.readiness.wait_synced();
         if tokio::time::timeout(opts.sync_timeout, wait).await.is_err() {

@@ -68,7 +68,8 @@ fn gate_creates(ctx: &Context, ns: &str, plan: &mut PodPlan) {
     plan.creates.retain(|pod| {
         let labels = pod.metadata.labels.as_ref();
         let label = |k: &str| labels.and_then(|l| l.get(k)).cloned().unwrap_or_default();
-        let pkey = PolicyKey(ns.to_string(), label(sidecar_api::constants::LABEL_POLICY));
+        let id = sidecar_planner::policy_id(|k| labels.and_then(|l| l.get(k)).map(String::as_str));
+        let pkey = PolicyKey(ns.to_string(), id.unwrap_or_default().into_owned());
         let gate = ctx
             .policy_state
             .templates()
@@ -151,13 +152,11 @@ async fn apply(ctx: &Arc<Context>, key: &PodKey, mut plan: PodPlan) -> Result<()
     };
     for pod in &plan.creates {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let policy = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(sidecar_api::constants::LABEL_POLICY))
-            .cloned()
-            .unwrap_or_default();
+        let labels = pod.metadata.labels.as_ref();
+        let policy =
+            sidecar_planner::policy_id(|k| labels.and_then(|l| l.get(k)).map(String::as_str))
+                .unwrap_or_default()
+                .into_owned();
         let pkey = PolicyKey(ns.to_string(), policy.clone());
         match api.create(&pp, pod).await {
             Ok(_) => {
@@ -169,7 +168,7 @@ async fn apply(ctx: &Arc<Context>, key: &PodKey, mut plan: PodPlan) -> Result<()
                     ns,
                     reason::SIDECAR_CREATED,
                     "CreateSidecar",
-                    format!("Created sidecar Pod {name} for SidecarPolicy {policy}"),
+                    format!("Created sidecar Pod {name} for {}", policy_label(&policy)),
                 );
                 ctx.expectations()
                     .expect_create(PodKey(ns.to_string(), name.clone()), &key.1);
@@ -246,4 +245,9 @@ async fn report_collision(ctx: &Arc<Context>, ns: &str, c: &sidecar_planner::Col
         "CreateSidecar",
         &note,
     );
+}
+
+/// How an Event names policy `id` (see [`sidecar_planner::cluster::describe`]).
+pub(crate) fn policy_label(id: &str) -> String {
+    sidecar_planner::cluster::describe(id)
 }

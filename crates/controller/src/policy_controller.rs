@@ -8,11 +8,11 @@ use std::time::Instant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use sidecar_api::SidecarPolicy;
-use sidecar_api::constants::FIELD_MANAGER;
+use sidecar_api::constants::{FIELD_MANAGER, condition, condition_status, reason};
+use sidecar_api::{ClusterSidecarPolicy, ClusterSidecarPolicyStatus, SidecarPolicy};
 use sidecar_planner::{
-    Observed, PolicyView, Problems, Repair, RepairLimits, RepairSeen, Replace, compute_status,
-    failing, observe, plan_repair, plan_rollout, status_write_settled,
+    Counts, Observed, PolicyView, Problems, Repair, RepairLimits, RepairSeen, Replace,
+    compute_status, failing, observe_among, plan_repair, plan_rollout, status_write_settled,
 };
 
 use crate::Error;
@@ -20,8 +20,12 @@ use crate::context::Context;
 use crate::decode::Lenient;
 use crate::keys::PolicyKey;
 
-/// Reconciles the status (and rollout) of policy `key`.
+/// Reconciles the status (and rollout) of policy `key`; for a ClusterSidecarPolicy, of
+/// every namespace it applies in.
 pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Result<(), Error> {
+    if key.is_cluster() {
+        return reconcile_cluster(ctx, key).await;
+    }
     let Some(policy) = ctx.caches.policies().get(key).cloned() else {
         return Ok(());
     };
@@ -29,16 +33,194 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         return Ok(());
     }
     crate::template_check::check_template(ctx, key, &policy).await?;
-    let Some(Seen {
+    let Some(seen) = see(ctx, key, &policy) else {
+        return Ok(());
+    };
+    let part = part(ctx, key, &policy, seen);
+    // Forgotten while this run observed (deleted, out of scope): record nothing for it.
+    if forgotten(ctx, key, &policy) {
+        return Ok(());
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let old = policy.policy.status.as_ref();
+    let status = compute_status(&policy, part.counts, &part.problems, old, now);
+    record(ctx, key, part.counts, &status);
+    announce_conflict(ctx, key, old, &status);
+    if old != Some(&status) {
+        // The answer is decoded leniently: a policy whose stored spec does not fit the
+        // types still gets its status (which says so).
+        let api: Api<Lenient<SidecarPolicy>> = Api::namespaced(ctx.client.clone(), &key.0);
+        write_status(ctx, &api, &key.1, serde_json::json!({ "status": status })).await?;
+    }
+    crate::rollout::apply(ctx, key, part.steps).await?;
+    crate::repair::apply(ctx, key, part.repair).await;
+    Ok(())
+}
+
+/// A ClusterSidecarPolicy's run: each instance (namespace) is observed, checked and rolled
+/// like a SidecarPolicy; the status is their sum, written once. A namespace whose template
+/// check fails keeps the others going (the run is retried with the first error).
+async fn reconcile_cluster(ctx: &Arc<Context>, key: &PolicyKey) -> Result<(), Error> {
+    let Some(base) = ctx.caches.policies().get(key).cloned() else {
+        return Ok(());
+    };
+    let Some(scope) = base.cluster.clone() else {
+        return Ok(());
+    };
+    if base.deleting {
+        return Ok(());
+    }
+    let instances: Vec<Arc<PolicyView>> = ctx
+        .caches
+        .policies()
+        .instances_of(&key.1)
+        .into_iter()
+        .filter(|i| ctx.caches.in_scope(&i.namespace))
+        .collect();
+    // A shard (`--namespace-selector`) with none of the policy's namespaces leaves its status
+    // to the shard that has them.
+    if instances.is_empty() && ctx.caches.scope.is_some() {
+        return Ok(());
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut counts = Counts::default();
+    let mut problems = Problems::default();
+    let mut first_err = None;
+    let mut steps = Vec::new();
+    for inst in &instances {
+        let ikey = PolicyKey(inst.namespace.clone(), key.1.clone());
+        if let Err(e) = crate::template_check::check_template(ctx, &ikey, inst).await {
+            first_err.get_or_insert(e);
+            continue;
+        }
+        let Some(seen) = see(ctx, &ikey, inst) else {
+            continue;
+        };
+        let part = part(ctx, &ikey, inst, seen);
+        if forgotten(ctx, &ikey, inst) {
+            continue;
+        }
+        let own = compute_status(inst, part.counts, &part.problems, None, now.clone());
+        record(ctx, &ikey, part.counts, &own);
+        counts += part.counts;
+        problems.absorb(&inst.namespace, part.problems);
+        steps.push((ikey, part.steps, part.repair));
+    }
+    if forgotten(ctx, key, &base) {
+        return Ok(());
+    }
+    let old = scope.object.status.as_ref();
+    let status = ClusterSidecarPolicyStatus {
+        namespaces: i32::try_from(instances.len()).unwrap_or(i32::MAX),
+        policy: compute_status(&base, counts, &problems, old.map(|s| &s.policy), now),
+    };
+    announce_conflict(ctx, key, old.map(|s| &s.policy), &status.policy);
+    if old != Some(&status) {
+        let api: Api<Lenient<ClusterSidecarPolicy>> = Api::all(ctx.client.clone());
+        write_status(
+            ctx,
+            &api,
+            base.object_name(),
+            serde_json::json!({ "status": status }),
+        )
+        .await?;
+    }
+    for (ikey, rollout, repair) in steps {
+        if let Err(e) = crate::rollout::apply(ctx, &ikey, rollout).await {
+            first_err.get_or_insert(e);
+        }
+        crate::repair::apply(ctx, &ikey, repair).await;
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// A Warning Event on policy `key` when it starts losing Pods to a policy that outranks it
+/// (its Conflicted condition turns True).
+fn announce_conflict(
+    ctx: &Context,
+    key: &PolicyKey,
+    old: Option<&sidecar_api::SidecarPolicyStatus>,
+    new: &sidecar_api::SidecarPolicyStatus,
+) {
+    let conflicted = |s: &sidecar_api::SidecarPolicyStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::CONFLICTED && c.status == condition_status::TRUE)
+            .map(|c| c.message.clone())
+    };
+    if let (None, Some(message)) = (old.and_then(conflicted), conflicted(new)) {
+        ctx.warn_policy(key, reason::CONFLICT, "Reconcile", &message);
+    }
+}
+
+/// Policy `key` was forgotten (deleted, out of scope) or replaced by another of its name
+/// while the run observed.
+fn forgotten(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> bool {
+    ctx.caches
+        .policies()
+        .get(key)
+        .is_none_or(|p| p.uid != policy.uid)
+}
+
+/// Records what the metrics say of policy `key` (a namespace's policy or instance).
+fn record(ctx: &Context, key: &PolicyKey, c: Counts, status: &sidecar_api::SidecarPolicyStatus) {
+    ctx.set_not_converged(key, i64::from(c.matched - c.converged));
+    // The gauge is the status's drift (none in Pod mode: a policy switched from Container
+    // mode loses its series).
+    let drift = status.drift.as_ref();
+    ctx.metrics.set_drift(
+        &key.0,
+        &key.1,
+        drift.map_or(0, |d| i64::from(d.missing_pods)),
+        drift.map_or(0, |d| i64::from(d.outdated_pods)),
+    );
+}
+
+/// Writes a status (merge patch); a policy gone meanwhile is settled.
+async fn write_status<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    name: &str,
+    patch: serde_json::Value,
+) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match api.patch_status(name, &pp, &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            ctx.metrics.status_writes.inc();
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if status_write_settled(s.code) => Ok(()),
+        Err(e) => Err(Error::PatchStatus {
+            name: name.to_string(),
+            source: e,
+        }),
+    }
+}
+
+/// One namespace's share of a status run: counts, problems, and the next rollout and repair
+/// steps.
+struct Part {
+    counts: Counts,
+    problems: Problems,
+    steps: Vec<Replace>,
+    repair: Repair,
+}
+
+/// Turns what a run saw of policy `key` into its [`Part`].
+fn part(ctx: &Context, key: &PolicyKey, policy: &PolicyView, seen: Seen) -> Part {
+    let Seen {
         observed,
         failing,
         steps,
         repair,
         blocked,
-    }) = see(ctx, key, &policy)
-    else {
-        return Ok(());
-    };
+    } = seen;
     ctx.policy_state.prune_reported(key, &observed.collisions);
     let c = observed.counts;
     // A refusal concerned a sidecar still to create; with none missing (its Pod went, the
@@ -54,52 +236,14 @@ pub(crate) async fn reconcile_policy(ctx: &Arc<Context>, key: &PolicyKey) -> Res
         failing,
         drifted: observed.drifted,
         repair: RepairSeen::of(&repair, blocked),
+        conflicts: observed.conflicts,
     };
-    // Forgotten while this run observed (deleted, out of scope): record nothing for it.
-    if ctx
-        .caches
-        .policies()
-        .get(key)
-        .is_none_or(|p| p.uid != policy.uid)
-    {
-        return Ok(());
+    Part {
+        counts: c,
+        problems,
+        steps,
+        repair,
     }
-    ctx.set_not_converged(key, i64::from(c.matched - c.converged));
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let old = policy.policy.status.as_ref();
-    let status = compute_status(&policy, c, &problems, old, now);
-    // The gauge is the status's drift (none in Pod mode: a policy switched from Container
-    // mode loses its series).
-    let drift = status.drift.as_ref();
-    ctx.metrics.set_drift(
-        &key.0,
-        &key.1,
-        drift.map_or(0, |d| i64::from(d.missing_pods)),
-        drift.map_or(0, |d| i64::from(d.outdated_pods)),
-    );
-    if old != Some(&status) {
-        // The answer is decoded leniently: a policy whose stored spec does not fit the
-        // types still gets its status (which says so).
-        let api: Api<Lenient<SidecarPolicy>> = Api::namespaced(ctx.client.clone(), &key.0);
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        let patch = serde_json::json!({ "status": status });
-        match api.patch_status(&key.1, &pp, &Patch::Merge(&patch)).await {
-            Ok(_) => ctx.metrics.status_writes.inc(),
-            Err(kube::Error::Api(s)) if status_write_settled(s.code) => return Ok(()),
-            Err(e) => {
-                return Err(Error::PatchStatus {
-                    name: key.1.clone(),
-                    source: e,
-                });
-            }
-        };
-    }
-    crate::rollout::apply(ctx, key, steps).await?;
-    crate::repair::apply(ctx, key, repair).await;
-    Ok(())
 }
 
 /// What one status run sees in the caches.
@@ -125,7 +269,9 @@ fn see(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> Option<Seen> {
             .map(|p| p.as_ref())
     };
     let by_name = |n: &str| pods.get(&key.0, n).map(|p| p.as_ref());
-    let observed = observe(policy, mains(), by_name);
+    let rivals = ctx.caches.policies().in_namespace(&key.0);
+    let rivals: Vec<&PolicyView> = rivals.iter().map(|p| p.as_ref()).collect();
+    let observed = observe_among(policy, &rivals, mains(), by_name);
     let failing = failing(replaced, by_name);
     let exp = ctx.expectations();
     let steps = plan_rollout(policy, mains(), by_name, |uid| exp.delete_pending(uid));

@@ -19,7 +19,7 @@ pub(crate) struct Queues {
     /// Main Pods (and orphaned sidecars) to reconcile.
     pub(crate) pods: WorkQueue<PodKey>,
     /// Policies whose status (and rollout) to compute.
-    pub(crate) policies: WorkQueue<PolicyKey>,
+    pub(crate) policies: PolicyQueue,
     /// Delay that coalesces Pod events into one status computation per policy.
     debounce: Duration,
     pod_failures: Mutex<RetryBackoff<PodKey>>,
@@ -34,7 +34,7 @@ impl Queues {
     pub(crate) fn new(debounce: Duration) -> Self {
         Queues {
             pods: WorkQueue::new(),
-            policies: WorkQueue::new(),
+            policies: PolicyQueue(WorkQueue::new()),
             debounce,
             pod_failures: Mutex::default(),
             policy_failures: Mutex::default(),
@@ -45,6 +45,7 @@ impl Queues {
     /// Schedules policy `key`'s status after the debounce delay, or when its retry is due
     /// if it is failing.
     pub(crate) fn status_soon(&self, key: PolicyKey) {
+        let key = key.queued();
         let retry = crate::lock(&self.policy_retry_at).get(&key).copied();
         let wait = retry.map_or(Duration::ZERO, |at| {
             at.saturating_duration_since(Instant::now())
@@ -59,6 +60,7 @@ impl Queues {
 
     /// Records a policy reconcile's outcome; for a failure, the delay before its retry.
     pub(crate) fn policy_outcome(&self, key: &PolicyKey, failed: bool) -> Option<Duration> {
+        let key = &key.clone().queued();
         let delay = crate::lock(&self.policy_failures).record(key, failed);
         let mut at = crate::lock(&self.policy_retry_at);
         match delay {
@@ -77,13 +79,36 @@ impl Queues {
     /// No more keys are taken; queued ones are dropped.
     pub(crate) fn shut_down(&self) {
         self.pods.shut_down();
-        self.policies.shut_down();
+        self.policies.0.shut_down();
     }
 
     /// Closed at once (the operator is dropped).
     pub(crate) fn close(&self) {
         self.pods.close();
-        self.policies.close();
+        self.policies.0.close();
+    }
+}
+
+/// The policy queue: a key added for a ClusterSidecarPolicy's instance queues the cluster
+/// policy (see [`PolicyKey::queued`]), whose run covers all its namespaces.
+pub(crate) struct PolicyQueue(WorkQueue<PolicyKey>);
+
+impl PolicyQueue {
+    pub(crate) fn add(&self, key: PolicyKey) {
+        self.0.add(key.queued());
+    }
+    pub(crate) fn add_after(&self, key: PolicyKey, delay: Duration) {
+        self.0.add_after(key.queued(), delay);
+    }
+    pub(crate) async fn next(&self) -> Option<PolicyKey> {
+        self.0.next().await
+    }
+    pub(crate) fn done(&self, key: &PolicyKey) {
+        self.0.done(key);
+    }
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

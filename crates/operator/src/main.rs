@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run the operator (in-cluster config, or --kubeconfig / $KUBECONFIG).
     Run(Box<RunArgs>),
-    /// Print the SidecarPolicy CRD as YAML (install with kubectl apply -f -).
+    /// Print the SidecarPolicy and ClusterSidecarPolicy CRDs as YAML (install with
+    /// kubectl apply -f -).
     Crd,
     /// Validate SidecarPolicies offline and preview the sidecar Pods they would create.
     ///
@@ -55,6 +56,10 @@ pub(crate) struct RunArgs {
     /// Needs list/watch on namespaces (see deploy/10-rbac.yaml).
     #[arg(long, env = "SIDECAR_NAMESPACE_SELECTOR")]
     namespace_selector: Option<String>,
+    /// Apply ClusterSidecarPolicies too (needs list/watch on clustersidecarpolicies and
+    /// namespaces cluster-wide). Off with --namespace.
+    #[arg(long, env = "SIDECAR_CLUSTER_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_policies: bool,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "SIDECAR_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
@@ -118,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => {
             print!("{}", sidecar_api::crd_yaml()?);
+            print!("---\n{}", sidecar_api::cluster_crd_yaml()?);
             Ok(())
         }
         Command::Version => {
@@ -215,6 +221,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         pod_events: args.pod_events,
         metrics: Some(metrics.clone()),
         write_gate: timing.map(|_| gate.clone()),
+        cluster_policies: args.cluster_policies,
         ..OperatorConfig::default()
     };
     // The webhook never serves the operator's own namespace either: no repair there.

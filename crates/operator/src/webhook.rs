@@ -241,6 +241,12 @@ pub(crate) async fn start(
         client,
         WebhookConfig {
             namespace: args.namespace.clone(),
+            cluster_policies: args.cluster_policies && args.namespace.is_none(),
+            left_out: sidecar_api::constants::SYSTEM_NAMESPACES
+                .iter()
+                .map(|s| s.to_string())
+                .chain([args.webhook.operator_namespace().to_string()])
+                .collect(),
             certs,
             reporter: Reporter {
                 controller: "sidecar-operator-webhook".into(),

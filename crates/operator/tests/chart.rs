@@ -138,15 +138,20 @@ fn deploy_is_the_rendered_chart() {
 }
 
 #[test]
-fn the_chart_ships_the_generated_crd() {
-    let name = "sidecarpolicies.sidecars.dev.yaml";
-    let generated = std::fs::read_to_string(repo_root().join("crds").join(name)).expect("crds/");
-    let shipped =
-        std::fs::read_to_string(repo_root().join(CHART).join("crds").join(name)).expect("chart");
-    assert!(
-        generated == shipped,
-        "{CHART}/crds/{name} differs from crds/{name}: run `make crds`"
-    );
+fn the_chart_ships_the_generated_crds() {
+    for name in [
+        "sidecarpolicies.sidecars.dev.yaml",
+        "clustersidecarpolicies.sidecars.dev.yaml",
+    ] {
+        let generated =
+            std::fs::read_to_string(repo_root().join("crds").join(name)).expect("crds/");
+        let shipped = std::fs::read_to_string(repo_root().join(CHART).join("crds").join(name))
+            .expect("chart");
+        assert!(
+            generated == shipped,
+            "{CHART}/crds/{name} differs from crds/{name}: run `make crds`"
+        );
+    }
 }
 
 /// For every scope the chart offers, its MutatingWebhookConfiguration is what
@@ -236,10 +241,35 @@ fn the_webhook_configuration_is_the_binarys_for_the_same_flags() {
             selecting,
             "{args:?}"
         );
+        // ClusterSidecarPolicies are applied unless one namespace is watched.
+        let clusters = values.get("watchNamespace").is_none()
+            && values.get("clusterPolicies") != Some(&json!(false));
         assert_eq!(
             granted(&docs).contains(&(String::new(), "namespaces".into())),
-            selecting,
-            "namespaces list/watch is granted exactly when namespaceSelector is set"
+            selecting || clusters,
+            "namespaces list/watch is granted exactly when namespaceSelector is set or cluster \
+             policies are applied"
+        );
+        // The operator's own roles (not the users' view role, which reads them anyway).
+        let own: Vec<Value> = docs
+            .iter()
+            .filter(|d| {
+                !d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .ends_with("-view")
+            })
+            .cloned()
+            .collect();
+        assert_eq!(
+            granted(&own).contains(&("sidecars.dev".into(), "clustersidecarpolicies".into())),
+            clusters,
+            "{values}: cluster policies are read exactly when applied"
+        );
+        assert_eq!(
+            args.contains(&"--cluster-policies=false".to_string()),
+            !clusters,
+            "{args:?}"
         );
         if let Some(ns) = values.get("watchNamespace").and_then(Value::as_str) {
             assert!(args.contains(&format!("--namespace={ns}")), "{args:?}");

@@ -2,7 +2,9 @@
 //! the policies that may want it in, the mutated Pod and a report out; the webhook only
 //! decodes, calls [`inject`] and encodes the difference as a JSON patch.
 //!
-//! Rules, per policy in name order (deterministic whatever the cache's order):
+//! Rules, per policy in order of precedence (see [`PolicyView::outranks`]: priority, then
+//! SidecarPolicy before ClusterSidecarPolicy, then name; deterministic whatever the cache's
+//! order):
 //! - The whole Pod is left alone when it opts out (`sidecars.dev/inject: "false"`) or is
 //!   one of the operator's own Pods (a companion sidecar, `app.kubernetes.io/managed-by`).
 //! - A policy takes part when it selects the Pod's labels, is not paused and its spec is
@@ -11,8 +13,8 @@
 //!   again: injection is idempotent, so a reinvocation (`reinvocationPolicy: IfNeeded`)
 //!   changes nothing.
 //! - Nothing the Pod has is ever overridden: a policy whose init container, container or
-//!   volume name the Pod (or an earlier policy) already uses is skipped for this Pod and
-//!   reported; template labels and annotations are added only where the Pod has none of
+//!   volume name the Pod already uses is skipped for this Pod and reported; one whose name
+//!   a policy before it adds loses to that policy (a conflict, reported naming the winner); template labels and annotations are added only where the Pod has none of
 //!   that key.
 //! - The template's init containers (native sidecars with `restartPolicy: Always`, and
 //!   plain init containers) go before the Pod's own init containers, so native sidecars
@@ -48,9 +50,12 @@ pub enum Skip {
     /// The Pod already records this policy (a reinvocation): nothing to do, nothing to
     /// report.
     AlreadyInjected,
-    /// The Pod (or a policy injected before this one) already has an init container,
-    /// container or volume of this name: `(kind, name)`, the kind being the template's.
+    /// The Pod already has an init container, container or volume of this name:
+    /// `(kind, name)`, the kind being the template's.
     NameTaken(&'static str, String),
+    /// A policy that outranks this one (see [`PolicyView::outranks`]) adds an init
+    /// container, container or volume of this name: `(kind, name, winner's id)`.
+    Conflict(&'static str, String, String),
 }
 
 impl Skip {
@@ -62,15 +67,14 @@ impl Skip {
     /// The `kind/name` token of a [`ANNOTATION_SKIPPED`] entry; `None` for a skip that is
     /// not a problem.
     pub fn token(&self) -> Option<String> {
+        let kind = |k: &str| match k {
+            "init container" => "initContainer".to_string(),
+            other => other.to_string(),
+        };
         match self {
             Skip::AlreadyInjected => None,
-            Skip::NameTaken(kind, name) => {
-                let kind = match *kind {
-                    "init container" => "initContainer",
-                    other => other,
-                };
-                Some(format!("{kind}/{name}"))
-            }
+            Skip::NameTaken(k, name) => Some(format!("{}/{name}", kind(k))),
+            Skip::Conflict(k, name, winner) => Some(format!("{}/{name}@{winner}", kind(k))),
         }
     }
 
@@ -80,6 +84,10 @@ impl Skip {
             Skip::AlreadyInjected => "already injected".into(),
             Skip::NameTaken(kind, name) => format!(
                 "the Pod already has a container or volume named {name:?}, the name of the policy's {kind}; the policy's sidecars are not injected into it (rename one of them)"
+            ),
+            Skip::Conflict(kind, name, winner) => format!(
+                "{} adds a container or volume named {name:?} too (the policy's {kind}) and wins (spec.priority, then SidecarPolicy before ClusterSidecarPolicy, then name); this policy's sidecars are not injected",
+                crate::cluster::describe(winner)
             ),
         }
     }
@@ -117,10 +125,20 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
         .copied()
         .filter(|p| !p.deleting && !p.paused() && p.selects(&selected))
         .collect();
-    wanted.sort_by(|a, b| a.name.cmp(&b.name));
+    // Winners first: a name two policies add goes to the one that outranks the other.
+    wanted.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
     let mut record = recorded(pod);
     let mut new = pod.clone();
     let mut added_init = Vec::new();
+    // Names added so far, with the policy that added them (containers, volumes).
+    let mut added_by: BTreeMap<(bool, String), String> = BTreeMap::new();
+    // On a reinvocation, the names of the policies the Pod records are theirs already.
+    for p in wanted
+        .iter()
+        .filter(|p| record.iter().any(|(n, _)| *n == p.name))
+    {
+        added_by.extend(template_names(p).map(|k| (k, p.name.clone())));
+    }
     for p in wanted {
         if record.iter().any(|(name, _)| *name == p.name) {
             out.skipped.push((p.name.clone(), Skip::AlreadyInjected));
@@ -129,9 +147,19 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
         let template = &p.policy.spec.template;
         let tspec = template.spec.clone().unwrap_or_default();
         if let Some(taken) = name_taken(new.spec.as_ref(), &added_init, &tspec) {
-            out.skipped.push((p.name.clone(), taken));
+            let skip = match taken {
+                Skip::NameTaken(kind, name) => {
+                    match added_by.get(&(kind == "volume", name.clone())) {
+                        Some(winner) => Skip::Conflict(kind, name, winner.clone()),
+                        None => Skip::NameTaken(kind, name),
+                    }
+                }
+                other => other,
+            };
+            out.skipped.push((p.name.clone(), skip));
             continue;
         }
+        added_by.extend(template_names(p).map(|k| (k, p.name.clone())));
         let spec = new.spec.get_or_insert_with(PodSpec::default);
         added_init.extend(tspec.init_containers.unwrap_or_default());
         spec.containers.extend(tspec.containers);
@@ -180,6 +208,21 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
         .insert(ANNOTATION_INJECTED.into(), text);
     out.pod = Some(new);
     out
+}
+
+/// The names policy `p` adds: `(is a volume, name)`.
+fn template_names(p: &PolicyView) -> impl Iterator<Item = (bool, String)> + '_ {
+    let spec = p.policy.spec.template.spec.as_ref();
+    let containers = spec
+        .into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .map(|c| (false, c.name.clone()));
+    let volumes = spec
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|v| (true, v.name.clone()));
+    containers.chain(volumes)
 }
 
 fn pod_annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a String> {

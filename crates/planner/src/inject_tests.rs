@@ -149,7 +149,10 @@ fn nothing_the_pod_has_is_overridden() {
             app(),
             vec![("a-log", shipper.clone()), ("b-log", native("shipper", ""))],
             vec!["a-log"],
-            vec![("b-log", taken("init container", "shipper"))],
+            vec![(
+                "b-log",
+                Skip::Conflict("init container", "shipper".into(), "a-log".into()),
+            )],
         ),
         (
             "a plain container of the template",

@@ -28,10 +28,21 @@ pub fn observe_injected<'a>(
     let mut c = Counts::default();
     let mut collisions = Vec::new();
     let mut drifted = Vec::new();
+    let mut conflicts = Vec::new();
     if policy.deleting || policy.selector.is_err() {
         return Observed::default();
     }
     for m in pods.into_iter().filter(|m| selected(policy, m)) {
+        // Left to a policy that outranks this one: the winner's Pod, not counted here.
+        let winner = m
+            .skipped_for(&policy.name)
+            .filter(|_| m.injected_hash(&policy.name).is_none())
+            .and_then(|why| why.split_once('@'))
+            .map(|(_, w)| w);
+        if let Some(w) = winner {
+            conflicts.push((m.name.clone(), w.to_string()));
+            continue;
+        }
         c.matched += 1;
         if let Some(drift) = drift_of(policy, m) {
             drifted.push((m.name.clone(), drift));
@@ -53,10 +64,12 @@ pub fn observe_injected<'a>(
     }
     collisions.sort_unstable();
     drifted.sort_unstable();
+    conflicts.sort_unstable();
     Observed {
         counts: c,
         collisions,
         drifted,
+        conflicts,
     }
 }
 

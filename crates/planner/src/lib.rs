@@ -5,6 +5,7 @@
 //! The controller observes the cluster into slim views ([`PodView`], [`PolicyView`]),
 //! asks this crate what to do, and applies the answer:
 //!
+//! - [`cluster`]: a ClusterSidecarPolicy as one policy instance per namespace it applies in.
 //! - [`eligibility`]: is a main Pod wanted by a policy (selected, live, not paused, not
 //!   opted out, not terminating or finished, scheduled when placement is `SameNode`)?
 //! - [`naming`]: the deterministic sidecar name, at most 63 characters.
@@ -28,6 +29,7 @@
 //! - [`repair`]: Container mode: which drifted Pods (missing or outdated sidecars) to evict
 //!   now, within `maxUnavailable`.
 
+pub mod cluster;
 pub mod eligibility;
 pub mod failed;
 pub mod inject;
@@ -44,6 +46,7 @@ pub mod status;
 pub mod template_check;
 pub mod view;
 
+pub use cluster::{ClusterScope, cluster_id, cluster_name, names_namespace};
 pub use eligibility::{Ineligible, eligibility};
 pub use failed::{FAILING_AFTER, FAILURE_MEMORY, failed_replacement, failing, replacement_delay};
 pub use injected::observe_injected;
@@ -51,7 +54,8 @@ pub use labels::{LabelMatcher, Labels};
 pub use naming::sidecar_name;
 pub use outcome::{CreateFailure, create_failure, delete_settled, status_write_settled};
 pub use plan::{
-    Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, holder, plan_orphan, plan_pod,
+    Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, conflict_winner, holder, plan_orphan,
+    plan_pod,
 };
 pub use relevance::{Relevance, relevance};
 pub use render::render;
@@ -59,9 +63,11 @@ pub use repair::{
     Drift, Evict, Repair, RepairLimits, SentEviction, drift_of, plan_repair, ready_with_sidecars,
 };
 pub use rollout::{Replace, plan_rollout};
-pub use status::{Counts, DRIFT_NAMES, Observed, Problems, RepairSeen, compute_status, observe};
+pub use status::{
+    Counts, DRIFT_NAMES, Observed, Problems, RepairSeen, compute_status, observe, observe_among,
+};
 pub use template_check::{Verdict, dry_run_sidecar, recheck_delay};
-pub use view::{OwnerView, Phase, PodView, PolicyView};
+pub use view::{OwnerView, Phase, PodView, PolicyView, policy_id};
 
 #[cfg(test)]
 mod tests;

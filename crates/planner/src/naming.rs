@@ -1,6 +1,7 @@
 //! Deterministic sidecar names.
 //!
-//! The sidecar of main Pod `M` for policy `P` is named `M-P`. When that is longer than 63
+//! The sidecar of main Pod `M` for policy `P` is named `M-P` (for ClusterSidecarPolicy `P`,
+//! whose id is `csp/P`: `M-csp-P`). When that is longer than 63
 //! characters (the limit of a DNS label, so the name also works as a hostname and a label
 //! value), it is cut to 54 characters (trailing `-` and `.` removed) and suffixed with
 //! `-` and 8 hex characters of SHA-256(`M` NUL `P`), so distinct long pairs keep distinct
@@ -19,7 +20,8 @@ const HASH_LEN: usize = 8;
 
 /// The sidecar name for main Pod `main` and policy `policy`.
 pub fn sidecar_name(main: &str, policy: &str) -> String {
-    let full = format!("{main}-{policy}");
+    // A ClusterSidecarPolicy's id `csp/{name}` gives `M-csp-{name}`.
+    let full = format!("{main}-{}", policy.replace('/', "-"));
     if full.len() <= MAX_NAME {
         return full;
     }

@@ -24,6 +24,9 @@ pub enum DeleteReason {
     /// The sidecar has lost its main Pod: no owner reference (orphaned by
     /// `--cascade=orphan`), or its owner is an earlier Pod of the main Pod's name.
     Orphaned,
+    /// A policy that outranks this one wants the same sidecar name for the main Pod (see
+    /// [`conflict_winner`]): the name goes to the winner.
+    Conflict,
 }
 
 impl DeleteReason {
@@ -36,6 +39,7 @@ impl DeleteReason {
             DeleteReason::Failed => "failed",
             DeleteReason::Stale => "rollout",
             DeleteReason::Orphaned => "orphaned",
+            DeleteReason::Conflict => "conflict",
         }
     }
 }
@@ -149,6 +153,28 @@ pub fn plan_orphan(sidecar: &PodView, policy: Option<&PolicyView>) -> Option<Del
     })
 }
 
+/// The policy among `rivals` that outranks `policy` and wants, for `main`, the very sidecar
+/// name `policy` wants (both eligible, or only paused): the best-ranked such policy, if any.
+/// `policy` then leaves `main` to it. A name two policies share comes from a SidecarPolicy
+/// `csp-x` and a ClusterSidecarPolicy `x`, or from long names cut to the same hash.
+pub fn conflict_winner<'p>(
+    main: &PodView,
+    policy: &PolicyView,
+    rivals: &[&'p PolicyView],
+) -> Option<&'p PolicyView> {
+    let wants = |p: &PolicyView| matches!(eligibility(main, p), Ok(()) | Err(Ineligible::Paused));
+    if !wants(policy) {
+        return None;
+    }
+    let name = sidecar_name(&main.name, &policy.name);
+    rivals
+        .iter()
+        .copied()
+        .filter(|q| q.name != policy.name && q.outranks(policy) && wants(q))
+        .filter(|q| sidecar_name(&main.name, &q.name) == name)
+        .min_by(|a, b| a.precedence().cmp(&b.precedence()))
+}
+
 /// Plans one main Pod.
 ///
 /// - `policies`: the policies of the Pod's namespace (deleting ones included);
@@ -194,6 +220,9 @@ pub fn plan_pod<'a>(
             Some(p) if p.paused() || p.selector.is_err() => None,
             Some(p) => match eligibility(main, p) {
                 Err(why) => Some(DeleteReason::NotWanted(why)),
+                Ok(()) if conflict_winner(main, p, policies).is_some() => {
+                    Some(DeleteReason::Conflict)
+                }
                 Ok(()) if s.name != sidecar_name(&main.name, &p.name) => {
                     Some(DeleteReason::Duplicate)
                 }
@@ -214,14 +243,26 @@ pub fn plan_pod<'a>(
     }
 
     for p in policies {
-        if eligibility(main, p).is_err() {
+        if eligibility(main, p).is_err() || conflict_winner(main, p, policies).is_some() {
             continue;
         }
         let name = sidecar_name(&main.name, &p.name);
-        if ours.iter().any(|s| s.name == name) {
+        if ours
+            .iter()
+            .any(|s| s.name == name && s.sidecar_key().is_some_and(|(_, id)| id == p.name))
+        {
             continue;
         }
+        // The name is held by the sidecar of a policy this one outranks: that one is deleted
+        // (above, or by a run that saw it first); the create waits for it.
+        let loser_holds = |h: &PodView| {
+            h.is_sidecar_of(&main.uid)
+                && h.sidecar_key().is_some_and(|(_, id)| {
+                    id != p.name.as_str() && policies.iter().any(|q| q.name == id && p.outranks(q))
+                })
+        };
         match by_name(&name) {
+            Some(h) if loser_holds(h) => plan.waiting_for.push(name),
             Some(h) => match holder(main, &p.name, h) {
                 Holder::Ours => {}
                 Holder::Predecessor => {

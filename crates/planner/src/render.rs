@@ -9,8 +9,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sidecar_api::Placement;
 use sidecar_api::constants::{
-    ENV_MAIN_POD_NAME, ENV_MAIN_POD_NAMESPACE, ENV_MAIN_POD_NODE, ENV_MAIN_POD_UID, LABEL_MAIN_UID,
-    LABEL_MANAGED_BY, LABEL_POLICY, LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
+    ENV_MAIN_POD_NAME, ENV_MAIN_POD_NAMESPACE, ENV_MAIN_POD_NODE, ENV_MAIN_POD_UID,
+    LABEL_CLUSTER_POLICY, LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY, LABEL_TEMPLATE_HASH,
+    MANAGED_BY_VALUE,
 };
 
 use crate::naming::sidecar_name;
@@ -32,7 +33,14 @@ pub fn render(main: &PodView, policy: &PolicyView) -> Pod {
     let tmeta = template.metadata.clone().unwrap_or_default();
     let mut labels: BTreeMap<String, String> = tmeta.labels.unwrap_or_default();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into());
-    labels.insert(LABEL_POLICY.into(), policy.name.clone());
+    if policy.is_cluster() {
+        labels.insert(
+            LABEL_CLUSTER_POLICY.into(),
+            policy.object_name().to_string(),
+        );
+    } else {
+        labels.insert(LABEL_POLICY.into(), policy.name.clone());
+    }
     labels.insert(LABEL_MAIN_UID.into(), main.uid.clone());
     labels.insert(LABEL_TEMPLATE_HASH.into(), policy.hash.clone());
 

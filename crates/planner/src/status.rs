@@ -33,6 +33,8 @@ pub struct Problems {
     pub drifted: Vec<(String, Drift)>,
     /// Container mode: the repair, as its last step saw it.
     pub repair: RepairSeen,
+    /// Pods left to policies that outrank this one (see [`Observed::conflicts`]).
+    pub conflicts: Vec<(String, String)>,
 }
 
 /// Container mode's repair as the controller last saw it (from [`crate::plan_repair`], and
@@ -98,6 +100,57 @@ pub struct Counts {
     pub failed: i32,
 }
 
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.matched += o.matched;
+        self.sidecars += o.sidecars;
+        self.updated += o.updated;
+        self.ready += o.ready;
+        self.converged += o.converged;
+        self.available += o.available;
+        self.missing += o.missing;
+        self.failed += o.failed;
+    }
+}
+
+impl Problems {
+    /// Adds what one namespace of a ClusterSidecarPolicy (`ns`, its instance there) saw: the
+    /// names it reports become `ns/name`, and the first message of each kind is kept, naming
+    /// its namespace. Counts of the repair add up.
+    pub fn absorb(&mut self, ns: &str, o: Problems) {
+        let named = |v: Vec<String>| v.into_iter().map(move |n| format!("{ns}/{n}"));
+        let said = |m: Option<String>| m.map(|m| format!("in namespace {ns}: {m}"));
+        if self.refused.is_none() {
+            self.refused = said(o.refused);
+        }
+        if self.invalid_template.is_none() {
+            self.invalid_template = said(o.invalid_template);
+        }
+        self.collisions.extend(named(o.collisions));
+        self.failing.extend(named(o.failing));
+        self.drifted
+            .extend(o.drifted.into_iter().map(|(n, d)| (format!("{ns}/{n}"), d)));
+        let (r, x) = (&mut self.repair, o.repair);
+        r.active |= x.active;
+        r.unserved |= x.unserved;
+        r.in_flight += x.in_flight;
+        r.waiting += x.waiting;
+        r.max_unavailable += x.max_unavailable;
+        if r.halted.is_none() {
+            r.halted = said(x.halted);
+        }
+        if r.blocked.is_none() {
+            r.blocked = said(x.blocked);
+        }
+        r.unowned.extend(named(x.unowned));
+        self.conflicts.extend(
+            o.conflicts
+                .into_iter()
+                .map(|(p, w)| (format!("{ns}/{p}"), w)),
+        );
+    }
+}
+
 /// What a policy's status is computed from: counts and the names held by other Pods.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -110,6 +163,9 @@ pub struct Observed {
     pub collisions: Vec<String>,
     /// Container mode: the selected Pods that are missing or outdated, sorted by name.
     pub drifted: Vec<(String, Drift)>,
+    /// Selected Pods left to a policy that outranks this one (see [`PolicyView::outranks`]):
+    /// `(pod, winner's id)`, sorted. Such Pods are not counted as matched.
+    pub conflicts: Vec<(String, String)>,
 }
 
 /// Counts for `policy` from the Pods of its namespace (`pods`; `by_name` looks one up by
@@ -119,6 +175,19 @@ pub struct Observed {
 /// to date. A Container-mode policy has no sidecar Pods: see [`observe_injected`].
 pub fn observe<'a>(
     policy: &PolicyView,
+    pods: impl IntoIterator<Item = &'a PodView>,
+    by_name: impl Fn(&str) -> Option<&'a PodView>,
+) -> Observed {
+    observe_among(policy, &[], pods, by_name)
+}
+
+/// [`observe`], with `rivals` the other policies of the namespace: in Pod mode, a main Pod
+/// for which a rival that outranks `policy` wants the same sidecar name is the rival's (see
+/// [`crate::plan::conflict_winner`]); it goes to [`Observed::conflicts`], not to the counts.
+/// In Container mode the Pods themselves record the conflicts the webhook decided.
+pub fn observe_among<'a>(
+    policy: &PolicyView,
+    rivals: &[&PolicyView],
     pods: impl IntoIterator<Item = &'a PodView>,
     by_name: impl Fn(&str) -> Option<&'a PodView>,
 ) -> Observed {
@@ -133,6 +202,10 @@ pub fn observe<'a>(
             Err(Ineligible::Paused) => false,
             Err(_) => continue,
         };
+        if let Some(w) = crate::plan::conflict_winner(m, policy, rivals) {
+            o.conflicts.push((m.name.clone(), w.name.clone()));
+            continue;
+        }
         c.matched += 1;
         let name = sidecar_name(&m.name, &policy.name);
         let Some(s) = by_name(&name) else {
@@ -426,6 +499,7 @@ fn stalled_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> Verdi
         collisions: problems.collisions.clone(),
         drifted: Vec::new(),
         repair: problems.repair.clone(),
+        conflicts: Vec::new(),
     };
     let (stuck, reason, message) = degraded_verdict(policy, &cleared);
     if stuck {
@@ -478,6 +552,37 @@ fn drift(policy: &PolicyView, c: Counts, problems: &Problems) -> Option<PolicyDr
     })
 }
 
+/// `Conflicted`: which Pods the policy leaves to policies that outrank it, and to which.
+fn conflicted_verdict(problems: &Problems) -> Verdict {
+    let Some((_, first)) = problems.conflicts.first() else {
+        return (
+            false,
+            reason::NO_CONFLICT,
+            "no policy outranks this one on its Pods".into(),
+        );
+    };
+    let mut winners: Vec<&str> = problems.conflicts.iter().map(|(_, w)| w.as_str()).collect();
+    winners.sort_unstable();
+    winners.dedup();
+    let others = winners.len() - 1;
+    let pods = some_names(problems.conflicts.iter().map(|(p, _)| p.as_str()));
+    let and_others = match others {
+        0 => String::new(),
+        n => format!(" (and {n} other policies)"),
+    };
+    (
+        true,
+        reason::CONFLICT,
+        format!(
+            "{}{and_others} gives {} selected Pods the same sidecar Pod name or injects the same \
+             container or volume name, and outranks this policy (spec.priority, then SidecarPolicy \
+             before ClusterSidecarPolicy, then name): those Pods are left to it: {pods}",
+            crate::cluster::describe(first),
+            problems.conflicts.len(),
+        ),
+    )
+}
+
 /// The status for `policy`, given its counts, the problems seen, the stored status and now.
 pub fn compute_status(
     policy: &PolicyView,
@@ -498,8 +603,17 @@ pub fn compute_status(
         (condition::RECONCILING, reconciling),
         (condition::STALLED, stalled),
     ];
+    // Conflicted appears once a conflict does, and stays (False) once it is over.
+    let had_conflict = old.is_some_and(|o| {
+        o.conditions
+            .iter()
+            .any(|c| c.type_ == condition::CONFLICTED)
+    });
+    let conflicted = (!problems.conflicts.is_empty() || had_conflict)
+        .then(|| (condition::CONFLICTED, conflicted_verdict(problems)));
     let conditions = verdicts
         .into_iter()
+        .chain(conflicted)
         .map(|(type_, (ok, reason, message))| {
             let mut c = cond(type_, ok, reason, message);
             c.observed_generation = Some(policy.generation);

@@ -2,6 +2,7 @@
 //! full objects: a Pod needs little more than its identity, labels, owner, node, phase
 //! and readiness.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
@@ -148,15 +149,14 @@ impl PodView {
         self.labels.get(LABEL_MANAGED_BY) == Some(MANAGED_BY_VALUE)
     }
 
-    /// For a sidecar: `(main Pod uid, policy name)` from its labels.
-    pub fn sidecar_key(&self) -> Option<(&str, &str)> {
+    /// For a sidecar: `(main Pod uid, policy id)` from its labels (a ClusterSidecarPolicy's
+    /// id is `csp/{name}`, see [`crate::cluster`]).
+    pub fn sidecar_key(&self) -> Option<(&str, Cow<'_, str>)> {
         if !self.is_sidecar() {
             return None;
         }
-        Some((
-            self.labels.get(LABEL_MAIN_UID)?,
-            self.labels.get(LABEL_POLICY)?,
-        ))
+        let uid = self.labels.get(LABEL_MAIN_UID)?;
+        policy_id(|k| self.labels.get(k)).map(|id| (uid, id))
     }
 
     /// For a sidecar: the template hash it was built from.
@@ -220,6 +220,10 @@ pub struct PolicyView {
     pub hash: String,
     /// Someone wrote `spec.updateStrategy.type` (see [`sidecar_api::strategy_type_written`]).
     pub strategy_written: bool,
+    /// For a ClusterSidecarPolicy (whose view's `name` is its id, `csp/{name}`, and whose
+    /// instances' `namespace` is the namespace they apply in): the object and its
+    /// namespaceSelector (see [`crate::cluster`]).
+    pub cluster: Option<Arc<crate::cluster::ClusterScope>>,
 }
 
 impl PolicyView {
@@ -262,6 +266,7 @@ impl PolicyView {
             ),
             selector,
             policy,
+            cluster: None,
         }
     }
 
@@ -282,6 +287,7 @@ impl PolicyView {
             placement: Default::default(),
             update_strategy: Default::default(),
             paused: false,
+            priority: None,
         };
         let mut policy = SidecarPolicy::new(metadata.name.as_deref().unwrap_or_default(), spec);
         policy.metadata = metadata;
@@ -357,6 +363,17 @@ impl PolicyView {
             .update_strategy
             .effective(self.mode(), self.strategy_written)
     }
+}
+
+/// The policy id a sidecar's labels name (`get` looks a label up): its SidecarPolicy's name
+/// ([`LABEL_POLICY`]), or `csp/{name}` for a ClusterSidecarPolicy's
+/// ([`sidecar_api::constants::LABEL_CLUSTER_POLICY`]).
+pub fn policy_id<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Cow<'a, str>> {
+    if let Some(name) = get(LABEL_POLICY) {
+        return Some(Cow::Borrowed(name));
+    }
+    get(sidecar_api::constants::LABEL_CLUSTER_POLICY)
+        .map(|name| Cow::Owned(crate::cluster::cluster_id(name)))
 }
 
 /// See [`PodView::unready`].

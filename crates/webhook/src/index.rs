@@ -3,50 +3,93 @@
 //! never the API server. Every replica keeps one, leader or not (the controllers, and
 //! their caches, run only on the leader).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource as _, ResourceExt as _};
-use sidecar_api::{Mode, SidecarPolicy};
+use sidecar_api::{ClusterSidecarPolicy, Mode, SidecarPolicy};
 use sidecar_controller::{Lenient, watch_backoff};
-use sidecar_planner::PolicyView;
+use sidecar_planner::{Labels, PolicyView};
 use tokio::sync::watch;
 
 type Namespaces = HashMap<String, BTreeMap<String, Arc<PolicyView>>>;
 
-/// The Container-mode policies by namespace and name.
+/// The Container-mode policies by namespace and name; the Container-mode
+/// ClusterSidecarPolicies with every namespace's labels, to tell where they apply.
 #[derive(Debug)]
 pub struct PolicyIndex {
     policies: RwLock<Namespaces>,
+    clusters: RwLock<Clusters>,
+    /// Namespaces the cluster policies skip unless named (see `sidecar_planner::cluster`).
+    left_out: HashSet<String>,
     synced: watch::Sender<bool>,
+    /// The cluster policies and namespaces listed (true when they are not watched).
+    clusters_synced: watch::Sender<bool>,
+}
+
+/// What the index keeps for the cluster policies.
+#[derive(Debug, Default)]
+struct Clusters {
+    /// Container-mode ClusterSidecarPolicies by id (`csp/{name}`).
+    policies: BTreeMap<String, Arc<PolicyView>>,
+    /// Namespace → labels.
+    namespaces: HashMap<String, Labels>,
+    policies_listed: bool,
+    namespaces_listed: bool,
 }
 
 impl Default for PolicyIndex {
     fn default() -> Self {
-        PolicyIndex {
-            policies: RwLock::new(HashMap::new()),
-            synced: watch::Sender::new(false),
-        }
+        PolicyIndex::new(false, HashSet::new())
     }
 }
 
 impl PolicyIndex {
-    /// The Container-mode policies of `namespace`, in name order.
+    /// An empty index; `clusters`: ClusterSidecarPolicies are watched too (it is synced only
+    /// once they and the namespaces are listed), skipping the namespaces `left_out` unless
+    /// named.
+    pub fn new(clusters: bool, left_out: HashSet<String>) -> PolicyIndex {
+        PolicyIndex {
+            policies: RwLock::new(HashMap::new()),
+            clusters: RwLock::new(Clusters::default()),
+            left_out,
+            synced: watch::Sender::new(false),
+            clusters_synced: watch::Sender::new(!clusters),
+        }
+    }
+
+    /// The Container-mode policies of `namespace`, in name order, then the instances of the
+    /// ClusterSidecarPolicies that apply there, in name order.
     pub fn namespace(&self, namespace: &str) -> Vec<Arc<PolicyView>> {
         let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
-        policies
+        let mut out: Vec<Arc<PolicyView>> = policies
             .get(namespace)
             .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        drop(policies);
+        let clusters = self.clusters.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(labels) = clusters.namespaces.get(namespace) {
+            out.extend(
+                clusters
+                    .policies
+                    .values()
+                    .filter(|p| p.applies_in(namespace, labels, &self.left_out))
+                    .map(|p| Arc::new(p.instance(namespace))),
+            );
+        }
+        out
     }
 
     /// How many Container-mode policies are known.
     pub fn len(&self) -> usize {
         let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
-        policies.values().map(BTreeMap::len).sum()
+        let clusters = self.clusters.read().unwrap_or_else(|e| e.into_inner());
+        policies.values().map(BTreeMap::len).sum::<usize>() + clusters.policies.len()
     }
 
     /// Whether no Container-mode policy is known.
@@ -57,12 +100,14 @@ impl PolicyIndex {
     /// Whether the first full list has been applied (before that, an admission would miss
     /// policies that exist).
     pub fn is_synced(&self) -> bool {
-        *self.synced.borrow()
+        *self.synced.borrow() && *self.clusters_synced.borrow()
     }
 
-    /// Resolves once the first full list has been applied.
+    /// Resolves once the first full lists have been applied.
     pub async fn synced(&self) {
         let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+        let mut rx = self.clusters_synced.subscribe();
         let _ = rx.wait_for(|s| *s).await;
     }
 
@@ -101,8 +146,51 @@ impl PolicyIndex {
     /// The view kept for `namespace/name`, if any (to carry status-independent state over
     /// an update).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PolicyView>> {
+        if sidecar_planner::cluster_name(name).is_some() {
+            let clusters = self.clusters.read().unwrap_or_else(|e| e.into_inner());
+            return clusters.policies.get(name).cloned();
+        }
         let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
         policies.get(namespace)?.get(name).cloned()
+    }
+
+    /// Keeps (or forgets) a cluster policy's view: a Container-mode one is kept.
+    fn set_cluster(&self, id: &str, view: Option<PolicyView>) {
+        let mut clusters = self.clusters.write().unwrap_or_else(|e| e.into_inner());
+        match view.filter(|v| v.mode() == Mode::Container) {
+            Some(v) => clusters.policies.insert(id.to_string(), Arc::new(v)),
+            None => clusters.policies.remove(id),
+        };
+    }
+
+    fn cluster_view(&self, p: Lenient<ClusterSidecarPolicy>) -> PolicyView {
+        let id = sidecar_planner::cluster_id(p.meta().name.as_deref().unwrap_or_default());
+        let prev = self.get("", &id);
+        match (p, prev) {
+            (Lenient::Ok(p), Some(prev)) => PolicyView::cluster_update(Arc::new(p), &prev),
+            (Lenient::Ok(p), None) => PolicyView::cluster(Arc::new(p)),
+            (Lenient::Err(u), prev) => {
+                PolicyView::cluster_undecodable(u.metadata, None, &u.error, prev.as_deref())
+            }
+        }
+    }
+
+    fn clusters_listed(&self) -> bool {
+        let clusters = self.clusters.read().unwrap_or_else(|e| e.into_inner());
+        clusters.policies_listed
+    }
+
+    /// The cluster policies or the namespaces listed once more; synced once both have.
+    fn listed(&self, policies: bool) {
+        let mut clusters = self.clusters.write().unwrap_or_else(|e| e.into_inner());
+        if policies {
+            clusters.policies_listed = true;
+        } else {
+            clusters.namespaces_listed = true;
+        }
+        if clusters.policies_listed && clusters.namespaces_listed {
+            self.clusters_synced.send_replace(true);
+        }
     }
 
     /// The view of a listed or watched policy. One that does not decode is kept as a view
@@ -158,4 +246,79 @@ fn watcher(
     api: Api<Lenient<SidecarPolicy>>,
 ) -> impl futures::Stream<Item = Result<Event<Lenient<SidecarPolicy>>, watcher::Error>> {
     kube::runtime::watcher(api, watcher::Config::default())
+}
+
+/// Keeps `index`'s ClusterSidecarPolicies and namespace labels in sync with what the two
+/// APIs see; runs until aborted.
+pub async fn watch_clusters(
+    policies: Api<Lenient<ClusterSidecarPolicy>>,
+    namespaces: Api<PartialObjectMeta<Namespace>>,
+    index: Arc<PolicyIndex>,
+) {
+    let cfg = watcher::Config::default;
+    let policies = kube::runtime::watcher(policies, cfg()).backoff(watch_backoff());
+    let namespaces = kube::runtime::watcher(namespaces, cfg()).backoff(watch_backoff());
+    let mut policies = std::pin::pin!(policies);
+    let mut namespaces = std::pin::pin!(namespaces);
+    let mut policy_buffer: Vec<PolicyView> = Vec::new();
+    let mut ns_buffer: HashMap<String, Labels> = HashMap::new();
+    let labels = |n: &PartialObjectMeta<Namespace>| {
+        n.metadata
+            .labels
+            .as_ref()
+            .map(Labels::from)
+            .unwrap_or_default()
+    };
+    loop {
+        tokio::select! {
+            ev = policies.next() => match ev {
+                None => break,
+                Some(Ok(Event::Init)) => policy_buffer.clear(),
+                Some(Ok(Event::InitApply(p))) => policy_buffer.push(index.cluster_view(p)),
+                Some(Ok(Event::InitDone)) => {
+                    let fresh: BTreeMap<String, Arc<PolicyView>> = std::mem::take(&mut policy_buffer)
+                        .into_iter()
+                        .filter(|v| v.mode() == Mode::Container)
+                        .map(|v| (v.name.clone(), Arc::new(v)))
+                        .collect();
+                    index.clusters.write().unwrap_or_else(|e| e.into_inner()).policies = fresh;
+                    index.listed(true);
+                }
+                Some(Ok(Event::Apply(p))) => {
+                    let v = index.cluster_view(p);
+                    let id = v.name.clone();
+                    index.set_cluster(&id, Some(v));
+                }
+                Some(Ok(Event::Delete(p))) => {
+                    let id = sidecar_planner::cluster_id(p.meta().name.as_deref().unwrap_or_default());
+                    index.set_cluster(&id, None);
+                }
+                Some(Err(e)) if sidecar_controller::crd_missing(&e) && !index.clusters_listed() => {
+                    tracing::warn!("webhook: the ClusterSidecarPolicy CRD is not installed; none applies until it is");
+                    index.listed(true);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "webhook ClusterSidecarPolicy watch error; retrying with backoff"),
+            },
+            ev = namespaces.next() => match ev {
+                None => break,
+                Some(Ok(Event::Init)) => ns_buffer.clear(),
+                Some(Ok(Event::InitApply(n))) => {
+                    ns_buffer.insert(n.name_any(), labels(&n));
+                }
+                Some(Ok(Event::InitDone)) => {
+                    index.clusters.write().unwrap_or_else(|e| e.into_inner()).namespaces =
+                        std::mem::take(&mut ns_buffer);
+                    index.listed(false);
+                }
+                Some(Ok(Event::Apply(n))) => {
+                    let l = labels(&n);
+                    index.clusters.write().unwrap_or_else(|e| e.into_inner()).namespaces.insert(n.name_any(), l);
+                }
+                Some(Ok(Event::Delete(n))) => {
+                    index.clusters.write().unwrap_or_else(|e| e.into_inner()).namespaces.remove(&n.name_any());
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "webhook namespace watch error; retrying with backoff"),
+            },
+        }
+    }
 }

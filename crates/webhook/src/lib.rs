@@ -55,6 +55,11 @@ pub enum Error {
 pub struct WebhookConfig {
     /// Watch policies of this namespace only (default: all).
     pub namespace: Option<String>,
+    /// Also apply the Container-mode ClusterSidecarPolicies (watching them and every
+    /// namespace's labels), skipping `left_out` unless named.
+    pub cluster_policies: bool,
+    /// Namespaces the cluster policies skip unless they name them.
+    pub left_out: Vec<String>,
     /// Where the certificate comes from.
     pub certs: CertSource,
     /// Who publishes Events (the operator's instance).
@@ -94,7 +99,10 @@ impl Webhook {
         metrics: Arc<WebhookMetrics>,
     ) -> Result<Webhook, Error> {
         let addr = bound_addr(&listener)?;
-        let index = Arc::new(PolicyIndex::default());
+        let index = Arc::new(PolicyIndex::new(
+            config.cluster_policies,
+            config.left_out.iter().cloned().collect(),
+        ));
         let store = Arc::new(CertStore::default());
         let api: Api<sidecar_controller::Lenient<SidecarPolicy>> = match &config.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -108,7 +116,15 @@ impl Webhook {
         };
         let tls = tls::server_config(store.clone())?;
         let connections = metrics.connections.clone();
-        let tasks = vec![
+        let mut tasks = Vec::new();
+        if config.cluster_policies {
+            tasks.push(tokio::spawn(index::watch_clusters(
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                index.clone(),
+            )));
+        }
+        tasks.extend([
             tokio::spawn(index::watch_policies(api, index.clone())),
             tokio::spawn(source::keep_current(
                 client.clone(),
@@ -129,7 +145,7 @@ impl Webhook {
                 server::router(shared),
                 connections,
             )),
-        ];
+        ]);
         tracing::info!(%addr, "webhook listening");
         Ok(Webhook {
             addr,

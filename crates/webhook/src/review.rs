@@ -141,7 +141,13 @@ fn decide(
         response.warnings = Some(
             refusals
                 .iter()
-                .map(|r| format!("SidecarPolicy {}: {}", r.policy, r.skip.message()))
+                .map(|r| {
+                    format!(
+                        "{}: {}",
+                        sidecar_planner::cluster::describe(&r.policy),
+                        r.skip.message()
+                    )
+                })
                 .collect(),
         );
     }

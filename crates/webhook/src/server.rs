@@ -87,14 +87,15 @@ pub(crate) async fn publish_refusals(
             continue;
         }
         last.insert(key, now);
-        let uid = index.get(&r.namespace, &r.policy).map(|p| p.uid.clone());
-        let reference = ObjectReference {
-            api_version: Some(format!("{GROUP}/{VERSION}")),
-            kind: Some(KIND.into()),
-            namespace: Some(r.namespace.clone()),
-            name: Some(r.policy.clone()),
-            uid,
-            ..ObjectReference::default()
+        let reference = match index.get(&r.namespace, &r.policy) {
+            Some(p) => p.object_ref(),
+            None => ObjectReference {
+                api_version: Some(format!("{GROUP}/{VERSION}")),
+                kind: Some(KIND.into()),
+                namespace: Some(r.namespace.clone()),
+                name: Some(r.policy.clone()),
+                ..ObjectReference::default()
+            },
         };
         let event = Event {
             type_: EventType::Warning,

@@ -1,12 +1,23 @@
-//! Prints the `SidecarPolicy` CRD as YAML: the content of `crds/sidecarpolicies.sidecars.dev.yaml`.
-//!
-//! Usage: `cargo run -q -p sidecar-api --bin crdgen > crds/sidecarpolicies.sidecars.dev.yaml`
+//! Prints a CRD as YAML: `crdgen [sidecarpolicies]` the content of
+//! `crds/sidecarpolicies.sidecars.dev.yaml`, `crdgen clustersidecarpolicies` that of
+//! `crds/clustersidecarpolicies.sidecars.dev.yaml` (`make crds` writes both).
 
 use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let yaml = match sidecar_api::crd_yaml() {
+    let which = std::env::args().nth(1);
+    let yaml = match which.as_deref() {
+        None | Some("sidecarpolicies") => sidecar_api::crd_yaml(),
+        Some("clustersidecarpolicies") => sidecar_api::cluster_crd_yaml(),
+        Some(other) => {
+            eprintln!(
+                "crdgen: unknown CRD {other:?}: say sidecarpolicies or clustersidecarpolicies"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let yaml = match yaml {
         Ok(yaml) => yaml,
         Err(err) => {
             eprintln!("crdgen: {err}");

@@ -67,8 +67,9 @@ impl Def {
 
 /// Every rule of the CRD.
 pub fn all() -> impl Iterator<Item = &'static Def> {
-    let selector: [&'static Def; 7] = [
+    let selector: [&'static Def; 8] = [
         &selector::SELECTOR_EXCLUDES_OWN_SIDECARS,
+        &selector::NAMESPACE_SELECTOR_NOT_EMPTY,
         &selector::NODE_NAME_NEEDS_ANY_PLACEMENT,
         &selector::SELECTOR_NOT_EMPTY,
         &selector::SELECTOR_NOT_MANAGED_BY_OPERATOR,

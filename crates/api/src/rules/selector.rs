@@ -28,6 +28,27 @@ pub const SELECTOR_NOT_EMPTY: Def = Def {
     holds: |selector| !selector_is_empty(selector),
 };
 
+/// On a ClusterSidecarPolicy's `spec.namespaceSelector`: at least one requirement (an empty
+/// selector matches every namespace).
+pub const NAMESPACE_SELECTOR_NOT_EMPTY: Def = Def {
+    // The same test as SELECTOR_NOT_EMPTY's, written the other way round: each rule's CEL is
+    // its identity (`rules::find`).
+    cel: || {
+        "(has(self.matchExpressions) && size(self.matchExpressions) > 0) || \
+         (has(self.matchLabels) && size(self.matchLabels) > 0)"
+            .to_owned()
+    },
+    message: |_| {
+        "spec.namespaceSelector must not be empty: set at least one matchLabels or \
+         matchExpressions entry, for example matchLabels {team: payments} (an empty selector \
+         would apply the policy in every namespace)"
+            .to_owned()
+    },
+    field_path: None,
+    reason: Some(Reason::FieldValueRequired),
+    holds: |selector| !selector_is_empty(selector),
+};
+
 /// On `spec.selector`: no requirement `app.kubernetes.io/managed-by=sidecar-operator`, the
 /// label of the operator's own sidecars.
 pub const SELECTOR_NOT_MANAGED_BY_OPERATOR: Def = Def {

@@ -35,10 +35,13 @@ use crate::context::Context;
 use crate::decode::Lenient;
 use crate::keys::{PodKey, PolicyKey};
 
+mod clusters;
 mod namespaces;
 mod pods;
 mod policies;
 
+pub use clusters::crd_missing;
+pub(crate) use clusters::watch_clusters;
 pub(crate) use namespaces::watch_namespaces;
 pub(crate) use pods::watch_pods;
 pub(crate) use policies::watch_policies;

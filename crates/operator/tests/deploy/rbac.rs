@@ -9,10 +9,10 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use sidecar_api::SidecarPolicy;
+use sidecar_api::{ClusterSidecarPolicy, SidecarPolicy};
 use sidecar_e2e::webhook::wait_injecting;
 use sidecar_e2e::{minimal_policy as policy, native_sidecar_policy, pod, wait_pod, wait_until};
 use sidecar_planner::sidecar_name;
@@ -388,21 +388,7 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     // Least privilege, checked against use: every (resource, verb) the shipped ClusterRole
     // and Role grant was used by the operator (its request counter saw it), and it used
     // nothing else.
-    let used: BTreeSet<(String, String)> = op
-        .api_requests()
-        .expect("/metrics")
-        .into_iter()
-        .filter(|(_, n)| *n > 0.0)
-        // A server-side dry run (the template check) is authorized as a create.
-        .map(|((res, verb), _)| {
-            let verb = if verb == "dry-run" {
-                "create".into()
-            } else {
-                verb
-            };
-            (res, verb)
-        })
-        .collect();
+    let used = used_requests(&op);
     // The configuration is written when its caBundle changes, not on every check (once a
     // second here, for the whole test).
     let config_patches = op
@@ -417,8 +403,11 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     let granted = shipped_grants(&client).await;
     eprintln!("[rbac] used (resource, verb): {used:?}");
     eprintln!("[rbac] granted (group, resource, verb): {granted:?}");
+    // This instance watches one namespace, so it reads no cluster policy nor any namespace:
+    // `cluster_policies_run_under_the_shipped_rbac` checks those grants.
     let unused: Vec<_> = granted
         .iter()
+        .filter(|(_, res, _)| !CLUSTER_GRANTS.contains(&res.as_str()))
         .filter(|(group, res, verb)| {
             group_of(res) != Some(group.as_str()) || !used.contains(&(res.clone(), verb.clone()))
         })
@@ -469,6 +458,200 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The (resource, verb) pairs `op` sent, as RBAC authorizes them.
+fn used_requests(op: &Proc) -> BTreeSet<(String, String)> {
+    op.api_requests()
+        .expect("/metrics")
+        .into_iter()
+        .filter(|(_, n)| *n > 0.0)
+        // A server-side dry run (the template check) is authorized as a create.
+        .map(|((res, verb), _)| {
+            let verb = if verb == "dry-run" {
+                "create".into()
+            } else {
+                verb
+            };
+            (res, verb)
+        })
+        .collect()
+}
+
+/// The resources granted for ClusterSidecarPolicies, which only a cluster-wide instance reads.
+const CLUSTER_GRANTS: [&str; 3] = [
+    "clustersidecarpolicies",
+    "clustersidecarpolicies/status",
+    "namespaces",
+];
+
+/// A cluster-wide instance (limited here to the test's namespaces by a selector) applies a
+/// ClusterSidecarPolicy under the shipped RBAC, using exactly its cluster grants; writing a
+/// cluster policy is for cluster admins: `edit` and `view` users cannot, `view` can read.
+#[tokio::test]
+async fn cluster_policies_run_under_the_shipped_rbac() {
+    let client = shared().client().await;
+    for crd in [sidecar_api::crd(), sidecar_api::cluster_crd()] {
+        install_crd(&client, &crd).await.expect("CRD");
+    }
+    for f in [
+        "deploy/00-namespace.yaml",
+        "deploy/10-rbac.yaml",
+        "deploy/20-user-roles.yaml",
+    ] {
+        kubectl_apply(f);
+    }
+    let key = format!("sidecars-csp-rbac-{}", std::process::id());
+    let ns = TestNamespace::create_labeled(&client, "csp-rbac", &[(key.as_str(), "on")]).await;
+    let dir = std::env::temp_dir().join(format!("sidecar-csp-rbac-{}", ns.name()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kc = service_account_kubeconfig(&client, SA_NS, SA, &dir).await;
+    let args = ["--namespace-selector".to_string(), format!("{key}=on")];
+    let op = Proc::run(&kc, &args, &[], &format!("{}-csp", ns.name()), "csp-rbac");
+    wait_until(Duration::from_secs(60), "operator /readyz", || async {
+        (op.get("/readyz").map(|(c, _)| c) == Some(200)).then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    pods.create(&PostParams::default(), &pod("web-0", &[("app", "web")]))
+        .await
+        .expect("main Pod");
+    // Named after the namespace: cluster policies of the shared plane are global.
+    let name = ns.name().to_string();
+    let csp: ClusterSidecarPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sidecars.dev/v1alpha1",
+        "kind": "ClusterSidecarPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {key.as_str(): "on"}},
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}},
+        },
+    }))
+    .expect("ClusterSidecarPolicy");
+    let csps: Api<ClusterSidecarPolicy> = Api::all(client.clone());
+    csps.create(&PostParams::default(), &csp)
+        .await
+        .expect("create the cluster policy");
+    let sc = sidecar_name("web-0", &sidecar_planner::cluster_id(&name));
+    wait_pod(&pods, &sc, true, "the cluster policy's sidecar").await;
+    wait_until(
+        Duration::from_secs(30),
+        "cluster policy status written",
+        || {
+            let csps = csps.clone();
+            let name = name.clone();
+            async move {
+                let s = csps.get(&name).await.ok()?.status?;
+                (s.namespaces == 1 && s.policy.matched_pods == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    let used = used_requests(&op);
+    let granted = shipped_grants(&client).await;
+    for (res, verb) in [
+        ("clustersidecarpolicies", "list"),
+        ("clustersidecarpolicies", "watch"),
+        ("clustersidecarpolicies/status", "patch"),
+        ("namespaces", "list"),
+        ("namespaces", "watch"),
+    ] {
+        assert!(
+            used.contains(&(res.to_string(), verb.to_string())),
+            "{res} {verb} unused: {used:?}"
+        );
+        assert!(
+            granted.contains(&(
+                group_of(res).unwrap_or_default().to_string(),
+                res.to_string(),
+                verb.to_string()
+            )),
+            "{res} {verb} not granted: {granted:?}"
+        );
+    }
+    let ungranted: Vec<_> = used
+        .iter()
+        .filter(|(res, verb)| {
+            !group_of(res).is_some_and(|g| granted.contains(&(g.into(), res.clone(), verb.clone())))
+        })
+        .collect();
+    assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
+
+    // Users: `edit` and `view` everywhere (ClusterRoleBindings), impersonated.
+    let mut bindings = Vec::new();
+    for role in ["edit", "view"] {
+        let user = format!("{name}-{role}");
+        let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": user},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }))
+        .expect("binding");
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("bind");
+        bindings.push(user);
+    }
+    let admin_cfg = shared().kube_config().await;
+    let as_user = |user: &str| {
+        let mut cfg = admin_cfg.clone();
+        cfg.auth_info.impersonate = Some(user.to_string());
+        Client::try_from(cfg).expect("impersonating client")
+    };
+    let mut other = csp.clone();
+    other.metadata.name = Some(format!("{name}-by-user"));
+    for user in &bindings {
+        let c = as_user(user);
+        let err = Api::<ClusterSidecarPolicy>::all(c.clone())
+            .create(&PostParams::default(), &other)
+            .await
+            .expect_err("only cluster admins create cluster policies");
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 403),
+            "{user}: {err:?}"
+        );
+    }
+    // The view user reads them (aggregated to view), and the edit user can write a
+    // SidecarPolicy: the bindings are in effect.
+    wait_until(
+        Duration::from_secs(30),
+        "view aggregates reading cluster policies",
+        || {
+            let c = as_user(&bindings[1]);
+            let name = name.clone();
+            async move {
+                Api::<ClusterSidecarPolicy>::all(c)
+                    .get(&name)
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    Api::<SidecarPolicy>::namespaced(as_user(&bindings[0]), ns.name())
+        .create(&PostParams::default(), &policy("agent", "web"))
+        .await
+        .expect("edit writes SidecarPolicies");
+
+    csps.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete the cluster policy");
+    wait_pod(
+        &pods,
+        &sc,
+        false,
+        "the cluster policy's sidecar deleted with it",
+    )
+    .await;
+    for b in bindings {
+        let _ = Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(&b, &DeleteParams::default())
+            .await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The webhook's Secret, as deploy/ names it.
 const WEBHOOK_SECRET: &str = "sidecar-operator-webhook-tls";
 
@@ -486,7 +669,10 @@ async fn set_psa(client: &Client, ns: &str, level: &str) {
 fn group_of(resource: &str) -> Option<&'static str> {
     match resource {
         "pods" | "pods/eviction" | "namespaces" => Some(""),
-        "sidecarpolicies" | "sidecarpolicies/status" => Some(sidecar_api::constants::GROUP),
+        "sidecarpolicies"
+        | "sidecarpolicies/status"
+        | "clustersidecarpolicies"
+        | "clustersidecarpolicies/status" => Some(sidecar_api::constants::GROUP),
         "events" => Some("events.k8s.io"),
         "leases" => Some("coordination.k8s.io"),
         "secrets" => Some(""),
