@@ -18,6 +18,7 @@
 //! and the operator rounds alike, but neither measurement waits for binding).
 
 mod admission;
+mod cluster;
 mod floor;
 mod markdown;
 pub mod metrics;
@@ -79,6 +80,9 @@ pub struct Config {
     pub admission: bool,
     /// Drifted Pods of the repair section (the operator binary only; 0: skip it).
     pub repair_n: usize,
+    /// Namespaces of the cluster-policy section (one ClusterSidecarPolicy over them, the N
+    /// main Pods spread over them; 0: skip it).
+    pub cluster_namespaces: usize,
 }
 
 impl Config {
@@ -98,6 +102,7 @@ impl Config {
             timeout: None,
             admission: true,
             repair_n: 200,
+            cluster_namespaces: 10,
         }
     }
 
@@ -261,6 +266,9 @@ async fn bench(
     sidecar_testenv::install_crd(&client, &sidecar_api::crd())
         .await
         .context("installing the SidecarPolicy CRD")?;
+    sidecar_testenv::install_crd(&client, &sidecar_api::cluster_crd())
+        .await
+        .context("installing the ClusterSidecarPolicy CRD")?;
     let server_version = client
         .apiserver_version()
         .await
@@ -324,6 +332,16 @@ async fn bench(
             a.injected,
             a.n
         ));
+    }
+    if cfg.rounds > 0 {
+        report.cluster = cluster::cluster_section(&mut ctx).await?;
+    }
+    if let Some(c) = &report.cluster {
+        say(&format!(
+            "cluster policy: {} Pods over {} namespaces converged in {:.2}s, floor {:.2}s (ratio {:.2}; namespaced rounds {:.2}), Ready in {:.2}s",
+            c.n, c.namespaces, c.converge_s, c.floor_s, c.ratio, report.ratio, c.ready_s
+        ));
+        write_report(cfg, &report)?;
     }
     report.repair = repair::repair_section(&mut ctx).await?;
     if let Some(r) = &report.repair {

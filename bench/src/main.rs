@@ -51,6 +51,9 @@ struct Args {
     /// Drifted Pods of the repair section (0 skips it).
     #[arg(long, default_value_t = 200)]
     repair_n: usize,
+    /// Namespaces of the cluster-policy section (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    cluster_namespaces: usize,
     /// Longest wait for any one step, seconds (default: 120 + N/10).
     #[arg(long)]
     timeout_secs: Option<u64>,
@@ -78,6 +81,7 @@ async fn main() -> ExitCode {
     }
     cfg.timeout = a.timeout_secs.map(Duration::from_secs);
     cfg.repair_n = a.repair_n;
+    cfg.cluster_namespaces = a.cluster_namespaces;
     if a.admission_only {
         cfg.rounds = 0;
         cfg.repair_n = 0;

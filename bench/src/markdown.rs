@@ -65,6 +65,9 @@ impl Report {
         if let Some(a) = &self.admission {
             admission_table(&mut s, a);
         }
+        if let Some(c) = &self.cluster {
+            cluster_table(&mut s, c, self.ratio);
+        }
         if let Some(r) = &self.repair {
             repair_table(&mut s, r);
         }
@@ -380,6 +383,43 @@ fn admission_table(s: &mut String, a: &crate::admission::Admission) {
         "Admission (Container mode's webhook), {} Pod creates per burst:",
         a.n
     );
+    value_table(s, &title, &rows);
+}
+
+fn cluster_table(s: &mut String, c: &crate::cluster::ClusterSection, namespaced: f64) {
+    let title = format!(
+        "One ClusterSidecarPolicy over {} namespaces, {} main Pods:",
+        c.namespaces, c.n
+    );
+    let want = c.namespaces.to_string();
+    let rows = [
+        (
+            "floor: the benchmark's client, mains then sidecars",
+            format!("{:.2} s", c.floor_s),
+            "",
+        ),
+        (
+            "operator: to the N-th sidecar",
+            format!("{:.2} s", c.converge_s),
+            "",
+        ),
+        (
+            "ratio to the floor",
+            format!("{:.2}", c.ratio),
+            "≈ the namespaced rounds'",
+        ),
+        (
+            "the namespaced rounds' ratio (median)",
+            format!("{namespaced:.2}"),
+            "",
+        ),
+        ("status Ready N/N after", format!("{:.2} s", c.ready_s), ""),
+        (
+            "status.namespaces",
+            c.status_namespaces.to_string(),
+            want.as_str(),
+        ),
+    ];
     value_table(s, &title, &rows);
 }
 

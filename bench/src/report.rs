@@ -116,6 +116,8 @@ pub struct Report {
     pub admission: Option<crate::admission::Admission>,
     /// The repair section (Container mode's eviction of drifted Pods); `None` in process.
     pub repair: Option<crate::repair::RepairSection>,
+    /// The cluster-policy section (one ClusterSidecarPolicy over several namespaces).
+    pub cluster: Option<crate::cluster::ClusterSection>,
 }
 
 fn med<T>(rounds: &[T], f: impl Fn(&T) -> f64) -> f64 {

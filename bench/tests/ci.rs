@@ -58,6 +58,12 @@ async fn ci_sized_benchmark_counts_everything() {
         op.memory.cached_pods
     );
     assert!(op.memory.steady_rss_bytes > 0 && op.memory.peak_rss_bytes > 0);
+    let cluster = report
+        .cluster
+        .as_ref()
+        .expect("the cluster-policy section ran");
+    assert_eq!(cluster.status_namespaces, 10, "{cluster:?}");
+    assert!(cluster.floor_s > 0.0 && cluster.ratio > 0.0, "{cluster:?}");
 
     assert_report_files(&out);
 }
