@@ -298,6 +298,21 @@ async fn policies_round_trip_with_defaults_applied() {
     }
 }
 
+/// `kubectl explain what`, retried until it answers: the OpenAPI document is republished
+/// asynchronously after a CRD is established.
+async fn explain(what: &str) -> String {
+    let args = ["explain".to_owned(), what.to_owned()];
+    wait_until(Duration::from_secs(60), "kubectl explain", || {
+        let args = args.to_vec();
+        async move {
+            let out = kubectl(args).await;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success().then_some(text)
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn kubectl_explain_shows_our_descriptions() {
     let (_client, _ns) = setup("api-explain").await;
@@ -317,17 +332,7 @@ async fn kubectl_explain_shows_our_descriptions() {
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
-        let args = ["explain".to_owned(), format!("sidecarpolicy.spec.{field}")];
-        // The OpenAPI document is republished asynchronously after the CRD is established.
-        let text = wait_until(Duration::from_secs(60), "kubectl explain", || {
-            let args = args.to_vec();
-            async move {
-                let out = kubectl(args).await;
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                out.status.success().then_some(text)
-            }
-        })
-        .await;
+        let text = explain(&format!("sidecarpolicy.spec.{field}")).await;
         let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
             flat.contains(&description),
@@ -343,19 +348,7 @@ async fn kubectl_explain_shows_our_descriptions() {
         ("namespaceSelector", "kubernetes.io/metadata.name"),
         ("selector", "Label selector of the main Pods"),
     ] {
-        let args = [
-            "explain".to_owned(),
-            format!("clustersidecarpolicy.spec.{field}"),
-        ];
-        let text = wait_until(Duration::from_secs(60), "kubectl explain csp", || {
-            let args = args.to_vec();
-            async move {
-                let out = kubectl(args).await;
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                out.status.success().then_some(text)
-            }
-        })
-        .await;
+        let text = explain(&format!("clustersidecarpolicy.spec.{field}")).await;
         let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
             flat.contains(words),

@@ -17,22 +17,12 @@ use sidecar_testenv::TestNamespace;
 /// The label that puts a namespace in the test's cluster policy's scope.
 const TEAM: &str = "team";
 
+/// A private control plane with both CRDs.
 async fn private_plane() -> (sidecar_testenv::Running, kube::Config, Client) {
-    let cp = sidecar_testenv::start(&sidecar_testenv::Options {
-        progress: false,
-        ..Default::default()
-    })
-    .await
-    .expect("private control plane");
-    let cfg = sidecar_testenv::config_from_kubeconfig(cp.cp.kubeconfig())
+    let (cp, cfg, client, _ns) = crate::faults::private_plane(&sidecar_api::crd(), "csp").await;
+    sidecar_testenv::install_crd(&client, &sidecar_api::cluster_crd())
         .await
-        .expect("config");
-    let client = Client::try_from(cfg.clone()).expect("client");
-    for crd in [sidecar_api::crd(), sidecar_api::cluster_crd()] {
-        sidecar_testenv::install_crd(&client, &crd)
-            .await
-            .expect("CRD");
-    }
+        .expect("CRD");
     (cp, cfg, client)
 }
 

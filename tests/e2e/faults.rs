@@ -367,7 +367,7 @@ async fn compact_etcd(etcd: &str) {
 
 /// A private control plane, for a test that stops its API server or changes the CRD:
 /// started, with `crd` installed and one namespace; with a client and its config.
-async fn private_plane(
+pub(crate) async fn private_plane(
     crd: &CustomResourceDefinition,
     prefix: &str,
 ) -> (

@@ -262,13 +262,7 @@ pub async fn watch_clusters(
     let mut namespaces = std::pin::pin!(namespaces);
     let mut policy_buffer: Vec<PolicyView> = Vec::new();
     let mut ns_buffer: HashMap<String, Labels> = HashMap::new();
-    let labels = |n: &PartialObjectMeta<Namespace>| {
-        n.metadata
-            .labels
-            .as_ref()
-            .map(Labels::from)
-            .unwrap_or_default()
-    };
+    let labels = sidecar_controller::namespace_labels;
     loop {
         tokio::select! {
             ev = policies.next() => match ev {

@@ -121,13 +121,7 @@ impl State {
         ctx: &Context,
         ev: Result<Event<PartialObjectMeta<Namespace>>, watcher::Error>,
     ) {
-        let labels = |n: &PartialObjectMeta<Namespace>| {
-            n.metadata
-                .labels
-                .as_ref()
-                .map(Labels::from)
-                .unwrap_or_default()
-        };
+        let labels = namespace_labels;
         match ev {
             Ok(Event::Init) => self.namespaces_buffer.clear(),
             Ok(Event::InitApply(n)) => {
@@ -315,4 +309,13 @@ fn cluster_view(ctx: &Context, p: Lenient<ClusterSidecarPolicy>) -> PolicyView {
 /// The watch failed because the API server does not serve the resource (404).
 pub fn crd_missing(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404)
+}
+
+/// A namespace's labels, as selectors match them.
+pub fn namespace_labels(n: &PartialObjectMeta<Namespace>) -> Labels {
+    n.metadata
+        .labels
+        .as_ref()
+        .map(Labels::from)
+        .unwrap_or_default()
 }

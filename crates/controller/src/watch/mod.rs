@@ -40,8 +40,8 @@ mod namespaces;
 mod pods;
 mod policies;
 
-pub use clusters::crd_missing;
 pub(crate) use clusters::watch_clusters;
+pub use clusters::{crd_missing, namespace_labels};
 pub(crate) use namespaces::watch_namespaces;
 pub(crate) use pods::watch_pods;
 pub(crate) use policies::watch_policies;

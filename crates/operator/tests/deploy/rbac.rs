@@ -416,13 +416,7 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
         unused.is_empty(),
         "deploy/10-rbac.yaml grants what the operator never used: {unused:?} (used: {used:?})"
     );
-    let ungranted: Vec<_> = used
-        .iter()
-        .filter(|(res, verb)| {
-            !group_of(res).is_some_and(|g| granted.contains(&(g.into(), res.clone(), verb.clone())))
-        })
-        .collect();
-    assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
+    assert_all_granted(&used, &granted);
 
     // Every documented metric family is exported.
     let (_, metrics) = op.get("/metrics").expect("/metrics");
@@ -456,6 +450,20 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let _ = configs.delete(SA, &DeleteParams::default()).await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every (resource, verb) used is granted.
+fn assert_all_granted(
+    used: &BTreeSet<(String, String)>,
+    granted: &BTreeSet<(String, String, String)>,
+) {
+    let ungranted: Vec<_> = used
+        .iter()
+        .filter(|(res, verb)| {
+            !group_of(res).is_some_and(|g| granted.contains(&(g.into(), res.clone(), verb.clone())))
+        })
+        .collect();
+    assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
 }
 
 /// The (resource, verb) pairs `op` sent, as RBAC authorizes them.
@@ -568,13 +576,7 @@ async fn cluster_policies_run_under_the_shipped_rbac() {
             "{res} {verb} not granted: {granted:?}"
         );
     }
-    let ungranted: Vec<_> = used
-        .iter()
-        .filter(|(res, verb)| {
-            !group_of(res).is_some_and(|g| granted.contains(&(g.into(), res.clone(), verb.clone())))
-        })
-        .collect();
-    assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
+    assert_all_granted(&used, &granted);
 
     // Users: `edit` and `view` everywhere (ClusterRoleBindings), impersonated.
     let mut bindings = Vec::new();
