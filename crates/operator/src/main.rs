@@ -5,6 +5,7 @@
 //! (leader election with a Lease).
 
 mod check;
+mod explain;
 mod http;
 mod leader;
 mod webhook;
@@ -40,6 +41,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Print the MutatingWebhookConfiguration of Container mode as YAML (what deploy/ ships).
     WebhookConfig(webhook::ConfigArgs),
+    /// Explain, from a live cluster, which policies give a Pod its sidecars and why the
+    /// others do not (reads only).
+    Explain(explain::ExplainArgs),
     /// Print the version.
     Version,
 }
@@ -143,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
+        Command::Explain(args) => explain::run(args).await,
     }
 }
 
@@ -157,8 +162,10 @@ fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn kube_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
-    match &args.kubeconfig {
+pub(crate) async fn kube_config(
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<kube::Config> {
+    match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -188,7 +195,7 @@ fn lease_timing(args: &RunArgs) -> anyhow::Result<Option<leader::Timing>> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
-    let config = kube_config(&args).await?;
+    let config = kube_config(args.kubeconfig.as_deref()).await?;
     let timing = lease_timing(&args)?;
     // One set of metrics for the process: the operators it runs in turn (one per term of
     // leadership) and its Lease client count into them.

@@ -6,6 +6,7 @@
 //! asks this crate what to do, and applies the answer:
 //!
 //! - [`cluster`]: a ClusterSidecarPolicy as one policy instance per namespace it applies in.
+//! - [`explain`]: `sidecar-operator explain pod`: every policy's verdict on one Pod, and why.
 //! - [`eligibility`]: is a main Pod wanted by a policy (selected, live, not paused, not
 //!   opted out, not terminating or finished, scheduled when placement is `SameNode`)?
 //! - [`naming`]: the deterministic sidecar name, at most 63 characters.
@@ -31,6 +32,7 @@
 
 pub mod cluster;
 pub mod eligibility;
+pub mod explain;
 pub mod failed;
 pub mod inject;
 pub mod injected;
@@ -48,6 +50,7 @@ pub mod view;
 
 pub use cluster::{ClusterScope, cluster_id, cluster_name, names_namespace};
 pub use eligibility::{Ineligible, eligibility};
+pub use explain::{Explained, PodVerdict, explain_pod};
 pub use failed::{FAILING_AFTER, FAILURE_MEMORY, failed_replacement, failing, replacement_delay};
 pub use injected::observe_injected;
 pub use labels::{LabelMatcher, Labels};
@@ -69,5 +72,7 @@ pub use status::{
 pub use template_check::{Verdict, dry_run_sidecar, recheck_delay};
 pub use view::{OwnerView, Phase, PodView, PolicyView, policy_id};
 
+#[cfg(test)]
+mod test_fixtures;
 #[cfg(test)]
 mod tests;

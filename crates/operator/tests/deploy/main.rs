@@ -4,6 +4,7 @@
 //! processes. Against the real control plane, like `tests/e2e`, with the fixtures of
 //! `sidecar-e2e`.
 
+mod explain;
 mod helm;
 mod leadership;
 mod process;
