@@ -36,6 +36,7 @@ fn every_reason_a_policy_gives_or_withholds_its_sidecars() {
     let injected = namespaced("injected", container(json!({})));
     let missed = namespaced("missed", container(json!({})));
     let lost = namespaced("lost", container(json!({})));
+    let collide = namespaced("collide", json!({}));
     let m = {
         let mut m = main_pod("web-0");
         m.ready = true;
@@ -49,10 +50,23 @@ fn every_reason_a_policy_gives_or_withholds_its_sidecars() {
         .labels
         .insert(sidecar_api::constants::LABEL_TEMPLATE_HASH, "old");
     let rival_sc = sidecar(&m, &rival.clone());
-    let pods = [served_sc.clone(), stale_sc.clone(), rival_sc.clone()];
+    // A Pod of someone else's at collide's sidecar name.
+    let foreign = PodView {
+        namespace: "shop".into(),
+        name: "web-0-collide".into(),
+        uid: "uid-foreign".into(),
+        ..PodView::default()
+    };
+    let pods = [
+        served_sc.clone(),
+        stale_sc.clone(),
+        rival_sc.clone(),
+        foreign,
+    ];
     let by_name = |n: &str| pods.iter().find(|p| p.name == n);
     let all = [
         &served, &other_app, &paused, &stale, &csp_in, &csp_out, &rival, &injected, &missed, &lost,
+        &collide,
     ];
     let labels = Labels::from_iter([("team", "pay")]);
     let got = explain_pod(&m, &labels, &all, &HashSet::new(), by_name);
@@ -85,6 +99,7 @@ fn every_reason_a_policy_gives_or_withholds_its_sidecars() {
             "webhook was unavailable",
         ),
         ("lost", PodVerdict::Conflict, "SidecarPolicy injected"),
+        ("collide", PodVerdict::NameCollision, "left alone"),
     ];
     for (name, v, words) in want {
         let e = verdict(name);
