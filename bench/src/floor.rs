@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use crate::observe::Observer;
-use crate::rounds::{FloorRound, Latency, round3};
+use crate::rounds::{Curves, FloorRound, Latency, round3};
 use crate::workload::{self, BENCH_MANAGER, SIDECAR_MANAGER};
 use crate::{Ctx, say, secs, since};
 
@@ -58,13 +58,14 @@ pub(crate) async fn floor_round(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<F
     )
     .await?;
     let sidecars_seen = obs.sidecars_seen();
+    let phased_curve = obs.sidecar_times(t0);
     drop(obs);
     say(&format!(
         "round {r}/{} floor: deleting the namespaces",
         cfg.rounds
     ));
     ctx.drop_namespaces(&nss).await?;
-    let (ideal_s, ideal_latency_ms) = ideal_floor(ctx, r).await?;
+    let (ideal_s, ideal_latency_ms, ideal_curve, ideal_samples) = ideal_floor(ctx, r).await?;
     Ok(FloorRound {
         round: r,
         mains_s,
@@ -73,12 +74,20 @@ pub(crate) async fn floor_round(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<F
         sidecars_seen,
         ideal_s,
         ideal_latency_ms,
+        curves: Curves {
+            sidecars_s: phased_curve,
+            ideal_sidecars_s: ideal_curve,
+            latencies_ms: ideal_samples,
+        },
     })
 }
 
-/// The ideal floor: seconds to the N-th sidecar at the watcher, and its Pod → sidecar
-/// latencies.
-async fn ideal_floor(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<(f64, Latency)> {
+/// The ideal floor: seconds to the N-th sidecar, its latencies' percentiles, and (for the
+/// pictures) its sidecars' times and raw latencies.
+async fn ideal_floor(
+    ctx: &mut Ctx<'_>,
+    r: usize,
+) -> anyhow::Result<(f64, Latency, Vec<f64>, Vec<f64>)> {
     use futures::{StreamExt as _, TryStreamExt as _};
     let cfg = ctx.cfg;
     let timeout = cfg.timeout();
@@ -137,10 +146,12 @@ async fn ideal_floor(ctx: &mut Ctx<'_>, r: usize) -> anyhow::Result<(f64, Latenc
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let latency = Latency::of(&obs.latencies_ms());
+    let samples = obs.latencies_ms();
+    let latency = Latency::of(&samples);
+    let curve = obs.sidecar_times(t0);
     drop(obs);
     ctx.drop_namespaces(&nss).await?;
-    Ok((round3(ideal_s), latency))
+    Ok((round3(ideal_s), latency, curve, samples))
 }
 
 /// The receiving side of a channel as a stream.

@@ -24,6 +24,7 @@ mod markdown;
 pub mod metrics;
 pub mod observe;
 pub mod operator;
+pub mod pictures;
 mod repair;
 pub mod report;
 mod round;
@@ -216,8 +217,19 @@ fn write_report(cfg: &Config, report: &Report) -> anyhow::Result<()> {
     let json = cfg.out_dir.join("report.json");
     std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
+    let pictures = pictures::write_pictures(report, &cfg.out_dir)?;
+    let mut text = report.markdown();
+    if !pictures.is_empty() {
+        text.push_str("\nPictures of round 1: ");
+        let links: Vec<String> = pictures.iter().map(|f| format!("[{f}]({f})")).collect();
+        text.push_str(&links.join(", "));
+        text.push('\n');
+        for f in &pictures {
+            text.push_str(&format!("\n![{f}]({f})\n"));
+        }
+    }
     let md = cfg.out_dir.join("report.md");
-    std::fs::write(&md, report.markdown()).with_context(|| format!("writing {}", md.display()))?;
+    std::fs::write(&md, text).with_context(|| format!("writing {}", md.display()))?;
     Ok(())
 }
 

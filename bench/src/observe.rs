@@ -168,6 +168,19 @@ impl Observer {
         }
     }
 
+    /// Seconds after `t0` at which each main Pod's first sidecar was seen, sorted: the
+    /// curve "sidecars existing over time".
+    pub fn sidecar_times(&self, t0: Instant) -> Vec<f64> {
+        let s = lock(&self.state);
+        let mut out: Vec<f64> = s
+            .first_sidecar
+            .values()
+            .map(|t| t.saturating_duration_since(t0).as_secs_f64())
+            .collect();
+        out.sort_by(f64::total_cmp);
+        out
+    }
+
     /// Waits until `n` main Pods each have had a sidecar; returns the receive time of
     /// the last of those first sidecar events.
     pub async fn wait_first_sidecars(

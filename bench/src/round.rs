@@ -155,7 +155,9 @@ impl Round<'_, '_> {
         sleep_alive(op, Duration::from_secs(2)).await?;
         let m1 = op.metrics().await?;
         let c = &mut out.convergence;
-        c.latency_ms = Latency::of(&obs.latencies_ms());
+        c.curves.latencies_ms = obs.latencies_ms();
+        c.curves.sidecars_s = obs.sidecar_times(t0);
+        c.latency_ms = Latency::of(&c.curves.latencies_ms);
         c.sidecars_seen = obs.sidecars_seen();
         out.cost = convergence_cost(&m1.since(&m0), n);
         out.cost.cpu_s = round3(op.cpu_seconds() - cpu0);

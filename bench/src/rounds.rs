@@ -81,6 +81,22 @@ pub struct FloorRound {
     pub ideal_s: f64,
     /// Its Pod → sidecar latencies at the watcher.
     pub ideal_latency_ms: Latency,
+    /// For the pictures (not in report.json): seconds from the first main-Pod create at
+    /// which each sidecar appeared, phased floor and ideal floor; the ideal floor's
+    /// latencies, in ms.
+    #[serde(skip)]
+    pub curves: Curves,
+}
+
+/// Raw series behind the pictures (`pictures.rs`), kept out of report.json.
+#[derive(Debug, Clone, Default)]
+pub struct Curves {
+    /// Seconds after the first main-Pod create at which each sidecar appeared, sorted.
+    pub sidecars_s: Vec<f64>,
+    /// The same for the ideal floor (floor rounds only).
+    pub ideal_sidecars_s: Vec<f64>,
+    /// Pod → sidecar latencies, ms (the ideal floor's in a floor round).
+    pub latencies_ms: Vec<f64>,
 }
 
 /// One operator round, by phase.
@@ -113,6 +129,9 @@ pub struct OperatorRound {
 /// How fast the first instance converged.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Convergence {
+    /// For the pictures (not in report.json).
+    #[serde(skip)]
+    pub curves: Curves,
     /// Seconds from the operator's start to `/readyz` 200 (empty cluster).
     pub startup_s: f64,
     /// Seconds from the first main-Pod create to the observer's N-th sidecar.

@@ -58,6 +58,36 @@ async fn ci_sized_benchmark_counts_everything() {
         op.memory.cached_pods
     );
     assert!(op.memory.steady_rss_bytes > 0 && op.memory.peak_rss_bytes > 0);
+    // The pictures: one line per series, linked from report.md.
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    for (file, lines) in [
+        (sidecar_bench::pictures::CONVERGENCE_SVG, 3),
+        (sidecar_bench::pictures::LATENCY_SVG, 2),
+    ] {
+        let svg = std::fs::read_to_string(out.join(file)).expect("svg");
+        // A series is a 2-px polyline through a point per Pod (the legend's are 2 points).
+        let drawn = svg
+            .split("<polyline")
+            .skip(1)
+            .filter(|p| p.contains("stroke-width=\"2\""))
+            .filter(|p| {
+                let points = p.split("points=\"").nth(1).unwrap_or_default();
+                points
+                    .split('"')
+                    .next()
+                    .unwrap_or_default()
+                    .split(' ')
+                    .count()
+                    > N / 2
+            })
+            .count();
+        assert_eq!(drawn, lines, "{file}: series drawn\n{svg}");
+        assert!(
+            svg.contains("operator"),
+            "{file}: the legend names the operator"
+        );
+        assert!(md.contains(&format!("]({file})")), "report.md links {file}");
+    }
     let cluster = report
         .cluster
         .as_ref()
