@@ -77,6 +77,16 @@ async fn reconcile_cluster(ctx: &Arc<Context>, key: &PolicyKey) -> Result<(), Er
         .into_iter()
         .filter(|i| ctx.caches.in_scope(&i.namespace))
         .collect();
+    // Shards (`--namespace-selector`): only the one that manages the first of the policy's
+    // namespaces writes its status (its own namespaces' sum), so two shards never take turns
+    // rewriting it; the others still act in theirs.
+    let first = ctx
+        .caches
+        .policies()
+        .instances_of(&key.1)
+        .first()
+        .map(|i| i.namespace.clone());
+    let writes_status = first.as_deref().is_none_or(|ns| ctx.caches.in_scope(ns));
     // A shard (`--namespace-selector`) with none of the policy's namespaces leaves its status
     // to the shard that has them.
     if instances.is_empty() && ctx.caches.scope.is_some() {
@@ -114,8 +124,10 @@ async fn reconcile_cluster(ctx: &Arc<Context>, key: &PolicyKey) -> Result<(), Er
         namespaces: i32::try_from(instances.len()).unwrap_or(i32::MAX),
         policy: compute_status(&base, counts, &problems, old.map(|s| &s.policy), now),
     };
-    announce_conflict(ctx, key, old.map(|s| &s.policy), &status.policy);
-    if old != Some(&status) {
+    if writes_status {
+        announce_conflict(ctx, key, old.map(|s| &s.policy), &status.policy);
+    }
+    if writes_status && old != Some(&status) {
         let api: Api<Lenient<ClusterSidecarPolicy>> = Api::all(ctx.client.clone());
         write_status(
             ctx,

@@ -269,6 +269,18 @@ fn one_sidecar_name_two_policies_the_winner_takes_it_without_flapping() {
             "{case}"
         );
     }
+    // A paused policy that would win takes nothing: the other keeps its sidecar.
+    let staged = namespaced("csp-agent", json!({"paused": true}));
+    let csp = cluster("agent", sel, json!({})).instance("shop");
+    let held = sidecar(&m, &csp);
+    let plan = plan_pod(&m, &[&staged, &csp], &[&held], |n| {
+        (n == held.name).then_some(&held)
+    });
+    assert!(plan.is_empty(), "a paused rival deletes nothing: {plan:?}");
+    assert_eq!(
+        conflict_winner(&m, &csp, &[&staged, &csp]).map(|w| w.name.clone()),
+        None
+    );
 }
 
 #[test]

@@ -154,7 +154,8 @@ pub fn plan_orphan(sidecar: &PodView, policy: Option<&PolicyView>) -> Option<Del
 }
 
 /// The policy among `rivals` that outranks `policy` and wants, for `main`, the very sidecar
-/// name `policy` wants (both eligible, or only paused): the best-ranked such policy, if any.
+/// name `policy` wants (`policy` eligible or only paused; the rival eligible, not paused):
+/// the best-ranked such policy, if any.
 /// `policy` then leaves `main` to it. A name two policies share comes from a SidecarPolicy
 /// `csp-x` and a ClusterSidecarPolicy `x`, or from long names cut to the same hash.
 pub fn conflict_winner<'p>(
@@ -167,10 +168,13 @@ pub fn conflict_winner<'p>(
         return None;
     }
     let name = sidecar_name(&main.name, &policy.name);
+    // A paused rival takes nothing: pausing (or staging) a policy never deletes another's
+    // sidecars. (Its own sidecar, if it has one at the name, stays: a collision then.)
     rivals
         .iter()
         .copied()
-        .filter(|q| q.name != policy.name && q.outranks(policy) && wants(q))
+        .filter(|q| q.name != policy.name && q.outranks(policy))
+        .filter(|q| eligibility(main, q).is_ok())
         .filter(|q| sidecar_name(&main.name, &q.name) == name)
         .min_by(|a, b| a.precedence().cmp(&b.precedence()))
 }

@@ -104,7 +104,7 @@ impl State {
                 // No CRD (an install that predates it): no cluster policy exists; the watch
                 // keeps trying and lists them once the CRD is installed.
                 tracing::warn!(
-                    "the ClusterSidecarPolicy CRD is not installed; none applies until it is"
+                    "ClusterSidecarPolicies cannot be listed (CRD not installed, or no list/watch on clustersidecarpolicies in the RBAC); none applies until they can"
                 );
                 self.policies_listed = true;
                 self.start(ctx);
@@ -306,9 +306,11 @@ fn cluster_view(ctx: &Context, p: Lenient<ClusterSidecarPolicy>) -> PolicyView {
     }
 }
 
-/// The watch failed because the API server does not serve the resource (404).
+/// The first list of ClusterSidecarPolicies failed because the API server does not serve them
+/// (404: the CRD is not installed) or this instance may not list them (403: RBAC from before
+/// they existed). Either way none can apply yet; the watch keeps trying.
 pub fn crd_missing(e: &watcher::Error) -> bool {
-    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404)
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404 || s.code == 403)
 }
 
 /// A namespace's labels, as selectors match them.
