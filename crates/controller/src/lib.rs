@@ -62,7 +62,7 @@ pub use error::Error;
 pub use gate::WriteGate;
 pub use metrics::Metrics;
 pub use operator::{Health, Operator};
-pub use watch::{crd_missing, namespace_labels, watch_backoff};
+pub use watch::{cluster_policies_unlistable, namespace_labels, watch_backoff};
 
 // Lock helpers that ignore poisoning: a reconcile that panicked must not stop every other
 // task that shares the state.

@@ -168,7 +168,10 @@ async fn apply(ctx: &Arc<Context>, key: &PodKey, mut plan: PodPlan) -> Result<()
                     ns,
                     reason::SIDECAR_CREATED,
                     "CreateSidecar",
-                    format!("Created sidecar Pod {name} for {}", policy_label(&policy)),
+                    format!(
+                        "Created sidecar Pod {name} for {}",
+                        sidecar_planner::cluster::describe(&policy)
+                    ),
                 );
                 ctx.expectations()
                     .expect_create(PodKey(ns.to_string(), name.clone()), &key.1);
@@ -245,9 +248,4 @@ async fn report_collision(ctx: &Arc<Context>, ns: &str, c: &sidecar_planner::Col
         "CreateSidecar",
         &note,
     );
-}
-
-/// How an Event names policy `id` (see [`sidecar_planner::cluster::describe`]).
-pub(crate) fn policy_label(id: &str) -> String {
-    sidecar_planner::cluster::describe(id)
 }

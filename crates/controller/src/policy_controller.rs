@@ -70,23 +70,17 @@ async fn reconcile_cluster(ctx: &Arc<Context>, key: &PolicyKey) -> Result<(), Er
     if base.deleting {
         return Ok(());
     }
-    let instances: Vec<Arc<PolicyView>> = ctx
-        .caches
-        .policies()
-        .instances_of(&key.1)
-        .into_iter()
-        .filter(|i| ctx.caches.in_scope(&i.namespace))
-        .collect();
+    let all = ctx.caches.policies().instances_of(&key.1);
     // Shards (`--namespace-selector`): only the one that manages the first of the policy's
     // namespaces writes its status (its own namespaces' sum), so two shards never take turns
     // rewriting it; the others still act in theirs.
-    let first = ctx
-        .caches
-        .policies()
-        .instances_of(&key.1)
+    let writes_status = all
         .first()
-        .map(|i| i.namespace.clone());
-    let writes_status = first.as_deref().is_none_or(|ns| ctx.caches.in_scope(ns));
+        .is_none_or(|i| ctx.caches.in_scope(&i.namespace));
+    let instances: Vec<Arc<PolicyView>> = all
+        .into_iter()
+        .filter(|i| ctx.caches.in_scope(&i.namespace))
+        .collect();
     // A shard (`--namespace-selector`) with none of the policy's namespaces leaves its status
     // to the shard that has them.
     if instances.is_empty() && ctx.caches.scope.is_some() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sidecar_api::constants::*;
 use sidecar_api::{SidecarPolicy, SidecarPolicySpec};
 
+use crate::test_fixtures::main_pod;
 use crate::*;
 
 fn policy(name: &str, json: serde_json::Value) -> PolicyView {
@@ -26,18 +27,6 @@ fn policy(name: &str, json: serde_json::Value) -> PolicyView {
     p.metadata.uid = Some(format!("uid-{name}"));
     p.metadata.generation = Some(1);
     PolicyView::new(Arc::new(p))
-}
-
-fn main_pod(name: &str) -> PodView {
-    PodView {
-        namespace: "shop".into(),
-        name: name.into(),
-        uid: format!("uid-{name}"),
-        labels: Labels::from_iter([("app", "web")]),
-        node_name: Some("node-a".into()),
-        phase: Phase::Running,
-        ..PodView::default()
-    }
 }
 
 fn sidecar_for(main: &PodView, p: &PolicyView) -> PodView {

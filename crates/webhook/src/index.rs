@@ -287,7 +287,7 @@ pub async fn watch_clusters(
                     let id = sidecar_planner::cluster_id(p.meta().name.as_deref().unwrap_or_default());
                     index.set_cluster(&id, None);
                 }
-                Some(Err(e)) if sidecar_controller::crd_missing(&e) && !index.clusters_listed() => {
+                Some(Err(e)) if sidecar_controller::cluster_policies_unlistable(&e) && !index.clusters_listed() => {
                     tracing::warn!("webhook: the ClusterSidecarPolicy CRD is not installed; none applies until it is");
                     index.listed(true);
                 }

@@ -100,7 +100,7 @@ impl State {
                 let id = sidecar_planner::cluster_id(p.meta().name.as_deref().unwrap_or_default());
                 self.set_policy(ctx, &id, None);
             }
-            Err(e) if !self.policies_listed && crd_missing(&e) => {
+            Err(e) if !self.policies_listed && cluster_policies_unlistable(&e) => {
                 // No CRD (an install that predates it): no cluster policy exists; the watch
                 // keeps trying and lists them once the CRD is installed.
                 tracing::warn!(
@@ -309,7 +309,7 @@ fn cluster_view(ctx: &Context, p: Lenient<ClusterSidecarPolicy>) -> PolicyView {
 /// The first list of ClusterSidecarPolicies failed because the API server does not serve them
 /// (404: the CRD is not installed) or this instance may not list them (403: RBAC from before
 /// they existed). Either way none can apply yet; the watch keeps trying.
-pub fn crd_missing(e: &watcher::Error) -> bool {
+pub fn cluster_policies_unlistable(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404 || s.code == 403)
 }
 

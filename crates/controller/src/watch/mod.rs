@@ -41,7 +41,7 @@ mod pods;
 mod policies;
 
 pub(crate) use clusters::watch_clusters;
-pub use clusters::{crd_missing, namespace_labels};
+pub use clusters::{cluster_policies_unlistable, namespace_labels};
 pub(crate) use namespaces::watch_namespaces;
 pub(crate) use pods::watch_pods;
 pub(crate) use policies::watch_policies;
