@@ -18,6 +18,7 @@
 //! and the operator rounds alike, but neither measurement waits for binding).
 
 mod admission;
+pub mod churn;
 mod cluster;
 mod floor;
 mod markdown;
@@ -84,6 +85,15 @@ pub struct Config {
     /// Namespaces of the cluster-policy section (one ClusterSidecarPolicy over them, the N
     /// main Pods spread over them; 0: skip it).
     pub cluster_namespaces: usize,
+    /// Main Pods per second of the steady-churn section's first rate (0: skip it).
+    pub churn_rate: f64,
+    /// Seconds of creates of each churn run (0: skip the section).
+    pub churn_secs: u64,
+    /// The churn's second, near-maximum rate; `None`: half the phased floor's burst
+    /// throughput; 0: no second rate.
+    pub churn_max_rate: Option<f64>,
+    /// How long each churned main Pod lives.
+    pub churn_delete_after: Duration,
 }
 
 impl Config {
@@ -104,6 +114,10 @@ impl Config {
             admission: true,
             repair_n: 200,
             cluster_namespaces: 10,
+            churn_rate: 20.0,
+            churn_secs: 60,
+            churn_max_rate: None,
+            churn_delete_after: Duration::from_secs(10),
         }
     }
 
@@ -329,6 +343,12 @@ async fn bench(
         // Partial results survive a later failure.
         report.summarize();
         write_report(cfg, &report)?;
+    }
+    if cfg.rounds > 0 {
+        report.churn = churn::churn_section(&mut ctx, report.floor_s).await?;
+        if report.churn.is_some() {
+            write_report(cfg, &report)?;
+        }
     }
     if cfg.admission {
         report.admission = admission::admission_section(&mut ctx).await?;

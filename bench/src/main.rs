@@ -54,6 +54,19 @@ struct Args {
     /// Namespaces of the cluster-policy section (0 skips it).
     #[arg(long, default_value_t = 10)]
     cluster_namespaces: usize,
+    /// Main Pods per second of the steady-churn section (0 skips it).
+    #[arg(long, default_value_t = 20.0)]
+    churn_rate: f64,
+    /// Seconds of creates of each churn run (0 skips the section).
+    #[arg(long, default_value_t = 60)]
+    churn_secs: u64,
+    /// The churn's near-maximum rate, Pods/s (default: half the phased floor's burst
+    /// throughput; 0: none).
+    #[arg(long)]
+    churn_max_rate: Option<f64>,
+    /// Seconds each churned main Pod lives before its delete.
+    #[arg(long, default_value_t = 10.0)]
+    churn_delete_after: f64,
     /// Longest wait for any one step, seconds (default: 120 + N/10).
     #[arg(long)]
     timeout_secs: Option<u64>,
@@ -82,6 +95,10 @@ async fn main() -> ExitCode {
     cfg.timeout = a.timeout_secs.map(Duration::from_secs);
     cfg.repair_n = a.repair_n;
     cfg.cluster_namespaces = a.cluster_namespaces;
+    cfg.churn_rate = a.churn_rate;
+    cfg.churn_secs = a.churn_secs;
+    cfg.churn_max_rate = a.churn_max_rate;
+    cfg.churn_delete_after = Duration::from_secs_f64(a.churn_delete_after.max(0.0));
     if a.admission_only {
         cfg.rounds = 0;
         cfg.repair_n = 0;

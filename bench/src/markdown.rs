@@ -62,6 +62,9 @@ impl Report {
         cost_rows(&mut t);
         later_rows(&mut t);
         let mut s = t.out;
+        if let Some(c) = &self.churn {
+            churn_table(&mut s, c);
+        }
         if let Some(a) = &self.admission {
             admission_table(&mut s, a);
         }
@@ -384,6 +387,45 @@ fn admission_table(s: &mut String, a: &crate::admission::Admission) {
         a.n
     );
     value_table(s, &title, &rows);
+}
+
+fn churn_table(s: &mut String, c: &crate::churn::ChurnSection) {
+    let _ = writeln!(
+        s,
+        "\nSteady churn: main Pods created at a fixed rate for {} s, each deleted {:.0} s after its create (bound by the scheduler, not pre-bound); latency at the observer from the main Pod's binding (SameNode) or first event (Any) to its sidecar's first event. Near-maximum rate: {}.\n",
+        c.secs, c.delete_after_s, c.max_rate_basis
+    );
+    let _ = writeln!(
+        s,
+        "| placement | Pods/s asked (achieved) | Pod events | latency p50 / p99 / max | API server create p50 / p99 | queue wait p50 / p99 | reconcile p99 | status, event writes /s | p99 tail: with a status write (all Pods) | with an Event write (all) | no sidecar |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &c.runs {
+        let _ = writeln!(
+            s,
+            "| {} | {} ({:.1}) | {} | {:.1} / {:.1} / {:.1} ms | {:.1} / {:.1} ms | ≤ {} / ≤ {} ms | ≤ {} ms | {:.1}, {:.1} | {:.0} % ({:.0} %) of {} | {:.0} % ({:.0} %) | {} |",
+            r.placement,
+            r.rate,
+            r.achieved_rate,
+            if r.pod_events { "on" } else { "off" },
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            r.latency_ms.max,
+            r.create_ms.p50,
+            r.create_ms.p99,
+            r.queue_wait_ms.p50,
+            r.queue_wait_ms.p99,
+            r.reconcile_ms.p99,
+            r.status_writes_per_s,
+            r.event_writes_per_s,
+            r.tail.with_status_write * 100.0,
+            r.tail.all_with_status_write * 100.0,
+            r.tail.pods,
+            r.tail.with_event_write * 100.0,
+            r.tail.all_with_event_write * 100.0,
+            r.without_sidecar
+        );
+    }
 }
 
 fn cluster_table(s: &mut String, c: &crate::cluster::ClusterSection, namespaced: f64) {

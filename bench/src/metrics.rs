@@ -84,6 +84,40 @@ impl Snapshot {
             .map(|((_, l), v)| (l, *v))
     }
 
+    /// The `q`-quantile (0 < q ≤ 1) of histogram `name` (its `_bucket` series whose labels
+    /// include `filter`), as the upper bound of the bucket holding it: an upper estimate
+    /// no finer than the buckets. `None` without observations; `f64::INFINITY` when it lies
+    /// past the last finite bucket.
+    pub fn quantile(&self, name: &str, filter: &[(&str, &str)], q: f64) -> Option<f64> {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative: Vec<(f64, f64)> = self
+            .series(&bucket)
+            .filter(|(labels, _)| {
+                filter
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .filter_map(|(labels, v)| {
+                let le = labels.get("le")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, v))
+            })
+            .collect();
+        cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = cumulative.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        cumulative
+            .iter()
+            .find(|(_, count)| *count >= q * total)
+            .map(|(le, _)| *le)
+    }
+
     /// `self − earlier`, sample by sample (samples missing earlier count from 0).
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
         let samples = self
@@ -175,6 +209,34 @@ weird{a="x\"y,z",b="2"} 1.5e0
         assert_eq!(s.sum("sidecar_operator_cached_pods", &[]), 20.0);
         assert_eq!(s.sum("weird", &[("a", "x\"y,z")]), 1.5);
         assert_eq!(s.series("sidecar_operator_api_requests_total").count(), 3);
+    }
+
+    #[test]
+    fn histogram_quantiles_are_bucket_bounds() {
+        let h = |counts: [u32; 4]| {
+            let les = ["0.001", "0.01", "0.1", "+Inf"];
+            let lines: Vec<String> = les
+                .iter()
+                .zip(counts)
+                .map(|(le, c)| format!("w_bucket{{controller=\"pod\",le=\"{le}\"}} {c}"))
+                .collect();
+            Snapshot::parse(
+                &(lines.join("\n") + "\nw_bucket{controller=\"policy\",le=\"+Inf\"} 9\n"),
+            )
+            .unwrap()
+        };
+        let s = h([50, 99, 100, 100]);
+        let pod = [("controller", "pod")];
+        assert_eq!(s.quantile("w", &pod, 0.5), Some(0.001));
+        assert_eq!(s.quantile("w", &pod, 0.99), Some(0.01));
+        assert_eq!(s.quantile("w", &pod, 1.0), Some(0.1));
+        // A difference of two scrapes: only what happened between them counts.
+        let d = h([60, 109, 120, 130]).since(&s);
+        // 30 new observations: 10 ≤ 1 ms, 10 more ≤ 100 ms, 10 more beyond.
+        assert_eq!(d.quantile("w", &pod, 0.3), Some(0.001));
+        assert_eq!(d.quantile("w", &pod, 0.5), Some(0.1));
+        assert_eq!(d.quantile("w", &pod, 0.99), Some(f64::INFINITY));
+        assert_eq!(h([0, 0, 0, 0]).quantile("w", &pod, 0.5), None);
     }
 
     #[test]

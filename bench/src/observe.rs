@@ -15,7 +15,7 @@ use kube::{Api, Client};
 
 mod watch;
 
-use watch::{watch_mains, watch_policies, watch_sidecars};
+use watch::{watch_events, watch_mains, watch_policies, watch_sidecars};
 
 /// Label of the benchmark's main Pods.
 pub const ROLE_LABEL: &str = "sidecar-bench/role";
@@ -53,10 +53,16 @@ pub struct PolicySeen {
 #[derive(Debug, Default)]
 struct State {
     namespaces: HashSet<String>,
-    synced: [bool; 3],
+    synced: [bool; 4],
     error: Option<String>,
     /// Main Pod uid → receive time of its first event.
     mains: HashMap<String, Instant>,
+    /// Main Pod uid → receive time of the first event showing it bound to a Node.
+    mains_bound: HashMap<String, Instant>,
+    /// Receive times of the policies' changes (status writes, once listed).
+    policy_writes: Vec<Instant>,
+    /// Receive times of Event (core/v1) writes in scope, once listed ([`Watches::events`]).
+    event_writes: Vec<Instant>,
     /// Main Pod uid → receive time of the first event of any of its sidecars.
     first_sidecar: HashMap<String, Instant>,
     /// Every sidecar uid ever seen.
@@ -71,6 +77,15 @@ struct State {
     policies: HashMap<(String, String), PolicySeen>,
     /// When the policy map last changed in a way that matters.
     policies_changed: Option<Instant>,
+}
+
+/// What the observer watches besides main Pods and sidecars.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watches {
+    /// The SidecarPolicies (status: Ready, matchedPods; when each change arrived).
+    pub policies: bool,
+    /// The operator's Events (core/v1): when each write of one arrived.
+    pub events: bool,
 }
 
 /// The observer; dropping it stops the watches.
@@ -101,9 +116,24 @@ impl Observer {
         policies: bool,
         timeout: Duration,
     ) -> anyhow::Result<Observer> {
+        let watches = Watches {
+            policies,
+            events: false,
+        };
+        Self::start_with(client, namespaces, watches, timeout).await
+    }
+
+    /// [`Observer::start`] with more watches.
+    pub async fn start_with(
+        client: &Client,
+        namespaces: &[String],
+        watches: Watches,
+        timeout: Duration,
+    ) -> anyhow::Result<Observer> {
+        let Watches { policies, events } = watches;
         let state = Arc::new(Mutex::new(State {
             namespaces: namespaces.iter().cloned().collect(),
-            synced: [false, false, !policies],
+            synced: [false, false, !policies, !events],
             ..State::default()
         }));
         let pods: Api<Pod> = Api::all(client.clone());
@@ -113,6 +143,12 @@ impl Observer {
         ];
         if policies {
             tasks.push(tokio::spawn(watch_policies(
+                state.clone(),
+                Api::all(client.clone()),
+            )));
+        }
+        if events {
+            tasks.push(tokio::spawn(watch_events(
                 state.clone(),
                 Api::all(client.clone()),
             )));
@@ -279,17 +315,36 @@ impl Observer {
     /// Pod → first sidecar latencies (ms), one per main Pod that has both; negative
     /// values (sidecar event received before its main Pod's) are kept as they are.
     pub fn latencies_ms(&self) -> Vec<f64> {
+        self.windows(false)
+            .into_iter()
+            .map(|(main, sc)| signed_ms(main, sc))
+            .collect()
+    }
+
+    /// One (start, first sidecar) pair of receive times per main Pod that has both: the
+    /// start is the main Pod's first event, or with `from_bound` its first event showing
+    /// it bound to a Node (what a `SameNode` sidecar waits for).
+    pub fn windows(&self, from_bound: bool) -> Vec<(Instant, Instant)> {
         let s = lock(&self.state);
+        let starts = if from_bound { &s.mains_bound } else { &s.mains };
         s.first_sidecar
             .iter()
-            .filter_map(|(uid, sc)| {
-                let main = s.mains.get(uid)?;
-                Some(if *sc >= *main {
-                    sc.duration_since(*main).as_secs_f64() * 1000.0
-                } else {
-                    -(main.duration_since(*sc).as_secs_f64() * 1000.0)
-                })
-            })
+            .filter_map(|(uid, sc)| Some((*starts.get(uid)?, *sc)))
             .collect()
+    }
+
+    /// Receive times of the policies' changes and of new Events since the watches listed.
+    pub fn writes_seen(&self) -> (Vec<Instant>, Vec<Instant>) {
+        let s = lock(&self.state);
+        (s.policy_writes.clone(), s.event_writes.clone())
+    }
+}
+
+/// `later − earlier` in milliseconds, negative when `later` is earlier.
+pub fn signed_ms(earlier: Instant, later: Instant) -> f64 {
+    if later >= earlier {
+        later.duration_since(earlier).as_secs_f64() * 1000.0
+    } else {
+        -(earlier.duration_since(later).as_secs_f64() * 1000.0)
     }
 }

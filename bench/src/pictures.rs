@@ -3,7 +3,8 @@
 //! - `convergence.svg`: sidecars existing over time in the first round, for the operator and
 //!   both floors (phased and ideal), each from its first main-Pod create;
 //! - `latency-cdf.svg`: the distribution of Pod → sidecar latencies of the burst, for the
-//!   operator and the ideal floor.
+//!   operator and the ideal floor;
+//! - `churn-latency-cdf.svg`: the same distribution in each steady-churn run.
 
 use std::path::Path;
 
@@ -16,10 +17,22 @@ use crate::report::Report;
 pub const CONVERGENCE_SVG: &str = "convergence.svg";
 /// See the module doc.
 pub const LATENCY_SVG: &str = "latency-cdf.svg";
+/// See the module doc.
+pub const CHURN_SVG: &str = "churn-latency-cdf.svg";
+
+/// Colours of the churn runs, in order.
+const PALETTE: [RGBColor; 6] = [
+    RED,
+    BLUE,
+    RGBColor(0, 150, 0),
+    RGBColor(230, 140, 0),
+    RGBColor(140, 0, 170),
+    RGBColor(0, 160, 170),
+];
 
 /// One line of a picture: its name, colour and points.
 struct Series {
-    name: &'static str,
+    name: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
 }
@@ -38,17 +51,17 @@ pub fn write_pictures(report: &Report, dir: &Path) -> anyhow::Result<Vec<&'stati
     };
     let convergence = [
         Series {
-            name: "operator",
+            name: "operator".into(),
             color: RED,
             points: count(&op.convergence.curves.sidecars_s),
         },
         Series {
-            name: "phased floor",
+            name: "phased floor".into(),
             color: BLUE,
             points: count(&floor.curves.sidecars_s),
         },
         Series {
-            name: "ideal floor",
+            name: "ideal floor".into(),
             color: GREEN,
             points: count(&floor.curves.ideal_sidecars_s),
         },
@@ -59,24 +72,14 @@ pub fn write_pictures(report: &Report, dir: &Path) -> anyhow::Result<Vec<&'stati
         ("seconds since the first main-Pod create", "sidecars"),
         &convergence,
     )?;
-    let cdf = |samples: &[f64]| -> Vec<(f64, f64)> {
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len().max(1) as f64;
-        sorted
-            .iter()
-            .enumerate()
-            .map(|(i, ms)| (*ms, (i + 1) as f64 / n))
-            .collect()
-    };
     let latency = [
         Series {
-            name: "operator",
+            name: "operator".into(),
             color: RED,
             points: cdf(&op.convergence.curves.latencies_ms),
         },
         Series {
-            name: "ideal floor",
+            name: "ideal floor".into(),
             color: GREEN,
             points: cdf(&floor.curves.latencies_ms),
         },
@@ -87,7 +90,44 @@ pub fn write_pictures(report: &Report, dir: &Path) -> anyhow::Result<Vec<&'stati
         ("milliseconds", "fraction of Pods"),
         &latency,
     )?;
-    Ok(vec![CONVERGENCE_SVG, LATENCY_SVG])
+    let mut files = vec![CONVERGENCE_SVG, LATENCY_SVG];
+    if let Some(c) = report.churn.as_ref().filter(|c| !c.runs.is_empty()) {
+        let runs: Vec<Series> = c
+            .runs
+            .iter()
+            .zip(PALETTE.iter().cycle())
+            .map(|(r, color)| Series {
+                name: format!(
+                    "operator, {} {} Pods/s{}",
+                    r.placement,
+                    r.rate,
+                    if r.pod_events { "" } else { ", no events" }
+                ),
+                color: *color,
+                points: cdf(&r.samples_ms),
+            })
+            .collect();
+        draw(
+            &dir.join(CHURN_SVG),
+            "Pod → sidecar latency, steady churn",
+            ("milliseconds", "fraction of Pods"),
+            &runs,
+        )?;
+        files.push(CHURN_SVG);
+    }
+    Ok(files)
+}
+
+/// The empirical distribution of `samples`: (value, fraction at or below it).
+fn cdf(samples: &[f64]) -> Vec<(f64, f64)> {
+    let mut sorted: Vec<f64> = samples.iter().map(|x| x.max(0.0)).collect();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len().max(1) as f64;
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| (*ms, (i + 1) as f64 / n))
+        .collect()
 }
 
 /// One line chart with a legend.
@@ -123,7 +163,7 @@ fn draw(path: &Path, title: &str, axes: (&str, &str), series: &[Series]) -> anyh
                 color.stroke_width(2),
             ))
             .map_err(|e| fail(&e))?
-            .label(s.name)
+            .label(s.name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });

@@ -118,6 +118,8 @@ pub struct Report {
     pub repair: Option<crate::repair::RepairSection>,
     /// The cluster-policy section (one ClusterSidecarPolicy over several namespaces).
     pub cluster: Option<crate::cluster::ClusterSection>,
+    /// The steady-churn section (Pods created and deleted at a fixed rate).
+    pub churn: Option<crate::churn::ChurnSection>,
 }
 
 fn med<T>(rounds: &[T], f: impl Fn(&T) -> f64) -> f64 {

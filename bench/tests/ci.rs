@@ -23,6 +23,10 @@ async fn ci_sized_benchmark_counts_everything() {
     cfg.operator = OperatorMode::InProcess;
     cfg.out_dir = out.clone();
     cfg.timeout = Some(Duration::from_secs(180));
+    // Churn, CI-sized: 3 s at 20 Pods/s (60 Pods a run), each living 2 s; no second rate.
+    cfg.churn_secs = 3;
+    cfg.churn_delete_after = Duration::from_secs(2);
+    cfg.churn_max_rate = Some(0.0);
 
     let report = sidecar_bench::run(&cfg).await.expect("the benchmark runs");
 
@@ -60,9 +64,12 @@ async fn ci_sized_benchmark_counts_everything() {
     assert!(op.memory.steady_rss_bytes > 0 && op.memory.peak_rss_bytes > 0);
     // The pictures: one line per series, linked from report.md.
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    let churn = report.churn.as_ref().expect("the churn section ran");
+    check_churn(churn);
     for (file, lines) in [
         (sidecar_bench::pictures::CONVERGENCE_SVG, 3),
         (sidecar_bench::pictures::LATENCY_SVG, 2),
+        (sidecar_bench::pictures::CHURN_SVG, churn.runs.len()),
     ] {
         let svg = std::fs::read_to_string(out.join(file)).expect("svg");
         // A series is a 2-px polyline through a point per Pod (the legend's are 2 points).
@@ -78,7 +85,7 @@ async fn ci_sized_benchmark_counts_everything() {
                     .unwrap_or_default()
                     .split(' ')
                     .count()
-                    > N / 2
+                    > 30
             })
             .count();
         assert_eq!(drawn, lines, "{file}: series drawn\n{svg}");
@@ -96,6 +103,49 @@ async fn ci_sized_benchmark_counts_everything() {
     assert!(cluster.floor_s > 0.0 && cluster.ratio > 0.0, "{cluster:?}");
 
     assert_report_files(&out);
+}
+
+/// Every churned Pod is counted and timed, and the attribution is measured, not assumed.
+fn check_churn(churn: &sidecar_bench::churn::ChurnSection) {
+    let runs: Vec<(&str, bool)> = churn
+        .runs
+        .iter()
+        .map(|r| (r.placement.as_str(), r.pod_events))
+        .collect();
+    assert_eq!(
+        runs,
+        [("SameNode", true), ("Any", true), ("SameNode", false)],
+        "{churn:?}"
+    );
+    for r in &churn.runs {
+        assert_eq!(r.created, 60, "{r:?}");
+        assert_eq!(
+            r.without_sidecar, 0,
+            "every churned Pod got its sidecar: {r:?}"
+        );
+        assert_eq!(r.latency_ms.count, 60, "one latency per Pod: {r:?}");
+        assert_eq!(r.create_ms.count, 60, "one create latency per Pod: {r:?}");
+        assert_eq!(r.samples_ms.len(), 60);
+        assert!(
+            r.queue_wait_ms.p99 > 0.0,
+            "the queue wait was observed: {r:?}"
+        );
+        assert!(r.tail.pods >= 1, "{r:?}");
+        assert_eq!(
+            r.latency_from,
+            if r.placement == "SameNode" {
+                "binding"
+            } else {
+                "create"
+            }
+        );
+        if r.pod_events {
+            assert!(r.event_writes_per_s > 0.0, "Pod events counted: {r:?}");
+        } else {
+            assert_eq!(r.event_writes_per_s, 0.0, "no Pod events: {r:?}");
+            assert_eq!(r.tail.all_with_event_write, 0.0, "{r:?}");
+        }
+    }
 }
 
 /// `report.json` has every field, `report.md` the table.

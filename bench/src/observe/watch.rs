@@ -39,6 +39,9 @@ where
 
 const MAX_WATCH_ERRORS: u32 = 20;
 
+/// The reporting controller of the operator's Events.
+const OPERATOR_COMPONENT: &str = "sidecar-operator";
+
 pub(super) async fn watch_mains(state: Arc<Mutex<State>>, api: Api<Pod>) {
     let cfg = watcher::Config::default().labels(&format!("{ROLE_LABEL}={ROLE_MAIN}"));
     let mut st = stream(api, cfg).boxed();
@@ -51,6 +54,9 @@ pub(super) async fn watch_mains(state: Arc<Mutex<State>>, api: Api<Pod>) {
                 if in_scope(&s, p.metadata.namespace.as_deref())
                     && let Some(uid) = p.metadata.uid.clone()
                 {
+                    if p.spec.as_ref().is_some_and(|sp| sp.node_name.is_some()) {
+                        s.mains_bound.entry(uid.clone()).or_insert(now);
+                    }
                     s.mains.entry(uid).or_insert(now);
                 }
             }
@@ -139,11 +145,16 @@ pub(super) async fn watch_policies(state: Arc<Mutex<State>>, api: Api<SidecarPol
     let mut errors = 0;
     while let Some(ev) = st.next().await {
         let now = Instant::now();
+        // A change (a status write, mostly), not a relist.
+        let write = matches!(ev, Ok(Event::Apply(_)));
         match ev {
             Ok(Event::Apply(p) | Event::InitApply(p)) => {
                 let mut s = lock(&state);
                 if !in_scope(&s, p.metadata.namespace.as_deref()) {
                     continue;
+                }
+                if write {
+                    s.policy_writes.push(now);
                 }
                 let generation = p.metadata.generation;
                 let seen = match &p.status {
@@ -178,6 +189,40 @@ pub(super) async fn watch_policies(state: Arc<Mutex<State>>, api: Api<SidecarPol
                 errors += 1;
                 if errors > MAX_WATCH_ERRORS {
                     return fail(&state, format!("policies: {e}"));
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn watch_events(
+    state: Arc<Mutex<State>>,
+    api: Api<k8s_openapi::api::core::v1::Event>,
+) {
+    let mut st = stream(api, watcher::Config::default()).boxed();
+    let mut errors = 0;
+    while let Some(ev) = st.next().await {
+        let now = Instant::now();
+        match ev {
+            // A new Event or a write to one (a repeat's series count); not a relist. Only
+            // the operator's: the scheduler writes one per binding too.
+            Ok(Event::Apply(e)) => {
+                let mut s = lock(&state);
+                let ours = [
+                    e.reporting_component.as_deref(),
+                    e.source.as_ref().and_then(|s| s.component.as_deref()),
+                ]
+                .contains(&Some(OPERATOR_COMPONENT));
+                if ours && s.synced[3] && in_scope(&s, e.metadata.namespace.as_deref()) {
+                    s.event_writes.push(now);
+                }
+            }
+            Ok(Event::InitDone) => lock(&state).synced[3] = true,
+            Ok(_) => {}
+            Err(e) => {
+                errors += 1;
+                if errors > MAX_WATCH_ERRORS {
+                    return fail(&state, format!("events: {e}"));
                 }
             }
         }

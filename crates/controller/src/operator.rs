@@ -77,7 +77,7 @@ impl Operator {
             client.clone(),
             evictions,
             Caches::new(opts.namespace_selector.is_some()),
-            Queues::new(opts.status_debounce),
+            Queues::new(opts.status_debounce, &metrics),
             events,
             metrics,
             Readiness::new(watches, clusters),

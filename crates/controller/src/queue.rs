@@ -12,14 +12,16 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 
 #[derive(Debug)]
 struct State<K> {
     ready: VecDeque<K>,
-    queued: HashSet<K>,
+    /// Waiting keys, with when each was queued.
+    queued: HashMap<K, Instant>,
     active: HashSet<K>,
     dirty: HashSet<K>,
     /// Key → deadline of its pending delayed add.
@@ -32,6 +34,8 @@ struct State<K> {
 pub struct WorkQueue<K> {
     state: Arc<Mutex<State<K>>>,
     notify: Arc<Notify>,
+    /// Observes each key's wait from its add to a worker taking it.
+    wait: Option<Histogram>,
 }
 
 impl<K> Clone for WorkQueue<K> {
@@ -39,6 +43,7 @@ impl<K> Clone for WorkQueue<K> {
         WorkQueue {
             state: self.state.clone(),
             notify: self.notify.clone(),
+            wait: self.wait.clone(),
         }
     }
 }
@@ -55,14 +60,22 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         WorkQueue {
             state: Arc::new(Mutex::new(State {
                 ready: VecDeque::new(),
-                queued: HashSet::new(),
+                queued: HashMap::new(),
                 active: HashSet::new(),
                 dirty: HashSet::new(),
                 delayed: HashMap::new(),
                 closed: false,
             })),
             notify: Arc::new(Notify::new()),
+            wait: None,
         }
+    }
+
+    /// The same queue, observing into `h` how long each key waits before a worker takes
+    /// it (from its add, or from its re-queue when it was added while being processed).
+    pub fn with_wait_histogram(mut self, h: Histogram) -> Self {
+        self.wait = Some(h);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
@@ -78,7 +91,8 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
         if s.active.contains(&key) {
             s.dirty.insert(key);
-        } else if s.queued.insert(key.clone()) {
+        } else if let std::collections::hash_map::Entry::Vacant(e) = s.queued.entry(key.clone()) {
+            e.insert(Instant::now());
             s.ready.push_back(key);
             drop(s);
             self.notify.notify_one();
@@ -123,7 +137,9 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
             {
                 let mut s = self.lock();
                 if let Some(k) = s.ready.pop_front() {
-                    s.queued.remove(&k);
+                    if let (Some(at), Some(h)) = (s.queued.remove(&k), &self.wait) {
+                        h.observe(at.elapsed().as_secs_f64());
+                    }
                     s.active.insert(k.clone());
                     if !s.ready.is_empty() {
                         self.notify.notify_one();
@@ -143,7 +159,8 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     pub fn done(&self, key: &K) {
         let mut s = self.lock();
         s.active.remove(key);
-        if s.dirty.remove(key) && !s.closed && s.queued.insert(key.clone()) {
+        if s.dirty.remove(key) && !s.closed && !s.queued.contains_key(key) {
+            s.queued.insert(key.clone(), Instant::now());
             s.ready.push_back(key.clone());
             drop(s);
             self.notify.notify_one();
@@ -205,6 +222,25 @@ mod tests {
         q.done(&"a");
         q.done(&"b");
         assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn each_take_observes_its_wait() {
+        let h = Histogram::new([0.001, 1.0].into_iter());
+        let q = WorkQueue::new().with_wait_histogram(h.clone());
+        q.add("a");
+        q.add("a"); // deduplicated: one wait, not two
+        q.add("b");
+        assert_eq!(q.next().await, Some("a"));
+        q.add("a"); // dirty while active: re-queued by done
+        q.done(&"a");
+        assert_eq!(q.next().await, Some("b"));
+        assert_eq!(q.next().await, Some("a"));
+        let mut text = String::new();
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register("wait", "", h);
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(text.contains("wait_count 3"), "{text}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::keys::{PodKey, PolicyKey};
+use crate::metrics::Metrics;
 use crate::queue::WorkQueue;
 
 /// The work queues of one operator instance.
@@ -31,10 +32,12 @@ pub(crate) struct Queues {
 }
 
 impl Queues {
-    pub(crate) fn new(debounce: Duration) -> Self {
+    pub(crate) fn new(debounce: Duration, metrics: &Metrics) -> Self {
         Queues {
-            pods: WorkQueue::new(),
-            policies: PolicyQueue(WorkQueue::new()),
+            pods: WorkQueue::new().with_wait_histogram(metrics.queue_wait("pod")),
+            policies: PolicyQueue(
+                WorkQueue::new().with_wait_histogram(metrics.queue_wait("policy")),
+            ),
             debounce,
             pod_failures: Mutex::default(),
             policy_failures: Mutex::default(),
@@ -142,7 +145,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pod_events_do_not_cut_a_failing_policys_backoff_short() {
-        let q = Queues::new(Duration::from_millis(500));
+        let q = Queues::new(Duration::from_millis(500), &Metrics::default());
         let key = PolicyKey::new("shop", "web");
         for _ in 0..3 {
             q.policy_outcome(&key, true); // retries due in 1 s, 2 s, then 4 s
@@ -165,7 +168,7 @@ mod tests {
 
     #[test]
     fn pods_and_policies_of_one_name_back_off_apart() {
-        let q = Queues::new(Duration::ZERO);
+        let q = Queues::new(Duration::ZERO, &Metrics::default());
         let pod = PodKey::new("shop", "web");
         let policy = PolicyKey::new("shop", "web");
         let s = Duration::from_secs;
