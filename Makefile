@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Modest parallelism: the machine has 2 cores and the control plane runs beside the tests.
 TEST_THREADS ?= 2
 
-.PHONY: help demo binaries cluster test test-unit test-e2e test-faults bench fmt fmt-check lint crds deploy clean-cache
+.PHONY: help demo binaries cluster test test-unit test-e2e test-faults bench bench-peers fmt fmt-check lint crds deploy clean-cache
 
 help: ## List targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,14 @@ test-e2e: binaries ## Run only the control-plane tests (FILTER=substring to sele
 bench: binaries ## Benchmark vs the physical floor on a local control plane (BENCH_N=1000, BENCH_ROUNDS=3); report in target/bench/
 	$(CARGO) build --release -p sidecar-operator
 	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000} --rounds $${BENCH_ROUNDS:-3} $(BENCH_ARGS)
+
+bench-peers: binaries ## The operator against Kyverno doing the same job, same run (BENCH_N=1000, BENCH_ROUNDS=1; builds Kyverno once, ~12 min)
+	bash hack/peers.sh build >/dev/null
+	$(CARGO) build --release -p sidecar-operator
+	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000} --rounds $${BENCH_ROUNDS:-1} \
+	  --kyverno-bin-dir "$$(bash hack/peers.sh bindir)" --kyverno-crds "$$(bash hack/peers.sh crds)" \
+	  --idle-secs 10 --churn-secs 0 --cluster-namespaces 0 --repair-n 0 --admission false \
+	  --out target/bench-peers $(BENCH_ARGS)
 
 crds: ## Regenerate crds/ (both CRDs, and the chart's copies) from the Rust types (commit the result)
 	$(CARGO) run -q -p sidecar-api --bin crdgen sidecarpolicies > crds/sidecarpolicies.sidecars.dev.yaml

@@ -25,6 +25,7 @@ mod markdown;
 pub mod metrics;
 pub mod observe;
 pub mod operator;
+pub mod peers;
 pub mod pictures;
 mod repair;
 pub mod report;
@@ -89,11 +90,13 @@ pub struct Config {
     pub churn_rate: f64,
     /// Seconds of creates of each churn run (0: skip the section).
     pub churn_secs: u64,
-    /// The churn's second, near-maximum rate; `None`: half the phased floor's burst
+    /// The churn's second, near-maximum rate; `None`: a quarter of the phased floor's burst
     /// throughput; 0: no second rate.
     pub churn_max_rate: Option<f64>,
     /// How long each churned main Pod lives.
     pub churn_delete_after: Duration,
+    /// `make bench-peers`: also run Kyverno's rounds (after the floor and operator rounds).
+    pub peers: Option<peers::KyvernoPaths>,
 }
 
 impl Config {
@@ -118,6 +121,7 @@ impl Config {
             churn_secs: 60,
             churn_max_rate: None,
             churn_delete_after: Duration::from_secs(10),
+            peers: None,
         }
     }
 
@@ -342,6 +346,11 @@ async fn bench(
         report.operator_rounds.push(op);
         // Partial results survive a later failure.
         report.summarize();
+        write_report(cfg, &report)?;
+    }
+    report.peers =
+        peers::peers_section(&mut ctx, &report.floor_rounds, &report.operator_rounds).await?;
+    if report.peers.is_some() {
         write_report(cfg, &report)?;
     }
     if cfg.rounds > 0 {

@@ -60,13 +60,23 @@ struct Args {
     /// Seconds of creates of each churn run (0 skips the section).
     #[arg(long, default_value_t = 60)]
     churn_secs: u64,
-    /// The churn's near-maximum rate, Pods/s (default: half the phased floor's burst
+    /// The churn's near-maximum rate, Pods/s (default: a quarter of the phased floor's burst
     /// throughput; 0: none).
     #[arg(long)]
     churn_max_rate: Option<f64>,
     /// Seconds each churned main Pod lives before its delete.
     #[arg(long, default_value_t = 10.0)]
     churn_delete_after: f64,
+    /// Run the admission section (Container mode's webhook).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    admission: bool,
+    /// Also run Kyverno's rounds (`make bench-peers`): the directory of its binaries
+    /// (`hack/peers.sh build`).
+    #[arg(long, requires = "kyverno_crds")]
+    kyverno_bin_dir: Option<PathBuf>,
+    /// Kyverno's CRDs (`hack/peers.sh crds`).
+    #[arg(long, requires = "kyverno_bin_dir")]
+    kyverno_crds: Option<PathBuf>,
     /// Longest wait for any one step, seconds (default: 120 + N/10).
     #[arg(long)]
     timeout_secs: Option<u64>,
@@ -95,6 +105,10 @@ async fn main() -> ExitCode {
     cfg.timeout = a.timeout_secs.map(Duration::from_secs);
     cfg.repair_n = a.repair_n;
     cfg.cluster_namespaces = a.cluster_namespaces;
+    cfg.admission = a.admission;
+    if let (Some(bin_dir), Some(crds)) = (a.kyverno_bin_dir, a.kyverno_crds) {
+        cfg.peers = Some(sidecar_bench::peers::KyvernoPaths { bin_dir, crds });
+    }
     cfg.churn_rate = a.churn_rate;
     cfg.churn_secs = a.churn_secs;
     cfg.churn_max_rate = a.churn_max_rate;

@@ -62,6 +62,9 @@ impl Report {
         cost_rows(&mut t);
         later_rows(&mut t);
         let mut s = t.out;
+        if let Some(p) = &self.peers {
+            peers_table(&mut s, p);
+        }
         if let Some(c) = &self.churn {
             churn_table(&mut s, c);
         }
@@ -387,6 +390,48 @@ fn admission_table(s: &mut String, a: &crate::admission::Admission) {
         a.n
     );
     value_table(s, &title, &rows);
+}
+
+fn peers_table(s: &mut String, p: &crate::peers::PeersSection) {
+    let _ = writeln!(
+        s,
+        "\nThe peer, same run, same floor, same watcher: {}. Median convergence {:.2} s against the operator's {:.2} s (ratio to the phased floor {:.2}, to the ideal floor {:.2}); peak RSS {} against the operator's {}.\n",
+        p.peer,
+        p.converge_s,
+        p.operator_converge_s,
+        p.ratio,
+        p.ratio_ideal,
+        mib(p.peak_rss_bytes),
+        mib(p.operator_peak_rss_bytes)
+    );
+    let _ = writeln!(
+        s,
+        "| round | converge (s) | / phased, / ideal floor | main creates (s) | latency p50 / p99 / max (ms) | companions seen, owned | CPU s | peak RSS | RSS after | its requests per companion |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in &p.rounds {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2}, {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {}, {} | {:.1} | {} | {} | {} |",
+            r.round,
+            r.converge_s,
+            r.ratio,
+            r.ratio_ideal,
+            r.mains_s,
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            r.latency_ms.max,
+            r.sidecars_seen,
+            r.owned,
+            r.cpu_s,
+            mib(r.peak_rss_bytes),
+            mib(r.rss_after_bytes),
+            verbs(&r.api_calls_per_sidecar)
+        );
+    }
+    for n in &p.notes {
+        let _ = writeln!(s, "- {n}");
+    }
 }
 
 fn churn_table(s: &mut String, c: &crate::churn::ChurnSection) {

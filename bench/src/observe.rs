@@ -80,8 +80,12 @@ struct State {
 }
 
 /// What the observer watches besides main Pods and sidecars.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Watches {
+    /// The label selector of the sidecars (default: the operator's,
+    /// `app.kubernetes.io/managed-by=sidecar-operator`); each one names its main Pod in
+    /// the label `sidecars.dev/main-uid`.
+    pub sidecars: Option<String>,
     /// The SidecarPolicies (status: Ready, matchedPods; when each change arrived).
     pub policies: bool,
     /// The operator's Events (core/v1): when each write of one arrived.
@@ -118,7 +122,7 @@ impl Observer {
     ) -> anyhow::Result<Observer> {
         let watches = Watches {
             policies,
-            events: false,
+            ..Watches::default()
         };
         Self::start_with(client, namespaces, watches, timeout).await
     }
@@ -130,7 +134,11 @@ impl Observer {
         watches: Watches,
         timeout: Duration,
     ) -> anyhow::Result<Observer> {
-        let Watches { policies, events } = watches;
+        let Watches {
+            sidecars,
+            policies,
+            events,
+        } = watches;
         let state = Arc::new(Mutex::new(State {
             namespaces: namespaces.iter().cloned().collect(),
             synced: [false, false, !policies, !events],
@@ -139,7 +147,7 @@ impl Observer {
         let pods: Api<Pod> = Api::all(client.clone());
         let mut tasks = vec![
             tokio::spawn(watch_mains(state.clone(), pods.clone())),
-            tokio::spawn(watch_sidecars(state.clone(), pods)),
+            tokio::spawn(watch_sidecars(state.clone(), pods, sidecars)),
         ];
         if policies {
             tasks.push(tokio::spawn(watch_policies(

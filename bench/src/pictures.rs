@@ -3,7 +3,7 @@
 //! - `convergence.svg`: sidecars existing over time in the first round, for the operator and
 //!   both floors (phased and ideal), each from its first main-Pod create;
 //! - `latency-cdf.svg`: the distribution of Pod → sidecar latencies of the burst, for the
-//!   operator and the ideal floor;
+//!   operator and the ideal floor (and the peer of `make bench-peers`);
 //! - `churn-latency-cdf.svg`: the same distribution in each steady-churn run.
 
 use std::path::Path;
@@ -49,7 +49,7 @@ pub fn write_pictures(report: &Report, dir: &Path) -> anyhow::Result<Vec<&'stati
         pts.extend(times.iter().enumerate().map(|(i, t)| (*t, (i + 1) as f64)));
         pts
     };
-    let convergence = [
+    let mut convergence = vec![
         Series {
             name: "operator".into(),
             color: RED,
@@ -66,13 +66,20 @@ pub fn write_pictures(report: &Report, dir: &Path) -> anyhow::Result<Vec<&'stati
             points: count(&floor.curves.ideal_sidecars_s),
         },
     ];
+    if let Some(peer) = report.peers.as_ref().and_then(|p| p.rounds.first()) {
+        convergence.push(Series {
+            name: "Kyverno (generate)".into(),
+            color: RGBColor(230, 140, 0),
+            points: count(&peer.sidecars_s),
+        });
+    }
     draw(
         &dir.join(CONVERGENCE_SVG),
         &format!("Sidecars existing over time, N = {}", report.n),
         ("seconds since the first main-Pod create", "sidecars"),
         &convergence,
     )?;
-    let latency = [
+    let mut latency = vec![
         Series {
             name: "operator".into(),
             color: RED,
@@ -84,6 +91,14 @@ pub fn write_pictures(report: &Report, dir: &Path) -> anyhow::Result<Vec<&'stati
             points: cdf(&floor.curves.latencies_ms),
         },
     ];
+    // `make bench-peers`: the peer's first round beside them.
+    if let Some(peer) = report.peers.as_ref().and_then(|p| p.rounds.first()) {
+        latency.push(Series {
+            name: "Kyverno (generate)".into(),
+            color: BLUE,
+            points: cdf(&peer.latencies_ms),
+        });
+    }
     draw(
         &dir.join(LATENCY_SVG),
         &format!("Pod → sidecar latency, burst of N = {}", report.n),

@@ -118,6 +118,8 @@ pub struct Report {
     pub repair: Option<crate::repair::RepairSection>,
     /// The cluster-policy section (one ClusterSidecarPolicy over several namespaces).
     pub cluster: Option<crate::cluster::ClusterSection>,
+    /// `make bench-peers`: Kyverno doing the same job, in the same run.
+    pub peers: Option<crate::peers::PeersSection>,
     /// The steady-churn section (Pods created and deleted at a fixed rate).
     pub churn: Option<crate::churn::ChurnSection>,
 }

@@ -72,8 +72,13 @@ pub(super) async fn watch_mains(state: Arc<Mutex<State>>, api: Api<Pod>) {
     }
 }
 
-pub(super) async fn watch_sidecars(state: Arc<Mutex<State>>, api: Api<Pod>) {
-    let cfg = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"));
+pub(super) async fn watch_sidecars(
+    state: Arc<Mutex<State>>,
+    api: Api<Pod>,
+    selector: Option<String>,
+) {
+    let selector = selector.unwrap_or_else(|| format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"));
+    let cfg = watcher::Config::default().labels(&selector);
     let mut st = stream(api, cfg).boxed();
     let mut errors = 0;
     let mut relisted: HashSet<(String, String)> = HashSet::new();

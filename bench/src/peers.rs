@@ -1,0 +1,645 @@
+//! `make bench-peers`: the peer a user would pick instead, in the same run, against the
+//! same floor and the same watcher.
+//!
+//! **Kyverno** (pinned in `hack/kyverno/go.mod`, built by `hack/peers.sh`), out of cluster
+//! against the local API server: its admission controller (webhook on 127.0.0.1, which it
+//! registers itself through `--serverIP`) and its background controller, both with the
+//! admin kubeconfig. One ClusterPolicy with a `generate` rule (`synchronize: true`) gives
+//! each main Pod of the round's namespaces a companion Pod owned by it, on its Node: the
+//! operator's job. Its rounds run after every floor and operator round (its webhooks stay
+//! registered while it runs), and it is stopped, and its webhook configurations deleted,
+//! before anything else.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt as _};
+use serde::Serialize;
+use serde_json::json;
+use sidecar_api::constants::LABEL_MAIN_UID;
+use sidecar_testenv::process::Proc;
+
+use crate::metrics::{Snapshot, http_get};
+use crate::observe::{Observer, Watches};
+use crate::operator::free_port;
+use crate::rounds::{FloorRound, Latency, OperatorRound, median, round3};
+use crate::sys::{self, RssSampler};
+use crate::workload::{self, BENCH_MANAGER, RUN_LABEL};
+use crate::{Ctx, say, secs, since};
+
+/// Where Kyverno is (`hack/peers.sh build` and `hack/peers.sh crds`).
+#[derive(Debug, Clone)]
+pub struct KyvernoPaths {
+    /// Holds `kyverno` and `background-controller`.
+    pub bin_dir: PathBuf,
+    /// Kyverno's `config/crds`.
+    pub crds: PathBuf,
+}
+
+/// The peers section.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeersSection {
+    /// What ran.
+    pub peer: String,
+    /// Median over the rounds of the peer's convergence, seconds.
+    pub converge_s: f64,
+    /// converge_s / the phased floor (median).
+    pub ratio: f64,
+    /// converge_s / the ideal floor (median).
+    pub ratio_ideal: f64,
+    /// The operator's convergence in the same run (median).
+    pub operator_converge_s: f64,
+    /// Peak RSS of the peer's processes (summed), median.
+    pub peak_rss_bytes: u64,
+    /// The operator's peak RSS in the same run (median).
+    pub operator_peak_rss_bytes: u64,
+    /// The rounds.
+    pub rounds: Vec<PeerRound>,
+    /// How it was set up.
+    pub notes: Vec<String>,
+}
+
+/// One round of the peer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerRound {
+    /// Round number.
+    pub round: usize,
+    /// First main-Pod create → N-th companion Pod at the observer, seconds.
+    pub converge_s: f64,
+    /// converge_s / the round's phased floor.
+    pub ratio: f64,
+    /// converge_s / the round's ideal floor.
+    pub ratio_ideal: f64,
+    /// The benchmark's N main-Pod creates (the peer's admission webhook is in their path).
+    pub mains_s: f64,
+    /// Main Pod → companion latency at the observer.
+    pub latency_ms: Latency,
+    /// Companions seen.
+    pub sidecars_seen: usize,
+    /// Companions owned by their main Pod (ownerReference with its uid) at the end.
+    pub owned: usize,
+    /// CPU seconds of the peer's processes over the convergence (+2 s).
+    pub cpu_s: f64,
+    /// Peak RSS of the peer's processes, summed (each one's own peak).
+    pub peak_rss_bytes: u64,
+    /// RSS of the peer's processes after the convergence, summed.
+    pub rss_after_bytes: u64,
+    /// The peer's own API requests per companion, by operation and kind (its
+    /// `kyverno_client_queries_total`, both processes); empty if it exposed none.
+    pub api_calls_per_sidecar: BTreeMap<String, f64>,
+    /// The latency samples (ms), for the pictures.
+    #[serde(skip)]
+    pub latencies_ms: Vec<f64>,
+    /// Seconds after the first main-Pod create at which each companion was first seen.
+    #[serde(skip)]
+    pub sidecars_s: Vec<f64>,
+}
+
+/// Label of Kyverno's companions (the observer's sidecar selector).
+const COMPANION_LABEL: &str = "sidecar-bench/role=kyverno-companion";
+const POLICY: &str = "sidecar-bench-companion";
+const KYVERNO_NS: &str = "kyverno";
+
+/// The running Kyverno: both processes, their samplers and metrics ports.
+struct Kyverno {
+    /// (process, its RSS sampler, its metrics port).
+    procs: Vec<(Proc, RssSampler, u16)>,
+}
+
+impl Kyverno {
+    fn cpu_seconds(&self) -> f64 {
+        self.procs
+            .iter()
+            .map(|(p, _, _)| sys::cpu_seconds(p.pid()).unwrap_or(0.0))
+            .sum()
+    }
+    fn rss(&self) -> u64 {
+        self.procs
+            .iter()
+            .map(|(p, _, _)| sys::rss(p.pid()).unwrap_or(0))
+            .sum()
+    }
+    fn peak_rss(&self) -> u64 {
+        self.procs.iter().map(|(_, s, _)| s.peak()).sum()
+    }
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (p, _, _) in &mut self.procs {
+            if let Some(status) = p.exited() {
+                bail!(
+                    "Kyverno exited ({status}); its log {}:\n{}",
+                    p.log.display(),
+                    p.log_tail(30)
+                );
+            }
+        }
+        Ok(())
+    }
+    /// The sum over both processes of `kyverno_client_queries_total` by operation.
+    async fn queries(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for (_, _, port) in &self.procs {
+            let Ok((200, body)) = http_get(*port, "/metrics").await else {
+                continue;
+            };
+            let Ok(snap) = Snapshot::parse(&body) else {
+                continue;
+            };
+            for (labels, v) in snap.series("kyverno_client_queries_total") {
+                let get = |k: &str| labels.get(k).map_or("?", String::as_str);
+                let key = format!("{} {}", get("operation"), get("resource_kind"));
+                *out.entry(key).or_insert(0.0) += v;
+            }
+        }
+        out
+    }
+    fn stop(mut self) {
+        for (p, _, _) in &mut self.procs {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Runs the Kyverno rounds (one per floor round) and the comparison; `None` without
+/// [`crate::Config::peers`].
+pub(crate) async fn peers_section(
+    ctx: &mut Ctx<'_>,
+    floors: &[FloorRound],
+    ops: &[OperatorRound],
+) -> anyhow::Result<Option<PeersSection>> {
+    let Some(paths) = ctx.cfg.peers.clone() else {
+        return Ok(None);
+    };
+    let timeout = ctx.cfg.timeout();
+    say("peers: installing Kyverno's CRDs and starting Kyverno out of cluster");
+    install(ctx, &paths).await?;
+    let mut kyverno = start(ctx, &paths)?;
+    let result = rounds(ctx, &mut kyverno, floors, timeout).await;
+    say("peers: stopping Kyverno and removing its webhooks");
+    kyverno.stop();
+    remove_webhooks(&ctx.client).await;
+    let rounds = result?;
+    let med =
+        |f: &dyn Fn(&PeerRound) -> f64| round3(median(&rounds.iter().map(f).collect::<Vec<_>>()));
+    let converge_s = med(&|r| r.converge_s);
+    let floor = round3(median(
+        &floors.iter().map(|f| f.floor_s).collect::<Vec<_>>(),
+    ));
+    let ideal = round3(median(
+        &floors.iter().map(|f| f.ideal_s).collect::<Vec<_>>(),
+    ));
+    let op_med = |f: &dyn Fn(&OperatorRound) -> f64| median(&ops.iter().map(f).collect::<Vec<_>>());
+    Ok(Some(PeersSection {
+        peer: format!(
+            "Kyverno {} (admission controller + background controller, out of cluster, admin kubeconfig)",
+            kyverno_version(&paths)
+        ),
+        converge_s,
+        ratio: round3(converge_s / floor.max(1e-9)),
+        ratio_ideal: round3(converge_s / ideal.max(1e-9)),
+        operator_converge_s: round3(op_med(&|o| o.convergence.converge_s)),
+        peak_rss_bytes: med(&|r| r.peak_rss_bytes as f64) as u64,
+        operator_peak_rss_bytes: op_med(&|o| o.memory.peak_rss_bytes as f64) as u64,
+        rounds,
+        notes: vec![
+            "Kyverno's ClusterPolicy: one generate rule (synchronize: true) matching the main Pods of the round's namespaces, creating <pod>-companion with an ownerReference to the main Pod's uid and required node affinity to its spec.nodeName, the same container as the operator's sidecar; generate runs in the background controller from the UpdateRequests the admission controller creates.".into(),
+            "Kyverno's ConfigMap sets updateRequestThreshold 1000 (the default 0 skips every UpdateRequest out of cluster) and its default resourceFilters; ClusterRoleBindings to cluster-admin for Kyverno's three ServiceAccount names exist only for its policy validation (SubjectAccessReviews); both processes run with the admin kubeconfig, like the operator.".into(),
+            "Kyverno's CPU and RSS are the sum of its two processes (Go, GOMAXPROCS unset: both cores).".into(),
+            "Not measured yet: Kyverno's mutate rule against the operator's webhook (Container mode), and churn.".into(),
+        ],
+    }))
+}
+
+fn kyverno_version(paths: &KyvernoPaths) -> String {
+    paths
+        .bin_dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("kyverno-")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+async fn rounds(
+    ctx: &mut Ctx<'_>,
+    kyverno: &mut Kyverno,
+    floors: &[FloorRound],
+    timeout: Duration,
+) -> anyhow::Result<Vec<PeerRound>> {
+    let n = ctx.cfg.n;
+    let mut out = Vec::new();
+    for (i, floor) in floors.iter().enumerate() {
+        let r = i + 1;
+        let nss = ctx.fresh_namespaces(&format!("peer-r{r}")).await?;
+        create_policy(&ctx.client, &ctx.run_id, timeout).await?;
+        wait_live(ctx, kyverno, timeout).await?;
+        let watches = Watches {
+            sidecars: Some(COMPANION_LABEL.into()),
+            ..Watches::default()
+        };
+        let obs = Observer::start_with(&ctx.observer, &nss, watches, timeout).await?;
+        say(&format!("peers: round {r}: Kyverno, {n} main Pods"));
+        let q0 = kyverno.queries().await;
+        let cpu0 = kyverno.cpu_seconds();
+        let t0 = Instant::now();
+        workload::create_pods(
+            &ctx.client,
+            workload::main_pods(n, &nss),
+            ctx.cfg.concurrency,
+            BENCH_MANAGER,
+        )
+        .await?;
+        let mains_s = secs(t0.elapsed());
+        let converge_s = since(obs.wait_first_sidecars(n, timeout).await?, t0);
+        kyverno.check_alive()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cpu_s = round3(kyverno.cpu_seconds() - cpu0);
+        let q1 = kyverno.queries().await;
+        let latencies = obs.latencies_ms();
+        let owned = owned_companions(&ctx.client, &nss).await?;
+        let round = PeerRound {
+            round: r,
+            converge_s,
+            ratio: round3(converge_s / floor.floor_s.max(1e-9)),
+            ratio_ideal: round3(converge_s / floor.ideal_s.max(1e-9)),
+            mains_s,
+            latency_ms: Latency::of(&latencies),
+            sidecars_seen: obs.sidecars_seen(),
+            owned,
+            cpu_s,
+            peak_rss_bytes: kyverno.peak_rss(),
+            rss_after_bytes: kyverno.rss(),
+            api_calls_per_sidecar: q1
+                .iter()
+                .map(|(k, v)| {
+                    let d = v - q0.get(k).copied().unwrap_or(0.0);
+                    (k.clone(), round3(d / n as f64))
+                })
+                .filter(|(_, v)| *v > 0.0)
+                .collect(),
+            latencies_ms: latencies,
+            sidecars_s: obs.sidecar_times(t0),
+        };
+        say(&format!(
+            "peers: round {r}: Kyverno converged in {:.2}s (ratio {:.2} to the phased floor, {:.2} to the ideal), latency p50 {:.0} ms p99 {:.0} ms, {} of {n} owned, CPU {:.1} s, peak RSS {:.0} MiB, requests/companion {:?}",
+            round.converge_s,
+            round.ratio,
+            round.ratio_ideal,
+            round.latency_ms.p50,
+            round.latency_ms.p99,
+            round.owned,
+            round.cpu_s,
+            round.peak_rss_bytes as f64 / 1048576.0,
+            round.api_calls_per_sidecar
+        ));
+        drop(obs);
+        delete_policy(&ctx.client).await;
+        ctx.drop_namespaces(&nss).await?;
+        out.push(round);
+    }
+    Ok(out)
+}
+
+fn kubectl(ctx: &Ctx<'_>) -> anyhow::Result<Command> {
+    let bin = sidecar_testenv::bin_dir().context("the control plane's bin dir (kubectl)")?;
+    let mut c = Command::new(bin.join("kubectl"));
+    c.arg(format!("--kubeconfig={}", ctx.kubeconfig.display()));
+    Ok(c)
+}
+
+fn run(mut c: Command, what: &str) -> anyhow::Result<()> {
+    let out = c
+        .output()
+        .with_context(|| format!("running kubectl to {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "kubectl could not {what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Kyverno's CRDs, its namespace and ConfigMap, and the bindings its policy validation
+/// checks.
+async fn install(ctx: &Ctx<'_>, paths: &KyvernoPaths) -> anyhow::Result<()> {
+    let mut c = kubectl(ctx)?;
+    c.args(["apply", "--server-side", "--force-conflicts", "-R", "-f"])
+        .arg(&paths.crds);
+    run(c, "apply Kyverno's CRDs")?;
+    let mut c = kubectl(ctx)?;
+    c.args([
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=120s",
+    ]);
+    run(c, "wait for Kyverno's CRDs")?;
+    let client = &ctx.client;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": KYVERNO_NS}}))?;
+    apply(&Api::<Namespace>::all(client.clone()), KYVERNO_NS, &ns).await?;
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "kyverno", "namespace": KYVERNO_NS},
+        "data": {
+            "updateRequestThreshold": "1000",
+            "generateSuccessEvents": "false",
+            "excludeGroups": "system:nodes",
+            "resourceFilters": "[*/*,kyverno,*] [Event,*,*] [*/*,kube-system,*] [*/*,kube-public,*] [*/*,kube-node-lease,*] [Node,*,*] [Node/?*,*,*] [APIService,*,*] [TokenReview,*,*] [SubjectAccessReview,*,*] [SelfSubjectAccessReview,*,*] [Binding,*,*] [Pod/binding,*,*] [ReplicaSet,*,*] [ReplicaSet/?*,*,*] [EphemeralReport,*,*] [ClusterEphemeralReport,*,*]",
+            "webhooks": r#"{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kyverno","kube-system"]}]}}"#,
+        },
+    }))?;
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), KYVERNO_NS),
+        "kyverno",
+        &cm,
+    )
+    .await?;
+    for sa in [
+        "kyverno-admission-controller",
+        "kyverno-background-controller",
+        "kyverno-reports-controller",
+    ] {
+        let name = format!("sidecar-bench-{sa}");
+        let crb: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": KYVERNO_NS}],
+        }))?;
+        apply(&Api::<ClusterRoleBinding>::all(client.clone()), &name, &crb).await?;
+    }
+    Ok(())
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let pp = PatchParams::apply(BENCH_MANAGER).force();
+    let mut v = serde_json::to_value(obj)?;
+    v["apiVersion"] = json!(K::api_version(&Default::default()));
+    v["kind"] = json!(K::kind(&Default::default()));
+    api.patch(name, &pp, &Patch::Apply(&v))
+        .await
+        .with_context(|| format!("applying {} {name}", K::kind(&Default::default())))?;
+    Ok(())
+}
+
+/// Starts both controllers (the admission one serving its webhook on 127.0.0.1).
+fn start(ctx: &Ctx<'_>, paths: &KyvernoPaths) -> anyhow::Result<Kyverno> {
+    let kc = format!("--kubeconfig={}", ctx.kubeconfig.display());
+    let common = |sa: &str, pod: &str| -> Vec<String> {
+        [
+            format!("KYVERNO_NAMESPACE={KYVERNO_NS}"),
+            format!("KYVERNO_SERVICEACCOUNT_NAME={sa}"),
+            format!("KYVERNO_DEPLOYMENT={sa}"),
+            "KYVERNO_SVC=kyverno-svc".into(),
+            "INIT_CONFIG=kyverno".into(),
+            "METRICS_CONFIG=kyverno-metrics".into(),
+            format!("KYVERNO_POD_NAME={pod}"),
+        ]
+        .into()
+    };
+    let (webhook, m1, r1, m2, r2) = (
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    );
+    let admission: Vec<String> = common("kyverno-admission-controller", "kyverno-admission-local")
+        .into_iter()
+        .chain([
+            paths.bin_dir.join("kyverno").display().to_string(),
+            kc.clone(),
+            format!("--serverIP=127.0.0.1:{webhook}"),
+            "--webhookServerHost=127.0.0.1".into(),
+            format!("--webhookServerPort={webhook}"),
+            "--caSecretName=kyverno-svc.kyverno.svc.kyverno-tls-ca".into(),
+            "--tlsSecretName=kyverno-svc.kyverno.svc.kyverno-tls-pair".into(),
+            "--backgroundServiceAccountName=system:serviceaccount:kyverno:kyverno-background-controller".into(),
+            "--reportsServiceAccountName=system:serviceaccount:kyverno:kyverno-reports-controller".into(),
+            "--metricsHost=127.0.0.1".into(),
+            format!("--metricsPort={m1}"),
+            format!("--controllerRuntimeMetricsAddress=127.0.0.1:{r1}"),
+            "--admissionReports=false".into(),
+            "--autoMemLimitEnabled=false".into(),
+            "--disableLogColor".into(),
+            "--v=2".into(),
+        ])
+        .collect();
+    let background: Vec<String> =
+        common("kyverno-background-controller", "kyverno-background-local")
+            .into_iter()
+            .chain([
+                paths
+                    .bin_dir
+                    .join("background-controller")
+                    .display()
+                    .to_string(),
+                kc,
+                "--metricsHost=127.0.0.1".into(),
+                format!("--metricsPort={m2}"),
+                format!("--controllerRuntimeMetricsAddress=127.0.0.1:{r2}"),
+                "--autoMemLimitEnabled=false".into(),
+                "--disableLogColor".into(),
+                "--v=2".into(),
+            ])
+            .collect();
+    let env = Path::new("/usr/bin/env");
+    let mut procs = Vec::new();
+    for (name, args, port) in [
+        ("kyverno-admission", admission, m1),
+        ("kyverno-background", background, m2),
+    ] {
+        let p = Proc::spawn(name, env, &args, &ctx.cfg.out_dir)
+            .with_context(|| format!("starting {name}"))?;
+        let s = RssSampler::start(p.pid());
+        procs.push((p, s, port));
+    }
+    Ok(Kyverno { procs })
+}
+
+fn policy_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kyverno.io", "v1", "ClusterPolicy"),
+        "clusterpolicies",
+    )
+}
+
+/// The ClusterPolicy: a companion Pod per main Pod of this run's namespaces.
+async fn create_policy(client: &Client, run_id: &str, timeout: Duration) -> anyhow::Result<()> {
+    let ar = policy_resource();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let (role_key, role_value) = COMPANION_LABEL.split_once('=').expect("label");
+    let obj = json!({
+        "apiVersion": "kyverno.io/v1",
+        "kind": "ClusterPolicy",
+        "metadata": {"name": POLICY},
+        "spec": {
+            "background": false,
+            "rules": [{
+                "name": "companion-pod",
+                "match": {"any": [{"resources": {
+                    "kinds": ["Pod"],
+                    "selector": {"matchLabels": workload::main_labels()},
+                    "namespaceSelector": {"matchLabels": {RUN_LABEL: run_id}},
+                }}]},
+                "generate": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": "{{request.object.metadata.name}}-companion",
+                    "namespace": "{{request.object.metadata.namespace}}",
+                    "synchronize": true,
+                    "data": {
+                        "metadata": {
+                            "labels": {
+                                role_key: role_value,
+                                LABEL_MAIN_UID: "{{request.object.metadata.uid}}",
+                            },
+                            "ownerReferences": [{
+                                "apiVersion": "v1", "kind": "Pod",
+                                "name": "{{request.object.metadata.name}}",
+                                "uid": "{{request.object.metadata.uid}}",
+                            }],
+                        },
+                        "spec": {
+                            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [{"matchExpressions": [{
+                                    "key": "kubernetes.io/hostname", "operator": "In",
+                                    "values": ["{{request.object.spec.nodeName}}"],
+                                }]}],
+                            }}},
+                            "containers": [{
+                                "name": "agent",
+                                "image": "busybox:1.36",
+                                "args": ["sh", "-c", "echo shipping logs; sleep 1d"],
+                                "env": [{"name": "REVISION", "value": "1"}],
+                            }],
+                        },
+                    },
+                },
+            }],
+        },
+    });
+    let obj: DynamicObject = serde_json::from_value(obj)?;
+    let deadline = Instant::now() + timeout;
+    // Until Kyverno's policy webhook answers, a create may be refused; it is retried.
+    loop {
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 409 => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("creating Kyverno's ClusterPolicy"),
+        }
+    }
+    // Ready once Kyverno has read it (status.conditions Ready=True).
+    loop {
+        let p = api.get(POLICY).await?;
+        let ready = p.data["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        if ready {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "Kyverno's ClusterPolicy is not Ready after {}s",
+            timeout.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the pipeline works end to end: a probe main Pod in a namespace of its
+/// own (this run's label) gets its companion; then the namespace is deleted.
+async fn wait_live(
+    ctx: &mut Ctx<'_>,
+    kyverno: &mut Kyverno,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let saved = ctx.namespaces;
+    ctx.namespaces = 1;
+    let probe = ctx.fresh_namespaces("peer-probe").await;
+    ctx.namespaces = saved;
+    let probe = probe?;
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &probe[0]);
+    let mut main = workload::main_pods(1, &probe).remove(0);
+    main.metadata.name = Some("probe".into());
+    let deadline = Instant::now() + timeout;
+    let mut created = false;
+    loop {
+        kyverno.check_alive()?;
+        if !created {
+            created = api.create(&PostParams::default(), &main).await.is_ok();
+        }
+        if created && api.get_opt("probe-companion").await?.is_some() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "Kyverno gave the probe Pod no companion in {}s (logs in the output directory)",
+            timeout.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ctx.drop_namespaces(&probe).await
+}
+
+async fn owned_companions(client: &Client, nss: &[String]) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for ns in nss {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let lp = ListParams::default().labels(COMPANION_LABEL);
+        for p in api.list(&lp).await?.items {
+            let main = p.labels().get(LABEL_MAIN_UID).cloned().unwrap_or_default();
+            if p.owner_references()
+                .iter()
+                .any(|o| o.kind == "Pod" && o.uid == main)
+            {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+async fn delete_policy(client: &Client) {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &policy_resource());
+    let _ = api.delete(POLICY, &DeleteParams::default()).await;
+}
+
+/// Kyverno's webhook configurations outlive it; with it stopped they would refuse every
+/// Pod create, so they go with it.
+async fn remove_webhooks(client: &Client) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    let lp = ListParams::default().labels("webhook.kyverno.io/managed-by=kyverno");
+    let dp = DeleteParams::default();
+    let v: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let m: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    if let Err(e) = v.delete_collection(&dp, &lp).await {
+        say(&format!(
+            "  could not delete Kyverno's validating webhooks: {e}"
+        ));
+    }
+    if let Err(e) = m.delete_collection(&dp, &lp).await {
+        say(&format!(
+            "  could not delete Kyverno's mutating webhooks: {e}"
+        ));
+    }
+}
