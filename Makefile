@@ -48,7 +48,7 @@ bench-peers: binaries ## The operator against Kyverno doing the same job, same r
 	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000} --rounds $${BENCH_ROUNDS:-1} \
 	  --kyverno-bin-dir "$$(bash hack/peers.sh bindir)" --kyverno-crds "$$(bash hack/peers.sh crds)" \
 	  --idle-secs 10 --churn-secs 0 --cluster-namespaces 0 --repair-n 0 --admission false \
-	  --out target/bench-peers $(BENCH_ARGS)
+	  --timeout-secs 600 --out target/bench-peers $(BENCH_ARGS)
 
 crds: ## Regenerate crds/ (both CRDs, and the chart's copies) from the Rust types (commit the result)
 	$(CARGO) run -q -p sidecar-api --bin crdgen sidecarpolicies > crds/sidecarpolicies.sidecars.dev.yaml

@@ -395,9 +395,14 @@ fn admission_table(s: &mut String, a: &crate::admission::Admission) {
 fn peers_table(s: &mut String, p: &crate::peers::PeersSection) {
     let _ = writeln!(
         s,
-        "\nThe peer, same run, same floor, same watcher: {}. Median convergence {:.2} s against the operator's {:.2} s (ratio to the phased floor {:.2}, to the ideal floor {:.2}); peak RSS {} against the operator's {}.\n",
+        "\nThe peer, same run, same floor, same watcher: {}. Median convergence {:.2} s{} against the operator's {:.2} s (ratio to the phased floor {:.2}, to the ideal floor {:.2}); peak RSS {} against the operator's {}.\n",
         p.peer,
         p.converge_s,
+        if p.all_converged {
+            ""
+        } else {
+            " (a round did not converge: its time is the timeout)"
+        },
         p.operator_converge_s,
         p.ratio,
         p.ratio_ideal,
@@ -412,9 +417,14 @@ fn peers_table(s: &mut String, p: &crate::peers::PeersSection) {
     for r in &p.rounds {
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {:.2}, {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {}, {} | {:.1} | {} | {} | {} |",
+            "| {} | {:.2}{} | {:.2}, {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {}, {} | {:.1} | {} | {} | {} |",
             r.round,
             r.converge_s,
+            if r.converged {
+                ""
+            } else {
+                " (not converged: timed out)"
+            },
             r.ratio,
             r.ratio_ideal,
             r.mains_s,

@@ -48,6 +48,8 @@ pub struct KyvernoPaths {
 pub struct PeersSection {
     /// What ran.
     pub peer: String,
+    /// Every round converged (else `converge_s` includes timeouts).
+    pub all_converged: bool,
     /// Median over the rounds of the peer's convergence, seconds.
     pub converge_s: f64,
     /// converge_s / the phased floor (median).
@@ -71,7 +73,10 @@ pub struct PeersSection {
 pub struct PeerRound {
     /// Round number.
     pub round: usize,
-    /// First main-Pod create → N-th companion Pod at the observer, seconds.
+    /// Every main Pod got its companion within the step timeout.
+    pub converged: bool,
+    /// First main-Pod create → N-th companion Pod at the observer, seconds (the timeout
+    /// when it did not converge).
     pub converge_s: f64,
     /// converge_s / the round's phased floor.
     pub ratio: f64,
@@ -91,8 +96,9 @@ pub struct PeerRound {
     pub peak_rss_bytes: u64,
     /// RSS of the peer's processes after the convergence, summed.
     pub rss_after_bytes: u64,
-    /// The peer's own API requests per companion, by operation and kind (its
-    /// `kyverno_client_queries_total`, both processes); empty if it exposed none.
+    /// The peer's own API requests per companion made, by operation and kind (its
+    /// `kyverno_client_queries_total`, both processes, watches left out); empty if it
+    /// exposed none.
     pub api_calls_per_sidecar: BTreeMap<String, f64>,
     /// The latency samples (ms), for the pictures.
     #[serde(skip)]
@@ -200,6 +206,7 @@ pub(crate) async fn peers_section(
             "Kyverno {} (admission controller + background controller, out of cluster, admin kubeconfig)",
             kyverno_version(&paths)
         ),
+        all_converged: rounds.iter().all(|r| r.converged),
         converge_s,
         ratio: round3(converge_s / floor.max(1e-9)),
         ratio_ideal: round3(converge_s / ideal.max(1e-9)),
@@ -214,6 +221,24 @@ pub(crate) async fn peers_section(
             "Not measured yet: Kyverno's mutate rule against the operator's webhook (Container mode), and churn.".into(),
         ],
     }))
+}
+
+/// Requests between two scrapes per companion made, watches left out (they are per
+/// process, not per companion).
+fn per_companion(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    companions: usize,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter(|(k, _)| !k.starts_with("watch "))
+        .map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0.0);
+            (k.clone(), round3(d / companions.max(1) as f64))
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
 }
 
 fn kyverno_version(paths: &KyvernoPaths) -> String {
@@ -259,7 +284,16 @@ async fn rounds(
         )
         .await?;
         let mains_s = secs(t0.elapsed());
-        let converge_s = since(obs.wait_first_sidecars(n, timeout).await?, t0);
+        // A peer that does not converge is a result, not a failure of the run.
+        let (converged, converge_s) = match obs.wait_first_sidecars(n, timeout).await {
+            Ok(at) => (true, since(at, t0)),
+            Err(e) => {
+                say(&format!(
+                    "peers: round {r}: Kyverno did not converge: {e:#}"
+                ));
+                (false, secs(t0.elapsed()))
+            }
+        };
         kyverno.check_alive()?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let cpu_s = round3(kyverno.cpu_seconds() - cpu0);
@@ -268,6 +302,7 @@ async fn rounds(
         let owned = owned_companions(&ctx.client, &nss).await?;
         let round = PeerRound {
             round: r,
+            converged,
             converge_s,
             ratio: round3(converge_s / floor.floor_s.max(1e-9)),
             ratio_ideal: round3(converge_s / floor.ideal_s.max(1e-9)),
@@ -278,19 +313,17 @@ async fn rounds(
             cpu_s,
             peak_rss_bytes: kyverno.peak_rss(),
             rss_after_bytes: kyverno.rss(),
-            api_calls_per_sidecar: q1
-                .iter()
-                .map(|(k, v)| {
-                    let d = v - q0.get(k).copied().unwrap_or(0.0);
-                    (k.clone(), round3(d / n as f64))
-                })
-                .filter(|(_, v)| *v > 0.0)
-                .collect(),
+            api_calls_per_sidecar: per_companion(&q0, &q1, obs.sidecars_seen()),
             latencies_ms: latencies,
             sidecars_s: obs.sidecar_times(t0),
         };
         say(&format!(
-            "peers: round {r}: Kyverno converged in {:.2}s (ratio {:.2} to the phased floor, {:.2} to the ideal), latency p50 {:.0} ms p99 {:.0} ms, {} of {n} owned, CPU {:.1} s, peak RSS {:.0} MiB, requests/companion {:?}",
+            "peers: round {r}: Kyverno {} in {:.2}s (ratio {:.2} to the phased floor, {:.2} to the ideal), latency p50 {:.0} ms p99 {:.0} ms, {} of {n} owned, CPU {:.1} s, peak RSS {:.0} MiB, requests/companion {:?}",
+            if converged {
+                "converged"
+            } else {
+                "stopped waiting"
+            },
             round.converge_s,
             round.ratio,
             round.ratio_ideal,
@@ -641,5 +674,27 @@ async fn remove_webhooks(client: &Client) {
         say(&format!(
             "  could not delete Kyverno's mutating webhooks: {e}"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_per_companion_made_without_watches() {
+        let m = |kv: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            kv.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let before = m(&[("create pods", 10.0), ("watch Pod", 3.0)]);
+        let after = m(&[
+            ("create pods", 60.0),
+            ("get pods", 100.0),
+            ("watch Pod", 9.0),
+        ]);
+        assert_eq!(
+            per_companion(&before, &after, 50),
+            m(&[("create pods", 1.0), ("get pods", 2.0)])
+        );
     }
 }
