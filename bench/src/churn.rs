@@ -34,7 +34,7 @@ use crate::metrics::series;
 use crate::observe::{Observer, Watches, signed_ms};
 use crate::operator::{ApiCounts, RunningOperator};
 use crate::round::launch;
-use crate::rounds::{Latency, round3};
+use crate::rounds::{Latency, nearest_rank, round3};
 use crate::workload::{self, BENCH_MANAGER};
 use crate::{Ctx, say, secs};
 
@@ -180,45 +180,37 @@ pub(crate) async fn churn_section(
         max_rate_basis: basis,
         runs: Vec::new(),
     };
-    let saved = ctx.namespaces;
-    ctx.namespaces = 1;
     for (i, plan) in plans(cfg.churn_rate, max_rate).into_iter().enumerate() {
-        let r = one_run(ctx, i, plan).await;
-        if let Ok(run) = &r {
-            say(&format!(
-                "churn: {} {} Pods/s{}: latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} Pods, {:.1}/s achieved; API server create p99 {:.1} ms, queue wait p99 ≤ {} ms)",
-                run.placement,
-                run.rate,
-                if run.pod_events {
-                    ""
-                } else {
-                    ", no Pod events"
-                },
-                run.latency_ms.p50,
-                run.latency_ms.p99,
-                run.latency_ms.max,
-                run.created,
-                run.achieved_rate,
-                run.create_ms.p99,
-                run.queue_wait_ms.p99
-            ));
-        }
-        match r {
-            Ok(run) => out.runs.push(run),
-            Err(e) => {
-                ctx.namespaces = saved;
-                return Err(e);
-            }
-        }
+        let run = one_run(ctx, i, plan).await?;
+        say(&format!(
+            "churn: {} {} Pods/s{}: latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} Pods, {:.1}/s achieved; API server create p99 {:.1} ms, queue wait p99 ≤ {} ms)",
+            run.placement,
+            run.rate,
+            if run.pod_events {
+                ""
+            } else {
+                ", no Pod events"
+            },
+            run.latency_ms.p50,
+            run.latency_ms.p99,
+            run.latency_ms.max,
+            run.created,
+            run.achieved_rate,
+            run.create_ms.p99,
+            run.queue_wait_ms.p99
+        ));
+        out.runs.push(run);
     }
-    ctx.namespaces = saved;
     Ok(Some(out))
 }
 
 async fn one_run(ctx: &mut Ctx<'_>, i: usize, plan: Plan) -> anyhow::Result<ChurnRun> {
     let cfg = ctx.cfg;
     let timeout = cfg.timeout();
-    let ns = ctx.fresh_namespaces(&format!("churn-{i}")).await?.remove(0);
+    let ns = ctx
+        .fresh_namespaces_n(&format!("churn-{i}"), 1)
+        .await?
+        .remove(0);
     let name = format!("operator-churn-{i}");
     let mut l = launch(ctx, &name);
     l.pod_events = plan.pod_events;
@@ -275,29 +267,26 @@ async fn drive(
     let mut tasks = tokio::task::JoinSet::new();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let interval = Duration::from_secs_f64(1.0 / plan.rate);
-    let mut last_create = t0;
-    let mut create_ms = Vec::with_capacity(total);
+    let mut done: Vec<Done> = Vec::with_capacity(total);
     for (k, pod) in pods.into_iter().enumerate() {
         tokio::time::sleep_until(t0 + interval * k as u32).await;
         let (api, delay) = (api.clone(), cfg.churn_delete_after);
         tasks.spawn(async move { create_then_delete(&api, pod, delay).await });
         // Creates that return stay in flight: a slow server shows as a lower achieved rate.
-        while let Some(done) = tasks.try_join_next() {
-            let done = done??;
-            last_create = last_create.max(done.created_at);
-            create_ms.push(done.create_ms);
+        while let Some(d) = tasks.try_join_next() {
+            done.push(d??);
         }
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    while let Some(done) = tokio::time::timeout_at(deadline, tasks.join_next())
+    while let Some(d) = tokio::time::timeout_at(deadline, tasks.join_next())
         .await
         .context("timed out waiting for the churn's creates and deletes")?
     {
-        let done = done??;
-        last_create = last_create.max(done.created_at);
-        create_ms.push(done.create_ms);
+        done.push(d??);
         op.check_alive()?;
     }
+    let last_create = done.iter().map(|d| d.created_at).max().unwrap_or(t0);
+    let create_ms: Vec<f64> = done.iter().map(|d| d.create_ms).collect();
     let created_s = secs(last_create.saturating_duration_since(t0)).max(1e-3);
     let after = op.metrics().await?;
     let run_s = secs(t0.elapsed());
@@ -336,7 +325,7 @@ async fn drive(
             d.sum(&series(metric::STATUS_WRITES, "_total"), &[]) / run_s.max(1e-3),
         ),
         event_writes_per_s: round3(calls.event_writes() / run_s.max(1e-3)),
-        tail: tail(&windows, &status_times, &event_times),
+        tail: tail(&windows, &samples, &status_times, &event_times),
         samples_ms: samples,
     })
 }
@@ -376,15 +365,16 @@ async fn create_then_delete(api: &Api<Pod>, pod: Pod, delay: Duration) -> anyhow
 
 /// What the Pods at or above the p99 latency (nearest rank, unrounded) had in common: a
 /// status change or an Event write arriving at the observer within their window, against
-/// all Pods.
-fn tail(windows: &[(Instant, Instant)], status: &[Instant], events: &[Instant]) -> Tail {
-    let mut ms: Vec<f64> = windows.iter().map(|(a, b)| signed_ms(*a, *b)).collect();
-    ms.sort_by(f64::total_cmp);
-    let rank = (0.99 * ms.len() as f64).ceil() as usize;
-    let p99 = ms
-        .get(rank.clamp(1, ms.len().max(1)) - 1)
-        .copied()
-        .unwrap_or(0.0);
+/// all Pods. `samples_ms[i]` is the latency of `windows[i]`.
+fn tail(
+    windows: &[(Instant, Instant)],
+    samples_ms: &[f64],
+    status: &[Instant],
+    events: &[Instant],
+) -> Tail {
+    let mut sorted = samples_ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let p99 = nearest_rank(&sorted, 99.0);
     // `times` are in arrival order: the first at or after `a` decides.
     let hit = |times: &[Instant], (a, b): (Instant, Instant)| -> bool {
         times
@@ -399,8 +389,9 @@ fn tail(windows: &[(Instant, Instant)], status: &[Instant], events: &[Instant]) 
     };
     let slow: Vec<(Instant, Instant)> = windows
         .iter()
-        .copied()
-        .filter(|(a, b)| signed_ms(*a, *b) >= p99)
+        .zip(samples_ms)
+        .filter(|(_, ms)| **ms >= p99)
+        .map(|(w, _)| *w)
         .collect();
     Tail {
         threshold_ms: round3(p99),
@@ -446,13 +437,14 @@ mod tests {
         windows.push((at(200), at(300)));
         let status = [at(250)]; // inside the slow window only
         let events = [at(5), at(250)]; // in the first and the slow window
-        let t = tail(&windows, &status, &events);
+        let ms: Vec<f64> = windows.iter().map(|(a, b)| signed_ms(*a, *b)).collect();
+        let t = tail(&windows, &ms, &status, &events);
         assert_eq!((t.pods, t.threshold_ms), (1, 100.0));
         assert_eq!(t.with_status_write, 1.0);
         assert_eq!(t.all_with_status_write, round3(1.0 / 11.0));
         assert_eq!(t.with_event_write, 1.0);
         assert_eq!(t.all_with_event_write, round3(2.0 / 11.0));
-        let none = tail(&windows, &[at(400)], &[]);
+        let none = tail(&windows, &ms, &[at(400)], &[]);
         assert_eq!(
             (none.with_status_write, none.all_with_event_write),
             (0.0, 0.0)

@@ -50,11 +50,7 @@ pub(crate) async fn cluster_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Option<
         return Ok(None);
     }
     let (n, timeout) = (cfg.n, cfg.timeout());
-    let saved = ctx.namespaces;
-    ctx.namespaces = k;
-    let result = run(ctx, n, k, timeout).await;
-    ctx.namespaces = saved;
-    result.map(Some)
+    run(ctx, n, k, timeout).await.map(Some)
 }
 
 async fn run(
@@ -73,7 +69,7 @@ async fn run(
     say(&format!(
         "cluster policy: floor, {n} main Pods and sidecars over {k} namespaces"
     ));
-    let floor_nss = ctx.fresh_namespaces("csp-floor").await?;
+    let floor_nss = ctx.fresh_namespaces_n("csp-floor", k).await?;
     let floor_policy = policy(&ctx.run_id, &floor_nss);
     let obs = Observer::start(&ctx.observer, &floor_nss, false, timeout).await?;
     let t0 = Instant::now();
@@ -96,7 +92,7 @@ async fn run(
     ctx.drop_namespaces(&floor_nss).await?;
 
     // The operator: one cluster policy, created before the Pods.
-    let nss = ctx.fresh_namespaces("csp-op").await?;
+    let nss = ctx.fresh_namespaces_n("csp-op", k).await?;
     let op = RunningOperator::start(&launch(ctx, "operator-cluster"), timeout).await?;
     let api: Api<ClusterSidecarPolicy> = Api::all(ctx.client.clone());
     let p = policy(&ctx.run_id, &nss);

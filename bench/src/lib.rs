@@ -269,7 +269,15 @@ impl Ctx<'_> {
     /// Creates the round's `ctx.namespaces` namespaces `<prefix>-<i>-<random>` and keeps
     /// them for the clean-up of a failed run.
     pub(crate) async fn fresh_namespaces(&mut self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let count = self.namespaces;
+        self.fresh_namespaces_n(prefix, self.namespaces).await
+    }
+
+    /// [`Ctx::fresh_namespaces`] with `count` namespaces instead of the rounds' number.
+    pub(crate) async fn fresh_namespaces_n(
+        &mut self,
+        prefix: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<String>> {
         let timeout = self.cfg.timeout();
         let nss =
             workload::create_namespaces(&self.client, prefix, count, &self.run_id, timeout).await?;
@@ -348,8 +356,8 @@ async fn bench(
         report.summarize();
         write_report(cfg, &report)?;
     }
-    report.peers =
-        peers::peers_section(&mut ctx, &report.floor_rounds, &report.operator_rounds).await?;
+    let peers = peers::peers_section(&mut ctx, &report).await?;
+    report.peers = peers;
     if report.peers.is_some() {
         write_report(cfg, &report)?;
     }

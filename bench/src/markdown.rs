@@ -392,6 +392,12 @@ fn admission_table(s: &mut String, a: &crate::admission::Admission) {
     value_table(s, &title, &rows);
 }
 
+/// A Markdown table's header row and its separator.
+fn header(s: &mut String, columns: &[&str]) {
+    let _ = writeln!(s, "| {} |", columns.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(columns.len()));
+}
+
 fn peers_table(s: &mut String, p: &crate::peers::PeersSection) {
     let _ = writeln!(
         s,
@@ -409,11 +415,21 @@ fn peers_table(s: &mut String, p: &crate::peers::PeersSection) {
         mib(p.peak_rss_bytes),
         mib(p.operator_peak_rss_bytes)
     );
-    let _ = writeln!(
+    header(
         s,
-        "| round | converge (s) | / phased, / ideal floor | main creates (s) | latency p50 / p99 / max (ms) | companions seen, owned | CPU s | peak RSS | RSS after | its requests per companion |"
+        &[
+            "round",
+            "converge (s)",
+            "/ phased, / ideal floor",
+            "main creates (s)",
+            "latency p50 / p99 / max (ms)",
+            "companions seen, owned",
+            "CPU s",
+            "peak RSS",
+            "RSS after",
+            "its requests per companion",
+        ],
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for r in &p.rounds {
         let _ = writeln!(
             s,
@@ -450,11 +466,22 @@ fn churn_table(s: &mut String, c: &crate::churn::ChurnSection) {
         "\nSteady churn: main Pods created at a fixed rate for {} s, each deleted {:.0} s after its create (bound by the scheduler, not pre-bound); latency at the observer from the main Pod's binding (SameNode) or first event (Any) to its sidecar's first event. Near-maximum rate: {}.\n",
         c.secs, c.delete_after_s, c.max_rate_basis
     );
-    let _ = writeln!(
+    header(
         s,
-        "| placement | Pods/s asked (achieved) | Pod events | latency p50 / p99 / max | API server create p50 / p99 | queue wait p50 / p99 | reconcile p99 | status, event writes /s | p99 tail: with a status write (all Pods) | with an Event write (all) | no sidecar |"
+        &[
+            "placement",
+            "Pods/s asked (achieved)",
+            "Pod events",
+            "latency p50 / p99 / max",
+            "API server create p50 / p99",
+            "queue wait p50 / p99",
+            "reconcile p99",
+            "status, event writes /s",
+            "p99 tail: with a status write (all Pods)",
+            "with an Event write (all)",
+            "no sidecar",
+        ],
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &c.runs {
         let _ = writeln!(
             s,

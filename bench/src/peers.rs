@@ -29,7 +29,8 @@ use sidecar_testenv::process::Proc;
 use crate::metrics::{Snapshot, http_get};
 use crate::observe::{Observer, Watches};
 use crate::operator::free_port;
-use crate::rounds::{FloorRound, Latency, OperatorRound, median, round3};
+use crate::report::Report;
+use crate::rounds::{FloorRound, Latency, median, round3};
 use crate::sys::{self, RssSampler};
 use crate::workload::{self, BENCH_MANAGER, RUN_LABEL};
 use crate::{Ctx, say, secs, since};
@@ -174,10 +175,10 @@ impl Kyverno {
 
 /// Runs the Kyverno rounds (one per floor round) and the comparison; `None` without
 /// [`crate::Config::peers`].
+/// `report` holds the floor and operator rounds, summarized.
 pub(crate) async fn peers_section(
     ctx: &mut Ctx<'_>,
-    floors: &[FloorRound],
-    ops: &[OperatorRound],
+    report: &Report,
 ) -> anyhow::Result<Option<PeersSection>> {
     let Some(paths) = ctx.cfg.peers.clone() else {
         return Ok(None);
@@ -186,7 +187,7 @@ pub(crate) async fn peers_section(
     say("peers: installing Kyverno's CRDs and starting Kyverno out of cluster");
     install(ctx, &paths).await?;
     let mut kyverno = start(ctx, &paths)?;
-    let result = rounds(ctx, &mut kyverno, floors, timeout).await;
+    let result = rounds(ctx, &mut kyverno, &report.floor_rounds, timeout).await;
     say("peers: stopping Kyverno and removing its webhooks");
     kyverno.stop();
     remove_webhooks(&ctx.client).await;
@@ -194,13 +195,6 @@ pub(crate) async fn peers_section(
     let med =
         |f: &dyn Fn(&PeerRound) -> f64| round3(median(&rounds.iter().map(f).collect::<Vec<_>>()));
     let converge_s = med(&|r| r.converge_s);
-    let floor = round3(median(
-        &floors.iter().map(|f| f.floor_s).collect::<Vec<_>>(),
-    ));
-    let ideal = round3(median(
-        &floors.iter().map(|f| f.ideal_s).collect::<Vec<_>>(),
-    ));
-    let op_med = |f: &dyn Fn(&OperatorRound) -> f64| median(&ops.iter().map(f).collect::<Vec<_>>());
     Ok(Some(PeersSection {
         peer: format!(
             "Kyverno {} (admission controller + background controller, out of cluster, admin kubeconfig)",
@@ -208,11 +202,11 @@ pub(crate) async fn peers_section(
         ),
         all_converged: rounds.iter().all(|r| r.converged),
         converge_s,
-        ratio: round3(converge_s / floor.max(1e-9)),
-        ratio_ideal: round3(converge_s / ideal.max(1e-9)),
-        operator_converge_s: round3(op_med(&|o| o.convergence.converge_s)),
+        ratio: round3(converge_s / report.floor_s.max(1e-9)),
+        ratio_ideal: round3(converge_s / report.ideal_floor_s.max(1e-9)),
+        operator_converge_s: report.converge_s,
         peak_rss_bytes: med(&|r| r.peak_rss_bytes as f64) as u64,
-        operator_peak_rss_bytes: op_med(&|o| o.memory.peak_rss_bytes as f64) as u64,
+        operator_peak_rss_bytes: report.peak_rss_bytes,
         rounds,
         notes: vec![
             "Kyverno's ClusterPolicy: one generate rule (synchronize: true) matching the main Pods of the round's namespaces, creating <pod>-companion with an ownerReference to the main Pod's uid and required node affinity to its spec.nodeName, the same container as the operator's sidecar; generate runs in the background controller from the UpdateRequests the admission controller creates.".into(),
@@ -604,11 +598,7 @@ async fn wait_live(
     kyverno: &mut Kyverno,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let saved = ctx.namespaces;
-    ctx.namespaces = 1;
-    let probe = ctx.fresh_namespaces("peer-probe").await;
-    ctx.namespaces = saved;
-    let probe = probe?;
+    let probe = ctx.fresh_namespaces_n("peer-probe", 1).await?;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &probe[0]);
     let mut main = workload::main_pods(1, &probe).remove(0);
     main.metadata.name = Some("probe".into());

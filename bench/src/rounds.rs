@@ -29,13 +29,7 @@ impl Latency {
     pub fn of(samples: &[f64]) -> Latency {
         let mut v: Vec<f64> = samples.iter().map(|x| x.max(0.0)).collect();
         v.sort_by(f64::total_cmp);
-        let pct = |p: f64| -> f64 {
-            if v.is_empty() {
-                return 0.0;
-            }
-            let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-            v[rank.clamp(1, v.len()) - 1]
-        };
+        let pct = |p: f64| nearest_rank(&v, p);
         Latency {
             p50: round3(pct(50.0)),
             p90: round3(pct(90.0)),
@@ -45,6 +39,15 @@ impl Latency {
             negative: samples.iter().filter(|x| **x < 0.0).count(),
         }
     }
+}
+
+/// The nearest-rank `p`-th percentile (0 < p ≤ 100) of `sorted` (ascending); 0 when empty.
+pub fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Rounds to 3 decimals (readable JSON).

@@ -39,9 +39,6 @@ where
 
 const MAX_WATCH_ERRORS: u32 = 20;
 
-/// The reporting controller of the operator's Events.
-const OPERATOR_COMPONENT: &str = "sidecar-operator";
-
 pub(super) async fn watch_mains(state: Arc<Mutex<State>>, api: Api<Pod>) {
     let cfg = watcher::Config::default().labels(&format!("{ROLE_LABEL}={ROLE_MAIN}"));
     let mut st = stream(api, cfg).boxed();
@@ -217,7 +214,7 @@ pub(super) async fn watch_events(
                     e.reporting_component.as_deref(),
                     e.source.as_ref().and_then(|s| s.component.as_deref()),
                 ]
-                .contains(&Some(OPERATOR_COMPONENT));
+                .contains(&Some(sidecar_controller::REPORTING_CONTROLLER));
                 if ours && s.synced[3] && in_scope(&s, e.metadata.namespace.as_deref()) {
                     s.event_writes.push(now);
                 }

@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 use crate::cache::PolicyCache;
 use crate::keys::PolicyKey;
 
+/// The `reportingController` of the operator's Events.
+pub const REPORTING_CONTROLLER: &str = "sidecar-operator";
+
 /// The sending side: queues Events for the publisher, never waiting.
 pub(crate) struct Events {
     tx: mpsc::Sender<Outgoing>,

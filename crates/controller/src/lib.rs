@@ -59,6 +59,7 @@ pub use config::OperatorConfig;
 pub use counter::{ApiCalls, Counter, counting_client};
 pub use decode::{Lenient, Undecodable};
 pub use error::Error;
+pub use events::REPORTING_CONTROLLER;
 pub use gate::WriteGate;
 pub use metrics::Metrics;
 pub use operator::{Health, Operator};

@@ -67,7 +67,7 @@ impl Operator {
             .with_layer(&health::WatchHealthLayer(watches.clone()))
             .build();
         let reporter = Reporter {
-            controller: "sidecar-operator".into(),
+            controller: crate::events::REPORTING_CONTROLLER.into(),
             instance: opts.instance.clone(),
         };
         let (events, publisher) = Events::start(client.clone(), reporter, 4096, opts.pod_events);

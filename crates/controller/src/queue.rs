@@ -29,6 +29,18 @@ struct State<K> {
     closed: bool,
 }
 
+impl<K: Clone + Eq + Hash> State<K> {
+    /// Queues `key` now unless it waits already; whether it was queued.
+    fn enqueue(&mut self, key: K) -> bool {
+        if self.queued.contains_key(&key) {
+            return false;
+        }
+        self.queued.insert(key.clone(), Instant::now());
+        self.ready.push_back(key);
+        true
+    }
+}
+
 /// The queue; cheap to clone (shared).
 #[derive(Debug)]
 pub struct WorkQueue<K> {
@@ -91,9 +103,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
         if s.active.contains(&key) {
             s.dirty.insert(key);
-        } else if let std::collections::hash_map::Entry::Vacant(e) = s.queued.entry(key.clone()) {
-            e.insert(Instant::now());
-            s.ready.push_back(key);
+        } else if s.enqueue(key) {
             drop(s);
             self.notify.notify_one();
         }
@@ -159,9 +169,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     pub fn done(&self, key: &K) {
         let mut s = self.lock();
         s.active.remove(key);
-        if s.dirty.remove(key) && !s.closed && !s.queued.contains_key(key) {
-            s.queued.insert(key.clone(), Instant::now());
-            s.ready.push_back(key.clone());
+        if s.dirty.remove(key) && !s.closed && s.enqueue(key.clone()) {
             drop(s);
             self.notify.notify_one();
         }
