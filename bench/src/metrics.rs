@@ -84,19 +84,17 @@ impl Snapshot {
             .map(|((_, l), v)| (l, *v))
     }
 
-    /// The `q`-quantile (0 < q ≤ 1) of histogram `name` (its `_bucket` series whose labels
-    /// include `filter`), as the upper bound of the bucket holding it: an upper estimate
-    /// no finer than the buckets. `None` without observations; `f64::INFINITY` when it lies
-    /// past the last finite bucket.
-    pub fn quantile(&self, name: &str, filter: &[(&str, &str)], q: f64) -> Option<f64> {
-        let bucket = format!("{name}_bucket");
+    /// The cumulative buckets `(upper bound, count)` of histogram series `bucket` (the
+    /// `_bucket` name) whose labels `keep` accepts, in bound order; series with the same
+    /// bound (one per other label value, such as several webhooks) are added up.
+    pub fn buckets(
+        &self,
+        bucket: &str,
+        keep: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> Vec<(f64, f64)> {
         let mut cumulative: Vec<(f64, f64)> = self
-            .series(&bucket)
-            .filter(|(labels, _)| {
-                filter
-                    .iter()
-                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-            })
+            .series(bucket)
+            .filter(|(labels, _)| keep(labels))
             .filter_map(|(labels, v)| {
                 let le = labels.get("le")?;
                 let le = if le == "+Inf" {
@@ -108,6 +106,26 @@ impl Snapshot {
             })
             .collect();
         cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+        cumulative.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+            }
+            same
+        });
+        cumulative
+    }
+
+    /// The `q`-quantile (0 < q ≤ 1) of histogram `name` (its `_bucket` series whose labels
+    /// include `filter`), as the upper bound of the bucket holding it: an upper estimate
+    /// no finer than the buckets. `None` without observations; `f64::INFINITY` when it lies
+    /// past the last finite bucket.
+    pub fn quantile(&self, name: &str, filter: &[(&str, &str)], q: f64) -> Option<f64> {
+        let cumulative = self.buckets(&format!("{name}_bucket"), |labels| {
+            filter
+                .iter()
+                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        });
         let total = cumulative.last()?.1;
         if total <= 0.0 {
             return None;
@@ -237,6 +255,27 @@ weird{a="x\"y,z",b="2"} 1.5e0
         assert_eq!(d.quantile("w", &pod, 0.5), Some(0.1));
         assert_eq!(d.quantile("w", &pod, 0.99), Some(f64::INFINITY));
         assert_eq!(h([0, 0, 0, 0]).quantile("w", &pod, 0.5), None);
+    }
+
+    #[test]
+    fn buckets_with_the_same_bound_add_up() {
+        // Two webhooks' series of one histogram: with both kept, each bound counts both.
+        let s = Snapshot::parse(
+            "h_bucket{name=\"a\",le=\"0.005\"} 3\nh_bucket{name=\"a\",le=\"+Inf\"} 4\n\
+             h_bucket{name=\"b\",le=\"0.005\"} 1\nh_bucket{name=\"b\",le=\"+Inf\"} 6\n\
+             h_bucket{name=\"c\",le=\"0.005\"} 100\n",
+        )
+        .unwrap();
+        let ab = s.buckets("h_bucket", |l| l["name"] != "c");
+        assert_eq!(ab, vec![(0.005, 4.0), (f64::INFINITY, 10.0)]);
+        assert_eq!(
+            s.buckets("h_bucket", |l| l["name"] == "b"),
+            vec![(0.005, 1.0), (f64::INFINITY, 6.0)]
+        );
+        let a = [("name", "a")];
+        assert_eq!(s.quantile("h", &a, 0.75), Some(0.005));
+        assert_eq!(s.quantile("h", &a, 0.8), Some(f64::INFINITY));
+        assert!(s.buckets("nothing_bucket", |_| true).is_empty());
     }
 
     #[test]
