@@ -47,7 +47,7 @@ bench-peers: binaries ## The operator against Kyverno doing the same job, same r
 	$(CARGO) build --release -p sidecar-operator
 	$(CARGO) run --release -p sidecar-bench -- --n $${BENCH_N:-1000} --rounds $${BENCH_ROUNDS:-1} \
 	  --kyverno-bin-dir "$$(bash hack/peers.sh bindir)" --kyverno-crds "$$(bash hack/peers.sh crds)" \
-	  --idle-secs 10 --churn-secs 0 --cluster-namespaces 0 --repair-n 0 --admission false \
+	  --idle-secs 10 --churn-secs 0 --cluster-namespaces 0 --repair-n 0 --admission true \
 	  --timeout-secs 600 --out target/bench-peers $(BENCH_ARGS)
 
 crds: ## Regenerate crds/ (both CRDs, and the chart's copies) from the Rust types (commit the result)

@@ -92,8 +92,6 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
             .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
-    let burst = |nss: &[String]| workload::main_pods(n, nss);
-
     // The operator runs (webhook and controllers) through all three bursts: only the
     // namespace label decides whether the API server calls the webhook, so the bursts
     // differ in the webhook alone. Its Secret goes in a namespace of the run.
@@ -102,25 +100,16 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
     wait_injecting(ctx, &sets[1][0], timeout).await?;
 
     say(&format!("admission: {n} Pod creates, webhook not called"));
-    let cpu_start = op.cpu_seconds();
-    let server_start = apiserver_metrics(ctx).await?;
-    let (a, _) = timed_creates(ctx, burst(&sets[0])).await?;
-    let cpu_without_s = op.cpu_seconds() - cpu_start;
-    let server_without = apiserver_metrics(ctx).await?.since(&server_start);
-
-    let (server_before, handler_before) = (apiserver_metrics(ctx).await?, op.metrics().await?);
-    let cpu_before = op.cpu_seconds();
+    let without = burst(ctx, &sets[0], || op.cpu_seconds()).await?;
+    let handler_before = op.metrics().await?;
     say(&format!("admission: {n} Pod creates, webhook called"));
-    let (b, created) = timed_creates(ctx, burst(&sets[1])).await?;
-    let cpu_s = op.cpu_seconds() - cpu_before;
+    let with = burst(ctx, &sets[1], || op.cpu_seconds()).await?;
     let rss_bytes = op.rss();
-    let server = apiserver_metrics(ctx).await?.since(&server_before);
     let handler = op.metrics().await?.since(&handler_before);
-
     say(&format!(
         "admission: {n} Pod creates, webhook not called, again"
     ));
-    let (c, _) = timed_creates(ctx, burst(&sets[2])).await?;
+    let again = burst(ctx, &sets[2], || 0.0).await?;
     op.stop().await;
     let configs: Api<MutatingWebhookConfiguration> = Api::all(ctx.client.clone());
     configs
@@ -130,40 +119,13 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
     let all: Vec<String> = sets.concat();
     ctx.drop_namespaces(&all).await?;
 
-    let injected = created.iter().filter(|p| has_sidecar(p)).count();
-    let buckets = |s: &Snapshot, name: &str, filter: &[(&str, &str)]| -> Vec<(f64, f64)> {
-        let mut b: Vec<(f64, f64)> = s
-            .series(name)
-            .filter(|(l, _)| {
-                filter
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-            })
-            .filter_map(|(l, v)| Some((parse_le(l.get("le")?)?, v)))
-            .collect();
-        b.sort_by(|x, y| x.0.total_cmp(&y.0));
-        b
-    };
-    let server_buckets = buckets(
-        &server,
-        "apiserver_admission_webhook_admission_duration_seconds_bucket",
-        &[
-            ("name", WEBHOOK),
-            ("operation", "CREATE"),
-            ("type", "admit"),
-        ],
-    );
-    let handler_buckets = buckets(
-        &handler,
-        "sidecar_webhook_admission_duration_seconds_bucket",
-        &[],
-    );
-    let total = server_buckets.last().map(|b| b.1).unwrap_or(0.0);
-    let under_5ms = server_buckets
-        .iter()
-        .find(|(le, _)| (*le - 0.005).abs() < 1e-9)
-        .map(|b| b.1)
-        .unwrap_or(0.0);
+    let injected = with.created.iter().filter(|p| has_sidecar(p)).count();
+    let times = webhook_times(&with.server, |name| name == WEBHOOK);
+    let handler_buckets = handler
+        .buckets("sidecar_webhook_admission_duration_seconds_bucket", |_| {
+            true
+        });
+    let (a, b, c) = (without.secs, with.secs, again.secs);
     let mean_without = (a + c) / 2.0;
     let out = Admission {
         n,
@@ -171,17 +133,15 @@ pub(crate) async fn admission_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Optio
         with_s: crate::round3(b),
         throughput_ratio: crate::round3(if b > 0.0 { mean_without / b } else { 0.0 }),
         injected,
-        apiserver_p50_ms: crate::round3(quantile(&server_buckets, 0.5) * 1000.0),
-        apiserver_p99_ms: crate::round3(quantile(&server_buckets, 0.99) * 1000.0),
-        apiserver_under_5ms: crate::round3(if total > 0.0 { under_5ms / total } else { 0.0 }),
+        apiserver_p50_ms: times.p50_ms,
+        apiserver_p99_ms: times.p99_ms,
+        apiserver_under_5ms: times.under_5ms,
         handler_p50_ms: crate::round3(quantile(&handler_buckets, 0.5) * 1000.0),
         handler_p99_ms: crate::round3(quantile(&handler_buckets, 0.99) * 1000.0),
-        cpu_s: crate::round3(cpu_s),
-        cpu_without_s: crate::round3(cpu_without_s),
-        apiserver_cpu_s: crate::round3(server.sum("process_cpu_seconds_total", &[])),
-        apiserver_cpu_without_s: crate::round3(
-            server_without.sum("process_cpu_seconds_total", &[]),
-        ),
+        cpu_s: crate::round3(with.cpu_s),
+        cpu_without_s: crate::round3(without.cpu_s),
+        apiserver_cpu_s: crate::round3(with.apiserver_cpu_s()),
+        apiserver_cpu_without_s: crate::round3(without.apiserver_cpu_s()),
         connections: handler.sum("sidecar_webhook_connections_total", &[]),
         calls_per_pod: crate::round3(
             handler.sum("sidecar_webhook_admissions_total", &[]) / n as f64,
@@ -244,16 +204,84 @@ pub(crate) fn has_sidecar(p: &Pod) -> bool {
     inits.is_some_and(|i| i.iter().any(|c| c.name == "bench-agent"))
 }
 
-async fn timed_creates(ctx: &Ctx<'_>, pods: Vec<Pod>) -> anyhow::Result<(f64, Vec<Pod>)> {
+/// One burst of N main-Pod creates, spread over `nss`, and what it cost.
+pub(crate) struct Burst {
+    /// Seconds from the first create to the last one's return.
+    pub secs: f64,
+    /// The Pods as the API server returned them (after admission).
+    pub created: Vec<Pod>,
+    /// The API server's metrics over the burst (a difference).
+    pub server: Snapshot,
+    /// CPU seconds `cpu` counted over the burst.
+    pub cpu_s: f64,
+}
+
+impl Burst {
+    /// The API server's own CPU seconds over the burst.
+    pub fn apiserver_cpu_s(&self) -> f64 {
+        self.server.sum("process_cpu_seconds_total", &[])
+    }
+}
+
+/// Creates N main Pods in `nss` (the run's concurrency), timing them and reading the API
+/// server's metrics and `cpu` (a process's CPU seconds) around them.
+pub(crate) async fn burst(
+    ctx: &Ctx<'_>,
+    nss: &[String],
+    cpu: impl Fn() -> f64,
+) -> anyhow::Result<Burst> {
+    let server_before = apiserver_metrics(ctx).await?;
+    let cpu_before = cpu();
     let started = Instant::now();
     let created = workload::create_pods(
         &ctx.client,
-        pods,
+        workload::main_pods(ctx.cfg.n, nss),
         ctx.cfg.concurrency,
         workload::BENCH_MANAGER,
     )
     .await?;
-    Ok((secs(started.elapsed()), created))
+    let took = secs(started.elapsed());
+    let cpu_s = cpu() - cpu_before;
+    let server = apiserver_metrics(ctx).await?.since(&server_before);
+    Ok(Burst {
+        secs: took,
+        created,
+        server,
+        cpu_s,
+    })
+}
+
+/// The API server's admission time for the mutating webhooks whose name `keep` accepts
+/// (Pod CREATE), from its `apiserver_admission_webhook_admission_duration_seconds`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct WebhookTimes {
+    /// Interpolated in its buckets (5, 25, 100 ms…: coarse), ms.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Share of admissions under 5 ms (its first bucket).
+    pub under_5ms: f64,
+}
+
+pub(crate) fn webhook_times(server: &Snapshot, keep: impl Fn(&str) -> bool) -> WebhookTimes {
+    let b = server.buckets(
+        "apiserver_admission_webhook_admission_duration_seconds_bucket",
+        |l| {
+            let is = |k: &str, v: &str| l.get(k).map(String::as_str) == Some(v);
+            l.get("name").is_some_and(|n| keep(n))
+                && is("operation", "CREATE")
+                && is("type", "admit")
+        },
+    );
+    let total = b.last().map_or(0.0, |b| b.1);
+    let under = b
+        .iter()
+        .find(|(le, _)| (*le - 0.005).abs() < 1e-9)
+        .map_or(0.0, |b| b.1);
+    WebhookTimes {
+        p50_ms: crate::round3(quantile(&b, 0.5) * 1000.0),
+        p99_ms: crate::round3(quantile(&b, 0.99) * 1000.0),
+        under_5ms: crate::round3(if total > 0.0 { under / total } else { 0.0 }),
+    }
 }
 
 /// Waits until a dry-run create in `ns` comes back injected (the configuration applied,
@@ -293,14 +321,6 @@ async fn apiserver_metrics(ctx: &Ctx<'_>) -> anyhow::Result<Snapshot> {
     Snapshot::parse(&text)
 }
 
-fn parse_le(le: &str) -> Option<f64> {
-    if le == "+Inf" {
-        Some(f64::INFINITY)
-    } else {
-        le.parse().ok()
-    }
-}
-
 /// The `q` quantile of cumulative buckets `(upper bound, count)`, interpolated linearly
 /// inside its bucket (as Prometheus' `histogram_quantile`); 0 without samples.
 pub fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
@@ -332,7 +352,43 @@ pub fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use super::{WebhookTimes, quantile, webhook_times};
+    use crate::metrics::Snapshot;
+
+    #[test]
+    fn webhook_times_add_the_kept_webhooks_pod_creates() {
+        let line = |name: &str, op: &str, le: &str, v: u32| {
+            format!(
+                "apiserver_admission_webhook_admission_duration_seconds_bucket{{name=\"{name}\",operation=\"{op}\",type=\"admit\",le=\"{le}\"}} {v}\n"
+            )
+        };
+        let text = [
+            line("mutate.kyverno.svc-fail", "CREATE", "0.005", 10),
+            line("mutate.kyverno.svc-fail", "CREATE", "0.025", 40),
+            line("mutate.kyverno.svc-fail", "CREATE", "+Inf", 40),
+            line("mutate.kyverno.svc-ignore", "CREATE", "0.005", 30),
+            line("mutate.kyverno.svc-ignore", "CREATE", "0.025", 60),
+            line("mutate.kyverno.svc-ignore", "CREATE", "+Inf", 60),
+            line("mutate.kyverno.svc-fail", "UPDATE", "0.005", 0),
+            line("mutate.kyverno.svc-fail", "UPDATE", "+Inf", 500),
+            line("other.webhook", "CREATE", "0.005", 0),
+            line("other.webhook", "CREATE", "+Inf", 900),
+        ]
+        .concat();
+        let s = Snapshot::parse(&text).unwrap();
+        let t = webhook_times(&s, |n| n.starts_with("mutate.kyverno.svc"));
+        // 100 creates: 40 under 5 ms, the rest under 25 ms; p50 lies 10/60 into (5, 25].
+        assert_eq!(t.under_5ms, 0.4);
+        assert!(
+            (t.p50_ms - (5.0 + 20.0 * 10.0 / 60.0)).abs() < 1e-3,
+            "{t:?}"
+        );
+        assert!(t.p99_ms > 24.0 && t.p99_ms <= 25.0, "{t:?}");
+        assert_eq!(
+            webhook_times(&s, |n| n == "absent"),
+            WebhookTimes::default()
+        );
+    }
 
     #[test]
     fn quantiles_interpolate_inside_buckets() {

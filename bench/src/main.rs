@@ -10,7 +10,8 @@ use sidecar_bench::{Cluster, Config, OperatorMode};
 /// Measures the sidecar operator against the physical floor on a local control plane;
 /// writes target/bench/report.json and report.md.
 #[derive(Parser, Debug)]
-#[command(name = "sidecar-bench", about)]
+// A flag given twice keeps its last value, so BENCH_ARGS can override the Makefile's.
+#[command(name = "sidecar-bench", about, args_override_self = true)]
 struct Args {
     /// Main Pods (and sidecars) per round; spread over ⌈N/1000⌉ namespaces.
     #[arg(long, default_value_t = 1000)]

@@ -64,6 +64,9 @@ impl Report {
         let mut s = t.out;
         if let Some(p) = &self.peers {
             peers_table(&mut s, p);
+            if let Some(i) = &p.injection {
+                injection_table(&mut s, i, self.admission.as_ref());
+            }
         }
         if let Some(c) = &self.churn {
             churn_table(&mut s, c);
@@ -460,6 +463,68 @@ fn peers_table(s: &mut String, p: &crate::peers::PeersSection) {
     }
 }
 
+/// Kyverno's mutate rule beside the operator's webhook (the admission section, same run).
+fn injection_table(
+    s: &mut String,
+    k: &crate::peers::PeerInjection,
+    ours: Option<&crate::admission::Admission>,
+) {
+    let _ = writeln!(
+        s,
+        "\nInjecting the native sidecar at admission, {} Pod creates per burst (each against a burst with no webhook in the same run):\n",
+        k.n
+    );
+    header(
+        s,
+        &[
+            "webhook",
+            "burst (s), with / without",
+            "create throughput with / without",
+            "Pods injected",
+            "API server's admission time p50 / p99 (ms)",
+            "under 5 ms",
+            "its CPU s",
+            "API server CPU s, with / without",
+            "its RSS after",
+        ],
+    );
+    if let Some(a) = ours {
+        let without = a.without_s.iter().sum::<f64>() / a.without_s.len().max(1) as f64;
+        let _ = writeln!(
+            s,
+            "| sidecar-operator | {:.2} / {:.2} | {:.2} | {} of {} | {:.1} / {:.1} | {:.1}% | {:.2} | {:.2} / {:.2} | {} |",
+            a.with_s,
+            without,
+            a.throughput_ratio,
+            a.injected,
+            a.n,
+            a.apiserver_p50_ms,
+            a.apiserver_p99_ms,
+            a.apiserver_under_5ms * 100.0,
+            a.cpu_s,
+            a.apiserver_cpu_s,
+            a.apiserver_cpu_without_s,
+            mib(a.rss_bytes)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| Kyverno mutate | {:.2} / {:.2} | {:.2} | {} of {} | {:.1} / {:.1} | {:.1}% | {:.2} | {:.2} / {:.2} | {} |",
+        k.with_s,
+        k.without_s,
+        k.throughput_ratio,
+        k.injected,
+        k.n,
+        k.apiserver.p50_ms,
+        k.apiserver.p99_ms,
+        k.apiserver.under_5ms * 100.0,
+        k.cpu_s,
+        k.apiserver_cpu_s,
+        k.apiserver_cpu_without_s,
+        mib(k.rss_bytes)
+    );
+}
+
 fn churn_table(s: &mut String, c: &crate::churn::ChurnSection) {
     let _ = writeln!(
         s,
@@ -589,5 +654,54 @@ fn value_table(s: &mut String, title: &str, rows: &[(&str, String, &str)]) {
     let _ = writeln!(s, "|---|---|---|");
     for (name, value, goal) in rows {
         let _ = writeln!(s, "| {name} | {value} | {goal} |");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::injection_table;
+    use crate::admission::{Admission, WebhookTimes};
+    use crate::peers::PeerInjection;
+
+    #[test]
+    fn injection_rows_put_the_operator_beside_kyverno() {
+        let k = PeerInjection {
+            n: 100,
+            with_s: 4.0,
+            without_s: 2.0,
+            throughput_ratio: 0.5,
+            injected: 99,
+            apiserver: WebhookTimes {
+                p50_ms: 12.5,
+                p99_ms: 80.0,
+                under_5ms: 0.25,
+            },
+            ..PeerInjection::default()
+        };
+        let a = Admission {
+            n: 100,
+            without_s: vec![1.0, 3.0],
+            with_s: 2.2,
+            injected: 100,
+            ..Admission::default()
+        };
+        let mut s = String::new();
+        injection_table(&mut s, &k, Some(&a));
+        let rows: Vec<&str> = s.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(rows.len(), 3, "{s}");
+        assert!(
+            rows[1].starts_with("| sidecar-operator | 2.20 / 2.00 |"),
+            "{s}"
+        );
+        assert!(rows[1].contains("| 100 of 100 |"), "{s}");
+        assert!(
+            rows[2].starts_with(
+                "| Kyverno mutate | 4.00 / 2.00 | 0.50 | 99 of 100 | 12.5 / 80.0 | 25.0% |"
+            ),
+            "{s}"
+        );
+        let mut alone = String::new();
+        injection_table(&mut alone, &k, None);
+        assert!(!alone.contains("sidecar-operator"), "{alone}");
     }
 }

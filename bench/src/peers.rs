@@ -26,6 +26,7 @@ use serde_json::json;
 use sidecar_api::constants::LABEL_MAIN_UID;
 use sidecar_testenv::process::Proc;
 
+use crate::admission::{self, WebhookTimes};
 use crate::metrics::{Snapshot, http_get};
 use crate::observe::{Observer, Watches};
 use crate::operator::free_port;
@@ -65,6 +66,9 @@ pub struct PeersSection {
     pub operator_peak_rss_bytes: u64,
     /// The rounds.
     pub rounds: Vec<PeerRound>,
+    /// Kyverno's `mutate` rule injecting Container mode's native sidecar at admission
+    /// (the operator's own webhook is the admission section of the same run).
+    pub injection: Option<PeerInjection>,
     /// How it was set up.
     pub notes: Vec<String>,
 }
@@ -109,9 +113,36 @@ pub struct PeerRound {
     pub sidecars_s: Vec<f64>,
 }
 
+/// A burst of N main-Pod creates with Kyverno's `mutate` rule injecting the same native
+/// sidecar as Container mode's webhook, and the same burst without any webhook after
+/// Kyverno stopped.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerInjection {
+    /// Pods per burst.
+    pub n: usize,
+    /// Seconds of the burst with Kyverno's webhook in the path.
+    pub with_s: f64,
+    /// Seconds of the same burst with no webhook (Kyverno stopped, its webhooks deleted).
+    pub without_s: f64,
+    /// Create throughput with / without.
+    pub throughput_ratio: f64,
+    /// Pods of the burst that came out injected (goal: all).
+    pub injected: usize,
+    /// The API server's admission time for Kyverno's mutating webhooks (Pod CREATE).
+    pub apiserver: WebhookTimes,
+    /// CPU seconds of Kyverno's admission controller (where mutation runs) over the burst.
+    pub cpu_s: f64,
+    /// CPU seconds of the API server over the burst with Kyverno, and without.
+    pub apiserver_cpu_s: f64,
+    pub apiserver_cpu_without_s: f64,
+    /// RSS of Kyverno's admission controller after the burst.
+    pub rss_bytes: u64,
+}
+
 /// Label of Kyverno's companions (the observer's sidecar selector).
 const COMPANION_LABEL: &str = "sidecar-bench/role=kyverno-companion";
 const POLICY: &str = "sidecar-bench-companion";
+const INJECT_POLICY: &str = "sidecar-bench-inject";
 const KYVERNO_NS: &str = "kyverno";
 
 /// The running Kyverno: both processes, their samplers and metrics ports.
@@ -126,6 +157,13 @@ impl Kyverno {
             .iter()
             .map(|(p, _, _)| sys::cpu_seconds(p.pid()).unwrap_or(0.0))
             .sum()
+    }
+    /// The admission controller (the first process): CPU seconds and RSS.
+    fn admission_cpu_seconds(&self) -> f64 {
+        sys::cpu_seconds(self.procs[0].0.pid()).unwrap_or(0.0)
+    }
+    fn admission_rss(&self) -> u64 {
+        sys::rss(self.procs[0].0.pid()).unwrap_or(0)
     }
     fn rss(&self) -> u64 {
         self.procs
@@ -188,10 +226,18 @@ pub(crate) async fn peers_section(
     install(ctx, &paths).await?;
     let mut kyverno = start(ctx, &paths)?;
     let result = rounds(ctx, &mut kyverno, &report.floor_rounds, timeout).await;
+    let mutate = match &result {
+        Ok(_) => Some(inject_burst(ctx, &mut kyverno, timeout).await),
+        Err(_) => None,
+    };
     say("peers: stopping Kyverno and removing its webhooks");
     kyverno.stop();
     remove_webhooks(&ctx.client).await;
     let rounds = result?;
+    let injection = match mutate {
+        Some(m) => Some(without_webhooks(ctx, m?).await?),
+        None => None,
+    };
     let med =
         |f: &dyn Fn(&PeerRound) -> f64| round3(median(&rounds.iter().map(f).collect::<Vec<_>>()));
     let converge_s = med(&|r| r.converge_s);
@@ -208,11 +254,13 @@ pub(crate) async fn peers_section(
         peak_rss_bytes: med(&|r| r.peak_rss_bytes as f64) as u64,
         operator_peak_rss_bytes: report.peak_rss_bytes,
         rounds,
+        injection,
         notes: vec![
             "Kyverno's ClusterPolicy: one generate rule (synchronize: true) matching the main Pods of the round's namespaces, creating <pod>-companion with an ownerReference to the main Pod's uid and required node affinity to its spec.nodeName, the same container as the operator's sidecar; generate runs in the background controller from the UpdateRequests the admission controller creates.".into(),
             "Kyverno's ConfigMap sets updateRequestThreshold 1000 (the default 0 skips every UpdateRequest out of cluster) and its default resourceFilters; ClusterRoleBindings to cluster-admin for Kyverno's three ServiceAccount names exist only for its policy validation (SubjectAccessReviews); both processes run with the admin kubeconfig, like the operator.".into(),
             "Kyverno's CPU and RSS are the sum of its two processes (Go, GOMAXPROCS unset: both cores).".into(),
-            "Not measured yet: Kyverno's mutate rule against the operator's webhook (Container mode), and churn.".into(),
+            "Injection: a second ClusterPolicy (background: false, autogen off) whose mutate rule (patchStrategicMerge) adds Container mode's native sidecar (initContainers bench-agent, restartPolicy Always) to the main Pods of fresh namespaces of the run; one burst of N creates with it, then, Kyverno stopped and its webhooks deleted, the same burst with no webhook. Kyverno's CPU and RSS there are its admission controller's (mutation runs in it). The operator's webhook doing the same is the admission section of this run.".into(),
+            "Not measured: churn with Kyverno.".into(),
         ],
     }))
 }
@@ -259,7 +307,7 @@ async fn rounds(
     for (i, floor) in floors.iter().enumerate() {
         let r = i + 1;
         let nss = ctx.fresh_namespaces(&format!("peer-r{r}")).await?;
-        create_policy(&ctx.client, &ctx.run_id, timeout).await?;
+        create_policy(&ctx.client, companion_policy(&ctx.run_id), timeout).await?;
         wait_live(ctx, kyverno, timeout).await?;
         let watches = Watches {
             sidecars: Some(COMPANION_LABEL.into()),
@@ -329,11 +377,68 @@ async fn rounds(
             round.api_calls_per_sidecar
         ));
         drop(obs);
-        delete_policy(&ctx.client).await;
+        delete_policy(&ctx.client, POLICY).await;
         ctx.drop_namespaces(&nss).await?;
         out.push(round);
     }
     Ok(out)
+}
+
+/// With Kyverno running: its mutate policy, then a burst of N creates injected by it.
+async fn inject_burst(
+    ctx: &mut Ctx<'_>,
+    kyverno: &mut Kyverno,
+    timeout: Duration,
+) -> anyhow::Result<PeerInjection> {
+    let n = ctx.cfg.n;
+    let nss = ctx.fresh_namespaces("peer-inject").await?;
+    create_policy(&ctx.client, inject_policy(&ctx.run_id), timeout).await?;
+    admission::wait_injecting(ctx, &nss[0], timeout).await?;
+    say(&format!(
+        "peers: {n} Pod creates, Kyverno's mutate rule injecting"
+    ));
+    let with = admission::burst(ctx, &nss, || kyverno.admission_cpu_seconds()).await?;
+    kyverno.check_alive()?;
+    let rss_bytes = kyverno.admission_rss();
+    delete_policy(&ctx.client, INJECT_POLICY).await;
+    ctx.drop_namespaces(&nss).await?;
+    Ok(PeerInjection {
+        n,
+        with_s: round3(with.secs),
+        injected: with
+            .created
+            .iter()
+            .filter(|p| admission::has_sidecar(p))
+            .count(),
+        apiserver: admission::webhook_times(&with.server, |name| {
+            name.starts_with("mutate.kyverno.svc")
+        }),
+        cpu_s: round3(with.cpu_s),
+        apiserver_cpu_s: round3(with.apiserver_cpu_s()),
+        rss_bytes,
+        ..PeerInjection::default()
+    })
+}
+
+/// With Kyverno gone: the same burst with no webhook, for the throughput ratio.
+async fn without_webhooks(
+    ctx: &mut Ctx<'_>,
+    mut injection: PeerInjection,
+) -> anyhow::Result<PeerInjection> {
+    let nss = ctx.fresh_namespaces("peer-plain").await?;
+    say(&format!("peers: {} Pod creates, no webhook", injection.n));
+    let without = admission::burst(ctx, &nss, || 0.0).await?;
+    ctx.drop_namespaces(&nss).await?;
+    injection.without_s = round3(without.secs);
+    injection.apiserver_cpu_without_s = round3(without.apiserver_cpu_s());
+    injection.throughput_ratio = round3(without.secs / injection.with_s.max(1e-9));
+    if injection.injected != injection.n {
+        say(&format!(
+            "peers: Kyverno injected {} of {} Pods",
+            injection.injected, injection.n
+        ));
+    }
+    Ok(injection)
 }
 
 fn kubectl(ctx: &Ctx<'_>) -> anyhow::Result<Command> {
@@ -504,12 +609,10 @@ fn policy_resource() -> ApiResource {
     )
 }
 
-/// The ClusterPolicy: a companion Pod per main Pod of this run's namespaces.
-async fn create_policy(client: &Client, run_id: &str, timeout: Duration) -> anyhow::Result<()> {
-    let ar = policy_resource();
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+/// The generate ClusterPolicy: a companion Pod per main Pod of this run's namespaces.
+fn companion_policy(run_id: &str) -> serde_json::Value {
     let (role_key, role_value) = COMPANION_LABEL.split_once('=').expect("label");
-    let obj = json!({
+    json!({
         "apiVersion": "kyverno.io/v1",
         "kind": "ClusterPolicy",
         "metadata": {"name": POLICY},
@@ -558,7 +661,49 @@ async fn create_policy(client: &Client, run_id: &str, timeout: Duration) -> anyh
                 },
             }],
         },
-    });
+    })
+}
+
+/// The mutate ClusterPolicy: Container mode's native sidecar in every main Pod of this
+/// run's namespaces, at admission.
+fn inject_policy(run_id: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "kyverno.io/v1",
+        "kind": "ClusterPolicy",
+        "metadata": {
+            "name": INJECT_POLICY,
+            // Pods only: no rules generated for Deployments, Jobs….
+            "annotations": {"pod-policies.kyverno.io/autogen-controllers": "none"},
+        },
+        "spec": {
+            "background": false,
+            "rules": [{
+                "name": "native-sidecar",
+                "match": {"any": [{"resources": {
+                    "kinds": ["Pod"],
+                    "operations": ["CREATE"],
+                    "selector": {"matchLabels": workload::main_labels()},
+                    "namespaceSelector": {"matchLabels": {RUN_LABEL: run_id}},
+                }}]},
+                "mutate": {"patchStrategicMerge": {"spec": {"initContainers": [
+                    {"name": "bench-agent", "image": "busybox:1.36", "restartPolicy": "Always"},
+                ]}}},
+            }],
+        },
+    })
+}
+
+/// Creates ClusterPolicy `obj` and waits until Kyverno has read it.
+async fn create_policy(
+    client: &Client,
+    obj: serde_json::Value,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &policy_resource());
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let obj: DynamicObject = serde_json::from_value(obj)?;
     let deadline = Instant::now() + timeout;
     // Until Kyverno's policy webhook answers, a create may be refused; it is retried.
@@ -569,12 +714,14 @@ async fn create_policy(client: &Client, run_id: &str, timeout: Duration) -> anyh
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(e).context("creating Kyverno's ClusterPolicy"),
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating Kyverno's ClusterPolicy {name}"));
+            }
         }
     }
     // Ready once Kyverno has read it (status.conditions Ready=True).
     loop {
-        let p = api.get(POLICY).await?;
+        let p = api.get(&name).await?;
         let ready = p.data["status"]["conditions"].as_array().is_some_and(|cs| {
             cs.iter()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -584,7 +731,7 @@ async fn create_policy(client: &Client, run_id: &str, timeout: Duration) -> anyh
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "Kyverno's ClusterPolicy is not Ready after {}s",
+            "Kyverno's ClusterPolicy {name} is not Ready after {}s",
             timeout.as_secs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -640,9 +787,9 @@ async fn owned_companions(client: &Client, nss: &[String]) -> anyhow::Result<usi
     Ok(n)
 }
 
-async fn delete_policy(client: &Client) {
+async fn delete_policy(client: &Client, name: &str) {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &policy_resource());
-    let _ = api.delete(POLICY, &DeleteParams::default()).await;
+    let _ = api.delete(name, &DeleteParams::default()).await;
 }
 
 /// Kyverno's webhook configurations outlive it; with it stopped they would refuse every
