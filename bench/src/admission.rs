@@ -291,6 +291,17 @@ pub(crate) async fn wait_injecting(
     ns: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
+    wait_dry_run(ctx, ns, timeout, true).await
+}
+
+/// Waits until a dry-run create in `ns` is admitted, with the sidecar if `injected`, else
+/// without it (no webhook left in the path that injects or refuses).
+pub(crate) async fn wait_dry_run(
+    ctx: &Ctx<'_>,
+    ns: &str,
+    timeout: Duration,
+    injected: bool,
+) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let dry = PostParams {
         dry_run: true,
@@ -300,12 +311,20 @@ pub(crate) async fn wait_injecting(
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(p) = api.create(&dry, &probe).await
-            && has_sidecar(&p)
+            && has_sidecar(&p) == injected
         {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the webhook did not inject within {}s", timeout.as_secs());
+            bail!(
+                "a dry-run create in {ns} did not come back {} within {}s",
+                if injected {
+                    "injected"
+                } else {
+                    "admitted without a sidecar"
+                },
+                timeout.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

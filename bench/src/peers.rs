@@ -225,19 +225,16 @@ pub(crate) async fn peers_section(
     say("peers: installing Kyverno's CRDs and starting Kyverno out of cluster");
     install(ctx, &paths).await?;
     let mut kyverno = start(ctx, &paths)?;
+    // The injection burst first: after a generate round that did not converge, Kyverno's
+    // background controller may still be working on its UpdateRequests.
+    let mutate = inject_burst(ctx, &mut kyverno, timeout).await;
     let result = rounds(ctx, &mut kyverno, &report.floor_rounds, timeout).await;
-    let mutate = match &result {
-        Ok(_) => Some(inject_burst(ctx, &mut kyverno, timeout).await),
-        Err(_) => None,
-    };
     say("peers: stopping Kyverno and removing its webhooks");
     kyverno.stop();
     remove_webhooks(&ctx.client).await;
     let rounds = result?;
-    let injection = match mutate {
-        Some(m) => Some(without_webhooks(ctx, m?).await?),
-        None => None,
-    };
+    let (injection, with_s) = mutate?;
+    let injection = Some(without_webhooks(ctx, injection, with_s).await?);
     let med =
         |f: &dyn Fn(&PeerRound) -> f64| round3(median(&rounds.iter().map(f).collect::<Vec<_>>()));
     let converge_s = med(&|r| r.converge_s);
@@ -384,25 +381,36 @@ async fn rounds(
     Ok(out)
 }
 
-/// With Kyverno running: its mutate policy, then a burst of N creates injected by it.
+/// With Kyverno running: its mutate policy, then a burst of N creates injected by it;
+/// returns the measurement and the burst's unrounded seconds. The policy is deleted on
+/// every path.
 async fn inject_burst(
     ctx: &mut Ctx<'_>,
     kyverno: &mut Kyverno,
     timeout: Duration,
-) -> anyhow::Result<PeerInjection> {
-    let n = ctx.cfg.n;
+) -> anyhow::Result<(PeerInjection, f64)> {
     let nss = ctx.fresh_namespaces("peer-inject").await?;
+    let result = inject_burst_in(ctx, kyverno, &nss, timeout).await;
+    delete_policy(&ctx.client, INJECT_POLICY).await;
+    ctx.drop_namespaces(&nss).await?;
+    result
+}
+
+async fn inject_burst_in(
+    ctx: &Ctx<'_>,
+    kyverno: &mut Kyverno,
+    nss: &[String],
+    timeout: Duration,
+) -> anyhow::Result<(PeerInjection, f64)> {
+    let n = ctx.cfg.n;
     create_policy(&ctx.client, inject_policy(&ctx.run_id), timeout).await?;
     admission::wait_injecting(ctx, &nss[0], timeout).await?;
     say(&format!(
         "peers: {n} Pod creates, Kyverno's mutate rule injecting"
     ));
-    let with = admission::burst(ctx, &nss, || kyverno.admission_cpu_seconds()).await?;
+    let with = admission::burst(ctx, nss, || kyverno.admission_cpu_seconds()).await?;
     kyverno.check_alive()?;
-    let rss_bytes = kyverno.admission_rss();
-    delete_policy(&ctx.client, INJECT_POLICY).await;
-    ctx.drop_namespaces(&nss).await?;
-    Ok(PeerInjection {
+    let injection = PeerInjection {
         n,
         with_s: round3(with.secs),
         injected: with
@@ -415,23 +423,29 @@ async fn inject_burst(
         }),
         cpu_s: round3(with.cpu_s),
         apiserver_cpu_s: round3(with.apiserver_cpu_s()),
-        rss_bytes,
+        rss_bytes: kyverno.admission_rss(),
         ..PeerInjection::default()
-    })
+    };
+    Ok((injection, with.secs))
 }
 
 /// With Kyverno gone: the same burst with no webhook, for the throughput ratio.
+/// `with_s`: the injection burst's unrounded seconds.
 async fn without_webhooks(
     ctx: &mut Ctx<'_>,
     mut injection: PeerInjection,
+    with_s: f64,
 ) -> anyhow::Result<PeerInjection> {
     let nss = ctx.fresh_namespaces("peer-plain").await?;
+    // Until the API server has dropped Kyverno's webhooks, creates would go to its
+    // stopped process.
+    admission::wait_dry_run(ctx, &nss[0], ctx.cfg.timeout(), false).await?;
     say(&format!("peers: {} Pod creates, no webhook", injection.n));
     let without = admission::burst(ctx, &nss, || 0.0).await?;
     ctx.drop_namespaces(&nss).await?;
     injection.without_s = round3(without.secs);
     injection.apiserver_cpu_without_s = round3(without.apiserver_cpu_s());
-    injection.throughput_ratio = round3(without.secs / injection.with_s.max(1e-9));
+    injection.throughput_ratio = round3(without.secs / with_s.max(1e-9));
     if injection.injected != injection.n {
         say(&format!(
             "peers: Kyverno injected {} of {} Pods",
@@ -706,11 +720,19 @@ async fn create_policy(
         .to_string();
     let obj: DynamicObject = serde_json::from_value(obj)?;
     let deadline = Instant::now() + timeout;
-    // Until Kyverno's policy webhook answers, a create may be refused; it is retried.
+    // Until Kyverno's policy webhook answers, a write may be refused; it is retried.
     loop {
-        match api.create(&PostParams::default(), &obj).await {
+        // Applied, not created: a policy left by an earlier run on the same cluster is
+        // replaced (its namespace selector names that run).
+        match api
+            .patch(
+                &name,
+                &PatchParams::apply(BENCH_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+        {
             Ok(_) => break,
-            Err(kube::Error::Api(s)) if s.code == 409 => break,
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
