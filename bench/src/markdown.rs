@@ -458,6 +458,11 @@ fn peers_table(s: &mut String, p: &crate::peers::PeersSection) {
             verbs(&r.api_calls_per_sidecar)
         );
     }
+    for r in &p.rounds {
+        if let Some(why) = &r.exited {
+            let _ = writeln!(s, "- Round {}: {why}", r.round);
+        }
+    }
     for n in &p.notes {
         let _ = writeln!(s, "- {n}");
     }

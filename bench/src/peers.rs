@@ -111,6 +111,11 @@ pub struct PeerRound {
     /// Seconds after the first main-Pod create at which each companion was first seen.
     #[serde(skip)]
     pub sidecars_s: Vec<f64>,
+    /// A Kyverno process that exited during the round (its controllers quit when they
+    /// cannot renew their Lease under load): the round's figures stand, its CPU counts
+    /// the processes still running, and no further round runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exited: Option<String>,
 }
 
 /// A burst of N main-Pod creates with Kyverno's `mutate` rule injecting the same native
@@ -333,9 +338,19 @@ async fn rounds(
                 (false, secs(t0.elapsed()))
             }
         };
-        kyverno.check_alive()?;
+        // A peer that quits under the load is a result too (the first line of why).
+        let exited = kyverno.check_alive().err().map(|e| {
+            format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        });
+        if let Some(why) = &exited {
+            say(&format!("peers: round {r}: {why}"));
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let cpu_s = round3(kyverno.cpu_seconds() - cpu0);
+        let cpu_s = round3((kyverno.cpu_seconds() - cpu0).max(0.0));
         let q1 = kyverno.queries().await;
         let latencies = obs.latencies_ms();
         let owned = owned_companions(&ctx.client, &nss).await?;
@@ -355,6 +370,7 @@ async fn rounds(
             api_calls_per_sidecar: per_companion(&q0, &q1, obs.sidecars_seen()),
             latencies_ms: latencies,
             sidecars_s: obs.sidecar_times(t0),
+            exited,
         };
         say(&format!(
             "peers: round {r}: Kyverno {} in {:.2}s (ratio {:.2} to the phased floor, {:.2} to the ideal), latency p50 {:.0} ms p99 {:.0} ms, {} of {n} owned, CPU {:.1} s, peak RSS {:.0} MiB, requests/companion {:?}",
@@ -376,7 +392,11 @@ async fn rounds(
         drop(obs);
         delete_policy(&ctx.client, POLICY).await;
         ctx.drop_namespaces(&nss).await?;
+        let stop = round.exited.is_some();
         out.push(round);
+        if stop {
+            break;
+        }
     }
     Ok(out)
 }
