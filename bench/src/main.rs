@@ -145,3 +145,15 @@ async fn main() -> ExitCode {
         _ = term.recv() => { eprintln!("sidecar-bench: terminated; stopping"); ExitCode::from(143) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    #[test]
+    fn a_flag_given_twice_keeps_its_last_value() {
+        let a = super::Args::try_parse_from(["sidecar-bench", "--out", "a", "--out", "b"])
+            .expect("BENCH_ARGS may repeat a flag of the Makefile's");
+        assert_eq!(a.out.as_deref(), Some(std::path::Path::new("b")));
+    }
+}

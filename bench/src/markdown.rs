@@ -494,40 +494,26 @@ fn injection_table(
         ],
     );
     if let Some(a) = ours {
-        let without = a.without_s.iter().sum::<f64>() / a.without_s.len().max(1) as f64;
-        let _ = writeln!(
-            s,
-            "| sidecar-operator | {:.2} / {:.2} | {:.2} | {} of {} | {:.1} / {:.1} | {:.1}% | {:.2} | {:.2} / {:.2} | {} |",
-            a.with_s,
-            without,
-            a.throughput_ratio,
-            a.injected,
-            a.n,
-            a.apiserver_p50_ms,
-            a.apiserver_p99_ms,
-            a.apiserver_under_5ms * 100.0,
-            a.cpu_s,
-            a.apiserver_cpu_s,
-            a.apiserver_cpu_without_s,
-            mib(a.rss_bytes)
-        );
+        // The admission section's figures, in the peer's shape (its two bursts without, averaged).
+        let row = crate::peers::PeerInjection {
+            n: a.n,
+            with_s: a.with_s,
+            without_s: a.without_s.iter().sum::<f64>() / a.without_s.len().max(1) as f64,
+            throughput_ratio: a.throughput_ratio,
+            injected: a.injected,
+            apiserver: crate::admission::WebhookTimes {
+                p50_ms: a.apiserver_p50_ms,
+                p99_ms: a.apiserver_p99_ms,
+                under_5ms: a.apiserver_under_5ms,
+            },
+            cpu_s: a.cpu_s,
+            apiserver_cpu_s: a.apiserver_cpu_s,
+            apiserver_cpu_without_s: a.apiserver_cpu_without_s,
+            rss_bytes: a.rss_bytes,
+        };
+        injection_row(s, "sidecar-operator", &row);
     }
-    let _ = writeln!(
-        s,
-        "| Kyverno mutate | {:.2} / {:.2} | {:.2} | {} of {} | {:.1} / {:.1} | {:.1}% | {:.2} | {:.2} / {:.2} | {} |",
-        k.with_s,
-        k.without_s,
-        k.throughput_ratio,
-        k.injected,
-        k.n,
-        k.apiserver.p50_ms,
-        k.apiserver.p99_ms,
-        k.apiserver.under_5ms * 100.0,
-        k.cpu_s,
-        k.apiserver_cpu_s,
-        k.apiserver_cpu_without_s,
-        mib(k.rss_bytes)
-    );
+    injection_row(s, "Kyverno mutate", k);
     let _ = writeln!(s);
     if let Some(a) = ours {
         let _ = writeln!(
@@ -539,6 +525,25 @@ fn injection_table(
     let _ = writeln!(
         s,
         "- Kyverno: its admission controller, where mutation runs; for the burst without, its webhooks were deleted and it was stopped."
+    );
+}
+
+fn injection_row(s: &mut String, name: &str, r: &crate::peers::PeerInjection) {
+    let _ = writeln!(
+        s,
+        "| {name} | {:.2} / {:.2} | {:.2} | {} of {} | {:.1} / {:.1} | {:.1}% | {:.2} | {:.2} / {:.2} | {} |",
+        r.with_s,
+        r.without_s,
+        r.throughput_ratio,
+        r.injected,
+        r.n,
+        r.apiserver.p50_ms,
+        r.apiserver.p99_ms,
+        r.apiserver.under_5ms * 100.0,
+        r.cpu_s,
+        r.apiserver_cpu_s,
+        r.apiserver_cpu_without_s,
+        mib(r.rss_bytes)
     );
 }
 

@@ -144,6 +144,43 @@ pub struct PeerInjection {
     pub rss_bytes: u64,
 }
 
+impl PeerInjection {
+    /// The figures of burst `with` (Kyverno's admission controller at `rss_bytes` after
+    /// it) against burst `without`.
+    fn of(with: &admission::Burst, without: &admission::Burst, rss_bytes: u64) -> Self {
+        PeerInjection {
+            n: with.created.len(),
+            with_s: round3(with.secs),
+            without_s: round3(without.secs),
+            throughput_ratio: round3(without.secs / with.secs.max(1e-9)),
+            injected: with
+                .created
+                .iter()
+                .filter(|p| admission::has_sidecar(p))
+                .count(),
+            apiserver: admission::webhook_times(&with.server, |name| {
+                name.starts_with(KYVERNO_MUTATE_WEBHOOKS)
+            }),
+            cpu_s: round3(with.cpu_s),
+            apiserver_cpu_s: round3(with.apiserver_cpu_s()),
+            apiserver_cpu_without_s: round3(without.apiserver_cpu_s()),
+            rss_bytes,
+        }
+    }
+}
+
+/// CPU seconds between two readings of the same processes, over those readable both times.
+fn cpu_since(before: &[Option<f64>], after: &[Option<f64>]) -> f64 {
+    before
+        .iter()
+        .zip(after)
+        .filter_map(|(b, a)| Some((*a)? - (*b)?))
+        .sum()
+}
+
+/// The names of Kyverno's mutating webhooks (`-fail` and `-ignore`).
+const KYVERNO_MUTATE_WEBHOOKS: &str = "mutate.kyverno.svc";
+
 /// Label of Kyverno's companions (the observer's sidecar selector).
 const COMPANION_LABEL: &str = "sidecar-bench/role=kyverno-companion";
 const POLICY: &str = "sidecar-bench-companion";
@@ -157,11 +194,12 @@ struct Kyverno {
 }
 
 impl Kyverno {
-    fn cpu_seconds(&self) -> f64 {
+    /// Each process's CPU seconds (`None` once it is gone).
+    fn cpu_each(&self) -> Vec<Option<f64>> {
         self.procs
             .iter()
-            .map(|(p, _, _)| sys::cpu_seconds(p.pid()).unwrap_or(0.0))
-            .sum()
+            .map(|(p, _, _)| sys::cpu_seconds(p.pid()))
+            .collect()
     }
     /// The admission controller (the first process): CPU seconds and RSS.
     fn admission_cpu_seconds(&self) -> f64 {
@@ -179,17 +217,21 @@ impl Kyverno {
     fn peak_rss(&self) -> u64 {
         self.procs.iter().map(|(_, s, _)| s.peak()).sum()
     }
+    /// Why a process is gone (its status and log), if one is.
+    fn exited(&mut self) -> Option<(String, String)> {
+        self.procs.iter_mut().find_map(|(p, _, _)| {
+            let status = p.exited()?;
+            Some((
+                format!("Kyverno exited ({status}); its log {}", p.log.display()),
+                p.log_tail(30),
+            ))
+        })
+    }
     fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (p, _, _) in &mut self.procs {
-            if let Some(status) = p.exited() {
-                bail!(
-                    "Kyverno exited ({status}); its log {}:\n{}",
-                    p.log.display(),
-                    p.log_tail(30)
-                );
-            }
+        match self.exited() {
+            Some((why, tail)) => bail!("{why}:\n{tail}"),
+            None => Ok(()),
         }
-        Ok(())
     }
     /// The sum over both processes of `kyverno_client_queries_total` by operation.
     async fn queries(&self) -> BTreeMap<String, f64> {
@@ -238,8 +280,16 @@ pub(crate) async fn peers_section(
     kyverno.stop();
     remove_webhooks(&ctx.client).await;
     let rounds = result?;
-    let (injection, with_s) = mutate?;
-    let injection = Some(without_webhooks(ctx, injection, with_s).await?);
+    let (with, rss_bytes) = mutate?;
+    let without = without_webhooks(ctx).await?;
+    let injection = PeerInjection::of(&with, &without, rss_bytes);
+    if injection.injected != injection.n {
+        say(&format!(
+            "peers: Kyverno injected {} of {} Pods",
+            injection.injected, injection.n
+        ));
+    }
+    let injection = Some(injection);
     let med =
         |f: &dyn Fn(&PeerRound) -> f64| round3(median(&rounds.iter().map(f).collect::<Vec<_>>()));
     let converge_s = med(&|r| r.converge_s);
@@ -318,7 +368,7 @@ async fn rounds(
         let obs = Observer::start_with(&ctx.observer, &nss, watches, timeout).await?;
         say(&format!("peers: round {r}: Kyverno, {n} main Pods"));
         let q0 = kyverno.queries().await;
-        let cpu0 = kyverno.cpu_seconds();
+        let cpu0 = kyverno.cpu_each();
         let t0 = Instant::now();
         workload::create_pods(
             &ctx.client,
@@ -339,18 +389,12 @@ async fn rounds(
             }
         };
         // A peer that quits under the load is a result too (the first line of why).
-        let exited = kyverno.check_alive().err().map(|e| {
-            format!("{e:#}")
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        });
+        let exited = kyverno.exited().map(|(why, _)| why);
         if let Some(why) = &exited {
             say(&format!("peers: round {r}: {why}"));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let cpu_s = round3((kyverno.cpu_seconds() - cpu0).max(0.0));
+        let cpu_s = round3(cpu_since(&cpu0, &kyverno.cpu_each()));
         let q1 = kyverno.queries().await;
         let latencies = obs.latencies_ms();
         let owned = owned_companions(&ctx.client, &nss).await?;
@@ -402,13 +446,13 @@ async fn rounds(
 }
 
 /// With Kyverno running: its mutate policy, then a burst of N creates injected by it;
-/// returns the measurement and the burst's unrounded seconds. The policy is deleted on
-/// every path.
+/// returns the burst and the admission controller's RSS after it. The policy is deleted
+/// on every path.
 async fn inject_burst(
     ctx: &mut Ctx<'_>,
     kyverno: &mut Kyverno,
     timeout: Duration,
-) -> anyhow::Result<(PeerInjection, f64)> {
+) -> anyhow::Result<(admission::Burst, u64)> {
     let nss = ctx.fresh_namespaces("peer-inject").await?;
     let result = inject_burst_in(ctx, kyverno, &nss, timeout).await;
     delete_policy(&ctx.client, INJECT_POLICY).await;
@@ -421,7 +465,7 @@ async fn inject_burst_in(
     kyverno: &mut Kyverno,
     nss: &[String],
     timeout: Duration,
-) -> anyhow::Result<(PeerInjection, f64)> {
+) -> anyhow::Result<(admission::Burst, u64)> {
     let n = ctx.cfg.n;
     create_policy(&ctx.client, inject_policy(&ctx.run_id), timeout).await?;
     admission::wait_injecting(ctx, &nss[0], timeout).await?;
@@ -430,49 +474,19 @@ async fn inject_burst_in(
     ));
     let with = admission::burst(ctx, nss, || kyverno.admission_cpu_seconds()).await?;
     kyverno.check_alive()?;
-    let injection = PeerInjection {
-        n,
-        with_s: round3(with.secs),
-        injected: with
-            .created
-            .iter()
-            .filter(|p| admission::has_sidecar(p))
-            .count(),
-        apiserver: admission::webhook_times(&with.server, |name| {
-            name.starts_with("mutate.kyverno.svc")
-        }),
-        cpu_s: round3(with.cpu_s),
-        apiserver_cpu_s: round3(with.apiserver_cpu_s()),
-        rss_bytes: kyverno.admission_rss(),
-        ..PeerInjection::default()
-    };
-    Ok((injection, with.secs))
+    Ok((with, kyverno.admission_rss()))
 }
 
 /// With Kyverno gone: the same burst with no webhook, for the throughput ratio.
-/// `with_s`: the injection burst's unrounded seconds.
-async fn without_webhooks(
-    ctx: &mut Ctx<'_>,
-    mut injection: PeerInjection,
-    with_s: f64,
-) -> anyhow::Result<PeerInjection> {
+async fn without_webhooks(ctx: &mut Ctx<'_>) -> anyhow::Result<admission::Burst> {
     let nss = ctx.fresh_namespaces("peer-plain").await?;
     // Until the API server has dropped Kyverno's webhooks, creates would go to its
     // stopped process.
     admission::wait_dry_run(ctx, &nss[0], ctx.cfg.timeout(), false).await?;
-    say(&format!("peers: {} Pod creates, no webhook", injection.n));
-    let without = admission::burst(ctx, &nss, || 0.0).await?;
+    say(&format!("peers: {} Pod creates, no webhook", ctx.cfg.n));
+    let without = admission::burst(ctx, &nss, || 0.0).await;
     ctx.drop_namespaces(&nss).await?;
-    injection.without_s = round3(without.secs);
-    injection.apiserver_cpu_without_s = round3(without.apiserver_cpu_s());
-    injection.throughput_ratio = round3(without.secs / with_s.max(1e-9));
-    if injection.injected != injection.n {
-        say(&format!(
-            "peers: Kyverno injected {} of {} Pods",
-            injection.injected, injection.n
-        ));
-    }
-    Ok(injection)
+    without
 }
 
 fn kubectl(ctx: &Ctx<'_>) -> anyhow::Result<Command> {
@@ -859,6 +873,16 @@ async fn remove_webhooks(client: &Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_counts_the_processes_readable_both_times() {
+        assert_eq!(
+            cpu_since(&[Some(1.0), Some(2.0)], &[Some(4.0), Some(2.5)]),
+            3.5
+        );
+        // The second process exited in between: only the first one's seconds count.
+        assert_eq!(cpu_since(&[Some(1.0), Some(2.0)], &[Some(4.0), None]), 3.0);
+    }
 
     #[test]
     fn requests_are_per_companion_made_without_watches() {
