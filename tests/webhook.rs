@@ -174,7 +174,8 @@ impl Scene {
     /// configuration applied, its CA trusted, its policy index synced): dry-run creates
     /// of a probe Pod until one reaches the webhook.
     pub async fn wait_webhook_called(&self, w: &TestWebhook) {
-        let probe = crate::pod("webhook-probe", &[("probe", "webhook")]);
+        // Compliant with Pod Security `restricted`, so any namespace's admission takes it.
+        let probe = crate::restricted_pod("webhook-probe", &[("probe", "webhook")]);
         let dry = PostParams {
             dry_run: true,
             ..PostParams::default()
@@ -231,7 +232,7 @@ impl Scene {
 /// container `init` (dry runs): the webhook's policy index has caught up with the policies
 /// just created, so what the test creates next is admitted under them.
 pub async fn wait_injecting(pods: &Api<Pod>, labels: &[(&str, &str)], init: &str) {
-    let probe = crate::pod("injection-probe", labels);
+    let probe = crate::restricted_pod("injection-probe", labels);
     let dry = PostParams {
         dry_run: true,
         ..PostParams::default()

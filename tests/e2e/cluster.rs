@@ -505,3 +505,82 @@ async fn conflicting_container_names_go_to_the_higher_priority() {
     sidecar_e2e::wait_policy_event(&scene, "a-log", "Conflict", "b-log").await;
     scene.delete_webhook_configuration(&webhook).await;
 }
+
+/// Container mode: a cluster policy whose sidecar Pod Security `restricted` refuses, over a
+/// namespace that enforces it and one that does not. Pods of the first are created without
+/// the sidecar (recorded), those of the second with it; the status names the refusing
+/// namespace only; relabelled `privileged`, it gets the sidecar for new Pods.
+#[tokio::test]
+async fn cluster_policy_leaves_out_a_namespace_that_would_refuse_its_sidecar() {
+    let (_cp, cfg, client) = private_plane().await;
+    let enforce = "pod-security.kubernetes.io/enforce";
+    let strict = TestNamespace::try_create(
+        &client,
+        "cspr-strict",
+        &[(TEAM, "payments"), (enforce, "restricted")],
+    )
+    .await
+    .expect("namespace");
+    let open = TestNamespace::try_create(&client, "cspr-open", &[(TEAM, "payments")])
+        .await
+        .expect("namespace");
+    let scene = Scene {
+        pods: Api::namespaced(client.clone(), strict.name()),
+        policies: Api::namespaced(client.clone(), strict.name()),
+        client: client.clone(),
+        ns: strict,
+    };
+    let webhook = scene
+        .start_cluster_webhook(&format!("{TEAM}=payments"))
+        .await;
+    let op = Operator::start(cfg.clone(), OperatorConfig::all_namespaces())
+        .await
+        .expect("operator starts");
+    let csps: Api<ClusterSidecarPolicy> = Api::all(client.clone());
+    let spec = json!({
+        "mode": "Container",
+        "template": {"spec": {"initContainers": [{
+            "name": "log-shipper", "image": "busybox:1.36", "restartPolicy": "Always",
+        }]}},
+    });
+    csps.create(&PostParams::default(), &cluster_policy("logs", spec))
+        .await
+        .expect("create the cluster policy");
+    let open_pods: Api<Pod> = Api::namespaced(client.clone(), open.name());
+    sidecar_e2e::webhook::wait_injecting(&open_pods, &[("app", "web")], "log-shipper").await;
+    crate::refusal::wait_refused(&scene.pods, "csp/logs=refused-by-namespace").await;
+    let web = sidecar_e2e::restricted_pod("web-0", &[("app", "web")]);
+    for (pods, injected) in [(&scene.pods, false), (&open_pods, true)] {
+        let created = pods
+            .create(&PostParams::default(), &web)
+            .await
+            .expect("every Pod is created");
+        let inits = created.spec.and_then(|s| s.init_containers);
+        let has = inits.iter().flatten().any(|c| c.name == "log-shipper");
+        assert_eq!(has, injected, "{:?}", created.metadata.namespace);
+    }
+    let (strict_name, open_name) = (scene.name().to_string(), open.name().to_string());
+    wait_until(
+        TIMEOUT,
+        "Degraded NamespaceRefusesInjection naming the restricted namespace",
+        async || {
+            let p = csps.get("logs").await.ok()?;
+            let degraded = p
+                .status?
+                .policy
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == sidecar_api::constants::condition::DEGRADED)?;
+            (degraded.reason == sidecar_api::constants::reason::NAMESPACE_REFUSES_INJECTION
+                && degraded.message.contains(&strict_name)
+                && !degraded.message.contains(&open_name))
+            .then_some(())
+        },
+    )
+    .await;
+    crate::refusal::set_enforce(&client, scene.name(), "privileged").await;
+    scene.wait_injecting(&[("app", "web")], "log-shipper").await;
+    scene.delete_webhook_configuration(&webhook).await;
+    op.stop().await;
+    drop(open);
+}

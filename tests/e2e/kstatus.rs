@@ -57,7 +57,8 @@ async fn kstatus(scene: &Scene) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
-/// A converged policy is `Current`, one waiting for its sidecars to become Ready
+/// A converged policy is `Current`, so is one whose stale sidecars wait for the user
+/// (OnDelete), one waiting for its sidecars to become Ready
 /// `InProgress`, and one whose sidecars Pod Security refuses `Failed` at once (before, it
 /// read `InProgress`, so a Flux `wait: true` waited for its timeout). A paused policy whose
 /// Pods lack sidecars reads `InProgress` (kstatus falls back to `Ready=False`).
@@ -82,6 +83,25 @@ async fn gitops_tools_tell_stuck_policies_from_slow_ones() {
         ))
         .await;
     scene.wait_converged("done", 2).await;
+    // Report only: OnDelete, then a template change. The operator has done all it will do
+    // without the user: Current (before, InProgress forever: Ready stayed False).
+    let on_delete = json!({"updateStrategy": {"type": "OnDelete"},
+        "template": {"spec": compliant_template_spec()}});
+    scene.create(&policy_with("waiting", WEB, on_delete)).await;
+    scene.wait_converged("waiting", 2).await;
+    let changed = json!({"spec": {"template": {"metadata": {"labels": {"rev": "2"}}}}});
+    let _: sidecar_api::SidecarPolicy = scene.merge("waiting", changed).await;
+    scene
+        .wait_policy("waiting", "Progressing WaitingForDelete", |p| {
+            status_current(p)
+                && cond_is(
+                    p,
+                    condition::PROGRESSING,
+                    condition_status::FALSE,
+                    reason::WAITING_FOR_DELETE,
+                )
+        })
+        .await;
 
     let slow = json!({"template": {
         "metadata": {"annotations": {POD_READY_DELAY_ANNOTATION: "1h"}},
@@ -119,6 +139,11 @@ async fn gitops_tools_tell_stuck_policies_from_slow_ones() {
     eprintln!("[kstatus] {got:#?}");
     let status = |name: &str| got.get(name).map(|(s, _)| s.as_str());
     assert_eq!(status("done"), Some("Current"), "{got:#?}");
+    assert_eq!(
+        status("waiting"),
+        Some("Current"),
+        "report-only drift: {got:#?}"
+    );
     // Paused: Reconciling and Stalled are False, and kstatus falls back to Ready, which
     // keeps its meaning (its Pods have no Ready sidecar): InProgress until unpaused.
     assert_eq!(status("paused"), Some("InProgress"), "{got:#?}");

@@ -148,6 +148,16 @@ pub mod reason {
     pub const CREATE_REFUSED: &str = "CreateRefused";
     /// `Degraded=True`: a Pod the operator does not own already has a sidecar's name.
     pub const NAME_COLLISION: &str = "NameCollision";
+    /// Container mode: a namespace would refuse selected Pods with the policy's sidecars
+    /// (Pod Security admission, quota, another admission check), so they are created
+    /// without them.
+    pub const NAMESPACE_REFUSES_INJECTION: &str = "NamespaceRefusesInjection";
+    /// Container mode, RollingUpdate: an evicted Pod's controller has not created its
+    /// replacement by the deadline; that workload's repair is halted.
+    pub const REPLACEMENT_NOT_CREATED: &str = "ReplacementNotCreated";
+    /// Container mode, RollingUpdate: an evicted Pod's replacement is not selected by the
+    /// policy (labels set after admission); that workload is not repaired.
+    pub const REPLACEMENT_NOT_SELECTED: &str = "ReplacementNotSelected";
     /// `Degraded=True`: a sidecar of this policy keeps ending `Failed` or `Succeeded`
     /// (eviction, exit under `restartPolicy: Never`…); it is replaced with a growing delay.
     pub const SIDECARS_FAILING: &str = "SidecarsFailing";

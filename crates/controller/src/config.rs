@@ -46,6 +46,30 @@ pub struct OperatorConfig {
     /// namespaces cluster-wide. Default: true; ignored (off) with `namespace` set. Without
     /// the ClusterSidecarPolicy CRD installed, there are none until it is.
     pub cluster_policies: bool,
+    /// Which namespaces the admission webhook serves (Container mode's repair evicts only
+    /// where a replacement would be injected). Default: every namespace.
+    pub webhook: WebhookReach,
+    /// How long an evicted Pod's controller has to create its replacement; past it, the
+    /// repair of that workload halts (`ReplacementNotCreated`) and keeps its budget held.
+    pub replacement_deadline: Duration,
+}
+
+/// Where the admission webhook injects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookReach {
+    /// No webhook runs: nothing would inject a replacement, so nothing is evicted.
+    Off,
+    /// Namespaces whose labels meet every requirement (none: every namespace), as the
+    /// webhook configuration's `namespaceSelector`. With requirements, a namespace whose
+    /// labels the operator does not watch (an instance of one namespace) counts as not
+    /// served.
+    Namespaces(Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement>),
+}
+
+impl Default for WebhookReach {
+    fn default() -> Self {
+        WebhookReach::Namespaces(Vec::new())
+    }
 }
 
 impl Default for OperatorConfig {
@@ -66,6 +90,8 @@ impl Default for OperatorConfig {
                 .map(|s| s.to_string())
                 .collect(),
             cluster_policies: true,
+            webhook: WebhookReach::default(),
+            replacement_deadline: Duration::from_secs(120),
         }
     }
 }

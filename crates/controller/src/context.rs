@@ -2,12 +2,13 @@
 //! each: the caches (and the namespace scope), the work queues, per-policy state, what
 //! the operator waits to see, Events, metrics and readiness.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::EventType;
+use sidecar_planner::{LabelMatcher, Labels};
 
 use crate::cache::{PodCache, PolicyCache};
 use crate::events::Events;
@@ -78,6 +79,59 @@ pub(crate) struct Context {
     pub(crate) pod_watch_lag: Option<Duration>,
     /// See [`crate::OperatorConfig::unserved_namespaces`].
     pub(crate) unserved_namespaces: HashSet<String>,
+    /// Where Container mode's repair may evict, and how long a replacement may take.
+    pub(crate) repair: RepairSettings,
+    /// Namespace → labels, kept by the namespace watch of cluster policies (empty without
+    /// it).
+    pub(crate) namespace_labels: RwLock<HashMap<String, Labels>>,
+}
+
+/// Container mode's repair settings (see [`crate::OperatorConfig::webhook`] and
+/// [`crate::OperatorConfig::replacement_deadline`]).
+#[derive(Debug, Clone)]
+pub(crate) struct RepairSettings {
+    /// `None`: no webhook runs; `Some(None)`: it serves every namespace; `Some(Some(m))`:
+    /// those whose labels `m` matches.
+    pub(crate) webhook: Option<Option<LabelMatcher>>,
+    pub(crate) replacement_deadline: Duration,
+}
+
+impl RepairSettings {
+    /// Whether the webhook injects in namespace `ns`, whose labels are `labels` when
+    /// watched. Not watched (an instance of one namespace), the one label every namespace
+    /// has, its name, is known all the same; for any other requirement it counts as not
+    /// served.
+    pub(crate) fn serves(&self, ns: &str, labels: Option<&Labels>) -> bool {
+        match &self.webhook {
+            None => false,
+            Some(None) => true,
+            Some(Some(m)) => match labels {
+                Some(l) => m.matches(l),
+                None => m.matches(&Labels::from_iter([("kubernetes.io/metadata.name", ns)])),
+            },
+        }
+    }
+
+    pub(crate) fn new(webhook: &crate::WebhookReach, replacement_deadline: Duration) -> Self {
+        let webhook = match webhook {
+            crate::WebhookReach::Off => None,
+            crate::WebhookReach::Namespaces(reqs) if reqs.is_empty() => Some(None),
+            crate::WebhookReach::Namespaces(reqs) => {
+                let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                    match_expressions: Some(reqs.clone()),
+                    match_labels: None,
+                };
+                // A selector that does not parse matches nothing: no eviction.
+                kube::core::Selector::try_from(selector)
+                    .ok()
+                    .map(|s| Some(LabelMatcher::from(s)))
+            }
+        };
+        RepairSettings {
+            webhook,
+            replacement_deadline,
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -101,6 +155,7 @@ impl Context {
         readiness: Readiness,
         pod_watch_lag: Option<Duration>,
         unserved_namespaces: HashSet<String>,
+        repair: RepairSettings,
     ) -> Self {
         Context {
             client,
@@ -115,7 +170,22 @@ impl Context {
             readiness,
             pod_watch_lag,
             unserved_namespaces,
+            repair,
+            namespace_labels: RwLock::default(),
         }
+    }
+
+    /// Whether the webhook would inject a replacement in namespace `ns`: Container mode's
+    /// repair evicts only there.
+    pub(crate) fn webhook_serves(&self, ns: &str) -> bool {
+        if self.unserved_namespaces.contains(ns) {
+            return false;
+        }
+        let labels = self
+            .namespace_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        self.repair.serves(ns, labels.get(ns))
     }
 
     pub(crate) fn expectations(&self) -> MutexGuard<'_, Expectations> {
@@ -170,5 +240,51 @@ impl Context {
         let policies = self.caches.policies();
         self.events
             .on_policy(&policies, key, EventType::Normal, reason, action, note);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+    use crate::WebhookReach;
+
+    #[test]
+    fn the_repair_evicts_only_where_the_webhook_injects() {
+        let req = |key: &str, value: &str| LabelSelectorRequirement {
+            key: key.into(),
+            operator: "In".into(),
+            values: Some(vec![value.into()]),
+        };
+        let by_name = WebhookReach::Namespaces(vec![req("kubernetes.io/metadata.name", "shop")]);
+        let by_team = WebhookReach::Namespaces(vec![req("team", "a")]);
+        let team_a = Labels::from_iter([("team", "a")]);
+        let deadline = Duration::from_secs(1);
+        // (case, reach, namespace, its labels if watched, served)
+        let cases = [
+            ("no webhook", WebhookReach::Off, "shop", None, false),
+            (
+                "every namespace",
+                WebhookReach::default(),
+                "shop",
+                None,
+                true,
+            ),
+            ("by name, not watched", by_name.clone(), "shop", None, true),
+            ("by name, another", by_name, "other", None, false),
+            (
+                "by label, watched",
+                by_team.clone(),
+                "x",
+                Some(&team_a),
+                true,
+            ),
+            ("by label, not watched", by_team, "x", None, false),
+        ];
+        for (case, reach, ns, labels, want) in cases {
+            let settings = RepairSettings::new(&reach, deadline);
+            assert_eq!(settings.serves(ns, labels), want, "{case}");
+        }
     }
 }

@@ -55,7 +55,7 @@ mod watch;
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use config::OperatorConfig;
+pub use config::{OperatorConfig, WebhookReach};
 pub use counter::{ApiCalls, Counter, counting_client};
 pub use decode::{Lenient, Undecodable};
 pub use error::Error;

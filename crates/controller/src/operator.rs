@@ -83,6 +83,7 @@ impl Operator {
             Readiness::new(watches, clusters),
             opts.pod_watch_lag,
             opts.unserved_namespaces.iter().cloned().collect(),
+            crate::context::RepairSettings::new(&opts.webhook, opts.replacement_deadline),
         ));
         let (pods, policies): (Api<Lenient<Pod>>, Api<Lenient<SidecarPolicy>>) =
             match &opts.namespace {

@@ -243,6 +243,7 @@ fn part(ctx: &Context, key: &PolicyKey, policy: &PolicyView, seen: Seen) -> Part
         drifted: observed.drifted,
         repair: RepairSeen::of(&repair, blocked),
         conflicts: observed.conflicts,
+        refused_by_namespace: observed.refused,
     };
     Part {
         counts: c,
@@ -282,11 +283,12 @@ fn see(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> Option<Seen> {
     let exp = ctx.expectations();
     let steps = plan_rollout(policy, mains(), by_name, |uid| exp.delete_pending(uid));
     let now = Instant::now();
-    let served = !ctx.unserved_namespaces.contains(&key.0);
+    let served = ctx.webhook_serves(&key.0);
+    let deadline = ctx.repair.replacement_deadline;
     let (sent, blocked, limits) = ctx
         .policy_state
         .peek_repair(key, |m| {
-            (m.sent(now), m.blocked(now), m.limits(served, now))
+            (m.sent(now, deadline), m.blocked(now), m.limits(served, now))
         })
         .unwrap_or_else(|| {
             let limits = RepairLimits {

@@ -19,9 +19,12 @@ use sidecar_planner::{Evict, Repair, RepairLimits, SentEviction};
 use crate::context::Context;
 use crate::keys::PolicyKey;
 
-/// How long a sent eviction holds the budget without a Ready replacement before it is
-/// forgotten (its owner was scaled down or deleted, say): the repair then goes on.
-pub(crate) const SENT_MEMORY: Duration = Duration::from_secs(600);
+/// How long a sent eviction is remembered at most without a Ready replacement. Past the
+/// replacement deadline (see [`crate::OperatorConfig::replacement_deadline`]) one with no
+/// replacement halts its workload's repair and keeps holding the budget (an owner that
+/// still wants the replica must not lose another); one whose owner has no Pod left is done
+/// (scaled to zero, deleted). This bound only keeps the memory finite.
+pub(crate) const SENT_MEMORY: Duration = Duration::from_secs(6 * 3600);
 /// While replacements come up without the sidecars (the webhook is not injecting), one
 /// eviction (a probe) is tried this often, not more.
 pub(crate) const HALTED_RETRY: Duration = Duration::from_secs(60);
@@ -48,7 +51,7 @@ pub(crate) struct RepairMemory {
 impl RepairMemory {
     /// The evictions still remembered at `now`, forgetting the expired ones: after
     /// [`SENT_MEMORY`], and the halting one after [`HALTED_RETRY`] (a probe is then due).
-    pub(crate) fn sent(&mut self, now: Instant) -> Vec<SentEviction> {
+    pub(crate) fn sent(&mut self, now: Instant, deadline: Duration) -> Vec<SentEviction> {
         let halting = self.halting.clone();
         let mut probe = false;
         self.sent.retain(|(e, at)| {
@@ -58,7 +61,13 @@ impl RepairMemory {
             age < SENT_MEMORY && !halted_out
         });
         self.probe_due |= probe;
-        self.sent.iter().map(|(e, _)| e.clone()).collect()
+        self.sent
+            .iter()
+            .map(|(e, at)| SentEviction {
+                overdue: now.duration_since(*at) >= deadline,
+                ..e.clone()
+            })
+            .collect()
     }
 
     /// The limits of the next step at `now`, in a namespace the webhook serves or not.
@@ -80,7 +89,7 @@ impl RepairMemory {
 
     /// When the repair must look again by itself, with no Pod event to wake it: a budget's
     /// backoff ends, or a sent eviction is forgotten (see [`RepairMemory::sent`]).
-    fn next_check(&self, now: Instant) -> Option<Duration> {
+    fn next_check(&self, now: Instant, deadline: Duration) -> Option<Duration> {
         let blocked = self.blocked.as_ref().map(|(_, until, _)| *until);
         let forgotten = self.sent.iter().map(|(e, at)| {
             let keep = if self.halting.as_deref() == Some(e.uid.as_str()) {
@@ -90,9 +99,12 @@ impl RepairMemory {
             };
             *at + keep
         });
+        // An eviction turning overdue may halt its workload's repair.
+        let overdue = self.sent.iter().map(|(_, at)| *at + deadline);
         blocked
             .into_iter()
             .chain(forgotten)
+            .chain(overdue)
             .filter(|at| *at > now)
             .min()
             .map(|at| at - now)
@@ -156,10 +168,9 @@ pub(crate) async fn apply(ctx: &Context, key: &PolicyKey, step: Repair) {
     send(ctx, key, step).await;
     // Each run arms the next deadline itself: a delayed add due sooner (a debounced status
     // run) supersedes a later one, and that run comes back here.
-    if let Some(wait) = ctx
-        .policy_state
-        .with_repair(key, |m| m.next_check(Instant::now()))
-    {
+    if let Some(wait) = ctx.policy_state.with_repair(key, |m| {
+        m.next_check(Instant::now(), ctx.repair.replacement_deadline)
+    }) {
         ctx.queues.policies.add_after(key.clone(), wait);
     }
 }
@@ -278,6 +289,7 @@ async fn evict(ctx: &Context, api: &Api<Pod>, key: &PolicyKey, e: &Evict) -> Sen
                     match e.drift {
                         sidecar_planner::Drift::Missing => "it was created without them",
                         sidecar_planner::Drift::Outdated => "it has an older template's",
+                        sidecar_planner::Drift::Refused => "its namespace refused them",
                     }
                 ),
             );
@@ -314,6 +326,8 @@ mod tests {
 
     fn sent(uid: &str) -> SentEviction {
         SentEviction {
+            name: uid.into(),
+            overdue: false,
             uid: uid.into(),
             owner_uid: "rs".into(),
             siblings: Arc::new(BTreeSet::new()),
@@ -323,26 +337,49 @@ mod tests {
     #[test]
     fn the_next_check_is_the_earliest_deadline_and_halting_shortens_the_memory() {
         let t0 = Instant::now();
+        let long = SENT_MEMORY * 2;
         let mut m = RepairMemory::default();
-        assert_eq!(m.next_check(t0), None, "nothing to wait for");
+        assert_eq!(m.next_check(t0, long), None, "nothing to wait for");
         m.sent.push((sent("a"), t0));
-        assert_eq!(m.next_check(t0), Some(SENT_MEMORY));
+        assert_eq!(m.next_check(t0, long), Some(SENT_MEMORY));
+        // The replacement deadline wakes the repair too: a stall is seen without a Pod event.
+        let deadline = Duration::from_secs(120);
+        assert_eq!(m.next_check(t0, deadline), Some(deadline));
         m.blocked = Some(("web-0: no".into(), t0 + Duration::from_secs(4), 2));
-        assert_eq!(m.next_check(t0), Some(Duration::from_secs(4)));
+        assert_eq!(m.next_check(t0, long), Some(Duration::from_secs(4)));
         assert_eq!(m.blocked(t0).as_deref(), Some("web-0: no"));
         assert_eq!(m.blocked(t0 + Duration::from_secs(5)), None, "backoff over");
         m.blocked = None;
         m.sent.push((sent("b"), t0));
         m.halting = Some("a".into());
-        assert_eq!(m.next_check(t0), Some(HALTED_RETRY));
+        assert_eq!(m.next_check(t0, long), Some(HALTED_RETRY));
         assert!(!m.limits(true, t0).probe);
-        let left = m.sent(t0 + HALTED_RETRY);
+        let left = m.sent(t0 + HALTED_RETRY, long);
         assert_eq!(
             left.iter().map(|e| e.uid.as_str()).collect::<Vec<_>>(),
             ["b"],
             "only the halting eviction is forgotten after a minute"
         );
         assert!(m.limits(true, t0).probe, "and one probe is then due");
+    }
+
+    #[test]
+    fn an_eviction_turns_overdue_at_the_deadline_and_is_remembered_long_after() {
+        let t0 = Instant::now();
+        let deadline = Duration::from_secs(120);
+        let mut m = RepairMemory::default();
+        m.sent.push((sent("a"), t0));
+        let overdue = |m: &mut RepairMemory, at: Duration| {
+            m.sent(t0 + at, deadline)
+                .iter()
+                .map(|e| e.overdue)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(overdue(&mut m, Duration::from_secs(60)), [false]);
+        assert_eq!(overdue(&mut m, deadline), [true]);
+        // Ten minutes no longer forget it: its budget stays held.
+        assert_eq!(overdue(&mut m, Duration::from_secs(601)), [true]);
+        assert_eq!(overdue(&mut m, SENT_MEMORY), Vec::<bool>::new());
     }
 
     #[test]

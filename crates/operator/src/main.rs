@@ -234,6 +234,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The webhook never serves the operator's own namespace either: no repair there.
     opts.unserved_namespaces
         .push(args.webhook.operator_namespace().to_string());
+    // Without a webhook nothing would inject a replacement: Container mode evicts nothing.
+    opts.webhook = match &_webhook {
+        Some(_) => args.webhook.reach()?,
+        None => sidecar_controller::WebhookReach::Off,
+    };
     let result = match timing {
         None => run_alone(config, opts, &readiness).await,
         Some(timing) => {

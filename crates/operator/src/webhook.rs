@@ -105,6 +105,19 @@ impl WebhookArgs {
     pub(crate) fn operator_namespace(&self) -> &str {
         &self.service.operator_namespace
     }
+
+    /// Where the webhook injects, for Container mode's repair: every namespace its
+    /// `--webhook-namespace-selector` selects.
+    pub(crate) fn reach(&self) -> anyhow::Result<sidecar_controller::WebhookReach> {
+        let selector = self
+            .service
+            .webhook_namespace_selector
+            .as_deref()
+            .unwrap_or_default();
+        let reqs = registration::parse_namespace_selector(selector)
+            .map_err(|e| anyhow::anyhow!("--webhook-namespace-selector: {e}"))?;
+        Ok(sidecar_controller::WebhookReach::Namespaces(reqs))
+    }
 }
 
 fn registration(service: &ServiceArgs, url: Option<&str>) -> anyhow::Result<Registration> {

@@ -176,7 +176,7 @@ fn examples_pass_and_print_one_sidecar_per_workload() {
     );
     assert!(
         text.contains(
-            "Pod shop/orders-example (Deployment orders, {}:66): sidecars injected into the Pod \
+            "Pod shop/orders-example (Deployment orders, {}:79): sidecars injected into the Pod \
              at its creation"
                 .replace(
                     "{}",

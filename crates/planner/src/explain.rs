@@ -48,6 +48,9 @@ pub enum PodVerdict {
     WebhookMissed,
     /// Container mode: the Pod carries an older template's sidecars.
     Outdated,
+    /// Container mode: the webhook left the sidecars out because the Pod's namespace (its
+    /// Pod Security level, or another admission check) would have refused the Pod with them.
+    RefusedByNamespace,
     /// The Pod is one of the operator's own sidecar Pods.
     IsSidecar,
 }
@@ -71,6 +74,7 @@ impl PodVerdict {
             PodVerdict::NameCollision => "name-collision",
             PodVerdict::WebhookMissed => "webhook-missed",
             PodVerdict::Outdated => "outdated",
+            PodVerdict::RefusedByNamespace => "refused-by-namespace",
             PodVerdict::IsSidecar => "is-sidecar",
         }
     }
@@ -85,6 +89,7 @@ impl PodVerdict {
                 | PodVerdict::NameCollision
                 | PodVerdict::WebhookMissed
                 | PodVerdict::Outdated
+                | PodVerdict::RefusedByNamespace
                 | PodVerdict::Paused
                 | PodVerdict::Unscheduled
         )
@@ -294,6 +299,10 @@ fn container_verdict(pod: &PodView, p: &PolicyView, e: &mut Explained) {
         return;
     }
     match pod.skipped_for(&p.name) {
+        Some(crate::inject::REFUSED_BY_NAMESPACE) => {
+            e.verdict = PodVerdict::RefusedByNamespace;
+            e.detail = "created without this policy's sidecars: the namespace would have refused the Pod with them (its Pod Security level; the Pod's creation warning and the policy's NotInjected Event quote the checks); never evicted for them".into();
+        }
         Some(why) => match why.split_once('@') {
             Some((what, winner)) => {
                 e.verdict = PodVerdict::Conflict;

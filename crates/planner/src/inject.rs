@@ -19,6 +19,9 @@
 //! - The template's init containers (native sidecars with `restartPolicy: Always`, and
 //!   plain init containers) go before the Pod's own init containers, so native sidecars
 //!   run while those do; its containers after the Pod's; its volumes after the Pod's.
+//! - A policy whose additions the namespace's Pod Security level would refuse (the Pod
+//!   as it is being accepted) is skipped for this Pod and reported (see
+//!   [`crate::pod_security`]): an injection never turns into a refused Pod.
 //! - The record annotation lists `policy=templateHash` for every policy injected.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +32,7 @@ use sidecar_api::constants::{
 };
 
 use crate::labels::Labels;
+use crate::pod_security::{Level, refusal};
 use crate::view::PolicyView;
 
 /// Annotations on a Pod recording each injection and each skipped policy (defined with the
@@ -56,7 +60,13 @@ pub enum Skip {
     /// A policy that outranks this one (see [`PolicyView::outranks`]) adds an init
     /// container, container or volume of this name: `(kind, name, winner's id)`.
     Conflict(&'static str, String, String),
+    /// The namespace would refuse the Pod with the policy's sidecars (its Pod Security
+    /// level, or a server-side dry run): why.
+    RefusedByNamespace(String),
 }
+
+/// The [`ANNOTATION_SKIPPED`] token of [`Skip::RefusedByNamespace`].
+pub const REFUSED_BY_NAMESPACE: &str = "refused-by-namespace";
 
 impl Skip {
     /// Whether the skip is worth reporting (on the policy, in an Event).
@@ -75,6 +85,7 @@ impl Skip {
             Skip::AlreadyInjected => None,
             Skip::NameTaken(k, name) => Some(format!("{}/{name}", kind(k))),
             Skip::Conflict(k, name, winner) => Some(format!("{}/{name}@{winner}", kind(k))),
+            Skip::RefusedByNamespace(_) => Some(REFUSED_BY_NAMESPACE.into()),
         }
     }
 
@@ -88,6 +99,9 @@ impl Skip {
             Skip::Conflict(kind, name, winner) => format!(
                 "{} adds a container or volume named {name:?} too (the policy's {kind}) and wins (spec.priority, then SidecarPolicy before ClusterSidecarPolicy, then name); this policy's sidecars are not injected",
                 crate::cluster::describe(winner)
+            ),
+            Skip::RefusedByNamespace(why) => format!(
+                "{why}; the Pod is created without this policy's sidecars (make the template comply, or change the namespace)"
             ),
         }
     }
@@ -107,8 +121,14 @@ pub struct Injection {
 }
 
 /// The policies' sidecars added to `pod` (see the module doc). `policies` are the
-/// Container-mode policies of the Pod's namespace, in any order.
+/// Container-mode policies of the Pod's namespace, in any order; the namespace enforces no
+/// Pod Security level (see [`inject_in`]).
 pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
+    inject_in(pod, policies, Level::Privileged)
+}
+
+/// [`inject`] in a namespace that enforces Pod Security `level`.
+pub fn inject_in(pod: &Pod, policies: &[&PolicyView], level: Level) -> Injection {
     let mut out = Injection {
         pod: None,
         injected: Vec::new(),
@@ -159,17 +179,22 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
             out.skipped.push((p.name.clone(), skip));
             continue;
         }
+        if level == Level::Privileged {
+            add_template(&mut new, &mut added_init, template, tspec);
+        } else {
+            let mut with = new.clone();
+            let mut with_init = added_init.clone();
+            add_template(&mut with, &mut with_init, template, tspec);
+            // Judged as the API server will: with every init container in place.
+            let (before, after) = (complete(&new, &added_init), complete(&with, &with_init));
+            if let Some(why) = refusal(level, &before, &after) {
+                out.skipped
+                    .push((p.name.clone(), Skip::RefusedByNamespace(why)));
+                continue;
+            }
+            (new, added_init) = (with, with_init);
+        }
         added_by.extend(template_names(p).map(|k| (k, p.name.clone())));
-        let spec = new.spec.get_or_insert_with(PodSpec::default);
-        added_init.extend(tspec.init_containers.unwrap_or_default());
-        spec.containers.extend(tspec.containers);
-        if let Some(v) = tspec.volumes {
-            spec.volumes.get_or_insert_with(Vec::new).extend(v);
-        }
-        if let Some(meta) = &template.metadata {
-            add_missing(&mut new.metadata.labels, meta.labels.as_ref());
-            add_missing(&mut new.metadata.annotations, meta.annotations.as_ref());
-        }
         record.push((p.name.clone(), p.hash.clone()));
         out.injected.push((p.name.clone(), p.hash.clone()));
     }
@@ -207,6 +232,37 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
         .get_or_insert_with(BTreeMap::new)
         .insert(ANNOTATION_INJECTED.into(), text);
     out.pod = Some(new);
+    out
+}
+
+/// Adds what `template` (whose spec is `tspec`) injects to `pod`; its init containers to
+/// `init`, which go before the Pod's own at the end.
+fn add_template(
+    pod: &mut Pod,
+    init: &mut Vec<Container>,
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    tspec: PodSpec,
+) {
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    init.extend(tspec.init_containers.unwrap_or_default());
+    spec.containers.extend(tspec.containers);
+    if let Some(v) = tspec.volumes {
+        spec.volumes.get_or_insert_with(Vec::new).extend(v);
+    }
+    if let Some(meta) = &template.metadata {
+        add_missing(&mut pod.metadata.labels, meta.labels.as_ref());
+        add_missing(&mut pod.metadata.annotations, meta.annotations.as_ref());
+    }
+}
+
+/// `pod` with the init containers added so far in place (for the Pod Security check).
+fn complete(pod: &Pod, added_init: &[Container]) -> Pod {
+    let mut out = pod.clone();
+    if !added_init.is_empty() {
+        let spec = out.spec.get_or_insert_with(PodSpec::default);
+        let own = spec.init_containers.take().unwrap_or_default();
+        spec.init_containers = Some(added_init.iter().cloned().chain(own).collect());
+    }
     out
 }
 

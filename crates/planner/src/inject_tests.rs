@@ -285,3 +285,91 @@ fn the_record_reads_back() {
         ]
     );
 }
+
+/// A container that passes Pod Security `restricted`.
+fn hardened(name: &str, native: bool) -> Value {
+    let mut c = json!({
+        "name": name,
+        "image": "x:1",
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "runAsNonRoot": true,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    });
+    if native {
+        c["restartPolicy"] = json!("Always");
+    }
+    c
+}
+
+#[test]
+fn a_policy_the_namespace_would_refuse_is_skipped_and_recorded_the_others_go_in() {
+    let loose = policy("a-loose", native("agent", ""), false);
+    let strict = policy(
+        "b-strict",
+        json!({"spec": {"initContainers": [hardened("proxy", true)]}}),
+        false,
+    );
+    let original = web(json!({"containers": [hardened("app", false)]}));
+    // (level, injected, skipped as refused)
+    let cases: [(Level, &[&str], &[&str]); 3] = [
+        (Level::Privileged, &["a-loose", "b-strict"], &[]),
+        (Level::Baseline, &["a-loose", "b-strict"], &[]),
+        (Level::Restricted, &["b-strict"], &["a-loose"]),
+    ];
+    for (level, injected, refused) in cases {
+        let out = inject_in(&original, &[&loose, &strict], level);
+        let got: Vec<&str> = out.injected.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(got, injected, "{level:?}");
+        let skipped: Vec<&str> = out
+            .skipped
+            .iter()
+            .filter(|(_, s)| matches!(s, Skip::RefusedByNamespace(_)))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(skipped, refused, "{level:?}");
+        let pod = out.pod.expect("a mutated Pod");
+        let skipped = pod_annotation(&pod, ANNOTATION_SKIPPED).cloned();
+        let want = (!refused.is_empty()).then(|| "a-loose=refused-by-namespace".to_string());
+        assert_eq!(skipped, want, "{level:?}");
+        let inits = names(pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()));
+        assert_eq!(inits.contains(&"agent"), refused.is_empty(), "{level:?}");
+    }
+}
+
+#[test]
+fn the_refusal_says_which_check_and_container_and_a_pod_refused_anyway_is_not_blamed() {
+    let loose = policy("a-loose", native("agent", ""), false);
+    let out = inject_in(
+        &web(json!({"containers": [hardened("app", false)]})),
+        &[&loose],
+        Level::Restricted,
+    );
+    let Some((_, Skip::RefusedByNamespace(why))) = out.skipped.first() else {
+        panic!("refused: {out:?}");
+    };
+    assert!(why.contains("allowPrivilegeEscalation"), "{why}");
+    assert!(why.contains("\"agent\""), "{why}");
+    // A Pod the namespace refuses as it is: the injection changes nothing of that.
+    let out = inject_in(&web(app()), &[&loose], Level::Restricted);
+    assert_eq!(out.injected.len(), 1, "{out:?}");
+}
+
+#[test]
+fn a_pod_level_setting_covers_the_sidecar_too() {
+    // runAsNonRoot and seccomp on the Pod apply to every container, the sidecar's too.
+    let sidecar = json!({
+        "name": "agent", "image": "x:1", "restartPolicy": "Always",
+        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+    });
+    let p = policy("a", json!({"spec": {"initContainers": [sidecar]}}), false);
+    let original = web(json!({
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app", "image": "web:1", "securityContext": {
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
+    }));
+    let out = inject_in(&original, &[&p], Level::Restricted);
+    assert_eq!(out.injected.len(), 1, "{:?}", out.skipped);
+}

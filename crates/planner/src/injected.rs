@@ -3,6 +3,7 @@
 //! them (annotation `sidecars.dev/injected`, [`PodView::injected_hash`]). So the status counts
 //! the selected Pods and those that carry its sidecars; it never claims companion Pods.
 
+use crate::inject::REFUSED_BY_NAMESPACE;
 use crate::repair::{drift_of, ready_with_sidecars, selected};
 use crate::status::{Counts, Observed};
 use crate::view::{PodView, PolicyView};
@@ -18,7 +19,9 @@ use crate::view::{PodView, PolicyView};
 /// - `missing`: matched Pods that record no injection of this policy;
 /// - `collisions`: those of them the webhook left alone because they already had a
 ///   container or volume of a name the policy would add, as `pod (kind/name)`;
-/// - `drifted`: the matched Pods that are missing or outdated, by name.
+/// - `refused`: those of them the webhook left without the sidecars because their namespace
+///   would have refused them with the sidecars (`refused-by-namespace`);
+/// - `drifted`: the matched Pods that are missing, refused or outdated, by name.
 ///
 /// A policy being deleted, or one the operator cannot act on, counts nothing.
 pub fn observe_injected<'a>(
@@ -29,6 +32,7 @@ pub fn observe_injected<'a>(
     let mut collisions = Vec::new();
     let mut drifted = Vec::new();
     let mut conflicts = Vec::new();
+    let mut refused = Vec::new();
     if policy.deleting || policy.selector.is_err() {
         return Observed::default();
     }
@@ -49,8 +53,10 @@ pub fn observe_injected<'a>(
         }
         if m.injected_hash(&policy.name).is_none() {
             c.missing += 1;
-            if let Some(why) = m.skipped_for(&policy.name) {
-                collisions.push(format!("{} ({why})", m.name));
+            match m.skipped_for(&policy.name) {
+                Some(REFUSED_BY_NAMESPACE) => refused.push((m.namespace.clone(), m.name.clone())),
+                Some(why) => collisions.push(format!("{} ({why})", m.name)),
+                None => {}
             }
             continue;
         }
@@ -65,11 +71,13 @@ pub fn observe_injected<'a>(
     collisions.sort_unstable();
     drifted.sort_unstable();
     conflicts.sort_unstable();
+    refused.sort_unstable();
     Observed {
         counts: c,
         collisions,
         drifted,
         conflicts,
+        refused,
     }
 }
 

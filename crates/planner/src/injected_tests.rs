@@ -206,12 +206,24 @@ fn container_mode_conditions_never_claim_a_rollout() {
     );
     assert_eq!(cond(&s, condition::RECONCILING).0, "False");
     assert_eq!(cond(&s, condition::STALLED).0, "False");
+    // Report only: the operator has done all it will do, so Ready (kstatus Current), with
+    // the tally; the drift stays in Progressing and status.drift.
     let (st, why, msg) = cond(&s, condition::READY);
+    assert_eq!(
+        (st.as_str(), why.as_str()),
+        ("True", reason::WAITING_FOR_NEW_PODS)
+    );
+    assert!(
+        msg.starts_with("1/2 selected Pods ready with the current sidecar; the rest waits for you"),
+        "{msg}"
+    );
+    // A Pod with the sidecar that is not Ready is still waited for.
+    let s = status(&[pod("a", Some(&current), false), pod("b", None, true)]);
+    let (st, why, _) = cond(&s, condition::READY);
     assert_eq!(
         (st.as_str(), why.as_str()),
         ("False", reason::SIDECARS_NOT_READY)
     );
-    assert_eq!(msg, "1/2 selected Pods ready with the current sidecar");
 
     let s = status(&[pod("a", Some(&current), true)]);
     assert_eq!(cond(&s, condition::READY).0, "True");
@@ -265,5 +277,146 @@ fn pods_the_webhook_skipped_are_named_with_the_name_they_already_had() {
     for (case, pods, want) in cases {
         let got = observe(&p, &pods, |_: &str| None).collisions;
         assert_eq!(got, want, "{case}");
+    }
+}
+
+#[test]
+fn pods_a_namespace_refused_are_reported_by_namespace_and_never_evicted() {
+    let p = policy("log", json!({"updateStrategy": {"type": "RollingUpdate"}}));
+    let refused = |name: &str| PodView {
+        skipped: Some("log=refused-by-namespace".into()),
+        owner: Some(OwnerView {
+            kind: "ReplicaSet".into(),
+            name: "web-1".into(),
+            uid: "rs".into(),
+        }),
+        ..pod(name, None, true)
+    };
+    let pods = [
+        refused("web-a"),
+        refused("web-b"),
+        pod("ok", Some(&format!("log={}", p.hash)), true),
+    ];
+    let seen = observe(&p, &pods, |_: &str| None);
+    assert_eq!(
+        seen.refused,
+        [
+            ("shop".to_string(), "web-a".to_string()),
+            ("shop".into(), "web-b".into())
+        ]
+    );
+    assert!(seen.collisions.is_empty(), "{:?}", seen.collisions);
+    assert_eq!((seen.counts.matched, seen.counts.missing), (3, 2));
+    assert_eq!(drift_of(&p, &pods[0]), Some(Drift::Refused));
+    // Never evicted: their replacements would be refused the same way.
+    let step = plan_repair(&p, &pods, &[], RepairLimits::default());
+    assert!(step.evict.is_empty(), "{step:?}");
+
+    let problems = Problems {
+        refused_by_namespace: seen.refused.clone(),
+        drifted: seen.drifted.clone(),
+        ..Problems::default()
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    let status = compute_status(&p, seen.counts, &problems, None, now);
+    let get = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+            .expect("condition")
+    };
+    let (s, r, m) = get(condition::DEGRADED);
+    assert_eq!(
+        (s.as_str(), r.as_str()),
+        ("True", reason::NAMESPACE_REFUSES_INJECTION)
+    );
+    assert!(m.contains("shop (2 Pods, e.g. web-a)"), "{m}");
+    // The template's sidecar has no securityContext: what it fails is said.
+    assert!(
+        m.contains("\"restricted\"") && m.contains("allowPrivilegeEscalation"),
+        "{m}"
+    );
+    let (s, r, _) = get(condition::STALLED);
+    assert_eq!(
+        (s.as_str(), r.as_str()),
+        ("True", reason::NAMESPACE_REFUSES_INJECTION)
+    );
+    let (_, _, m) = get(condition::PROGRESSING);
+    assert!(
+        m.contains("2 left without it because their namespace would refuse"),
+        "{m}"
+    );
+    let drift = status.drift.expect("drift");
+    assert!(
+        drift.pods.contains(&"web-a (refused)".to_string()),
+        "{:?}",
+        drift.pods
+    );
+}
+
+#[test]
+fn refusing_namespaces_named_are_capped() {
+    let p = policy("log", json!({}));
+    let refused: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("ns-{i:02}"), format!("web-{i}")))
+        .collect();
+    let problems = Problems {
+        refused_by_namespace: refused,
+        ..Problems::default()
+    };
+    let c = Counts {
+        matched: 30,
+        missing: 30,
+        ..Counts::default()
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    let status = compute_status(&p, c, &problems, None, now);
+    let m = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::DEGRADED)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(m.contains("ns-19") && !m.contains("ns-20 ("), "{m}");
+    assert!(m.contains("and 10 more namespaces"), "{m}");
+}
+
+#[test]
+fn condition_messages_stay_small_whatever_the_number_of_pods() {
+    let p = policy("log", json!({}));
+    let many = |prefix: &str| -> Vec<String> {
+        (0..5000)
+            .map(|i| format!("{prefix}-{i:04} (initContainer/proxy)"))
+            .collect()
+    };
+    let problems = Problems {
+        collisions: many("collides"),
+        failing: many("fails"),
+        ..Problems::default()
+    };
+    let c = Counts {
+        matched: 5000,
+        missing: 5000,
+        ..Counts::default()
+    };
+    for problems in [
+        problems.clone(),
+        Problems {
+            failing: Vec::new(),
+            ..problems
+        },
+    ] {
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let status = compute_status(&p, c, &problems, None, now);
+        for cond in &status.conditions {
+            assert!(
+                cond.message.len() < 4096,
+                "{}: {} bytes",
+                cond.type_,
+                cond.message.len()
+            );
+        }
     }
 }

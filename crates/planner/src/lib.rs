@@ -40,6 +40,7 @@ pub mod labels;
 pub mod naming;
 pub mod outcome;
 pub mod plan;
+pub mod pod_security;
 pub mod relevance;
 pub mod render;
 pub mod repair;
@@ -63,7 +64,8 @@ pub use plan::{
 pub use relevance::{Relevance, relevance};
 pub use render::render;
 pub use repair::{
-    Drift, Evict, Repair, RepairLimits, SentEviction, drift_of, plan_repair, ready_with_sidecars,
+    Drift, Evict, Repair, RepairLimits, SentEviction, Stall, StallReason, drift_of, plan_repair,
+    ready_with_sidecars,
 };
 pub use rollout::{Replace, plan_rollout};
 pub use status::{

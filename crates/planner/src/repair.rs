@@ -9,7 +9,11 @@
 //! (Jobs, mirror Pods, workflow engines, VMs...) are reported, never evicted, and so are Pods
 //! the webhook left alone for a name collision (a replacement would collide again). Each eviction
 //! holds one unit of the budget until its replacement — a Pod of the same owner that did not
-//! exist when the eviction was sent — is Ready with the current sidecars. A replacement that
+//! exist when the eviction was sent — is Ready with the current sidecars; `maxUnavailable`
+//! holds for the policy's selected Pods and, separately, for each owner's (at least 1), and
+//! evicting a Pod that is not Ready takes a share of the step too: only a Pod that never
+//! started is free. A Pod the webhook left without the sidecars because its namespace would
+//! refuse them is never evicted. A replacement that
 //! comes up without any means the webhook is not injecting: the repair stops there rather
 //! than evict the same workload forever. One injected from an older template (a webhook
 //! replica that had not seen the change yet) is just drifted, like any other.
@@ -19,7 +23,7 @@ use std::sync::Arc;
 
 use sidecar_api::{Mode, UpdateStrategyType};
 
-use crate::view::{OwnerView, PodView, PolicyView};
+use crate::view::{OwnerView, Phase, PodView, PolicyView};
 
 /// Owner kinds whose evicted Pods come back as replacements of the same owner (an allowlist:
 /// evicting a Job's, a workflow step's or a VM's Pod would destroy its work).
@@ -37,6 +41,9 @@ pub enum Drift {
     Missing,
     /// It records this policy's sidecars at an older template hash.
     Outdated,
+    /// The webhook left the sidecars out: its namespace would have refused the Pod with them
+    /// (`refused-by-namespace`). Never evicted: a replacement would be refused the same way.
+    Refused,
 }
 
 impl Drift {
@@ -45,6 +52,7 @@ impl Drift {
         match self {
             Drift::Missing => "missing",
             Drift::Outdated => "outdated",
+            Drift::Refused => "refused",
         }
     }
 }
@@ -52,6 +60,9 @@ impl Drift {
 /// The drift of `m` for Container-mode `policy` (`None`: it has the current sidecars).
 pub fn drift_of(policy: &PolicyView, m: &PodView) -> Option<Drift> {
     match m.injected_hash(&policy.name) {
+        None if m.skipped_for(&policy.name) == Some(crate::inject::REFUSED_BY_NAMESPACE) => {
+            Some(Drift::Refused)
+        }
         None => Some(Drift::Missing),
         Some(h) if h != policy.hash => Some(Drift::Outdated),
         Some(_) => None,
@@ -112,6 +123,10 @@ pub struct SentEviction {
     pub owner_uid: String,
     /// uids of that owner's Pods when it was sent: a replacement is none of them.
     pub siblings: Arc<BTreeSet<String>>,
+    /// The evicted Pod's name (for status).
+    pub name: String,
+    /// Sent longer ago than a replacement takes to appear (the controller's deadline).
+    pub overdue: bool,
 }
 
 /// A Pod to evict now.
@@ -136,6 +151,8 @@ impl Evict {
             uid: self.uid.clone(),
             owner_uid: self.owner_uid.clone(),
             siblings: self.siblings.clone(),
+            name: self.name.clone(),
+            overdue: false,
         }
     }
 }
@@ -167,6 +184,30 @@ pub struct Repair {
     pub halting: Option<String>,
     /// Drifted Pods no controller would recreate: reported, never evicted; sorted.
     pub unowned: Vec<String>,
+    /// Evictions whose owner did not bring a selected replacement: that owner's repair is
+    /// halted (nothing more of it is evicted) and their budget stays held until a
+    /// replacement is there or the owner has no Pod left.
+    pub stalled: Vec<Stall>,
+}
+
+/// An eviction whose replacement is not there as it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    /// The evicted Pod.
+    pub pod: String,
+    /// Why.
+    pub why: StallReason,
+}
+
+/// Why a [`Stall`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StallReason {
+    /// The owner has not created a replacement by the deadline (its creates refused:
+    /// quota, admission...).
+    NotCreated,
+    /// The owner created this Pod in its place, which the policy does not select (labels
+    /// set after admission): evicting more of its Pods would never bring the sidecars.
+    NotSelected(String),
 }
 
 impl Repair {
@@ -202,7 +243,15 @@ pub fn plan_repair<'a>(
             ..Repair::default()
         };
     }
-    let live: Vec<&PodView> = pods.into_iter().filter(|m| selected(policy, m)).collect();
+    let all: Vec<&PodView> = pods
+        .into_iter()
+        .filter(|m| m.namespace == policy.namespace && !m.is_sidecar() && !m.deleting)
+        .collect();
+    let live: Vec<&PodView> = all
+        .iter()
+        .copied()
+        .filter(|m| selected(policy, m))
+        .collect();
     let mut out = Repair {
         active: true,
         max_unavailable: policy
@@ -223,14 +272,27 @@ pub fn plan_repair<'a>(
             by_owner.entry(o.uid.as_str()).or_default().push(m);
         }
     }
+    // Every live Pod of each owner, selected or not: a replacement the policy does not
+    // select is found among them.
+    let mut all_of_owner: HashMap<&str, Vec<&PodView>> = HashMap::new();
+    for m in &all {
+        if let Some(o) = &m.owner {
+            all_of_owner.entry(o.uid.as_str()).or_default().push(m);
+        }
+    }
+    // Owners whose repair is halted by a stalled replacement.
+    let mut halted_owners: HashSet<&str> = HashSet::new();
     // Each sent eviction: still there (the cache has not seen it go), waiting for a
     // replacement, replaced and Ready (done), or replaced without the sidecars (halted).
     // A Pod answers one eviction at most (`matched`); `claimed` ones also hold its budget.
     let mut matched: HashSet<&str> = HashSet::new();
     let mut claimed: HashSet<&str> = HashSet::new();
+    // The owner of each eviction still holding the budget.
+    let mut in_flight_owners: Vec<&str> = Vec::new();
     for e in sent {
         if live_uids.contains(e.uid.as_str()) {
             out.in_flight += 1;
+            in_flight_owners.push(&e.owner_uid);
             continue;
         }
         let replacement = by_owner
@@ -239,7 +301,33 @@ pub fn plan_repair<'a>(
             .flatten()
             .find(|m| !e.siblings.contains(&m.uid) && !matched.contains(m.uid.as_str()));
         let Some(r) = replacement else {
+            let owner_pods = all_of_owner.get(e.owner_uid.as_str());
+            let unselected = owner_pods
+                .into_iter()
+                .flatten()
+                .find(|m| !e.siblings.contains(&m.uid) && !matched.contains(m.uid.as_str()));
+            let why = match (unselected, e.overdue) {
+                (Some(u), _) => {
+                    matched.insert(&u.uid);
+                    Some(StallReason::NotSelected(u.name.clone()))
+                }
+                // Scaled to zero or deleted: it wants no replacement.
+                (None, true) if owner_pods.is_none() => {
+                    out.done.push(e.uid.clone());
+                    continue;
+                }
+                (None, true) => Some(StallReason::NotCreated),
+                (None, false) => None,
+            };
             out.in_flight += 1;
+            in_flight_owners.push(&e.owner_uid);
+            if let Some(why) = why {
+                halted_owners.insert(&e.owner_uid);
+                out.stalled.push(Stall {
+                    pod: e.name.clone(),
+                    why,
+                });
+            }
             continue;
         };
         matched.insert(&r.uid);
@@ -248,6 +336,9 @@ pub fn plan_repair<'a>(
             // yet), or left alone for a name collision: the eviction is done; the
             // replacement is drifted like any other Pod.
             Some(Drift::Outdated) => out.done.push(e.uid.clone()),
+            // Created without the sidecars because the namespace would have refused it with
+            // them: the replacement exists (no replica lost), it is never evicted again.
+            Some(Drift::Refused) => out.done.push(e.uid.clone()),
             Some(Drift::Missing) if r.skipped_for(&policy.name).is_some() => {
                 out.done.push(e.uid.clone());
             }
@@ -256,6 +347,7 @@ pub fn plan_repair<'a>(
             Some(Drift::Missing) => {
                 claimed.insert(&r.uid);
                 out.in_flight += 1;
+                in_flight_owners.push(&e.owner_uid);
                 if out.halted.is_none() {
                     out.halted = Some(r.name.clone());
                     out.halting = Some(e.uid.clone());
@@ -265,18 +357,49 @@ pub fn plan_repair<'a>(
             None => {
                 claimed.insert(&r.uid);
                 out.in_flight += 1;
+                in_flight_owners.push(&e.owner_uid);
             }
         }
     }
-    let not_ready = live
+    // The policy's budget, and each owner's: its own maxUnavailable over its selected Pods
+    // (at least 1), so a small workload beside a big one never loses every replica in one
+    // step. Evictions in flight, and Pods not Ready now, count against both.
+    let mut whole = Budget::new(i64::from(out.max_unavailable));
+    let mut owners: HashMap<&str, Budget> = by_owner
         .iter()
-        .filter(|m| {
-            !m.ready && !claimed.contains(m.uid.as_str()) && !evicting.contains(m.uid.as_str())
+        .map(|(o, pods)| {
+            let n = u32::try_from(pods.len()).unwrap_or(u32::MAX);
+            (
+                *o,
+                Budget::new(i64::from(
+                    policy
+                        .policy
+                        .spec
+                        .update_strategy
+                        .max_unavailable_for(n)
+                        .unwrap_or(1),
+                )),
+            )
         })
-        .count();
-    let mut budget = i64::from(out.max_unavailable)
-        - i64::from(out.in_flight)
-        - i64::try_from(not_ready).unwrap_or(i64::MAX);
+        .collect();
+    for e in in_flight_owners {
+        whole.in_flight();
+        if let Some(b) = owners.get_mut(e) {
+            b.in_flight();
+        }
+    }
+    for m in live.iter().filter(|m| {
+        !m.ready && !claimed.contains(m.uid.as_str()) && !evicting.contains(m.uid.as_str())
+    }) {
+        whole.not_ready();
+        if let Some(b) = m
+            .owner
+            .as_ref()
+            .and_then(|o| owners.get_mut(o.uid.as_str()))
+        {
+            b.not_ready();
+        }
+    }
     let mut candidates: Vec<(&PodView, Drift, &str)> = Vec::new();
     for m in &live {
         let Some(drift) = drift_of(policy, m) else {
@@ -299,17 +422,25 @@ pub fn plan_repair<'a>(
     // One set of an owner's Pods per step, shared by its evictions.
     let mut siblings: HashMap<&str, Arc<BTreeSet<String>>> = HashMap::new();
     for (m, drift, owner) in candidates {
-        // A not-Ready Pod is unavailable already: evicting it costs nothing. A probe is
-        // one eviction, whatever it costs.
-        let free = !m.ready;
+        // A Pod that never started costs nothing to evict. One not Ready is unavailable
+        // already, but its eviction still takes a step's share (20 of them never go at
+        // once); a Ready one takes the budget too. A probe is one eviction, whatever it
+        // costs.
+        let cost = match (m.ready, m.phase) {
+            (false, Phase::Pending) => Cost::Free,
+            (false, _) => Cost::NotReady,
+            (true, _) => Cost::Ready,
+        };
         let probed = limits.probe && !out.evict.is_empty();
         let held = limits.blocked || (out.halted.is_some() && !limits.probe);
-        if held || probed || (!free && budget <= 0) {
+        let fits = whole.allows(cost) && owners.get(owner).is_none_or(|b| b.allows(cost));
+        if held || probed || !fits || halted_owners.contains(owner) {
             out.waiting += 1;
             continue;
         }
-        if !free {
-            budget -= 1;
+        whole.spend(cost);
+        if let Some(b) = owners.get_mut(owner) {
+            b.spend(cost);
         }
         let of_owner = siblings.entry(owner).or_insert_with(|| {
             let pods = by_owner.get(owner).into_iter().flatten();
@@ -324,6 +455,63 @@ pub fn plan_repair<'a>(
         });
     }
     out
+}
+
+/// What evicting one Pod costs (see [`plan_repair`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cost {
+    /// It never started: nothing.
+    Free,
+    /// Not Ready (unavailable already): a share of the step.
+    NotReady,
+    /// Ready: a share of the step and a unit of the budget.
+    Ready,
+}
+
+/// A `maxUnavailable` being spent: `step` is what evictions may still take (the maximum less
+/// those in flight), `available` what Ready Pods may still lose (`step` less the Pods not
+/// Ready now).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    step: i64,
+    available: i64,
+}
+
+impl Budget {
+    fn new(max: i64) -> Budget {
+        Budget {
+            step: max,
+            available: max,
+        }
+    }
+
+    fn in_flight(&mut self) {
+        self.step -= 1;
+        self.available -= 1;
+    }
+
+    fn not_ready(&mut self) {
+        self.available -= 1;
+    }
+
+    fn allows(&self, cost: Cost) -> bool {
+        match cost {
+            Cost::Free => true,
+            Cost::NotReady => self.step > 0,
+            Cost::Ready => self.step > 0 && self.available > 0,
+        }
+    }
+
+    fn spend(&mut self, cost: Cost) {
+        match cost {
+            Cost::Free => {}
+            Cost::NotReady => self.step -= 1,
+            Cost::Ready => {
+                self.step -= 1;
+                self.available -= 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,8 @@ fn pod(name: &str, owner: &str, record: Option<bool>, ready: bool, p: &PolicyVie
 
 fn sent(pod: &str, owner: &str, siblings: &[&str]) -> SentEviction {
     SentEviction {
+        name: pod.into(),
+        overdue: false,
         uid: format!("uid-{pod}"),
         owner_uid: owner.into(),
         siblings: Arc::new(
@@ -440,4 +442,136 @@ fn while_a_refusal_backs_off_every_candidate_waits() {
     let r = plan_repair(&p, &pods, &[], blocked);
     assert!(r.active && r.evict.is_empty());
     assert_eq!(r.waiting, 2, "the free, not-Ready one too");
+}
+
+#[test]
+fn each_workload_keeps_its_own_budget_beside_the_policys() {
+    let p = rolling(json!("50%"));
+    let mut pods: Vec<PodView> = (0..10)
+        .map(|i| pod(&format!("b-{i}"), "big", None, true, &p))
+        .collect();
+    pods.extend((0..2).map(|i| pod(&format!("s-{i}"), "small", None, true, &p)));
+    let r = plan_repair(&p, &pods, &[], RepairLimits::default());
+    // The policy's 50% of 12 is 6; the big one's own 50% of 10 is 5, the small one's 1.
+    assert_eq!(names(&r), ["b-0", "b-1", "b-2", "b-3", "b-4", "s-0"]);
+    assert_eq!(r.waiting, 6);
+    // With one of the small workload's evictions in flight, its other Pod waits whatever
+    // the policy's budget (an integer applies to each workload as it is).
+    let big = rolling(json!("90%"));
+    let pods = [
+        pod("a-1", "small", None, true, &big),
+        pod("b-0", "big", None, true, &big),
+        pod("b-1", "big", None, true, &big),
+        pod("b-2", "big", None, true, &big),
+    ];
+    let r = plan_repair(
+        &big,
+        &pods,
+        &[sent("a-0", "small", &["a-0", "a-1"])],
+        RepairLimits::default(),
+    );
+    // The policy's 90% of 4 less 1 in flight leaves 2, both taken by the big workload (its
+    // own 90% of 3 is 2); a-1 waits for its own workload's budget.
+    assert_eq!(names(&r), ["b-0", "b-1"]);
+    assert_eq!(r.waiting, 2);
+}
+
+#[test]
+fn pods_not_ready_take_a_share_of_the_step_and_only_pods_never_started_are_free() {
+    let p = rolling(json!(5));
+    let not_ready: Vec<PodView> = (0..20)
+        .map(|i| pod(&format!("p-{i:02}"), "rs", None, false, &p))
+        .collect();
+    let r = plan_repair(&p, &not_ready, &[], RepairLimits::default());
+    assert_eq!(
+        r.evict.len(),
+        5,
+        "20 not-Ready Pods never go at once: {r:?}"
+    );
+    assert_eq!(r.waiting, 15);
+    let pending: Vec<PodView> = (0..3)
+        .map(|i| PodView {
+            phase: Phase::Pending,
+            ..pod(&format!("q-{i}"), "rs", None, false, &p)
+        })
+        .collect();
+    let one = rolling(json!(1));
+    let r = plan_repair(&one, &pending, &[], RepairLimits::default());
+    assert_eq!(names(&r), ["q-0", "q-1", "q-2"], "never started: free");
+}
+
+#[test]
+fn a_replacement_that_never_comes_halts_its_workload_and_keeps_the_budget() {
+    let p = rolling(json!(2));
+    let overdue = |mut e: SentEviction| {
+        e.overdue = true;
+        e
+    };
+    // (case, pods, sent, evicted now, stalled, done)
+    type Case<'a> = (
+        &'a str,
+        Vec<PodView>,
+        Vec<SentEviction>,
+        Vec<&'a str>,
+        Vec<Stall>,
+        Vec<&'a str>,
+    );
+    let unselected = PodView {
+        labels: Labels::from_iter([("app", "web-legacy")]),
+        ..pod("a2", "rs", None, true, &p)
+    };
+    let cases: Vec<Case> = vec![
+        (
+            "not yet due: in flight, the rest of the budget goes on",
+            vec![
+                pod("b", "rs", None, true, &p),
+                pod("x", "rs2", None, true, &p),
+            ],
+            vec![sent("a", "rs", &["a", "b"])],
+            vec!["b"],
+            vec![],
+            vec![],
+        ),
+        (
+            "due and no replacement: its workload halts, the budget stays held",
+            vec![
+                pod("b", "rs", None, true, &p),
+                pod("x", "rs2", None, true, &p),
+            ],
+            vec![overdue(sent("a", "rs", &["a", "b"]))],
+            vec!["x"],
+            vec![Stall {
+                pod: "a".into(),
+                why: StallReason::NotCreated,
+            }],
+            vec![],
+        ),
+        (
+            "due, and its owner has no Pod left: scaled to zero or deleted",
+            vec![pod("x", "rs2", None, true, &p)],
+            vec![overdue(sent("a", "rs", &["a"]))],
+            vec!["x"],
+            vec![],
+            vec!["uid-a"],
+        ),
+        (
+            "replaced by a Pod the policy does not select: that workload is not repaired",
+            vec![pod("b", "rs", None, true, &p), unselected],
+            vec![sent("a", "rs", &["a", "b"])],
+            vec![],
+            vec![Stall {
+                pod: "a".into(),
+                why: StallReason::NotSelected("a2".into()),
+            }],
+            vec![],
+        ),
+    ];
+    for (case, pods, sent, want, stalled, done) in cases {
+        let r = plan_repair(&p, &pods, &sent, RepairLimits::default());
+        assert_eq!(names(&r), want, "{case}");
+        assert_eq!(r.stalled, stalled, "{case}");
+        assert_eq!(r.done, done, "{case}");
+        let held = u32::from(done.is_empty());
+        assert_eq!(r.in_flight, held, "{case}: budget held");
+    }
 }

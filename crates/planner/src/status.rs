@@ -35,6 +35,9 @@ pub struct Problems {
     pub repair: RepairSeen,
     /// Pods left to policies that outrank this one (see [`Observed::conflicts`]).
     pub conflicts: Vec<(String, String)>,
+    /// Container mode: selected Pods created without the sidecars because their namespace
+    /// would have refused them with them (see [`Observed::refused`]).
+    pub refused_by_namespace: Vec<(String, String)>,
 }
 
 /// Container mode's repair as the controller last saw it (from [`crate::plan_repair`], and
@@ -58,6 +61,8 @@ pub struct RepairSeen {
     pub blocked: Option<String>,
     /// Drifted Pods nothing would recreate (never evicted).
     pub unowned: Vec<String>,
+    /// Evictions whose replacement is missing or not selected (see [`crate::Stall`]).
+    pub stalled: Vec<crate::Stall>,
 }
 
 impl RepairSeen {
@@ -72,6 +77,7 @@ impl RepairSeen {
             halted: step.halted.clone(),
             blocked: blocked.filter(|_| step.active),
             unowned: step.unowned.clone(),
+            stalled: step.stalled.clone(),
         }
     }
 }
@@ -143,6 +149,12 @@ impl Problems {
             r.blocked = said(x.blocked);
         }
         r.unowned.extend(named(x.unowned));
+        r.stalled
+            .extend(x.stalled.into_iter().map(|s| crate::Stall {
+                pod: format!("{ns}/{}", s.pod),
+                why: s.why,
+            }));
+        self.refused_by_namespace.extend(o.refused_by_namespace);
         self.conflicts.extend(
             o.conflicts
                 .into_iter()
@@ -166,6 +178,9 @@ pub struct Observed {
     /// Selected Pods left to a policy that outranks this one (see [`PolicyView::outranks`]):
     /// `(pod, winner's id)`, sorted. Such Pods are not counted as matched.
     pub conflicts: Vec<(String, String)>,
+    /// Container mode: the selected Pods the webhook created without the sidecars because
+    /// their namespace would have refused them with them: `(namespace, pod)`, sorted.
+    pub refused: Vec<(String, String)>,
 }
 
 /// Counts for `policy` from the Pods of its namespace (`pods`; `by_name` looks one up by
@@ -260,8 +275,13 @@ fn cond(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
 /// A condition's verdict: (status is True, reason, message).
 type Verdict = (bool, &'static str, String);
 
-/// `Ready`: every selected Pod has a Ready, up-to-date sidecar.
-fn ready_verdict(policy: &PolicyView, c: Counts) -> Verdict {
+/// `Ready`: every selected Pod has a Ready, up-to-date sidecar — or the operator has done
+/// all it will do without the user (`progressing` says it waits for Pods or sidecars to be
+/// deleted or recreated: OnDelete, or Pods no controller recreates) and every sidecar there
+/// is Ready. kstatus reads `Ready` when `Reconciling` and `Stalled` are `False`, so
+/// report-only drift reads `Current` to GitOps tools rather than `InProgress` forever; the
+/// drift stays in `Progressing`, `status.drift` and the metric.
+fn ready_verdict(policy: &PolicyView, c: Counts, progressing: &Verdict) -> Verdict {
     let tally = || match policy.mode() {
         Mode::Pod => format!(
             "{}/{} sidecars ready and up to date",
@@ -279,9 +299,33 @@ fn ready_verdict(policy: &PolicyView, c: Counts) -> Verdict {
         (true, reason::NO_MATCHING_PODS, "no Pod is selected".into())
     } else if c.converged == c.matched {
         (true, reason::ALL_SIDECARS_READY, tally())
+    } else if let Some(waiting) = waiting_for_user(policy, c, progressing) {
+        let message = format!(
+            "{}; the rest waits for you, not for the operator (see Progressing and status.drift)",
+            tally()
+        );
+        (true, waiting, message)
     } else {
         (false, reason::SIDECARS_NOT_READY, tally())
     }
+}
+
+/// The reason the operator waits for the user, when it has nothing left to do itself and
+/// every sidecar that exists is Ready (see [`ready_verdict`]).
+fn waiting_for_user(policy: &PolicyView, c: Counts, progressing: &Verdict) -> Option<&'static str> {
+    let (moving, why, _) = progressing;
+    let report_only = !moving
+        && [
+            reason::WAITING_FOR_DELETE,
+            reason::WAITING_FOR_NEW_PODS,
+            reason::NOT_EVICTABLE,
+        ]
+        .contains(why);
+    let all_ready = match policy.mode() {
+        Mode::Pod => c.missing == 0 && c.ready == c.sidecars,
+        Mode::Container => c.available == c.sidecars,
+    };
+    (report_only && all_ready && !policy.paused()).then_some(*why)
 }
 
 /// `Progressing`: the operator is creating or replacing sidecars (True), or why not.
@@ -343,16 +387,27 @@ fn injected_progress(c: Counts, problems: &Problems) -> Verdict {
     }
     let outdated = c.sidecars - c.updated;
     let names = some_names(problems.drifted.iter().map(|(n, _)| n.as_str()));
-    let why = match (c.missing, outdated) {
-        (0, o) => format!("{o} injected from an older template"),
-        (m, 0) => format!(
+    let refused = i32::try_from(problems.refused_by_namespace.len()).unwrap_or(i32::MAX);
+    let mut whys = Vec::new();
+    match c.missing - refused {
+        m if m <= 0 => {}
+        m if outdated == 0 && refused == 0 => whys.push(format!(
             "{m} not injected: created while the webhook was unavailable or before the policy"
-        ),
-        (m, o) => format!(
-            "{m} not injected (created while the webhook was unavailable or before the policy), \
-             {o} injected from an older template"
-        ),
-    };
+        )),
+        m => whys.push(format!(
+            "{m} not injected (created while the webhook was unavailable or before the policy)"
+        )),
+    }
+    if refused > 0 {
+        whys.push(format!(
+            "{refused} left without it because their namespace would refuse them with it (see \
+             Degraded)"
+        ));
+    }
+    if outdated > 0 {
+        whys.push(format!("{outdated} injected from an older template"));
+    }
+    let why = whys.join(", ");
     let tally = format!(
         "{without} of {} selected Pods run without the current sidecar ({why})",
         c.matched
@@ -390,6 +445,35 @@ fn injected_progress(c: Counts, problems: &Problems) -> Verdict {
              Degraded)"
         );
         (false, reason::WEBHOOK_NOT_INJECTING, message)
+    } else if let Some(stall) = repair.stalled.first() {
+        let more = match repair.stalled.len() - 1 {
+            0 => String::new(),
+            n => format!(" ({n} more evictions stalled)"),
+        };
+        match &stall.why {
+            crate::StallReason::NotCreated => (
+                false,
+                reason::REPLACEMENT_NOT_CREATED,
+                format!(
+                    "{tally}; Pod {} was evicted and its controller has not created a \
+                     replacement (its creates refused? see its events, e.g. FailedCreate): \
+                     nothing more of that workload is evicted, and its budget stays held until \
+                     the replacement is there{more}",
+                    stall.pod
+                ),
+            ),
+            crate::StallReason::NotSelected(new) => (
+                false,
+                reason::REPLACEMENT_NOT_SELECTED,
+                format!(
+                    "{tally}; Pod {} was evicted and its controller replaced it with {new}, \
+                     which this policy does not select (labels set after admission?): that \
+                     workload is not repaired, as evicting more of it would never bring the \
+                     sidecar{more}",
+                    stall.pod
+                ),
+            ),
+        }
     } else if let Some(refusal) = repair.blocked.as_ref().filter(|_| repair.waiting > 0) {
         let message = format!(
             "{tally}; the API server refused an eviction (a PodDisruptionBudget, or see the \
@@ -448,28 +532,70 @@ fn degraded_verdict(policy: &PolicyView, problems: &Problems) -> Verdict {
              replacement has it"
         );
         (true, reason::WEBHOOK_NOT_INJECTING, message)
+    } else if !problems.refused_by_namespace.is_empty() {
+        (
+            true,
+            reason::NAMESPACE_REFUSES_INJECTION,
+            namespace_refusal(policy, &problems.refused_by_namespace),
+        )
     } else if !problems.failing.is_empty() {
         let message = format!(
             "sidecars keep ending Failed or Succeeded and are replaced with a growing delay: {}",
-            problems.failing.join(", ")
+            some_names(problems.failing.iter().map(String::as_str))
         );
         (true, reason::SIDECARS_FAILING, message)
     } else if !problems.collisions.is_empty() && policy.mode() == Mode::Container {
         let message = format!(
             "selected Pods already had a container or volume of a name this policy adds, so \
              its sidecars were not injected into them: {}; rename the template's or the Pod's",
-            problems.collisions.join(", ")
+            some_names(problems.collisions.iter().map(String::as_str))
         );
         (true, reason::NAME_COLLISION, message)
     } else if !problems.collisions.is_empty() {
         let message = format!(
             "Pods not managed by this policy hold sidecar names: {}; rename or delete them",
-            problems.collisions.join(", ")
+            some_names(problems.collisions.iter().map(String::as_str))
         );
         (true, reason::NAME_COLLISION, message)
     } else {
         (false, reason::AS_EXPECTED, "no problem seen".into())
     }
+}
+
+/// Most namespaces named in a condition message.
+const NAMESPACE_NAMES: usize = 20;
+
+/// `Degraded`'s message when namespaces would refuse the sidecars: which namespaces (at most
+/// [`NAMESPACE_NAMES`]), how many Pods each, and what the template fails of the Pod Security
+/// Standards (the Pods' creation warnings and `NotInjected` Events quote each refusal).
+fn namespace_refusal(policy: &PolicyView, refused: &[(String, String)]) -> String {
+    let mut by_ns: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (ns, pod) in refused {
+        by_ns.entry(ns.as_str()).or_default().push(pod.as_str());
+    }
+    let shown: Vec<String> = by_ns
+        .iter()
+        .take(NAMESPACE_NAMES)
+        .map(|(ns, pods)| {
+            let first = pods.first().copied().unwrap_or_default();
+            match pods.len() {
+                1 => format!("{ns} (Pod {first})"),
+                n => format!("{ns} ({n} Pods, e.g. {first})"),
+            }
+        })
+        .collect();
+    let more = match by_ns.len().saturating_sub(NAMESPACE_NAMES) {
+        0 => String::new(),
+        n => format!(" and {n} more namespaces"),
+    };
+    let template = crate::pod_security::template_hint(&policy.policy.spec.template);
+    format!(
+        "namespaces would refuse selected Pods with this policy's sidecars, so the webhook \
+         created them without: {}{more}{template}; the Pods' creation warnings and NotInjected \
+         Events quote each refusal; make the template comply (or change the namespace): new Pods \
+         get the sidecars once it does",
+        shown.join(", ")
+    )
 }
 
 /// `Paused`: `spec.paused`.
@@ -500,6 +626,7 @@ fn stalled_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> Verdi
         drifted: Vec::new(),
         repair: problems.repair.clone(),
         conflicts: Vec::new(),
+        refused_by_namespace: problems.refused_by_namespace.clone(),
     };
     let (stuck, reason, message) = degraded_verdict(policy, &cleared);
     if stuck {
@@ -596,7 +723,7 @@ pub fn compute_status(
     let stalled = stalled_verdict(policy, c, problems);
     let reconciling = reconciling_verdict(c, &progressing, &stalled);
     let verdicts = [
-        (condition::READY, ready_verdict(policy, c)),
+        (condition::READY, ready_verdict(policy, c, &progressing)),
         (condition::PROGRESSING, progressing),
         (condition::DEGRADED, degraded),
         (condition::PAUSED, paused_verdict(policy)),

@@ -14,7 +14,10 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource as _, ResourceExt as _};
 use sidecar_api::{ClusterSidecarPolicy, Mode, SidecarPolicy};
 use sidecar_controller::{Lenient, watch_backoff};
+use sidecar_planner::pod_security::Level;
 use sidecar_planner::{Labels, PolicyView};
+
+use crate::review::InNamespace;
 use tokio::sync::watch;
 
 type Namespaces = HashMap<String, BTreeMap<String, Arc<PolicyView>>>;
@@ -83,6 +86,23 @@ impl PolicyIndex {
             );
         }
         out
+    }
+
+    /// What an admission in `namespace` needs: its policies ([`PolicyIndex::namespace`]) and
+    /// the Pod Security level it enforces (known when namespaces are watched, that is with
+    /// cluster policies; `Privileged` otherwise, and for a namespace not seen yet).
+    pub fn in_namespace(&self, namespace: &str) -> InNamespace {
+        let policies = self.namespace(namespace);
+        if policies.is_empty() {
+            return InNamespace::default();
+        }
+        let clusters = self.clusters.read().unwrap_or_else(|e| e.into_inner());
+        let level = clusters
+            .namespaces
+            .get(namespace)
+            .map(Level::enforced)
+            .unwrap_or_default();
+        InNamespace { policies, level }
     }
 
     /// How many Container-mode policies are known.
@@ -246,6 +266,43 @@ fn watcher(
     api: Api<Lenient<SidecarPolicy>>,
 ) -> impl futures::Stream<Item = Result<Event<Lenient<SidecarPolicy>>, watcher::Error>> {
     kube::runtime::watcher(api, watcher::Config::default())
+}
+
+/// Keeps the labels of one namespace (`api` lists it by a `metadata.name` field selector) in
+/// `index`, for a webhook that serves that namespace only: its Pod Security level. Without
+/// the right to read it (a Role-only install), the level stays unknown (`Privileged`: no
+/// check) and a warning says so. Runs until aborted.
+pub async fn watch_namespace_labels(
+    api: Api<PartialObjectMeta<Namespace>>,
+    namespace: String,
+    index: Arc<PolicyIndex>,
+) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={namespace}"));
+    let stream = kube::runtime::watcher(api, config).backoff(watch_backoff());
+    let mut stream = std::pin::pin!(stream);
+    let labels = sidecar_controller::namespace_labels;
+    let mut warned = false;
+    while let Some(ev) = stream.next().await {
+        let set = |l: Option<Labels>| {
+            let mut clusters = index.clusters.write().unwrap_or_else(|e| e.into_inner());
+            match l {
+                Some(l) => clusters.namespaces.insert(namespace.clone(), l),
+                None => clusters.namespaces.remove(&namespace),
+            };
+        };
+        match ev {
+            Ok(Event::InitApply(n) | Event::Apply(n)) => set(Some(labels(&n))),
+            Ok(Event::Delete(_)) => set(None),
+            Ok(Event::Init | Event::InitDone) => {}
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, %namespace, "webhook: the namespace's labels cannot be read, so its Pod Security level is not checked before injecting (grant get/list/watch on this namespace)");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "webhook namespace watch error; retrying with backoff")
+            }
+        }
+    }
 }
 
 /// Keeps `index`'s ClusterSidecarPolicies and namespace labels in sync with what the two

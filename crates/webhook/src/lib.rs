@@ -123,6 +123,13 @@ impl Webhook {
                 Api::all(client.clone()),
                 index.clone(),
             )));
+        } else if let Some(ns) = &config.namespace {
+            // Its labels say which Pod Security level the namespace enforces.
+            tasks.push(tokio::spawn(index::watch_namespace_labels(
+                Api::all(client.clone()),
+                ns.clone(),
+                index.clone(),
+            )));
         }
         tasks.extend([
             tokio::spawn(index::watch_policies(api, index.clone())),

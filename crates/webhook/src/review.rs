@@ -6,7 +6,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use sidecar_planner::PolicyView;
-use sidecar_planner::inject::{Skip, Untouched, inject};
+use sidecar_planner::inject::{Skip, Untouched, inject_in};
+use sidecar_planner::pod_security::Level;
 
 /// What one review did, for metrics, logs and Events.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,9 +63,18 @@ pub struct Answer {
     pub refusals: Vec<Refusal>,
 }
 
-/// Answers the AdmissionReview in `body` with the Container-mode policies `policies` gives
-/// for a namespace (in any order).
-pub fn review(body: &[u8], policies: impl Fn(&str) -> Vec<Arc<PolicyView>>) -> Answer {
+/// What the webhook knows of a namespace when a Pod is created there.
+#[derive(Debug, Clone, Default)]
+pub struct InNamespace {
+    /// The Container-mode policies that may apply there (in any order).
+    pub policies: Vec<Arc<PolicyView>>,
+    /// The Pod Security level the namespace enforces (`Privileged` when its labels are not
+    /// known).
+    pub level: Level,
+}
+
+/// Answers the AdmissionReview in `body` with what `namespace` gives of the Pod's namespace.
+pub fn review(body: &[u8], namespace: impl Fn(&str) -> InNamespace) -> Answer {
     let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return bad_request(format!("not an AdmissionReview of a Pod: {e}")),
@@ -74,7 +84,7 @@ pub fn review(body: &[u8], policies: impl Fn(&str) -> Vec<Arc<PolicyView>>) -> A
         Err(e) => return bad_request(format!("an AdmissionReview without a request: {e}")),
     };
     let allowed = AdmissionResponse::from(&request);
-    let (response, outcome, refusals) = decide(&request, allowed, policies);
+    let (response, outcome, refusals) = decide(&request, allowed, namespace);
     let body = encode(&response);
     Answer {
         body,
@@ -86,7 +96,7 @@ pub fn review(body: &[u8], policies: impl Fn(&str) -> Vec<Arc<PolicyView>>) -> A
 fn decide(
     request: &AdmissionRequest<Pod>,
     allowed: AdmissionResponse,
-    policies: impl Fn(&str) -> Vec<Arc<PolicyView>>,
+    in_namespace: impl Fn(&str) -> InNamespace,
 ) -> (AdmissionResponse, Outcome, Vec<Refusal>) {
     let unchanged = |why| (allowed.clone(), Outcome::Unchanged(why), Vec::new());
     let (Operation::Create, Some(pod)) = (&request.operation, &request.object) else {
@@ -101,12 +111,12 @@ fn decide(
         .clone()
         .or_else(|| pod.metadata.namespace.clone())
         .unwrap_or_default();
-    let views = policies(&namespace);
-    if views.is_empty() {
+    let there = in_namespace(&namespace);
+    if there.policies.is_empty() {
         return unchanged("no_policy");
     }
-    let refs: Vec<&PolicyView> = views.iter().map(Arc::as_ref).collect();
-    let injection = inject(pod, &refs);
+    let refs: Vec<&PolicyView> = there.policies.iter().map(Arc::as_ref).collect();
+    let injection = inject_in(pod, &refs, there.level);
     let pod_name = pod
         .metadata
         .name
@@ -128,6 +138,15 @@ fn decide(
     let why = match (injection.untouched, &injection.pod) {
         (Some(Untouched::OptedOut), _) => "opted_out",
         (Some(Untouched::Operator), _) => "operator_pod",
+        (None, _)
+            if injection.injected.is_empty()
+                && refusals
+                    .iter()
+                    .all(|r| matches!(r.skip, Skip::RefusedByNamespace(_)))
+                && !refusals.is_empty() =>
+        {
+            "refused_by_namespace"
+        }
         (None, _) if !refusals.is_empty() && injection.injected.is_empty() => "name_taken",
         (None, None) if injection.skipped.is_empty() => "not_selected",
         (None, None) => "already_injected",

@@ -59,12 +59,13 @@ fn review_json(operation: &str, object: Value) -> Vec<u8> {
 
 /// The answer's response and the Pod after its patch (`object` when there is none).
 fn answer_of(body: &[u8], object: &Value, policies: &[Arc<PolicyView>]) -> (Answer, Value, Value) {
-    let answer = review(body, |ns| {
-        policies
+    let answer = review(body, |ns| InNamespace {
+        policies: policies
             .iter()
             .filter(|p| p.namespace == ns)
             .cloned()
-            .collect()
+            .collect(),
+        level: Level::Privileged,
     });
     let review: Value = serde_json::from_slice(answer.body.as_deref().expect("a review")).unwrap();
     let response = review["response"].clone();
@@ -220,7 +221,7 @@ fn a_body_that_is_not_a_review_is_a_bad_request() {
         &b"not json"[..],
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
     ] {
-        let answer = review(body, |_| Vec::new());
+        let answer = review(body, |_| InNamespace::default());
         assert!(answer.body.is_none(), "{}", String::from_utf8_lossy(body));
         assert_eq!(answer.outcome.result(), "error");
     }

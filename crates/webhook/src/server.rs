@@ -36,7 +36,7 @@ pub(crate) fn router(shared: Shared) -> axum::Router {
 
 async fn mutate(State(s): State<Shared>, body: Bytes) -> Response {
     let started = Instant::now();
-    let answer = review(&body, |ns| s.index.namespace(ns));
+    let answer = review(&body, |ns| s.index.in_namespace(ns));
     s.metrics.duration.observe(started.elapsed().as_secs_f64());
     s.metrics
         .admissions

@@ -19,6 +19,7 @@ use sidecar_planner::Labels;
 
 use super::*;
 use crate::metrics::KindLabel;
+use crate::write;
 
 /// Keeps the cluster policies and their instances; runs until aborted.
 pub(crate) async fn watch_clusters(
@@ -141,6 +142,7 @@ impl State {
                     )
                     .collect();
                 self.namespaces = fresh;
+                *write(&ctx.namespace_labels) = self.namespaces.clone();
                 self.namespaces_listed = true;
                 if self.expanding {
                     for ns in changed {
@@ -153,12 +155,14 @@ impl State {
                 let ns = n.name_any();
                 let l = labels(&n);
                 if self.namespaces.get(&ns) != Some(&l) {
+                    write(&ctx.namespace_labels).insert(ns.clone(), l.clone());
                     self.namespaces.insert(ns.clone(), l);
                     self.expand_namespace(ctx, &ns);
                 }
             }
             Ok(Event::Delete(n)) => {
                 let ns = n.name_any();
+                write(&ctx.namespace_labels).remove(&ns);
                 if self.namespaces.remove(&ns).is_some() {
                     self.expand_namespace(ctx, &ns);
                 }

@@ -243,6 +243,9 @@ fn existing_pod(main: &PodView, view: &PolicyView) -> String {
     let runs = match drift {
         sidecar_planner::Drift::Missing => "runs without the sidecars",
         sidecar_planner::Drift::Outdated => "runs an older template's sidecars",
+        sidecar_planner::Drift::Refused => {
+            "runs without the sidecars: its namespace would have refused it with them"
+        }
     };
     let then = match (
         view.strategy(),
