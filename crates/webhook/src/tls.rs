@@ -316,3 +316,7 @@ impl Drop for Open {
         self.gauge.dec();
     }
 }
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;
