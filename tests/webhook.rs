@@ -155,6 +155,7 @@ impl Scene {
                     controller: "sidecar-operator-webhook".into(),
                     instance: Some(format!("test-{}", self.name())),
                 },
+                limits: Default::default(),
             },
             metrics.clone(),
         )

@@ -265,6 +265,7 @@ pub(crate) async fn start(
                 controller: "sidecar-operator-webhook".into(),
                 instance: Some(instance),
             },
+            limits: Default::default(),
         },
         metrics,
     )

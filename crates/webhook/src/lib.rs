@@ -5,6 +5,7 @@
 //! - [`review`]: one admission review answered (decode, [`sidecar_planner::inject`],
 //!   encode the difference as a JSON patch), no I/O;
 //! - [`tls`]: HTTPS whose certificate can change under a running server;
+//! - [`limits`]: what one client may cost the server (timeouts, caps);
 //! - [`certs`]: the operator's own CA and serving certificate, planned and issued;
 //! - [`source`]: where the certificate comes from (the managed Secret, or files);
 //! - [`registration`]: the MutatingWebhookConfiguration and its `caBundle`;
@@ -12,6 +13,7 @@
 
 pub mod certs;
 pub mod index;
+pub mod limits;
 pub mod metrics;
 pub mod registration;
 pub mod review;
@@ -29,6 +31,7 @@ use sidecar_api::SidecarPolicy;
 use tokio::task::JoinHandle;
 
 pub use index::PolicyIndex;
+pub use limits::ServerLimits;
 pub use metrics::WebhookMetrics;
 pub use source::{CertSource, Managed};
 pub use tls::CertStore;
@@ -64,6 +67,8 @@ pub struct WebhookConfig {
     pub certs: CertSource,
     /// Who publishes Events (the operator's instance).
     pub reporter: Reporter,
+    /// The server's timeouts and caps.
+    pub limits: ServerLimits,
 }
 
 /// The address a bound listener listens on.
@@ -115,7 +120,7 @@ impl Webhook {
             refusals: tx,
         };
         let tls = tls::server_config(store.clone())?;
-        let connections = metrics.connections.clone();
+        let app = server::router(shared, &config.limits);
         let mut tasks = Vec::new();
         if config.cluster_policies {
             tasks.push(tokio::spawn(index::watch_clusters(
@@ -137,7 +142,7 @@ impl Webhook {
                 client.clone(),
                 config.certs,
                 store.clone(),
-                metrics,
+                metrics.clone(),
             )),
             tokio::spawn(server::publish_refusals(
                 client,
@@ -146,12 +151,7 @@ impl Webhook {
                 rx,
                 Duration::from_secs(300),
             )),
-            tokio::spawn(tls::serve(
-                listener,
-                tls,
-                server::router(shared),
-                connections,
-            )),
+            tokio::spawn(tls::serve(listener, tls, app, config.limits, metrics)),
         ]);
         tracing::info!(%addr, "webhook listening");
         Ok(Webhook {

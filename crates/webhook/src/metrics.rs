@@ -17,6 +17,14 @@ pub struct AdmissionLabels {
     pub reason: &'static str,
 }
 
+/// Labels of the refused-requests counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `busy` (503: no request slot in time), `timeout` (408: the body came too slowly)
+    /// or `too_large` (413).
+    pub reason: &'static str,
+}
+
 /// Counters and gauges of the webhook.
 #[derive(Debug)]
 pub struct WebhookMetrics {
@@ -25,6 +33,10 @@ pub struct WebhookMetrics {
     pub certificate_expiry: Gauge,
     pub certificate_errors: Counter,
     pub connections: Counter,
+    /// Connections open now, handshaking ones included (at most
+    /// [`crate::ServerLimits::max_connections`]).
+    pub open_connections: Gauge,
+    pub refused: Family<RefusedLabels, Counter>,
 }
 
 impl Default for WebhookMetrics {
@@ -37,6 +49,8 @@ impl Default for WebhookMetrics {
             certificate_expiry: Gauge::default(),
             certificate_errors: Counter::default(),
             connections: Counter::default(),
+            open_connections: Gauge::default(),
+            refused: Family::default(),
         }
     }
 }
@@ -69,6 +83,16 @@ impl WebhookMetrics {
             "connections",
             "TCP connections accepted (each costs a TLS handshake; the API server keeps them open)",
             self.connections.clone(),
+        );
+        r.register(
+            "open_connections",
+            "TCP connections open now, handshaking ones included",
+            self.open_connections.clone(),
+        );
+        r.register(
+            "requests_refused",
+            "Requests refused by the server's limits: busy (503), timeout (408), too_large (413)",
+            self.refused.clone(),
         );
     }
 }

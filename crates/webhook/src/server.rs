@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use sidecar_api::constants::{GROUP, KIND, VERSION};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::index::PolicyIndex;
-use crate::metrics::{AdmissionLabels, WebhookMetrics};
+use crate::limits::ServerLimits;
+use crate::metrics::{AdmissionLabels, RefusedLabels, WebhookMetrics};
 use crate::registration::PATH;
 use crate::review::{Outcome, Refusal, review};
 
@@ -27,16 +29,98 @@ pub(crate) struct Shared {
     pub(crate) refusals: mpsc::Sender<Refusal>,
 }
 
-/// The router: `POST /mutate`.
-pub(crate) fn router(shared: Shared) -> axum::Router {
+/// The router: `POST /mutate`, within `limits`: at most `max_requests` requests are read
+/// or answered at once (one over waits `queue_timeout` for a slot, then is answered 503),
+/// a body must arrive within `request_timeout` (408) and be at most `max_body_bytes`
+/// (413).
+pub(crate) fn router(shared: Shared, limits: &ServerLimits) -> axum::Router {
+    let state = Arc::new(Served {
+        slots: Arc::new(Semaphore::new(limits.max_requests)),
+        limits: limits.clone(),
+        shared,
+    });
     axum::Router::new()
         .route(PATH, axum::routing::post(mutate))
-        .with_state(shared)
+        .with_state(state)
 }
 
-async fn mutate(State(s): State<Shared>, body: Bytes) -> Response {
+/// The handler's state: what it shares, and the server's request limits.
+struct Served {
+    shared: Shared,
+    limits: ServerLimits,
+    /// One per request being read or answered.
+    slots: Arc<Semaphore>,
+}
+
+async fn mutate(State(served): State<Arc<Served>>, request: Request) -> Response {
+    let limits = &served.limits;
+    let refuse = |reason: &'static str, status: StatusCode| {
+        served
+            .shared
+            .metrics
+            .refused
+            .get_or_create(&RefusedLabels { reason })
+            .inc();
+        tracing::debug!(reason, "webhook: request refused");
+        status.into_response()
+    };
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return refuse("too_large", StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let slot = served.slots.clone().acquire_owned();
+    let Ok(slot) = tokio::time::timeout(limits.queue_timeout, slot).await else {
+        return refuse("busy", StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let _slot = slot.expect("the semaphore is never closed");
+    let read = read_body(request.into_body(), limits.max_body_bytes, length);
+    let body = match tokio::time::timeout(limits.request_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => {
+            return refuse("too_large", StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        Ok(Err(BodyError::Read(e))) => {
+            tracing::debug!(error = %e, "webhook: reading a request body failed");
+            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        }
+        Err(_) => return refuse("timeout", StatusCode::REQUEST_TIMEOUT),
+    };
+    answer(&served.shared, &body)
+}
+
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// The whole body, if it is at most `limit` bytes; `length` (the Content-Length, already
+/// checked against `limit`) sizes the buffer once, so a body is held once, never copied.
+async fn read_body(body: Body, limit: usize, length: Option<u64>) -> Result<Bytes, BodyError> {
+    let mut out: Vec<u8> = Vec::with_capacity(length.map_or(0, |n| n as usize));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        let len = out.len() + chunk.len();
+        if len > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if len > out.capacity() {
+            // Doubling, but never past the limit.
+            let capacity = (out.capacity() * 2).max(len).min(limit);
+            out.reserve_exact(capacity - out.len());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// One admission review answered.
+fn answer(s: &Shared, body: &[u8]) -> Response {
     let started = Instant::now();
-    let answer = review(&body, |ns| s.index.in_namespace(ns));
+    let answer = review(body, |ns| s.index.in_namespace(ns));
     s.metrics.duration.observe(started.elapsed().as_secs_f64());
     s.metrics
         .admissions
