@@ -109,8 +109,7 @@ pub(crate) async fn repair_section(ctx: &mut Ctx<'_>) -> anyhow::Result<Option<R
     ));
     let before = op.metrics().await?;
     let started = Instant::now();
-    let patch =
-        json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "maxUnavailable": "100%"}}});
+    let patch = json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "maxUnavailable": "100%", "allowEviction": true}}});
     Api::<SidecarPolicy>::namespaced(ctx.client.clone(), &opn)
         .patch(
             &container_policy().metadata.name.unwrap_or_default(),

@@ -59,11 +59,20 @@ pub(crate) async fn wait_refused(pods: &Api<Pod>, record: &str) {
 
 /// `kubectl create -n ns -f -` of `object`: what kubectl printed and its status.
 pub(crate) async fn kubectl_create(ns: &str, object: Value) -> Output {
+    kubectl_create_with(shared().kubectl(), "create", ns, object).await
+}
+
+/// `kubectl <verb> -n ns -f -` of `object` with `kubectl` (a command with its kubeconfig).
+pub(crate) async fn kubectl_create_with(
+    mut kubectl: std::process::Command,
+    verb: &'static str,
+    ns: &str,
+    object: Value,
+) -> Output {
     let ns = ns.to_string();
     tokio::task::spawn_blocking(move || {
-        let mut child = shared()
-            .kubectl()
-            .args(["create", "-n", &ns, "-f", "-"])
+        let mut child = kubectl
+            .args([verb, "-n", &ns, "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

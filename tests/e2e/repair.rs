@@ -155,7 +155,9 @@ async fn drifted_pods_are_reported_then_evicted_within_a_pdb_and_bare_pods_left_
         progressing
             .message
             .contains("4 of 6 selected Pods run without the current sidecar")
-            && progressing.message.contains("RollingUpdate evicts them"),
+            && progressing
+                .message
+                .contains("RollingUpdate with allowEviction: true evicts them"),
         "{}",
         progressing.message
     );
@@ -211,7 +213,7 @@ async fn drifted_pods_are_reported_then_evicted_within_a_pdb_and_bare_pods_left_
     scene
         .merge::<SidecarPolicy>(
             "mesh",
-            json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "maxUnavailable": 2}}}),
+            json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "maxUnavailable": 2, "allowEviction": true}}}),
         )
         .await;
     let repaired = scene
@@ -316,7 +318,7 @@ async fn a_template_change_rolls_every_pod_to_the_new_hash_one_at_a_time() {
     let scene = Scene::new("repair-roll").await;
     let _webhook = scene.start_webhook().await;
     let op = scene.start_operator().await;
-    let rolling = json!({"type": "RollingUpdate", "maxUnavailable": 1});
+    let rolling = json!({"type": "RollingUpdate", "maxUnavailable": 1, "allowEviction": true});
     let policy = scene.create(&mesh("envoy:1", rolling.clone())).await;
     let old = template_hash(&policy.spec);
     scene.wait_injecting(&[WEB], "proxy").await;
@@ -370,13 +372,29 @@ async fn a_template_change_rolls_every_pod_to_the_new_hash_one_at_a_time() {
 }
 
 /// Upgrades: CRDs before 2026-12-02 defaulted `updateStrategy.type` to RollingUpdate and
-/// stored it in every policy, owned by no field manager. Such a policy stays report-only;
-/// a `type` someone writes turns eviction on.
+/// stored it in every policy, and client-side `kubectl apply` (like `kubectl create`, Helm 3
+/// and typed clients) records a defaulted field as its own (kubernetes#112701). Before, that
+/// ownership counted as "someone wrote RollingUpdate" and the upgraded operator started
+/// evicting; now only `allowEviction: true`, which no CRD ever defaulted, does. On a private
+/// control plane: the test swaps the cluster-wide CRD.
 #[tokio::test]
-async fn a_rolling_update_no_field_manager_wrote_evicts_nothing() {
-    let scene = Scene::new("repair-upgrade").await;
+async fn a_policy_applied_under_the_old_crd_evicts_nothing_after_the_upgrade() {
+    let mut old = sidecar_api::crd();
+    let mut v = serde_json::to_value(&old).expect("CRD JSON");
+    let type_ = v.pointer_mut(
+        "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/updateStrategy/properties/type",
+    )
+    .expect("the updateStrategy.type schema");
+    type_["default"] = json!("RollingUpdate");
+    old = serde_json::from_value(v).expect("old CRD");
+    let (cp, cfg, client, ns) = crate::faults::private_plane(&old, "upgrade").await;
+    let scene = Scene {
+        pods: kube::Api::namespaced(client.clone(), ns.name()),
+        policies: kube::Api::namespaced(client.clone(), ns.name()),
+        client: client.clone(),
+        ns,
+    };
     let _webhook = scene.start_webhook().await;
-    let op = scene.start_operator().await;
     // Pods of a Deployment, created before their policy: no sidecar.
     scene.create(&deployment("web", 2, &[WEB])).await;
     let before: Vec<String> = scene
@@ -389,35 +407,55 @@ async fn a_rolling_update_no_field_manager_wrote_evicts_nothing() {
             (ok.len() == 2).then_some(ok)
         })
         .await;
-    // The policy as an old CRD stored it: type RollingUpdate present, owned by nobody. It is
-    // created paused (nothing evicted meanwhile), its managed fields are reset, and it is
-    // resumed by a patch that writes `paused` alone.
-    let mut stored = mesh(
-        "envoy:1",
-        json!({"type": "RollingUpdate", "maxUnavailable": 1}),
+    // Client-side apply, as most users write policies, with no `type`.
+    let policy = json!({
+        "apiVersion": "sidecars.dev/v1alpha1", "kind": "SidecarPolicy",
+        "metadata": {"name": "mesh", "namespace": scene.name()},
+        "spec": {
+            "mode": "Container",
+            "selector": {"matchLabels": {"app": "web"}},
+            "updateStrategy": {"maxUnavailable": 1},
+            "template": {"spec": {"initContainers": [
+                {"name": "proxy", "image": "envoy:1", "restartPolicy": "Always"}]}},
+        },
+    });
+    let out =
+        crate::refusal::kubectl_create_with(cp.cp.kubectl(), "apply", scene.name(), policy).await;
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    stored.spec.paused = true;
-    scene.create(&stored).await;
-    scene
-        .merge::<SidecarPolicy>("mesh", json!({"metadata": {"managedFields": [{}]}}))
-        .await;
-    let resumed = scene
-        .merge::<SidecarPolicy>("mesh", json!({"spec": {"paused": false}}))
-        .await;
-    let owns_type = resumed.metadata.managed_fields.iter().flatten().any(|e| {
+    let stored: SidecarPolicy = scene.api::<SidecarPolicy>().get("mesh").await.expect("get");
+    assert_eq!(
+        stored.spec.update_strategy.type_,
+        Some(sidecar_api::UpdateStrategyType::RollingUpdate),
+        "the old CRD defaulted it"
+    );
+    let owned = stored.metadata.managed_fields.iter().flatten().any(|e| {
         e.fields_v1
             .as_ref()
             .is_some_and(|f| f.0.pointer("/f:spec/f:updateStrategy/f:type").is_some())
     });
     assert!(
-        !owns_type,
-        "no manager owns the stored type: {:?}",
-        resumed.metadata.managed_fields
+        owned,
+        "client-side apply owns the defaulted type (the old rule's trigger): {:?}",
+        stored.metadata.managed_fields
     );
+    // The upgrade: the current CRD, then the operator.
+    sidecar_testenv::install_crd(&client, &sidecar_api::crd())
+        .await
+        .expect("upgrade the CRD");
+    let op = sidecar_controller::Operator::start(
+        cfg,
+        sidecar_controller::OperatorConfig::namespace(scene.name()),
+    )
+    .await
+    .expect("operator starts");
     let reported = scene
         .wait_policy("mesh", "the 2 replicas reported, report only", |p| {
             let d = p.status.as_ref().and_then(|s| s.drift.as_ref());
-            status_current(p) && d.is_some_and(|d| d.missing_pods == 2)
+            status_current(p) && d.is_some_and(|d| d.missing_pods == 2 && d.evicting_pods == 0)
         })
         .await;
     let progressing = cond(&reported, condition::PROGRESSING).expect("Progressing");
@@ -427,23 +465,26 @@ async fn a_rolling_update_no_field_manager_wrote_evicts_nothing() {
         "{}",
         progressing.message
     );
-
-    // Written by someone (an apply owns what it sets, even an unchanged value), the same
-    // value turns the repair on.
-    let apply = json!({
-        "apiVersion": "sidecars.dev/v1alpha1", "kind": "SidecarPolicy",
-        "metadata": {"name": "mesh"},
-        "spec": {"updateStrategy": {"type": "RollingUpdate"}},
-    });
-    scene
-        .api::<SidecarPolicy>()
-        .patch(
-            "mesh",
-            &kube::api::PatchParams::apply("platform-team"),
-            &kube::api::Patch::Apply(&apply),
-        )
+    let live: Vec<String> = scene
+        .list_pods()
         .await
-        .expect("apply updateStrategy.type");
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.uid())
+        .collect();
+    assert_eq!(live.len(), 2);
+    assert!(
+        live.iter().all(|u| before.contains(u)),
+        "no Pod was evicted"
+    );
+
+    // Consent, written explicitly: the repair starts.
+    scene
+        .merge::<SidecarPolicy>(
+            "mesh",
+            json!({"spec": {"updateStrategy": {"allowEviction": true}}}),
+        )
+        .await;
     scene
         .wait_pods("both replicas replaced with the sidecar", |pods| {
             let live: Vec<&Pod> = pods
@@ -470,7 +511,7 @@ async fn pods_that_collide_with_the_sidecars_name_are_never_evicted() {
     scene
         .create(&mesh(
             "envoy:1",
-            json!({"type": "RollingUpdate", "maxUnavailable": "100%"}),
+            json!({"type": "RollingUpdate", "maxUnavailable": "100%", "allowEviction": true}),
         ))
         .await;
     scene.wait_injecting(&[WEB], "proxy").await;

@@ -28,9 +28,10 @@ use sidecar_testenv::kwok::POD_READY_DELAY_ANNOTATION;
 fn mesh(selector: serde_json::Value, image: &str, max: serde_json::Value) -> SidecarPolicy {
     let mut p = native_sidecar_policy("mesh", "web", "proxy", image);
     p.spec.selector = serde_json::from_value(selector).expect("selector");
-    p.spec.update_strategy =
-        serde_json::from_value(json!({"type": "RollingUpdate", "maxUnavailable": max}))
-            .expect("strategy");
+    p.spec.update_strategy = serde_json::from_value(
+        json!({"type": "RollingUpdate", "maxUnavailable": max, "allowEviction": true}),
+    )
+    .expect("strategy");
     p
 }
 

@@ -35,6 +35,6 @@ pub use hash::template_hash;
 pub use types::{
     ClusterSidecarPolicy, ClusterSidecarPolicySpec, ClusterSidecarPolicyStatus, Mode, Placement,
     PolicyDrift, SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, UpdateStrategy,
-    UpdateStrategyType, ready_text, strategy_type_written,
+    UpdateStrategyType, ready_text,
 };
 pub use validate::{FieldError, FieldErrorKind, validate, validate_object};

@@ -36,68 +36,42 @@ impl UpdateStrategy {
 mod tests {
     use super::*;
 
-    /// CRDs before 2026-12-02 stored a defaulted `type: RollingUpdate` in every policy: in
-    /// Container mode that must not turn eviction on; only a written `type` does.
+    /// CRDs before 2026-12-02 stored a defaulted `type: RollingUpdate` in every policy, and
+    /// client-side apply, `kubectl create` and typed clients own defaulted fields: in
+    /// Container mode only `allowEviction: true`, which no CRD ever defaulted, turns eviction
+    /// on, whoever owns `type`.
     #[test]
-    fn container_mode_evicts_only_when_someone_wrote_rolling_update() {
-        use crate::{Mode, UpdateStrategyType, strategy_type_written};
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
-        let rolling = UpdateStrategy {
-            type_: Some(UpdateStrategyType::RollingUpdate),
+    fn container_mode_evicts_only_with_rolling_update_and_allow_eviction() {
+        use crate::{Mode, UpdateStrategyType};
+        let strategy = |type_: Option<UpdateStrategyType>, allow: Option<bool>| UpdateStrategy {
+            type_,
+            allow_eviction: allow,
             ..UpdateStrategy::default()
         };
-        let entry = |fields: serde_json::Value| ManagedFieldsEntry {
-            manager: Some("kubectl".into()),
-            fields_v1: Some(FieldsV1(fields)),
-            ..ManagedFieldsEntry::default()
-        };
-        let writes_type =
-            entry(serde_json::json!({"f:spec": {"f:updateStrategy": {"f:type": {}}}}));
-        let writes_selector = entry(serde_json::json!({"f:spec": {"f:selector": {}}}));
-        let (stored, file) = (Some("4711"), None);
+        let rolling = Some(UpdateStrategyType::RollingUpdate);
+        let on_delete = Some(UpdateStrategyType::OnDelete);
+        // (type, allowEviction, Container mode's effective type)
         let cases = [
-            // (resourceVersion, managed fields, strategy, Container mode's effective type)
-            (
-                stored,
-                Some(vec![writes_type.clone()]),
-                &rolling,
-                UpdateStrategyType::RollingUpdate,
-            ),
-            (
-                stored,
-                Some(vec![writes_selector.clone()]),
-                &rolling,
-                UpdateStrategyType::OnDelete,
-            ),
-            // Stored, its managed fields stripped: who wrote it is unknown.
-            (stored, None, &rolling, UpdateStrategyType::OnDelete),
-            // A file never stored: what it holds is what was written.
-            (file, None, &rolling, UpdateStrategyType::RollingUpdate),
-            (
-                file,
-                None,
-                &UpdateStrategy::default(),
-                UpdateStrategyType::OnDelete,
-            ),
+            (rolling, None, UpdateStrategyType::OnDelete),
+            (rolling, Some(false), UpdateStrategyType::OnDelete),
+            (rolling, Some(true), UpdateStrategyType::RollingUpdate),
+            (None, Some(true), UpdateStrategyType::OnDelete),
+            (on_delete, Some(true), UpdateStrategyType::OnDelete),
+            (None, None, UpdateStrategyType::OnDelete),
         ];
-        for (version, managed, strategy, want) in cases {
-            let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                resource_version: version.map(str::to_string),
-                managed_fields: managed.clone(),
-                ..Default::default()
-            };
-            let written = strategy_type_written(&meta, strategy);
-            assert_eq!(
-                strategy.effective(Mode::Container, written),
-                want,
-                "{managed:?}"
-            );
-            // Pod mode keeps RollingUpdate whoever wrote it.
-            assert_eq!(
-                strategy.effective(Mode::Pod, written),
-                UpdateStrategyType::RollingUpdate
-            );
+        for (type_, allow, want) in cases {
+            let s = strategy(type_, allow);
+            assert_eq!(s.effective(Mode::Container), want, "{type_:?} {allow:?}");
         }
+        // Pod mode: RollingUpdate unless OnDelete, allowEviction or not.
+        assert_eq!(
+            strategy(None, None).effective(Mode::Pod),
+            UpdateStrategyType::RollingUpdate
+        );
+        assert_eq!(
+            strategy(on_delete, Some(true)).effective(Mode::Pod),
+            UpdateStrategyType::OnDelete
+        );
     }
 
     fn resolve_max_unavailable(value: &IntOrString, matched: u32) -> Result<u32, Error> {

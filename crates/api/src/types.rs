@@ -89,7 +89,7 @@ pub struct SidecarPolicySpec {
     /// selected Pod when it is created (by the operator's admission webhook), so they share its
     /// network, volumes and lifecycle; placement does not apply, and running Pods are never
     /// changed in place: the status reports those without the current sidecars, and
-    /// updateStrategy RollingUpdate evicts them to be recreated.
+    /// updateStrategy RollingUpdate with allowEviction: true evicts them to be recreated.
     #[serde(default)]
     pub mode: Mode,
 
@@ -119,8 +119,8 @@ pub struct SidecarPolicySpec {
     /// Pod mode: how existing sidecar Pods are replaced when spec.template or spec.placement
     /// changes (default RollingUpdate). Container mode: Pods missing the sidecars (created
     /// while the webhook was unavailable, or before the policy) or carrying an older
-    /// template's are always reported in status; with type RollingUpdate they are also
-    /// evicted through the Eviction API, so PodDisruptionBudgets hold and their controller
+    /// template's are always reported in status; with type RollingUpdate and allowEviction:
+    /// true they are also evicted through the Eviction API, so PodDisruptionBudgets hold and their controller
     /// recreates them with the current sidecars (default OnDelete: report only).
     #[serde(default)]
     pub update_strategy: UpdateStrategy,
@@ -188,9 +188,9 @@ pub struct UpdateStrategy {
     /// maxUnavailable at a time; in Container mode, evict selected Pods that lack the current
     /// sidecars, one controller-owned Pod (ReplicaSet, StatefulSet, DaemonSet...) at a time
     /// within maxUnavailable, each next one only once the replacements are Ready with them;
-    /// Pods no controller owns are reported, never evicted. OnDelete (default in Container
-    /// mode): replace a stale sidecar Pod only after someone deletes it; in Container mode,
-    /// only report the Pods.
+    /// Pods no controller owns are reported, never evicted — in Container mode only with
+    /// allowEviction: true. OnDelete (default in Container mode): replace a stale sidecar Pod
+    /// only after someone deletes it; in Container mode, only report the Pods.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<UpdateStrategyType>,
 
@@ -201,6 +201,15 @@ pub struct UpdateStrategy {
     #[serde(default = "default_max_unavailable")]
     #[x_kube(validation = rules::selector::MAX_UNAVAILABLE.rule())]
     pub max_unavailable: IntOrString,
+
+    /// Container mode: true lets the operator evict selected Pods (through the Eviction API)
+    /// so that their controllers recreate them with the current sidecars; with type
+    /// RollingUpdate only. Unset or false: drifted Pods are only reported. Evicting restarts
+    /// your application, so it is never on by default, and no earlier CRD ever set it
+    /// (earlier CRDs stored a defaulted type RollingUpdate in every policy). Ignored in Pod
+    /// mode, whose RollingUpdate replaces only the operator's own sidecar Pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_eviction: Option<bool>,
 }
 
 impl Default for UpdateStrategy {
@@ -208,6 +217,7 @@ impl Default for UpdateStrategy {
         Self {
             type_: None,
             max_unavailable: default_max_unavailable(),
+            allow_eviction: None,
         }
     }
 }
@@ -221,9 +231,9 @@ fn default_max_unavailable() -> IntOrString {
 /// maxUnavailable at a time; in Container mode, evict selected Pods that lack the current
 /// sidecars, controller-owned Pods (ReplicaSet, StatefulSet, DaemonSet...) only, within
 /// maxUnavailable, each next one only once the replacements are Ready with them; Pods no
-/// controller owns are reported, never evicted. OnDelete (default in Container mode): replace
-/// a stale sidecar Pod only after someone deletes it; in Container mode, only report the
-/// Pods.
+/// controller owns are reported, never evicted — and only with allowEviction: true. OnDelete
+/// (default in Container mode): replace a stale sidecar Pod only after someone deletes it; in
+/// Container mode, only report the Pods.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UpdateStrategyType {
     /// Replace stale sidecars automatically, at most maxUnavailable at a time (Container
@@ -234,39 +244,23 @@ pub enum UpdateStrategyType {
 }
 
 impl UpdateStrategy {
-    /// The strategy in effect for a policy of `mode`: RollingUpdate for Pod mode unless
-    /// OnDelete is set; for Container mode, whose repair evicts users' Pods, OnDelete (report
-    /// only) unless someone wrote `type` (`written`): CRDs before 2026-12-02 defaulted it to
-    /// RollingUpdate and stored that default in every policy, which must not start evicting.
-    pub fn effective(&self, mode: Mode, written: bool) -> UpdateStrategyType {
+    /// The strategy in effect for a policy of `mode`: Pod mode RollingUpdate unless OnDelete
+    /// is set; Container mode, whose repair evicts users' Pods, OnDelete (report only) unless
+    /// both type RollingUpdate and `allowEviction: true` are written — a value no earlier CRD
+    /// defaulted, so no stored policy starts evicting after an upgrade, whoever owns its
+    /// fields (client-side apply, `kubectl create` and typed clients own defaulted fields
+    /// too, kubernetes#112701).
+    pub fn effective(&self, mode: Mode) -> UpdateStrategyType {
         match (mode, self.type_) {
             (Mode::Pod, t) => t.unwrap_or(UpdateStrategyType::RollingUpdate),
-            (Mode::Container, Some(t)) if written => t,
+            (Mode::Container, Some(UpdateStrategyType::RollingUpdate))
+                if self.allow_eviction == Some(true) =>
+            {
+                UpdateStrategyType::RollingUpdate
+            }
             (Mode::Container, _) => UpdateStrategyType::OnDelete,
         }
     }
-}
-
-/// Whether someone wrote `spec.updateStrategy.type` of the object with metadata `meta`, as
-/// opposed to an API server defaulting it: for a stored object (it has a resourceVersion), a
-/// field manager of its managed fields owns it (none recorded: unknown, so not written: a
-/// server that stopped tracking them, after `managedFields: [{}]`, says nothing of who wrote
-/// what); for a file never stored, what it holds was written.
-pub fn strategy_type_written(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    strategy: &UpdateStrategy,
-) -> bool {
-    if meta.resource_version.is_none() {
-        return strategy.type_.is_some();
-    }
-    meta.managed_fields.iter().flatten().any(|e| {
-        e.fields_v1
-            .as_ref()
-            .and_then(|f| f.0.get("f:spec"))
-            .and_then(|s| s.get("f:updateStrategy"))
-            .and_then(|u| u.get("f:type"))
-            .is_some()
-    })
 }
 
 impl UpdateStrategyType {

@@ -495,10 +495,11 @@ spec: {{containers: [{{name: app, image: nginx}}]}}
         "{text}"
     );
     assert!(
-        text.contains("runs without the sidecars (missing): reported in status (updateStrategy OnDelete); RollingUpdate would evict it"),
+        text.contains("runs without the sidecars (missing): reported in status (updateStrategy OnDelete); RollingUpdate with allowEviction: true would evict it"),
         "{text}"
     );
-    let text = report("  updateStrategy: {type: RollingUpdate, maxUnavailable: 1}");
+    let text =
+        report("  updateStrategy: {type: RollingUpdate, maxUnavailable: 1, allowEviction: true}");
     assert!(
         text.contains("runs without the sidecars (missing): evicted for its ReplicaSet web-5d8 to recreate with them"),
         "{text}"

@@ -93,11 +93,8 @@ impl PolicyView {
         policy.metadata = meta.clone();
         policy.metadata.namespace = None;
         policy.status = object.status.as_ref().map(|s| s.policy.clone());
-        let strategy_written =
-            sidecar_api::strategy_type_written(meta, &policy.spec.update_strategy);
         PolicyView {
             deleting: meta.deletion_timestamp.is_some(),
-            strategy_written,
             policy: Arc::new(policy),
             cluster: Some(Arc::new(ClusterScope {
                 object,

@@ -294,7 +294,7 @@ fn container_verdict(pod: &PodView, p: &PolicyView, e: &mut Explained) {
             );
         } else {
             e.verdict = PodVerdict::Outdated;
-            e.detail = "injected from an older template: updateStrategy RollingUpdate evicts the Pod for its controller to recreate it, OnDelete reports it".into();
+            e.detail = "injected from an older template: updateStrategy RollingUpdate with allowEviction: true evicts the Pod for its controller to recreate it, OnDelete reports it".into();
         }
         return;
     }

@@ -282,7 +282,10 @@ fn pods_the_webhook_skipped_are_named_with_the_name_they_already_had() {
 
 #[test]
 fn pods_a_namespace_refused_are_reported_by_namespace_and_never_evicted() {
-    let p = policy("log", json!({"updateStrategy": {"type": "RollingUpdate"}}));
+    let p = policy(
+        "log",
+        json!({"updateStrategy": {"type": "RollingUpdate", "allowEviction": true}}),
+    );
     let refused = |name: &str| PodView {
         skipped: Some("log=refused-by-namespace".into()),
         owner: Some(OwnerView {

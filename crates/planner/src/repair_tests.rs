@@ -27,7 +27,7 @@ fn policy(strategy: serde_json::Value, paused: bool) -> PolicyView {
 
 fn rolling(max: serde_json::Value) -> PolicyView {
     policy(
-        json!({"type": "RollingUpdate", "maxUnavailable": max}),
+        json!({"type": "RollingUpdate", "maxUnavailable": max, "allowEviction": true}),
         false,
     )
 }
@@ -100,7 +100,10 @@ fn container_mode_reports_only_unless_rolling_update_is_asked_for() {
         vec!["uid-x"],
         "a repair turned off forgets its evictions"
     );
-    let paused = policy(json!({"type": "RollingUpdate"}), true);
+    let paused = policy(
+        json!({"type": "RollingUpdate", "allowEviction": true}),
+        true,
+    );
     assert!(
         plan_repair(&paused, &pods, &[], RepairLimits::default())
             .evict

@@ -435,8 +435,8 @@ fn injected_progress(c: Counts, problems: &Problems) -> Verdict {
         (false, reason::WAITING_FOR_NEW_PODS, message)
     } else if !repair.active {
         let message = format!(
-            "{tally}: {names}; they get it when they are recreated (spec.updateStrategy.type \
-             RollingUpdate evicts them)"
+            "{tally}: {names}; they get it when they are recreated (spec.updateStrategy type \
+             RollingUpdate with allowEviction: true evicts them)"
         );
         (false, reason::WAITING_FOR_NEW_PODS, message)
     } else if let Some(pod) = &repair.halted {

@@ -218,8 +218,6 @@ pub struct PolicyView {
     pub selector: Result<LabelMatcher, String>,
     /// `template_hash(spec)`.
     pub hash: String,
-    /// Someone wrote `spec.updateStrategy.type` (see [`sidecar_api::strategy_type_written`]).
-    pub strategy_written: bool,
     /// For a ClusterSidecarPolicy (whose view's `name` is its id, `csp/{name}`, and whose
     /// instances' `namespace` is the namespace they apply in): the object and its
     /// namespaceSelector (see [`crate::cluster`]).
@@ -260,10 +258,6 @@ impl PolicyView {
             generation: policy.metadata.generation.unwrap_or_default(),
             deleting: policy.metadata.deletion_timestamp.is_some(),
             hash: sidecar_api::template_hash(spec),
-            strategy_written: sidecar_api::strategy_type_written(
-                &policy.metadata,
-                &spec.update_strategy,
-            ),
             selector,
             policy,
             cluster: None,
@@ -312,12 +306,8 @@ impl PolicyView {
         if !same_spec {
             return PolicyView::new(policy);
         }
-        // Taking over `type` (an apply that writes the stored default) bumps no generation.
-        let strategy_written =
-            sidecar_api::strategy_type_written(meta, &policy.spec.update_strategy);
         PolicyView {
             deleting: meta.deletion_timestamp.is_some(),
-            strategy_written,
             policy,
             ..prev.clone()
         }
@@ -358,10 +348,7 @@ impl PolicyView {
 
     /// `spec.updateStrategy.type` in effect (its default depends on the mode).
     pub fn strategy(&self) -> UpdateStrategyType {
-        self.policy
-            .spec
-            .update_strategy
-            .effective(self.mode(), self.strategy_written)
+        self.policy.spec.update_strategy.effective(self.mode())
     }
 }
 

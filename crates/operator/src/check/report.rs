@@ -252,7 +252,7 @@ fn existing_pod(main: &PodView, view: &PolicyView) -> String {
         sidecar_planner::repair::recreating_owner(main),
     ) {
         (UpdateStrategyType::OnDelete, Some(_)) => {
-            "reported in status (updateStrategy OnDelete); RollingUpdate would evict it".to_owned()
+            "reported in status (updateStrategy OnDelete); RollingUpdate with allowEviction: true would evict it".to_owned()
         }
         (UpdateStrategyType::OnDelete, None) => "reported in status (updateStrategy OnDelete); \
             RollingUpdate would not evict it either: no controller would recreate it"

@@ -359,6 +359,7 @@ async fn operator_runs_under_the_shipped_least_privilege_rbac() {
     }))
     .expect("selector");
     repair.spec.update_strategy.type_ = Some(sidecar_api::UpdateStrategyType::RollingUpdate);
+    repair.spec.update_strategy.allow_eviction = Some(true);
     policies
         .create(&PostParams::default(), &repair)
         .await
