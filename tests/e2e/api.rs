@@ -375,6 +375,7 @@ async fn table_shows_the_printer_columns() {
         ready_pods: 3,
         ready: Some(sidecar_api::ready_text(3, 4)),
         drift: None,
+        injection_refused_in: None,
         conditions: vec![Condition {
             type_: condition::READY.into(),
             status: condition_status::FALSE.into(),

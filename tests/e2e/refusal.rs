@@ -221,3 +221,143 @@ async fn a_restricted_namespace_creates_every_pod_without_the_sidecar_it_refuses
     assert_eq!(inits(&after), ["log-shipper"]);
     op.stop().await;
 }
+
+/// A Pod with `requests.cpu` (a quota on it requires one), labelled `app=web`.
+fn with_cpu(name: &str, cpu: &str) -> Pod {
+    let mut v = serde_json::to_value(restricted_pod(name, &[WEB])).expect("Pod JSON");
+    v["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": cpu}});
+    serde_json::from_value(v).expect("Pod")
+}
+
+/// What a dry-run create of `pod` would store (`None`: refused).
+async fn dry_run(pods: &Api<Pod>, pod: &Pod) -> Option<Pod> {
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    pods.create(&dry, pod).await.ok()
+}
+
+/// Everything but Pod Security, by a server-side dry run: a ResourceQuota the sidecar's
+/// requests would exceed. Before, the webhook injected it and the quota refused every Pod:
+/// the Deployment created none. Now the policy's status lists the namespace, every webhook
+/// replica leaves the sidecar out there, and raising the quota brings it back.
+#[tokio::test]
+async fn a_quota_the_sidecar_would_exceed_leaves_it_out_until_the_quota_allows_it() {
+    let scene = Scene::new("cm-quota").await;
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "cpu"},
+        "spec": {"hard": {"requests.cpu": "1"}},
+    }))
+    .expect("quota");
+    // Once the webhook is called (its probe Pod has no requests, which the quota needs).
+    let _webhook = scene.start_webhook().await;
+    scene.create(&quota).await;
+    let op = scene.start_operator().await;
+    let mut policy = native_sidecar_policy("log", "web", "log-shipper", "busybox:1.36");
+    if let Some(spec) = policy.spec.template.spec.as_mut() {
+        let init = spec.init_containers.as_mut().expect("init containers");
+        init[0].resources =
+            Some(serde_json::from_value(json!({"requests": {"cpu": "2"}})).expect("resources"));
+    }
+    scene.create(&policy).await;
+    let p = scene
+        .wait_policy(
+            "log",
+            "the namespace listed, Degraded NamespaceRefusesInjection",
+            |p| {
+                let listed = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.injection_refused_in.clone())
+                    .is_some_and(|l| l.iter().any(|n| n == scene.name()));
+                status_current(p)
+                    && listed
+                    && cond_is(
+                        p,
+                        condition::DEGRADED,
+                        condition_status::TRUE,
+                        reason::NAMESPACE_REFUSES_INJECTION,
+                    )
+            },
+        )
+        .await;
+    let degraded = p
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == condition::DEGRADED)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        degraded.contains("exceeded quota"),
+        "the server's words: {degraded}"
+    );
+    wait_refused_pod(
+        &scene.pods,
+        &with_cpu("probe", "100m"),
+        "log=refused-by-namespace",
+    )
+    .await;
+
+    let mut d = serde_json::to_value(restricted_deployment("web", 2)).expect("JSON");
+    d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "100m"}});
+    scene
+        .create(&serde_json::from_value::<Deployment>(d).expect("Deployment"))
+        .await;
+    wait_rolled_out(&scene, "web", 2).await;
+    for p in scene.list_pods().await {
+        assert!(
+            inits(&p).is_empty(),
+            "{:?} without the sidecar",
+            p.metadata.name
+        );
+        assert_eq!(
+            annotation(&p, ANNOTATION_SKIPPED),
+            Some("log=refused-by-namespace")
+        );
+    }
+
+    // Raised: the recheck clears it, and new Pods get the sidecar.
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> = scene.api();
+    quotas
+        .patch(
+            "cpu",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"hard": {"requests.cpu": "10"}}})),
+        )
+        .await
+        .expect("raise the quota");
+    scene
+        .wait_policy("log", "the namespace no longer listed", |p| {
+            status_current(p)
+                && p.status
+                    .as_ref()
+                    .is_some_and(|s| s.injection_refused_in.is_none())
+        })
+        .await;
+    let probe = with_cpu("probe", "100m");
+    wait_until(
+        TIMEOUT,
+        "the webhook to inject log-shipper again",
+        async || {
+            let shown = dry_run(&scene.pods, &probe).await?;
+            (inits(&shown) == ["log-shipper"]).then_some(())
+        },
+    )
+    .await;
+    op.stop().await;
+}
+
+/// Waits until `pod` would be admitted into `pods`' namespace without sidecars, recording
+/// `record` (dry runs).
+async fn wait_refused_pod(pods: &Api<Pod>, pod: &Pod, record: &str) {
+    let what = format!("the webhook to record {record}");
+    wait_until(TIMEOUT, &what, async || {
+        let shown = dry_run(pods, pod).await?;
+        (annotation(&shown, ANNOTATION_SKIPPED) == Some(record) && inits(&shown).is_empty())
+            .then_some(())
+    })
+    .await;
+}

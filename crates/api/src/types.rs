@@ -320,6 +320,16 @@ pub struct SidecarPolicyStatus {
     #[serde(default)]
     pub drift: Option<PolicyDrift>,
 
+    /// Container mode: namespaces whose admission (a ResourceQuota, a LimitRange, a
+    /// validating webhook or admission policy) refuses a Pod with this policy's sidecars at
+    /// status.templateHash, as a server-side dry run showed: the webhook creates Pods there
+    /// without them rather than have them refused (see the Degraded condition). Checked again
+    /// with a growing delay (up to 5 minutes); unset when there is none.
+    // Serialized as null when unset, so that the merge patch of the status clears it.
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub injection_refused_in: Option<Vec<String>>,
+
     /// Latest observations of the policy's state: Ready, Progressing, Degraded and Paused.
     /// One entry per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

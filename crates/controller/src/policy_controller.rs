@@ -235,10 +235,25 @@ fn part(ctx: &Context, key: &PolicyKey, policy: &PolicyView, seen: Seen) -> Part
         ctx.policy_state.set_refused(key, None);
     }
     // Built here, whole, for this one status: only the refusal is remembered between runs.
+    let templates = ctx.policy_state.templates();
+    // Container mode: a refused check means Pods without the sidecars, not a refused
+    // template.
+    let (invalid_template, injection_refused) = match policy.mode() {
+        sidecar_api::Mode::Pod => (templates.problem(key, &policy.hash), Vec::new()),
+        sidecar_api::Mode::Container => {
+            let refused = templates.injection_refused(key, &policy.hash);
+            (
+                None,
+                refused.map(|m| (key.0.clone(), m)).into_iter().collect(),
+            )
+        }
+    };
+    drop(templates);
     let problems = Problems {
         refused: ctx.policy_state.refused(key),
         collisions: observed.collisions,
-        invalid_template: ctx.policy_state.templates().problem(key, &policy.hash),
+        invalid_template,
+        injection_refused,
         failing,
         drifted: observed.drifted,
         repair: RepairSeen::of(&repair, blocked),

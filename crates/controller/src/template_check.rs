@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::PostParams;
 use sidecar_api::Mode;
 use sidecar_api::constants::{FIELD_MANAGER, reason};
-use sidecar_planner::{PolicyView, Verdict, dry_run_sidecar, recheck_delay};
+use sidecar_planner::{PolicyView, Verdict, dry_run_sidecar, injection_probe, recheck_delay};
 
 use crate::Error;
 use crate::context::Context;
@@ -90,13 +90,16 @@ impl TemplateChecks {
     ) -> (bool, u32) {
         let prev = self.0.get(key).filter(|c| c.hash == hash);
         let changed = prev.is_none_or(|c| c.verdict != verdict);
-        let refusals = match (&verdict, prev) {
-            (Verdict::RefusedByNamespace { .. }, Some(c)) => c.refusals.saturating_add(1),
-            (Verdict::RefusedByNamespace { .. }, None) => 1,
-            _ => 0,
+        let again = matches!(
+            verdict,
+            Verdict::RefusedByNamespace { .. } | Verdict::Undecided
+        );
+        let refusals = match (again, prev) {
+            (true, Some(c)) => c.refusals.saturating_add(1),
+            (true, None) => 1,
+            (false, _) => 0,
         };
-        let recheck_at = matches!(verdict, Verdict::RefusedByNamespace { .. })
-            .then(|| now + recheck_delay(refusals));
+        let recheck_at = again.then(|| now + recheck_delay(refusals));
         self.0.insert(
             key.clone(),
             Checked {
@@ -139,6 +142,9 @@ pub(crate) async fn check_template(
         dry_run: true,
         field_manager: Some(FIELD_MANAGER.into()),
     };
+    if policy.mode() == Mode::Container {
+        return check_injection(ctx, key, policy, &api, &pp, now).await;
+    }
     let answer = api.create(&pp, &dry_run_sidecar(policy)).await;
     // The server names the generated Pod; one name stands for all, so that rechecks of
     // one refusal say the same thing (one status write, one event).
@@ -191,15 +197,105 @@ pub(crate) async fn check_template(
     Ok(())
 }
 
-/// The `generateName` of `policy`'s dry-run sidecar.
+/// Container mode: dry-runs [`injection_probe`]'s Pods, without and with the sidecars; a
+/// refusal with them only is recorded (the status then lists the namespace, and every
+/// webhook replica creates Pods there without the sidecars) and checked again with a growing
+/// delay, as is a stand-in the namespace refuses even without them (no verdict).
+async fn check_injection(
+    ctx: &Context,
+    key: &PolicyKey,
+    policy: &PolicyView,
+    api: &Api<Pod>,
+    pp: &PostParams,
+    now: Instant,
+) -> Result<(), Error> {
+    let (without, with) = injection_probe(policy);
+    let prefix = without.metadata.generate_name.clone().unwrap_or_default();
+    let refusal = |answer: &Result<Pod, kube::Error>| match answer {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(s)) => Ok(Some((s.code, scrub_generated_name(&s.message, &prefix)))),
+        Err(_) => Err(()),
+    };
+    let answers = (api.create(pp, &without).await, api.create(pp, &with).await);
+    let (Ok(a), Ok(b)) = (refusal(&answers.0), refusal(&answers.1)) else {
+        let err = match answers {
+            (Err(e), _) | (_, Err(e)) => e,
+            _ => return Ok(()),
+        };
+        return Err(Error::CheckTemplate {
+            name: key.1.clone(),
+            source: err,
+        });
+    };
+    fn as_ref(r: &Option<(u16, String)>) -> Option<(u16, &str)> {
+        r.as_ref().map(|(c, m)| (*c, m.as_str()))
+    }
+    let Some(verdict) = Verdict::of_injection(as_ref(&a), as_ref(&b)) else {
+        // Nothing said (the namespace going away...): the next run asks again.
+        return Ok(());
+    };
+    if verdict == Verdict::Undecided {
+        tracing::debug!(namespace = %key.0, policy = %key.1, without = ?a, "injection check: the namespace refuses even the stand-in; no verdict");
+    }
+    let again = matches!(
+        verdict,
+        Verdict::RefusedByNamespace { .. } | Verdict::Undecided
+    );
+    let message = match &verdict {
+        Verdict::RefusedByNamespace { message } => Some(message.clone()),
+        _ => None,
+    };
+    let (changed, refusals) = ctx
+        .policy_state
+        .templates()
+        .record(key, &policy.hash, verdict, now);
+    if again {
+        ctx.queues
+            .policies
+            .add_after(key.clone(), recheck_delay(refusals));
+    }
+    if changed {
+        match message {
+            Some(m) => {
+                tracing::warn!(namespace = %key.0, policy = %key.1, hash = %policy.hash, message = %m, "the namespace refuses Pods with the policy's sidecars; new Pods are created without them");
+                ctx.warn_policy(
+                    key,
+                    reason::NAMESPACE_REFUSES_INJECTION,
+                    "CheckInjection",
+                    &format!("The namespace refuses a Pod with this policy's sidecars (server-side dry run), so new Pods are created without them: {m}"),
+                );
+            }
+            None if !again => {
+                tracing::info!(namespace = %key.0, policy = %key.1, hash = %policy.hash, "the namespace accepts Pods with the policy's sidecars");
+            }
+            None => {}
+        }
+        // The status (and through it every webhook replica) learns the verdict.
+        ctx.queues.policies.add(key.clone());
+    }
+    Ok(())
+}
+
+/// The namespace's admission refuses Pods with Container-mode policy `key`'s current
+/// sidecars: the API server's message.
+impl TemplateChecks {
+    pub(crate) fn injection_refused(&self, key: &PolicyKey, hash: &str) -> Option<String> {
+        match self.0.get(key) {
+            Some(Checked {
+                hash: h,
+                verdict: Verdict::RefusedByNamespace { message },
+                ..
+            }) if h == hash => Some(message.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// Whether `policy`'s template is checked at all: not for a policy going away, paused or
-/// unusable, nor in Container mode, whose template is not a Pod (its Pod spec may hold init
-/// containers only): the dry run would be refused, and no sidecar Pod waits for its verdict.
+/// unusable. Pod mode dry-runs a sidecar Pod; Container mode a Pod with and without the
+/// sidecars (see [`check_injection`]).
 fn wants_check(policy: &PolicyView) -> bool {
-    !(policy.deleting
-        || policy.paused()
-        || policy.selector.is_err()
-        || policy.mode() == Mode::Container)
+    !(policy.deleting || policy.paused() || policy.selector.is_err())
 }
 
 fn dry_run_prefix(policy: &PolicyView) -> String {

@@ -179,20 +179,34 @@ pub fn inject_in(pod: &Pod, policies: &[&PolicyView], level: Level) -> Injection
             out.skipped.push((p.name.clone(), skip));
             continue;
         }
-        if level == Level::Privileged {
-            add_template(&mut new, &mut added_init, template, tspec);
-        } else {
-            let mut with = new.clone();
-            let mut with_init = added_init.clone();
-            add_template(&mut with, &mut with_init, template, tspec);
+        // Pod Security first, judged here (the more precise reason), then what a dry run
+        // in the namespace found (quota, LimitRange, webhooks, admission policies).
+        let mut with = None;
+        if level != Level::Privileged {
+            let mut w = new.clone();
+            let mut w_init = added_init.clone();
+            add_template(&mut w, &mut w_init, template, tspec.clone());
             // Judged as the API server will: with every init container in place.
-            let (before, after) = (complete(&new, &added_init), complete(&with, &with_init));
+            let (before, after) = (complete(&new, &added_init), complete(&w, &w_init));
             if let Some(why) = refusal(level, &before, &after) {
                 out.skipped
                     .push((p.name.clone(), Skip::RefusedByNamespace(why)));
                 continue;
             }
-            (new, added_init) = (with, with_init);
+            with = Some((w, w_init));
+        }
+        if p.injection_refused_here() {
+            let why = format!(
+                "a server-side dry run of a Pod with this policy's sidecars in namespace {} was refused (quota, LimitRange, a webhook or an admission policy; the policy's Degraded condition quotes the API server)",
+                p.namespace
+            );
+            out.skipped
+                .push((p.name.clone(), Skip::RefusedByNamespace(why)));
+            continue;
+        }
+        match with {
+            Some((w, w_init)) => (new, added_init) = (w, w_init),
+            None => add_template(&mut new, &mut added_init, template, tspec),
         }
         added_by.extend(template_names(p).map(|k| (k, p.name.clone())));
         record.push((p.name.clone(), p.hash.clone()));
@@ -253,6 +267,21 @@ fn add_template(
         add_missing(&mut pod.metadata.labels, meta.labels.as_ref());
         add_missing(&mut pod.metadata.annotations, meta.annotations.as_ref());
     }
+}
+
+/// `pod` with `policy`'s template added, unconditionally (for the dry run of
+/// [`crate::template_check::injection_probe`]).
+pub fn with_template(pod: &Pod, policy: &PolicyView) -> Pod {
+    let template = &policy.policy.spec.template;
+    let mut out = pod.clone();
+    let mut init = Vec::new();
+    add_template(
+        &mut out,
+        &mut init,
+        template,
+        template.spec.clone().unwrap_or_default(),
+    );
+    complete(&out, &init)
 }
 
 /// `pod` with the init containers added so far in place (for the Pod Security check).

@@ -373,3 +373,51 @@ fn a_pod_level_setting_covers_the_sidecar_too() {
     let out = inject_in(&original, &[&p], Level::Restricted);
     assert_eq!(out.injected.len(), 1, "{:?}", out.skipped);
 }
+
+#[test]
+fn a_namespace_the_policys_status_lists_as_refusing_gets_no_sidecar_at_that_hash() {
+    let mut p = policy("log", native("agent", ""), false);
+    let at = |hash: &str, namespaces: &[&str]| sidecar_api::SidecarPolicyStatus {
+        template_hash: Some(hash.to_string()),
+        injection_refused_in: Some(namespaces.iter().map(|n| n.to_string()).collect()),
+        ..Default::default()
+    };
+    let hash = p.hash.clone();
+    // (case, status, injected)
+    let cases = [
+        (
+            "listed at the current hash",
+            Some(at(&hash, &["shop"])),
+            false,
+        ),
+        (
+            "another namespace listed",
+            Some(at(&hash, &["other"])),
+            true,
+        ),
+        (
+            "listed for an older template",
+            Some(at("old", &["shop"])),
+            true,
+        ),
+        ("no status", None, true),
+    ];
+    for (case, status, injected) in cases {
+        let mut object = (*p.policy).clone();
+        object.status = status;
+        p.policy = Arc::new(object);
+        let out = inject(&web(app()), &[&p]);
+        assert_eq!(out.injected.len() == 1, injected, "{case}: {out:?}");
+        if !injected {
+            let skipped = out
+                .pod
+                .as_ref()
+                .and_then(|p| pod_annotation(p, ANNOTATION_SKIPPED));
+            assert_eq!(
+                skipped.map(String::as_str),
+                Some("log=refused-by-namespace"),
+                "{case}"
+            );
+        }
+    }
+}

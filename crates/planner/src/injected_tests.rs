@@ -423,3 +423,41 @@ fn condition_messages_stay_small_whatever_the_number_of_pods() {
         }
     }
 }
+
+#[test]
+fn a_refused_dry_run_lists_the_namespace_and_says_the_servers_words() {
+    let p = policy("log", json!({}));
+    let problems = Problems {
+        injection_refused: vec![(
+            "shop".to_string(),
+            "exceeded quota: cpu, requested: requests.cpu=2".to_string(),
+        )],
+        ..Problems::default()
+    };
+    let c = Counts::default();
+    let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    let status = compute_status(&p, c, &problems, None, now);
+    assert_eq!(status.injection_refused_in, Some(vec!["shop".to_string()]));
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::DEGRADED)
+        .expect("Degraded");
+    assert_eq!(degraded.reason, reason::NAMESPACE_REFUSES_INJECTION);
+    assert!(
+        degraded.message.contains("exceeded quota"),
+        "{}",
+        degraded.message
+    );
+    let none = compute_status(
+        &p,
+        c,
+        &Problems::default(),
+        None,
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
+    assert_eq!(
+        none.injection_refused_in, None,
+        "cleared (a merge patch writes null)"
+    );
+}

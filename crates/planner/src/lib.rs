@@ -71,7 +71,7 @@ pub use rollout::{Replace, plan_rollout};
 pub use status::{
     Counts, DRIFT_NAMES, Observed, Problems, RepairSeen, compute_status, observe, observe_among,
 };
-pub use template_check::{Verdict, dry_run_sidecar, recheck_delay};
+pub use template_check::{Verdict, dry_run_sidecar, injection_probe, recheck_delay};
 pub use view::{OwnerView, Phase, PodView, PolicyView, policy_id};
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub struct Problems {
     /// Container mode: selected Pods created without the sidecars because their namespace
     /// would have refused them with them (see [`Observed::refused`]).
     pub refused_by_namespace: Vec<(String, String)>,
+    /// Container mode: namespaces whose admission refuses a Pod with the current sidecars,
+    /// per the dry run of [`crate::injection_probe`], with the API server's message.
+    pub injection_refused: Vec<(String, String)>,
 }
 
 /// Container mode's repair as the controller last saw it (from [`crate::plan_repair`], and
@@ -155,6 +158,7 @@ impl Problems {
                 why: s.why,
             }));
         self.refused_by_namespace.extend(o.refused_by_namespace);
+        self.injection_refused.extend(o.injection_refused);
         self.conflicts.extend(
             o.conflicts
                 .into_iter()
@@ -532,11 +536,11 @@ fn degraded_verdict(policy: &PolicyView, problems: &Problems) -> Verdict {
              replacement has it"
         );
         (true, reason::WEBHOOK_NOT_INJECTING, message)
-    } else if !problems.refused_by_namespace.is_empty() {
+    } else if !problems.refused_by_namespace.is_empty() || !problems.injection_refused.is_empty() {
         (
             true,
             reason::NAMESPACE_REFUSES_INJECTION,
-            namespace_refusal(policy, &problems.refused_by_namespace),
+            namespace_refusal(policy, problems),
         )
     } else if !problems.failing.is_empty() {
         let message = format!(
@@ -568,9 +572,12 @@ const NAMESPACE_NAMES: usize = 20;
 /// `Degraded`'s message when namespaces would refuse the sidecars: which namespaces (at most
 /// [`NAMESPACE_NAMES`]), how many Pods each, and what the template fails of the Pod Security
 /// Standards (the Pods' creation warnings and `NotInjected` Events quote each refusal).
-fn namespace_refusal(policy: &PolicyView, refused: &[(String, String)]) -> String {
+fn namespace_refusal(policy: &PolicyView, problems: &Problems) -> String {
     let mut by_ns: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for (ns, pod) in refused {
+    for (ns, _) in &problems.injection_refused {
+        by_ns.entry(ns.as_str()).or_default();
+    }
+    for (ns, pod) in &problems.refused_by_namespace {
         by_ns.entry(ns.as_str()).or_default().push(pod.as_str());
     }
     let shown: Vec<String> = by_ns
@@ -579,6 +586,7 @@ fn namespace_refusal(policy: &PolicyView, refused: &[(String, String)]) -> Strin
         .map(|(ns, pods)| {
             let first = pods.first().copied().unwrap_or_default();
             match pods.len() {
+                0 => ns.to_string(),
                 1 => format!("{ns} (Pod {first})"),
                 n => format!("{ns} ({n} Pods, e.g. {first})"),
             }
@@ -588,7 +596,13 @@ fn namespace_refusal(policy: &PolicyView, refused: &[(String, String)]) -> Strin
         0 => String::new(),
         n => format!(" and {n} more namespaces"),
     };
-    let template = crate::pod_security::template_hint(&policy.policy.spec.template);
+    let template = match problems.injection_refused.first() {
+        // The API server's own words, for the first namespace.
+        Some((ns, message)) => format!(
+            " (a server-side dry run of a Pod with the sidecars in {ns} was refused: {message})"
+        ),
+        None => crate::pod_security::template_hint(&policy.policy.spec.template),
+    };
     format!(
         "namespaces would refuse selected Pods with this policy's sidecars, so the webhook \
          created them without: {}{more}{template}; the Pods' creation warnings and NotInjected \
@@ -627,6 +641,7 @@ fn stalled_verdict(policy: &PolicyView, c: Counts, problems: &Problems) -> Verdi
         repair: problems.repair.clone(),
         conflicts: Vec::new(),
         refused_by_namespace: problems.refused_by_namespace.clone(),
+        injection_refused: problems.injection_refused.clone(),
     };
     let (stuck, reason, message) = degraded_verdict(policy, &cleared);
     if stuck {
@@ -677,6 +692,23 @@ fn drift(policy: &PolicyView, c: Counts, problems: &Problems) -> Option<PolicyDr
             .map(|(n, d)| format!("{n} ({})", d.as_str()))
             .collect(),
     })
+}
+
+/// Most namespaces listed in `status.injectionRefusedIn`.
+pub const REFUSED_NAMESPACES: usize = 500;
+
+/// `status.injectionRefusedIn`: the namespaces whose admission refuses the current
+/// sidecars, sorted, at most [`REFUSED_NAMESPACES`]; `None` when there is none.
+fn injection_refused_in(problems: &Problems) -> Option<Vec<String>> {
+    let mut out: Vec<String> = problems
+        .injection_refused
+        .iter()
+        .map(|(ns, _)| ns.clone())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out.truncate(REFUSED_NAMESPACES);
+    (!out.is_empty()).then_some(out)
 }
 
 /// `Conflicted`: which Pods the policy leaves to policies that outrank it, and to which.
@@ -761,6 +793,7 @@ pub fn compute_status(
         ready_pods: c.ready,
         ready: Some(ready_text(c.ready, c.matched)),
         drift: drift(policy, c, problems),
+        injection_refused_in: injection_refused_in(problems),
         conditions,
     }
 }

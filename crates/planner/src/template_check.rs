@@ -37,6 +37,79 @@ pub fn dry_run_sidecar(policy: &PolicyView) -> Pod {
     pod
 }
 
+/// Container mode: the two Pods whose server-side dry runs tell whether the namespace's
+/// admission (quota, LimitRange, webhooks, admission policies, Pod Security) refuses a Pod
+/// *because of* the policy's sidecars: a small stand-in for a selected Pod (labelled as the
+/// selector asks, one hardened container with tiny requests and limits, so that a namespace
+/// which accepts ordinary Pods accepts it), without and with the template's additions. Both
+/// opt out of injection (`sidecars.dev/inject: "false"`): the operator's own webhook leaves
+/// them as they are.
+pub fn injection_probe(policy: &PolicyView) -> (Pod, Pod) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let selector = &policy.policy.spec.selector;
+    let mut labels: std::collections::BTreeMap<String, String> =
+        selector.match_labels.clone().unwrap_or_default();
+    for e in selector.match_expressions.iter().flatten() {
+        let first = e.values.iter().flatten().next();
+        match (e.operator.as_str(), first) {
+            ("In", Some(v)) => {
+                labels.insert(e.key.clone(), v.clone());
+            }
+            ("Exists", _) => {
+                labels.insert(e.key.clone(), "probe".into());
+            }
+            _ => {}
+        }
+    }
+    let spec: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(serde_json::json!({
+        "securityContext": {
+            "runAsNonRoot": true, "runAsUser": 65534,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [{
+            "name": "app",
+            "image": "registry.k8s.io/pause:3.10",
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"cpu": "10m", "memory": "16Mi"},
+            },
+        }],
+    }))
+    .unwrap_or_default();
+    let without = Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!(
+                "{}-",
+                crate::naming::sidecar_name(INJECTION_PROBE, &policy.name.replace('/', "-"))
+            )),
+            namespace: Some(policy.namespace.clone()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    };
+    let mut with = crate::inject::with_template(&without, policy);
+    let mut without = without;
+    for p in [&mut with, &mut without] {
+        p.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                sidecar_api::constants::ANNOTATION_INJECT.into(),
+                sidecar_api::constants::INJECT_DISABLED.into(),
+            );
+    }
+    (without, with)
+}
+
+/// Name of the stand-in Pod of [`injection_probe`].
+pub const INJECTION_PROBE: &str = "injection-check";
+
 /// What the API server said of a policy's template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -54,6 +127,10 @@ pub enum Verdict {
         /// The server's message.
         message: String,
     },
+    /// Container mode: the namespace refuses even the stand-in without the sidecars, so the
+    /// dry runs say nothing of them; checked again with a growing delay (Pods are injected
+    /// meanwhile, as before any check).
+    Undecided,
 }
 
 impl Verdict {
@@ -76,6 +153,32 @@ impl Verdict {
         }
     }
 
+    /// Container mode, from the answers to the dry runs of [`injection_probe`]'s two Pods:
+    /// accepted with the sidecars; refused with them while accepted without
+    /// (`RefusedByNamespace`, whatever refused it: the Pods would be); `Undecided` when the
+    /// stand-in is refused without them too; `None` when the answers say nothing (the server
+    /// unavailable, the namespace going away...).
+    pub fn of_injection(
+        without: Option<(u16, &str)>,
+        with: Option<(u16, &str)>,
+    ) -> Option<Verdict> {
+        match without {
+            None => {}
+            Some((400 | 403 | 422, m)) if !m.contains("being terminated") => {
+                return Some(Verdict::Undecided);
+            }
+            Some(_) => return None,
+        }
+        match with {
+            None => Some(Verdict::Accepted),
+            Some((403, message)) if message.contains("being terminated") => None,
+            Some((400 | 403 | 422, message)) => Some(Verdict::RefusedByNamespace {
+                message: message.to_string(),
+            }),
+            Some(_) => None,
+        }
+    }
+
     /// The text of `Degraded=True, InvalidTemplate`, or `None` when accepted.
     pub fn problem(&self) -> Option<String> {
         match self {
@@ -83,6 +186,7 @@ impl Verdict {
             Verdict::InvalidTemplate { message } => Some(format!(
                 "the API server refuses a Pod built from spec.template: {message}; no sidecar is created until the template changes"
             )),
+            Verdict::Undecided => None,
             Verdict::RefusedByNamespace { message } => Some(format!(
                 "the namespace refuses a Pod built from spec.template (admission: Pod Security, quota, LimitRange or a webhook): {message}; no sidecar is created until the namespace or the template allows it (checked again with backoff)"
             )),
@@ -130,6 +234,90 @@ mod tests {
         let spec = pod.spec.expect("spec");
         assert!(spec.affinity.is_none(), "not pinned to any node");
         assert_eq!(spec.containers[0].image.as_deref(), Some("i"));
+    }
+
+    #[test]
+    fn injection_verdicts_blame_the_sidecars_only_when_the_pod_alone_passes() {
+        let quota = Some((403, "exceeded quota"));
+        let cases = [
+            // (without, with, verdict)
+            (None, None, Some(Verdict::Accepted)),
+            (
+                None,
+                quota,
+                Some(Verdict::RefusedByNamespace {
+                    message: "exceeded quota".into(),
+                }),
+            ),
+            (
+                None,
+                Some((422, "invalid")),
+                Some(Verdict::RefusedByNamespace {
+                    message: "invalid".into(),
+                }),
+            ),
+            (quota, quota, Some(Verdict::Undecided)),
+            (None, Some((500, "boom")), None),
+            (Some((403, "namespace x is being terminated")), None, None),
+        ];
+        for (without, with, want) in cases {
+            assert_eq!(
+                Verdict::of_injection(without, with),
+                want,
+                "{without:?} {with:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_injection_probe_is_a_selected_pod_without_and_with_the_sidecars() {
+        let spec: SidecarPolicySpec = serde_json::from_value(serde_json::json!({
+            "mode": "Container",
+            "selector": {
+                "matchLabels": {"app": "web"},
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["front", "back"]},
+                    {"key": "team", "operator": "Exists"},
+                    {"key": "legacy", "operator": "DoesNotExist"},
+                ],
+            },
+            "template": {"spec": {"initContainers": [
+                {"name": "agent", "image": "a:1", "restartPolicy": "Always"}]}},
+        }))
+        .expect("spec");
+        let mut p = SidecarPolicy::new("log", spec);
+        p.metadata.namespace = Some("shop".into());
+        let v = PolicyView::new(Arc::new(p));
+        assert!(v.selector.is_ok(), "{:?}", v.selector);
+        let (without, with) = injection_probe(&v);
+        let labels =
+            crate::labels::Labels::from(&without.metadata.labels.clone().unwrap_or_default());
+        assert!(v.selects(&labels), "the stand-in is selected: {labels:?}");
+        for pod in [&without, &with] {
+            let a = pod.metadata.annotations.clone().unwrap_or_default();
+            assert_eq!(
+                a.get(sidecar_api::constants::ANNOTATION_INJECT)
+                    .map(String::as_str),
+                Some("false"),
+                "the webhook leaves it alone"
+            );
+            assert_eq!(pod.metadata.namespace.as_deref(), Some("shop"));
+            assert!(pod.metadata.name.is_none() && pod.metadata.generate_name.is_some());
+        }
+        let inits = |p: &Pod| {
+            p.spec
+                .iter()
+                .flat_map(|s| s.init_containers.iter().flatten())
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(inits(&without).is_empty());
+        assert_eq!(inits(&with), ["agent"]);
+        // The stand-in passes Pod Security restricted on its own.
+        assert!(
+            crate::pod_security::violations(crate::pod_security::Level::Restricted, &without)
+                .is_empty()
+        );
     }
 
     #[test]

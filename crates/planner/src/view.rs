@@ -346,6 +346,21 @@ impl PolicyView {
         sidecars.chain(mains).map(|c| c.name.as_str())
     }
 
+    /// Container mode: the policy's status says the admission of its namespace (this view's,
+    /// for a cluster policy's instance) refuses Pods with its current sidecars (see
+    /// `status.injectionRefusedIn`; it holds for `status.templateHash` only).
+    pub fn injection_refused_here(&self) -> bool {
+        let Some(status) = self.policy.status.as_ref() else {
+            return false;
+        };
+        status.template_hash.as_deref() == Some(self.hash.as_str())
+            && status
+                .injection_refused_in
+                .iter()
+                .flatten()
+                .any(|ns| *ns == self.namespace)
+    }
+
     /// `spec.updateStrategy.type` in effect (its default depends on the mode).
     pub fn strategy(&self) -> UpdateStrategyType {
         self.policy.spec.update_strategy.effective(self.mode())
