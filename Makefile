@@ -50,10 +50,11 @@ bench-peers: binaries ## The operator against Kyverno doing the same job, same r
 	  --idle-secs 10 --churn-secs 0 --cluster-namespaces 0 --repair-n 0 --admission true \
 	  --timeout-secs 600 --out target/bench-peers $(BENCH_ARGS)
 
-crds: ## Regenerate crds/ (both CRDs, and the chart's copies) from the Rust types (commit the result)
+crds: ## Regenerate crds/ (both CRDs, and the chart's copies) from the Rust types; copy the admission policy into the chart (commit the result)
 	$(CARGO) run -q -p sidecar-api --bin crdgen sidecarpolicies > crds/sidecarpolicies.sidecars.dev.yaml
 	$(CARGO) run -q -p sidecar-api --bin crdgen clustersidecarpolicies > crds/clustersidecarpolicies.sidecars.dev.yaml
 	cp crds/sidecarpolicies.sidecars.dev.yaml crds/clustersidecarpolicies.sidecars.dev.yaml charts/sidecar-operator/crds/
+	cp crds/admission-policy.yaml charts/sidecar-operator/files/
 
 deploy: ## Regenerate deploy/ from the Helm chart (helm template; commit the result)
 	@bash hack/deploy.sh write

@@ -77,7 +77,8 @@ fn minimal_spec() -> Value {
 async fn crd_file_installs_with_client_side_apply_and_examples_apply() {
     let (client, ns) = setup("api-examples").await;
     // Client-side apply stores the whole CRD in the last-applied annotation (max 256 KiB);
-    // a server-side dry run checks exactly that without touching the shared CRD.
+    // a server-side dry run checks exactly that without touching the shared CRD (and that
+    // the API server accepts the admission policy beside it, crds/admission-policy.yaml).
     let crds = repo_path("crds").display().to_string();
     let out = kubectl(vec![
         "apply".into(),

@@ -16,3 +16,4 @@ mod repair_guard;
 mod shard;
 mod status;
 mod templates;
+mod writers;

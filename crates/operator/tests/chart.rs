@@ -152,6 +152,79 @@ fn the_chart_ships_the_generated_crds() {
             "{CHART}/crds/{name} differs from crds/{name}: run `make crds`"
         );
     }
+    let source = std::fs::read_to_string(repo_root().join("crds/admission-policy.yaml"))
+        .expect("crds/admission-policy.yaml");
+    let copy = std::fs::read_to_string(repo_root().join(CHART).join("files/admission-policy.yaml"))
+        .expect("the chart's copy");
+    assert!(
+        source == copy,
+        "{CHART}/files/admission-policy.yaml differs from crds/admission-policy.yaml: run `make crds`"
+    );
+}
+
+/// The admission policy that checks a policy writer's own rights (crds/admission-policy.yaml)
+/// is rendered by default, as shipped, with the chart's labels; one value turns it off (a
+/// second, sharded release); on a cluster older than 1.30 (no admissionregistration/v1
+/// ValidatingAdmissionPolicy) the chart refuses to install rather than silently leave it out.
+#[test]
+fn the_admission_policy_is_shipped_unless_turned_off() {
+    let source = sidecar_e2e::yaml_file_documents(&repo_root().join("crds/admission-policy.yaml"));
+    let docs = render("shard-a", "ops", &json!({})).expect("render");
+    for (kind, want) in [
+        ("ValidatingAdmissionPolicy", &source[0]),
+        ("ValidatingAdmissionPolicyBinding", &source[1]),
+    ] {
+        let have = one(&docs, kind);
+        assert_eq!(want["kind"], kind);
+        // Cluster-wide, once per cluster like the CRDs: not named after the release.
+        assert_eq!(have["metadata"]["name"], want["metadata"]["name"]);
+        assert_eq!(
+            have["spec"], want["spec"],
+            "{kind} is crds/admission-policy.yaml's"
+        );
+        let labels = &have["metadata"]["labels"];
+        assert_eq!(
+            labels["app.kubernetes.io/instance"], "shard-a",
+            "{kind}: {labels}"
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "Helm",
+            "{kind}: {labels}"
+        );
+    }
+
+    let docs = render(
+        "shard-b",
+        "ops",
+        &json!({"admissionPolicy": {"enabled": false}}),
+    )
+    .expect("render");
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(!docs.iter().any(|d| d["kind"] == kind), "no {kind}");
+    }
+
+    let out = helm()
+        .args(["template", "old", CHART, "--kube-version", "1.29.5"])
+        .output()
+        .expect("helm template");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("admissionPolicy.enabled") && err.contains("1.30"),
+        "Kubernetes 1.29 must be refused, naming the value and the version:\n{err}"
+    );
+    let out = helm()
+        .args(["template", "old", CHART, "--kube-version", "1.29.5"])
+        .args(["--set", "admissionPolicy.enabled=false"])
+        .output()
+        .expect("helm template");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// For every scope the chart offers, its MutatingWebhookConfiguration is what

@@ -1,11 +1,14 @@
 //! The Helm chart installed with the real `helm` into the local control plane: the operator
 //! runs under the chart's ServiceAccount and RBAC, with the chart's flags, and gives Pods
-//! their sidecars in both modes; `helm uninstall` removes what it installed.
+//! their sidecars in both modes; the API server accepts its admission policy, and
+//! `helm uninstall` removes what it installed.
 
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
@@ -19,6 +22,9 @@ use sidecar_testenv::{TestNamespace, shared};
 
 use crate::process::{Proc, free_port};
 use crate::rbac::service_account_kubeconfig;
+
+/// The shipped admission policy's name (crds/admission-policy.yaml), and its binding's.
+const VAP: &str = "sidecarpolicy-writers.sidecars.dev";
 
 fn helm(dir: &Path, args: &[&str]) -> std::process::Output {
     sidecar_testenv::helm(dir)
@@ -100,6 +106,25 @@ async fn the_helm_chart_installs_an_operator_that_gives_pods_their_sidecars() {
         namespace: home.name(),
         dir: &dir,
     };
+
+    // The admission policy that checks policy writers' rights (cluster-wide, fixed names:
+    // no other test of this process installs it) is accepted by the API server.
+    let vaps = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    let vap = vaps
+        .get(VAP)
+        .await
+        .expect("the chart's ValidatingAdmissionPolicy");
+    assert_eq!(
+        vap.metadata
+            .labels
+            .unwrap_or_default()
+            .get("app.kubernetes.io/instance"),
+        Some(&release)
+    );
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .get(VAP)
+        .await
+        .expect("its binding");
 
     // The operator as the chart runs it: its ServiceAccount, its flags and environment.
     let deployment = Api::<Deployment>::namespaced(client.clone(), home.name())
@@ -210,6 +235,10 @@ async fn the_helm_chart_installs_an_operator_that_gives_pods_their_sidecars() {
             .ok()?
             .is_none()
             .then_some(())
+    })
+    .await;
+    wait_until(TIMEOUT, "the admission policy to be deleted", || async {
+        vaps.get_opt(VAP).await.ok()?.is_none().then_some(())
     })
     .await;
     drop(installed);
