@@ -346,6 +346,12 @@ pub struct PolicyDrift {
     /// unavailable or before the policy existed, or left alone for a name collision.
     pub missing_pods: i32,
 
+    /// Selected Pods created without this policy's sidecars because their namespace would
+    /// have refused them with them (Pod Security, quota...; see the Degraded condition):
+    /// never evicted for them.
+    #[serde(default)]
+    pub refused_pods: i32,
+
     /// Selected Pods injected from an older template (spec.template changed since).
     pub outdated_pods: i32,
 
@@ -354,7 +360,7 @@ pub struct PolicyDrift {
     #[serde(default)]
     pub evicting_pods: i32,
 
-    /// Up to 20 of the drifted Pods, by name, each as "name (missing)" or
+    /// Up to 20 of the drifted Pods, by name, each as "name (missing)", "name (refused)" or
     /// "name (outdated)".
     #[serde(default)]
     pub pods: Vec<String>,

@@ -225,7 +225,7 @@ impl Context {
         self.policy_state.forget(key);
         self.queues.forget_policy(key);
         self.set_not_converged(key, 0);
-        self.metrics.set_drift(&key.0, &key.1, 0, 0);
+        self.metrics.set_drift(&key.0, &key.1, None);
     }
 
     /// A Warning Event on policy `key`.

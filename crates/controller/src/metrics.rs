@@ -240,7 +240,7 @@ impl Metrics {
         );
         r.register(
             name::DRIFTED_PODS,
-            "Container mode: selected Pods without the policy's current sidecars, by policy and drift (missing, outdated)",
+            "Container mode: selected Pods without the policy's current sidecars, by policy and drift (missing, refused: their namespace would refuse them with the sidecars, outdated)",
             self.drifted_pods.clone(),
         );
         r.register(
@@ -262,8 +262,14 @@ impl Metrics {
     }
 
     /// Sets policy `ns/name`'s drift gauges (removing the zero series).
-    pub(crate) fn set_drift(&self, ns: &str, name: &str, missing: i64, outdated: i64) {
-        for (drift, n) in [("missing", missing), ("outdated", outdated)] {
+    pub(crate) fn set_drift(&self, ns: &str, name: &str, drift: Option<&sidecar_api::PolicyDrift>) {
+        let n = |f: fn(&sidecar_api::PolicyDrift) -> i32| drift.map_or(0, |d| i64::from(f(d)));
+        let counts = [
+            ("missing", n(|d| d.missing_pods)),
+            ("refused", n(|d| d.refused_pods)),
+            ("outdated", n(|d| d.outdated_pods)),
+        ];
+        for (drift, n) in counts {
             let labels = DriftLabels {
                 namespace: ns.into(),
                 policy: name.into(),

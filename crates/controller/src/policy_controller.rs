@@ -173,13 +173,7 @@ fn record(ctx: &Context, key: &PolicyKey, c: Counts, status: &sidecar_api::Sidec
     ctx.set_not_converged(key, i64::from(c.matched - c.converged));
     // The gauge is the status's drift (none in Pod mode: a policy switched from Container
     // mode loses its series).
-    let drift = status.drift.as_ref();
-    ctx.metrics.set_drift(
-        &key.0,
-        &key.1,
-        drift.map_or(0, |d| i64::from(d.missing_pods)),
-        drift.map_or(0, |d| i64::from(d.outdated_pods)),
-    );
+    ctx.metrics.set_drift(&key.0, &key.1, status.drift.as_ref());
 }
 
 /// Writes a status (merge patch); a policy gone meanwhile is settled.

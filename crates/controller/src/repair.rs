@@ -26,8 +26,11 @@ use crate::keys::PolicyKey;
 /// (scaled to zero, deleted). This bound only keeps the memory finite.
 pub(crate) const SENT_MEMORY: Duration = Duration::from_secs(6 * 3600);
 /// While replacements come up without the sidecars (the webhook is not injecting), one
-/// eviction (a probe) is tried this often, not more.
+/// eviction (a probe) is tried after this long, then after twice as long each time the probe
+/// halts the repair again, up to [`HALTED_RETRY_MAX`]: a real outage costs a few Pods an
+/// hour, not one a minute.
 pub(crate) const HALTED_RETRY: Duration = Duration::from_secs(60);
+pub(crate) const HALTED_RETRY_MAX: Duration = Duration::from_secs(3600);
 /// Backoff after a PodDisruptionBudget refused an eviction: doubled per refusal in a row.
 const BLOCKED_FIRST: Duration = Duration::from_secs(2);
 const BLOCKED_MAX: Duration = Duration::from_secs(60);
@@ -44,6 +47,8 @@ pub(crate) struct RepairMemory {
     halting: Option<String>,
     /// That eviction was just forgotten: the next step may send one probe.
     probe_due: bool,
+    /// Halts in a row (each a probe whose replacement came without the sidecars too).
+    halts: u32,
     /// A repair is under way (its start was announced).
     started: bool,
 }
@@ -53,10 +58,11 @@ impl RepairMemory {
     /// [`SENT_MEMORY`], and the halting one after [`HALTED_RETRY`] (a probe is then due).
     pub(crate) fn sent(&mut self, now: Instant, deadline: Duration) -> Vec<SentEviction> {
         let halting = self.halting.clone();
+        let retry = self.halted_retry();
         let mut probe = false;
         self.sent.retain(|(e, at)| {
             let age = now.duration_since(*at);
-            let halted_out = halting.as_deref() == Some(e.uid.as_str()) && age >= HALTED_RETRY;
+            let halted_out = halting.as_deref() == Some(e.uid.as_str()) && age >= retry;
             probe |= halted_out;
             age < SENT_MEMORY && !halted_out
         });
@@ -68,6 +74,14 @@ impl RepairMemory {
                 ..e.clone()
             })
             .collect()
+    }
+
+    /// How long the halting eviction waits before a probe: [`HALTED_RETRY`], doubled per halt
+    /// in a row after the first, at most [`HALTED_RETRY_MAX`].
+    fn halted_retry(&self) -> Duration {
+        HALTED_RETRY
+            .saturating_mul(1 << self.halts.saturating_sub(1).min(6))
+            .min(HALTED_RETRY_MAX)
     }
 
     /// The limits of the next step at `now`, in a namespace the webhook serves or not.
@@ -93,7 +107,7 @@ impl RepairMemory {
         let blocked = self.blocked.as_ref().map(|(_, until, _)| *until);
         let forgotten = self.sent.iter().map(|(e, at)| {
             let keep = if self.halting.as_deref() == Some(e.uid.as_str()) {
-                HALTED_RETRY
+                self.halted_retry()
             } else {
                 SENT_MEMORY
             };
@@ -114,6 +128,11 @@ impl RepairMemory {
     /// Returns the announcement due: `Some(true)` a repair starts, `Some(false)` it ended.
     fn planned(&mut self, step: &Repair) -> Option<bool> {
         self.sent.retain(|(e, _)| !step.done.contains(&e.uid));
+        self.halts = match (&self.halting, &step.halting) {
+            (_, None) => 0,
+            (prev, Some(uid)) if prev.as_ref() != Some(uid) => self.halts.saturating_add(1),
+            _ => self.halts,
+        };
         self.halting = step.halting.clone();
         self.probe_due = false;
         if !step.active {
@@ -361,6 +380,31 @@ mod tests {
             "only the halting eviction is forgotten after a minute"
         );
         assert!(m.limits(true, t0).probe, "and one probe is then due");
+    }
+
+    #[test]
+    fn probes_of_a_halted_repair_back_off_to_an_hour() {
+        let mut m = RepairMemory::default();
+        let halted = |uid: &str| Repair {
+            active: true,
+            halted: Some("web-x".into()),
+            halting: Some(uid.into()),
+            ..Repair::default()
+        };
+        let mut delays = Vec::new();
+        for i in 0..9 {
+            m.planned(&halted(&format!("u{i}")));
+            delays.push(m.halted_retry().as_secs());
+        }
+        assert_eq!(delays, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        // The same halt seen again is no new one; a step that is not halted starts over.
+        m.planned(&halted("u8"));
+        assert_eq!(m.halted_retry().as_secs(), 3600);
+        m.planned(&Repair {
+            active: true,
+            ..Repair::default()
+        });
+        assert_eq!(m.halted_retry(), HALTED_RETRY);
     }
 
     #[test]

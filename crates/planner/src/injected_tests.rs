@@ -357,6 +357,7 @@ fn pods_a_namespace_refused_are_reported_by_namespace_and_never_evicted() {
         "{:?}",
         drift.pods
     );
+    assert_eq!((drift.missing_pods, drift.refused_pods), (0, 2));
 }
 
 #[test]

@@ -532,7 +532,7 @@ fn degraded_verdict(policy: &PolicyView, problems: &Problems) -> Verdict {
         let message = format!(
             "Pod {pod} replaced a Pod evicted to get the current sidecar, but came up without it: \
              the admission webhook did not inject it (is the operator's webhook running and \
-             reachable from the API server?); eviction stops, but for one Pod a minute, until a \
+             reachable from the API server?); eviction stops, but for a probe after 1 minute, then 2, 4... up to 60, until a \
              replacement has it"
         );
         (true, reason::WEBHOOK_NOT_INJECTING, message)
@@ -681,8 +681,10 @@ fn drift(policy: &PolicyView, c: Counts, problems: &Problems) -> Option<PolicyDr
     if policy.mode() != Mode::Container || c.missing + outdated + evicting == 0 {
         return None;
     }
+    let refused = i32::try_from(problems.refused_by_namespace.len()).unwrap_or(i32::MAX);
     Some(PolicyDrift {
-        missing_pods: c.missing,
+        missing_pods: c.missing - refused,
+        refused_pods: refused,
         outdated_pods: outdated,
         evicting_pods: evicting,
         pods: problems
