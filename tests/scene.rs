@@ -77,6 +77,16 @@ impl Scene {
         }
     }
 
+    /// A scene of namespace `ns` of another control plane than the shared one (`client`'s).
+    pub fn in_namespace(client: &Client, ns: TestNamespace) -> Scene {
+        Scene {
+            pods: Api::namespaced(client.clone(), ns.name()),
+            policies: Api::namespaced(client.clone(), ns.name()),
+            client: client.clone(),
+            ns,
+        }
+    }
+
     /// Starts an operator instance (in this process) that watches only the scene's
     /// namespace.
     pub async fn start_operator(&self) -> Operator {

@@ -46,6 +46,36 @@ async fn label_namespace(client: &Client, ns: &str, value: Option<&str>) {
         .expect("label the namespace");
 }
 
+/// For `scene` on a private plane: the cluster webhook for the `TEAM=payments` namespaces, a
+/// cluster-wide operator, and Container-mode cluster policy `logs` injecting native sidecar
+/// `log-shipper` there.
+async fn logs_in_container_mode(
+    scene: &Scene,
+    cfg: &kube::Config,
+) -> (
+    sidecar_e2e::webhook::TestWebhook,
+    Operator,
+    Api<ClusterSidecarPolicy>,
+) {
+    let webhook = scene
+        .start_cluster_webhook(&format!("{TEAM}=payments"))
+        .await;
+    let op = Operator::start(cfg.clone(), OperatorConfig::all_namespaces())
+        .await
+        .expect("operator starts");
+    let csps: Api<ClusterSidecarPolicy> = Api::all(scene.client.clone());
+    let spec = json!({
+        "mode": "Container",
+        "template": {"spec": {"initContainers": [{
+            "name": "log-shipper", "image": "busybox:1.36", "restartPolicy": "Always",
+        }]}},
+    });
+    csps.create(&PostParams::default(), &cluster_policy("logs", spec))
+        .await
+        .expect("create the cluster policy");
+    (webhook, op, csps)
+}
+
 /// name → uid of the Pods of `ns` labelled `key=value`.
 async fn pods_labelled(
     client: &Client,
@@ -252,28 +282,8 @@ async fn cluster_policy_injects_in_container_mode() {
     let b = TestNamespace::try_create(&client, "cspc-b", &[(TEAM, "payments")])
         .await
         .expect("namespace");
-    let scene = Scene {
-        pods: Api::namespaced(client.clone(), a.name()),
-        policies: Api::namespaced(client.clone(), a.name()),
-        client: client.clone(),
-        ns: a,
-    };
-    let webhook = scene
-        .start_cluster_webhook(&format!("{TEAM}=payments"))
-        .await;
-    let op = Operator::start(cfg.clone(), OperatorConfig::all_namespaces())
-        .await
-        .expect("operator starts");
-    let csps: Api<ClusterSidecarPolicy> = Api::all(client.clone());
-    let spec = json!({
-        "mode": "Container",
-        "template": {"spec": {"initContainers": [{
-            "name": "log-shipper", "image": "busybox:1.36", "restartPolicy": "Always",
-        }]}},
-    });
-    csps.create(&PostParams::default(), &cluster_policy("logs", spec))
-        .await
-        .expect("create the cluster policy");
+    let scene = Scene::in_namespace(&client, a);
+    let (webhook, op, csps) = logs_in_container_mode(&scene, &cfg).await;
     for ns in [scene.name(), b.name()] {
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
         sidecar_e2e::webhook::wait_injecting(&pods, &[("app", "web")], "log-shipper").await;
@@ -524,28 +534,8 @@ async fn cluster_policy_leaves_out_a_namespace_that_would_refuse_its_sidecar() {
     let open = TestNamespace::try_create(&client, "cspr-open", &[(TEAM, "payments")])
         .await
         .expect("namespace");
-    let scene = Scene {
-        pods: Api::namespaced(client.clone(), strict.name()),
-        policies: Api::namespaced(client.clone(), strict.name()),
-        client: client.clone(),
-        ns: strict,
-    };
-    let webhook = scene
-        .start_cluster_webhook(&format!("{TEAM}=payments"))
-        .await;
-    let op = Operator::start(cfg.clone(), OperatorConfig::all_namespaces())
-        .await
-        .expect("operator starts");
-    let csps: Api<ClusterSidecarPolicy> = Api::all(client.clone());
-    let spec = json!({
-        "mode": "Container",
-        "template": {"spec": {"initContainers": [{
-            "name": "log-shipper", "image": "busybox:1.36", "restartPolicy": "Always",
-        }]}},
-    });
-    csps.create(&PostParams::default(), &cluster_policy("logs", spec))
-        .await
-        .expect("create the cluster policy");
+    let scene = Scene::in_namespace(&client, strict);
+    let (webhook, op, csps) = logs_in_container_mode(&scene, &cfg).await;
     let open_pods: Api<Pod> = Api::namespaced(client.clone(), open.name());
     sidecar_e2e::webhook::wait_injecting(&open_pods, &[("app", "web")], "log-shipper").await;
     crate::refusal::wait_refused(&scene.pods, "csp/logs=refused-by-namespace").await;

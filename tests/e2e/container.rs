@@ -244,11 +244,7 @@ async fn a_pod_with_a_container_of_the_sidecars_name_is_left_alone_and_the_polic
                 )
         })
         .await;
-    let degraded = p
-        .status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == condition::DEGRADED)
+    let degraded = sidecar_e2e::cond(&p, condition::DEGRADED)
         .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(

@@ -13,12 +13,21 @@ use serde_json::{Value, json};
 use sidecar_api::constants::{
     ANNOTATION_INJECTED, ANNOTATION_SKIPPED, condition, condition_status, reason,
 };
-use sidecar_e2e::{Scene, TIMEOUT, cond_is, deployment, native_sidecar_policy, restricted_pod};
+use sidecar_e2e::{
+    Scene, TIMEOUT, cond, cond_is, deployment, native_sidecar_policy, restricted_pod,
+};
 use sidecar_e2e::{status_current, wait_until};
 use sidecar_testenv::shared;
 
 const WEB: (&str, &str) = ("app", "web");
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// The message of the policy's `Degraded` condition ("" without one).
+fn degraded_message(p: &sidecar_api::SidecarPolicy) -> String {
+    cond(p, condition::DEGRADED)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
 
 /// [`deployment`] whose Pods pass Pod Security `restricted`.
 fn restricted_deployment(name: &str, replicas: i32) -> Deployment {
@@ -198,13 +207,7 @@ async fn a_restricted_namespace_creates_every_pod_without_the_sidecar_it_refuses
                 )
         })
         .await;
-    let message = p
-        .status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == condition::DEGRADED)
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = degraded_message(&p);
     assert!(message.contains(scene.name()), "{message}");
     assert!(message.contains("restricted"), "{message}");
     let drift = p.status.and_then(|s| s.drift).expect("status.drift");
@@ -282,13 +285,7 @@ async fn a_quota_the_sidecar_would_exceed_leaves_it_out_until_the_quota_allows_i
             },
         )
         .await;
-    let degraded = p
-        .status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == condition::DEGRADED)
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let degraded = degraded_message(&p);
     assert!(
         degraded.contains("exceeded quota"),
         "the server's words: {degraded}"

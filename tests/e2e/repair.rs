@@ -4,8 +4,6 @@
 //! are evicted through the Eviction API — within maxUnavailable and every
 //! PodDisruptionBudget, as an independent watcher checks — and come back injected.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -47,26 +45,34 @@ fn owned_by_replica_set(p: &Pod) -> bool {
         .any(|o| o.kind == "ReplicaSet" && o.controller == Some(true))
 }
 
-/// The Deployment's live Pods (not terminating) of the namespace's Pods.
-fn live_replicas(pods: &BTreeMap<String, Pod>) -> Vec<&Pod> {
-    pods.values()
-        .filter(|p| owned_by_replica_set(p) && p.metadata.deletion_timestamp.is_none())
-        .collect()
-}
-
 /// An independent watch of the Deployment's `replicas`: how many are unavailable (not there,
 /// terminating, or not Ready) at every resourceVersion.
 async fn watch_unavailable(scene: &Scene, replicas: usize) -> AvailabilityWatch {
+    watch_unavailable_of(scene, replicas, owned_by_replica_set).await
+}
+
+/// [`watch_unavailable`] of the Pods `which` picks (of `replicas`).
+pub(crate) async fn watch_unavailable_of(
+    scene: &Scene,
+    replicas: usize,
+    which: impl Fn(&Pod) -> bool + Clone + Send + 'static,
+) -> AvailabilityWatch {
+    let picked = which.clone();
+    let live = move |p: &&Pod| picked(p) && p.metadata.deletion_timestamp.is_none();
     AvailabilityWatch::start_counting(
         scene.api::<Pod>(),
         move |pods| {
-            let ready = live_replicas(pods).iter().filter(|p| pod_ready(p)).count();
+            let ready = pods
+                .values()
+                .filter(|p| live(p))
+                .filter(|p| pod_ready(p))
+                .count();
             replicas.saturating_sub(ready)
         },
-        |pods| {
+        move |pods| {
             let states: Vec<String> = pods
                 .values()
-                .filter(|p| owned_by_replica_set(p))
+                .filter(|p| which(p))
                 .map(|p| {
                     format!(
                         "{} ready={} deleting={} mesh={:?}",
@@ -388,12 +394,7 @@ async fn a_policy_applied_under_the_old_crd_evicts_nothing_after_the_upgrade() {
     type_["default"] = json!("RollingUpdate");
     old = serde_json::from_value(v).expect("old CRD");
     let (cp, cfg, client, ns) = crate::faults::private_plane(&old, "upgrade").await;
-    let scene = Scene {
-        pods: kube::Api::namespaced(client.clone(), ns.name()),
-        policies: kube::Api::namespaced(client.clone(), ns.name()),
-        client: client.clone(),
-        ns,
-    };
+    let scene = Scene::in_namespace(&client, ns);
     let _webhook = scene.start_webhook().await;
     // Pods of a Deployment, created before their policy: no sidecar.
     scene.create(&deployment("web", 2, &[WEB])).await;

@@ -64,25 +64,8 @@ fn tier(tier: &str, replicas: i32) -> Deployment {
 
 /// Counts, at every resourceVersion, how many of `tier`'s `replicas` are unavailable.
 async fn watch_tier(scene: &Scene, tier: &'static str, replicas: usize) -> AvailabilityWatch {
-    AvailabilityWatch::start_counting(
-        scene.api::<Pod>(),
-        move |pods| {
-            let ready = pods
-                .values()
-                .filter(|p| label(p, "tier").as_deref() == Some(tier) && live(p) && pod_ready(p))
-                .count();
-            replicas.saturating_sub(ready)
-        },
-        move |pods| {
-            let states: Vec<String> = pods
-                .values()
-                .filter(|p| label(p, "tier").as_deref() == Some(tier))
-                .map(|p| format!("{} ready={} live={}", p.name_any(), pod_ready(p), live(p)))
-                .collect();
-            states.join("; ")
-        },
-    )
-    .await
+    let which = move |p: &Pod| label(p, "tier").as_deref() == Some(tier);
+    crate::repair::watch_unavailable_of(scene, replicas, which).await
 }
 
 /// The scenario: a 2-replica and a 10-replica Deployment under one policy whose 50%
@@ -236,72 +219,169 @@ async fn a_replacement_the_policy_does_not_select_ends_that_workloads_repair() {
     op.stop().await;
 }
 
-/// A ValidatingAdmissionPolicy (it runs after the mutating webhooks) refuses Pods with the
-/// injected `proxy`: the evicted Pod's replacement is never created. Before, the eviction was
+/// A namespace whose admission refuses Pods with the sidecars (here a ValidatingAdmissionPolicy;
+/// Pod Security or a quota alike) gets no eviction at all: a replacement would come without
+/// them. Before, the repair evicted every drifted replica once, each replaced without the
+/// sidecars (seen: all 3 of 3 replaced, `refusedPods: 3`).
+#[tokio::test]
+async fn nothing_is_evicted_where_the_namespace_refuses_the_sidecars() {
+    let scene = Scene::new("guard-nsrefuses").await;
+    scene.create(&tier("web", 3)).await;
+    let before: BTreeSet<String> = scene
+        .wait_pods("3 Ready replicas, no webhook yet", |pods| {
+            let ok: BTreeSet<String> = pods
+                .iter()
+                .filter(|p| pod_ready(p))
+                .filter_map(|p| p.uid())
+                .collect();
+            (ok.len() == 3).then_some(ok)
+        })
+        .await;
+    let vap = NoProxy::install(&scene, false).await;
+    vap.wait_enforced(&scene, &with_proxy(false)).await;
+    let _webhook = scene.start_webhook().await;
+    let op = scene.start_operator().await;
+    let selector = json!({"matchLabels": {"app": "web"}});
+    scene.create(&mesh(selector, "envoy:1", json!(1))).await;
+    let p = scene
+        .wait_policy(
+            "mesh",
+            "Progressing NotEvictable: the namespace refuses",
+            |p| {
+                status_current(p)
+                    && cond(p, condition::PROGRESSING).is_some_and(|c| {
+                        c.reason == reason::NOT_EVICTABLE && c.message.contains("namespace refuses")
+                    })
+            },
+        )
+        .await;
+    eprintln!("[guard] {:?}", cond(&p, condition::PROGRESSING));
+    let after: BTreeSet<String> = scene
+        .list_pods()
+        .await
+        .iter()
+        .filter(|p| live(p))
+        .filter_map(|p| p.uid())
+        .collect();
+    assert_eq!(after, before, "no Pod was evicted");
+    vap.remove(&scene).await;
+    op.stop().await;
+}
+
+/// A Pod with an init container `proxy`, opted out of injection, owned (as a controller's
+/// Pods are) or not.
+fn with_proxy(owned: bool) -> Pod {
+    let mut v = serde_json::to_value(sidecar_e2e::restricted_pod("probe", &[("x", "y")]))
+        .expect("Pod JSON");
+    v["metadata"]["annotations"] = json!({"sidecars.dev/inject": "false"});
+    v["spec"]["initContainers"] = json!([{"name": "proxy", "image": "envoy:1"}]);
+    if owned {
+        v["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "probe",
+            "uid": "00000000-0000-0000-0000-000000000001",
+        }]);
+    }
+    serde_json::from_value(v).expect("Pod")
+}
+
+/// A ValidatingAdmissionPolicy that refuses Pods with an init container `proxy` in the
+/// scene's namespace (those a controller owns only, with `owned`: the injection check's
+/// stand-in, which no controller owns, passes it).
+struct NoProxy(String);
+
+impl NoProxy {
+    async fn install(scene: &Scene, owned: bool) -> NoProxy {
+        let name = format!("no-proxy-{}", scene.name());
+        let owned_only = if owned {
+            "has(object.metadata.ownerReferences) && "
+        } else {
+            ""
+        };
+        let vap: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["pods"],
+                }]},
+                "validations": [{
+                    "expression": format!("!({owned_only}has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == 'proxy'))"),
+                    "message": "no proxy here",
+                }],
+            },
+        }))
+        .expect("VAP");
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": scene.name()}}},
+            },
+        }))
+        .expect("binding");
+        let client = &scene.client;
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .create(&PostParams::default(), &vap)
+            .await
+            .expect("VAP");
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("binding");
+        NoProxy(name)
+    }
+
+    /// Waits until the API server enforces it on `probe` (a Pod with `proxy`; dry runs).
+    async fn wait_enforced(&self, scene: &Scene, probe: &Pod) {
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        wait_until(TIMEOUT, "the VAP to refuse Pods with proxy", async || {
+            let err = scene.pods.create(&dry, probe).await.err()?;
+            err.to_string().contains("no proxy here").then_some(())
+        })
+        .await;
+    }
+
+    async fn remove(self, scene: &Scene) {
+        let client = &scene.client;
+        let dp = DeleteParams::default();
+        let _ = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .delete(&self.0, &dp)
+            .await;
+        let _ = Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .delete(&self.0, &dp)
+            .await;
+    }
+}
+
+/// A ValidatingAdmissionPolicy (it runs after the mutating webhooks) refuses the Pods a
+/// controller creates with the injected `proxy` (not the injection check's stand-in, so the
+/// check passes): the evicted Pod's replacement is never created. Before, the eviction was
 /// forgotten after 10 minutes and the next replica evicted, draining the Deployment; now the
 /// repair of that workload halts at the deadline with its budget held.
 #[tokio::test]
 async fn refused_replacements_halt_the_repair_with_the_budget_held() {
     let scene = Scene::new("guard-refused").await;
-    let ns = scene.name().to_string();
     scene.create(&tier("web", 3)).await;
     scene
         .wait_pods("3 Ready replicas, no webhook yet", |pods| {
             (pods.iter().filter(|p| pod_ready(p)).count() == 3).then_some(())
         })
         .await;
-    let vap_name = format!("no-proxy-{ns}");
-    let vaps: Api<ValidatingAdmissionPolicy> = Api::all(scene.client.clone());
-    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(scene.client.clone());
-    let vap: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "metadata": {"name": vap_name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["CREATE"], "resources": ["pods"],
-            }]},
-            "validations": [{
-                "expression": "!has(object.spec.initContainers) || !object.spec.initContainers.exists(c, c.name == 'proxy')",
-                "message": "no proxy here",
-            }],
-        },
-    }))
-    .expect("VAP");
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "metadata": {"name": vap_name},
-        "spec": {
-            "policyName": vap_name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": ns}}},
-        },
-    }))
-    .expect("binding");
-    vaps.create(&PostParams::default(), &vap)
-        .await
-        .expect("VAP");
-    bindings
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding");
+    let vap = NoProxy::install(&scene, true).await;
     let _webhook = scene.start_webhook().await;
     let op = scene
         .start_operator_with(|c| c.replacement_deadline = Duration::from_secs(3))
         .await;
     let selector = json!({"matchLabels": {"app": "web"}});
     scene.create(&mesh(selector, "envoy:1", json!(1))).await;
-    // The API server refuses the Pod with the sidecar (a dry run shows it).
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let probe = sidecar_e2e::restricted_pod("probe", &[("app", "web")]);
-    wait_until(TIMEOUT, "the VAP to refuse injected Pods", async || {
-        let err = scene.pods.create(&dry, &probe).await.err()?;
-        err.to_string().contains("no proxy here").then_some(())
-    })
-    .await;
+    // The API server refuses a controller's Pod with the sidecar (a dry run shows it).
+    vap.wait_enforced(&scene, &with_proxy(true)).await;
     let watch = watch_tier(&scene, "web", 3).await;
     let p = scene
         .wait_policy("mesh", "Progressing ReplacementNotCreated", |p| {
@@ -316,7 +396,6 @@ async fn refused_replacements_halt_the_repair_with_the_budget_held() {
     let live_pods = scene.list_pods().await.iter().filter(|p| live(p)).count();
     assert_eq!(live_pods, 2, "one replica lost, never more");
     watch.assert_at_most(1, "repair", "maxUnavailable 1, replacements refused");
-    let _ = bindings.delete(&vap_name, &DeleteParams::default()).await;
-    let _ = vaps.delete(&vap_name, &DeleteParams::default()).await;
+    vap.remove(&scene).await;
     op.stop().await;
 }

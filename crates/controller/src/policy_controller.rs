@@ -293,8 +293,13 @@ fn see(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> Option<Seen> {
     let steps = plan_rollout(policy, mains(), by_name, |uid| exp.delete_pending(uid));
     let now = Instant::now();
     let served = ctx.webhook_serves(&key.0);
+    let refused = ctx
+        .policy_state
+        .templates()
+        .injection_refused(key, &policy.hash)
+        .is_some();
     let deadline = ctx.repair.replacement_deadline;
-    let (sent, blocked, limits) = ctx
+    let (sent, blocked, mut limits) = ctx
         .policy_state
         .peek_repair(key, |m| {
             (m.sent(now, deadline), m.blocked(now), m.limits(served, now))
@@ -306,6 +311,8 @@ fn see(ctx: &Context, key: &PolicyKey, policy: &PolicyView) -> Option<Seen> {
             };
             (Vec::new(), None, limits)
         });
+    // Never evict for a template the namespace refuses: the replacement would lack it.
+    limits.refused = refused;
     let repair = plan_repair(policy, mains(), &sent, limits);
     drop((exp, pods));
     ctx.caches.in_scope(&key.0).then_some(Seen {

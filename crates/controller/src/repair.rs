@@ -90,6 +90,7 @@ impl RepairMemory {
             served,
             probe: self.probe_due,
             blocked: self.blocked(now).is_some(),
+            refused: false,
         }
     }
 

@@ -87,19 +87,21 @@ impl TemplateChecks {
         hash: &str,
         verdict: Verdict,
         now: Instant,
+        accepted_again: Option<Duration>,
     ) -> (bool, u32) {
         let prev = self.0.get(key).filter(|c| c.hash == hash);
         let changed = prev.is_none_or(|c| c.verdict != verdict);
-        let again = matches!(
-            verdict,
-            Verdict::RefusedByNamespace { .. } | Verdict::Undecided
-        );
+        let again = rechecked(&verdict);
         let refusals = match (again, prev) {
             (true, Some(c)) => c.refusals.saturating_add(1),
             (true, None) => 1,
             (false, _) => 0,
         };
-        let recheck_at = again.then(|| now + recheck_delay(refusals));
+        let recheck_at = if again {
+            Some(now + recheck_delay(refusals))
+        } else {
+            accepted_again.map(|d| now + d)
+        };
         self.0.insert(
             key.clone(),
             Checked {
@@ -168,16 +170,7 @@ pub(crate) async fn check_template(
     };
     let problem = verdict.problem();
     let accepted = verdict == Verdict::Accepted;
-    let namespace_refusal = matches!(verdict, Verdict::RefusedByNamespace { .. });
-    let (changed, refusals) = ctx
-        .policy_state
-        .templates()
-        .record(key, &policy.hash, verdict, now);
-    if namespace_refusal {
-        ctx.queues
-            .policies
-            .add_after(key.clone(), recheck_delay(refusals));
-    }
+    let changed = record(ctx, key, &policy.hash, verdict, now, None);
     if !changed {
         return Ok(());
     }
@@ -237,24 +230,12 @@ async fn check_injection(
     if verdict == Verdict::Undecided {
         tracing::debug!(namespace = %key.0, policy = %key.1, without = ?a, "injection check: the namespace refuses even the stand-in; no verdict");
     }
-    let again = matches!(
-        verdict,
-        Verdict::RefusedByNamespace { .. } | Verdict::Undecided
-    );
+    let again = rechecked(&verdict);
     let message = match &verdict {
         Verdict::RefusedByNamespace { message } => Some(message.clone()),
         _ => None,
     };
-    let (changed, refusals) = ctx
-        .policy_state
-        .templates()
-        .record(key, &policy.hash, verdict, now);
-    if again {
-        ctx.queues
-            .policies
-            .add_after(key.clone(), recheck_delay(refusals));
-    }
-    if changed {
+    if record(ctx, key, &policy.hash, verdict, now, Some(ACCEPTED_RECHECK)) {
         match message {
             Some(m) => {
                 tracing::warn!(namespace = %key.0, policy = %key.1, hash = %policy.hash, message = %m, "the namespace refuses Pods with the policy's sidecars; new Pods are created without them");
@@ -274,6 +255,46 @@ async fn check_injection(
         ctx.queues.policies.add(key.clone());
     }
     Ok(())
+}
+
+/// A verdict that is checked again later, with a growing delay.
+fn rechecked(verdict: &Verdict) -> bool {
+    matches!(
+        verdict,
+        Verdict::RefusedByNamespace { .. } | Verdict::Undecided
+    )
+}
+
+/// How often Container mode checks again a namespace that accepted Pods with the sidecars:
+/// a quota, LimitRange or admission policy added later is not watched, and would otherwise
+/// make every new Pod there refused until the template changes.
+const ACCEPTED_RECHECK: Duration = Duration::from_secs(600);
+
+/// Records `verdict` on template `hash` of policy `key` and, for one checked again (refused,
+/// undecided, or accepted with `accepted_again`), asks for that check; returns whether it
+/// changed what is known.
+fn record(
+    ctx: &Context,
+    key: &PolicyKey,
+    hash: &str,
+    verdict: Verdict,
+    now: Instant,
+    accepted_again: Option<Duration>,
+) -> bool {
+    let again = rechecked(&verdict);
+    let (changed, refusals) =
+        ctx.policy_state
+            .templates()
+            .record(key, hash, verdict, now, accepted_again);
+    let next = if again {
+        Some(recheck_delay(refusals))
+    } else {
+        accepted_again
+    };
+    if let Some(wait) = next {
+        ctx.queues.policies.add_after(key.clone(), wait);
+    }
+    changed
 }
 
 /// The namespace's admission refuses Pods with Container-mode policy `key`'s current
@@ -355,26 +376,40 @@ mod tests {
         let refused = Verdict::RefusedByNamespace {
             message: "quota".into(),
         };
-        assert_eq!(t.record(&key, "h1", refused.clone(), t0), (true, 1));
+        assert_eq!(t.record(&key, "h1", refused.clone(), t0, None), (true, 1));
         assert_eq!(t.gate(&key, "h1"), Gate::Closed);
         assert_eq!(t.due(&key, "h1", t0), Err(Some(Duration::from_secs(1))));
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(t.due(&key, "h1", t1), Ok(()));
         assert_eq!(
-            t.record(&key, "h1", refused, t1),
+            t.record(&key, "h1", refused, t1, None),
             (false, 2),
             "same refusal"
         );
         assert_eq!(t.due(&key, "h1", t1), Err(Some(Duration::from_secs(2))));
         assert_eq!(t.due(&key, "h2", t1), Ok(()), "a new template");
         assert_eq!(t.gate(&key, "h2"), Gate::Unknown);
-        assert_eq!(t.record(&key, "h1", Verdict::Accepted, t1), (true, 0));
+        assert_eq!(t.record(&key, "h1", Verdict::Accepted, t1, None), (true, 0));
+        assert_eq!(
+            t.due(&key, "h1", t1),
+            Err(None),
+            "Pod mode: accepted for good"
+        );
+        // Container mode checks an accepting namespace again now and then.
+        let ten = Duration::from_secs(600);
+        assert_eq!(
+            t.record(&key, "h1", Verdict::Accepted, t1, Some(ten)),
+            (false, 0)
+        );
+        assert_eq!(t.due(&key, "h1", t1), Err(Some(ten)));
+        assert_eq!(t.due(&key, "h1", t1 + ten), Ok(()));
+        t.record(&key, "h1", Verdict::Accepted, t1, None);
         assert_eq!(t.gate(&key, "h1"), Gate::Open);
         assert_eq!(t.due(&key, "h1", t1), Err(None));
         let invalid = Verdict::InvalidTemplate {
             message: "bad".into(),
         };
-        t.record(&key, "h3", invalid, t1);
+        t.record(&key, "h3", invalid, t1, None);
         assert_eq!(t.due(&key, "h3", t1 + Duration::from_secs(3600)), Err(None));
         assert!(t.problem(&key, "h3").is_some());
     }

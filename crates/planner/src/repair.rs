@@ -102,6 +102,9 @@ pub struct RepairLimits {
     /// The API server refused an eviction and its backoff runs: nothing is evicted, every
     /// candidate waits.
     pub blocked: bool,
+    /// The namespace refuses Pods with the current sidecars (the injection check): a
+    /// replacement would come without them, so nothing is evicted.
+    pub refused: bool,
 }
 
 impl Default for RepairLimits {
@@ -110,6 +113,7 @@ impl Default for RepairLimits {
             served: true,
             probe: false,
             blocked: false,
+            refused: false,
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct Repair {
     /// RollingUpdate was asked for in a namespace the webhook never serves (so nothing is
     /// evicted).
     pub unserved: bool,
+    /// RollingUpdate was asked for in a namespace that refuses Pods with the current
+    /// sidecars (so nothing is evicted: the replacements would come without them).
+    pub refused: bool,
     /// Pods to evict now, within the budget.
     pub evict: Vec<Evict>,
     /// uids of sent evictions that are done (the replacement is Ready with the sidecars)
@@ -236,9 +243,10 @@ pub fn plan_repair<'a>(
         && !policy.deleting
         && policy.selector.is_ok()
         && policy.strategy() == UpdateStrategyType::RollingUpdate;
-    if !wanted || !limits.served {
+    if !wanted || !limits.served || limits.refused {
         return Repair {
-            unserved: wanted,
+            unserved: wanted && !limits.served,
+            refused: wanted && limits.served && limits.refused,
             done: sent.iter().map(|e| e.uid.clone()).collect(),
             ..Repair::default()
         };

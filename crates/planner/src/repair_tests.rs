@@ -395,6 +395,13 @@ fn a_probe_sends_one_eviction_and_unserved_namespaces_none() {
         ..RepairLimits::default()
     };
     assert_eq!(names(&plan_repair(&p, &pods, &[], probe)), vec!["a"]);
+    let refused = RepairLimits {
+        refused: true,
+        ..RepairLimits::default()
+    };
+    let r = plan_repair(&p, &pods, &[sent("x", "rs", &[])], refused);
+    assert!(r.refused && !r.unserved && r.evict.is_empty(), "{r:?}");
+    assert_eq!(r.done, ["uid-x"]);
     let unserved = RepairLimits {
         served: false,
         ..RepairLimits::default()

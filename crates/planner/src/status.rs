@@ -51,6 +51,8 @@ pub struct RepairSeen {
     pub active: bool,
     /// RollingUpdate was asked for in a namespace the webhook never serves.
     pub unserved: bool,
+    /// RollingUpdate was asked for in a namespace that refuses Pods with the sidecars.
+    pub refused: bool,
     /// Evictions whose replacements are not Ready with the sidecars yet.
     pub in_flight: u32,
     /// Evictable drifted Pods waiting for the budget.
@@ -74,6 +76,7 @@ impl RepairSeen {
         RepairSeen {
             active: step.active,
             unserved: step.unserved,
+            refused: step.refused,
             in_flight: step.in_flight + u32::try_from(step.evict.len()).unwrap_or(u32::MAX),
             waiting: step.waiting,
             max_unavailable: step.max_unavailable,
@@ -142,6 +145,7 @@ impl Problems {
         let (r, x) = (&mut self.repair, o.repair);
         r.active |= x.active;
         r.unserved |= x.unserved;
+        r.refused |= x.refused;
         r.in_flight += x.in_flight;
         r.waiting += x.waiting;
         r.max_unavailable += x.max_unavailable;
@@ -437,6 +441,12 @@ fn injected_progress(c: Counts, problems: &Problems) -> Verdict {
              serves it, so no replacement would get the sidecar"
         );
         (false, reason::WAITING_FOR_NEW_PODS, message)
+    } else if repair.refused {
+        let message = format!(
+            "{tally}: {names}; RollingUpdate evicts nothing where the namespace refuses Pods with \
+             the sidecars: the replacements would come without them (see Degraded)"
+        );
+        (false, reason::NOT_EVICTABLE, message)
     } else if !repair.active {
         let message = format!(
             "{tally}: {names}; they get it when they are recreated (spec.updateStrategy type \

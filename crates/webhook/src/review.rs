@@ -245,4 +245,4 @@ fn bad_request(message: String) -> Answer {
 
 #[cfg(test)]
 #[path = "review_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -39,7 +39,8 @@ fn web() -> Value {
     )
 }
 
-fn review_json(operation: &str, object: Value) -> Vec<u8> {
+/// The AdmissionReview the API server sends for `operation` of `object` in namespace shop.
+pub(crate) fn review_json(operation: &str, object: Value) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",

@@ -228,25 +228,14 @@ impl Server {
 
 /// The AdmissionReview the API server sends for a Pod CREATE.
 fn review() -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "1234",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "web-", "labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "app", "image": "web:1"}]},
-            },
-            "dryRun": false,
-        },
-    }))
-    .unwrap()
+    crate::review::tests::review_json(
+        "CREATE",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "web:1"}]},
+        }),
+    )
 }
 
 fn post(body: Body) -> Request<Body> {
