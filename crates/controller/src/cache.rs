@@ -143,9 +143,13 @@ impl PodCache {
             .collect()
     }
 
-    /// Sidecars labelled with main-Pod uid `uid`.
-    pub fn sidecars_of(&self, uid: &str) -> Vec<Arc<PodView>> {
-        self.get_all(self.by_main_uid.get(uid).into_iter().flatten())
+    /// Sidecars of namespace `ns` labelled with main-Pod uid `uid`. Only `ns`: a main Pod's
+    /// sidecars live in its namespace, and a Pod of another namespace with that label (anyone
+    /// who may create Pods there can write it) must not stand for, nor be taken as, one of
+    /// them.
+    pub fn sidecars_of(&self, ns: &str, uid: &str) -> Vec<Arc<PodView>> {
+        let keys = self.by_main_uid.get(uid).into_iter().flatten();
+        self.get_all(keys.filter(|k| k.0 == ns))
     }
 
     /// Sidecars labelled with policy `policy` in `ns`.

@@ -49,7 +49,7 @@ fn observe_and_plan(ctx: &Context, ns: &str, name: &str) -> Option<PodPlan> {
     }
     ctx.expectations().replanning(&PodKey::new(ns, name));
     let policies = ctx.caches.policies().in_namespace(ns);
-    let sidecars = pods.sidecars_of(&main.uid);
+    let sidecars = pods.sidecars_of(ns, &main.uid);
     let pol_refs: Vec<_> = policies.iter().map(|p| p.as_ref()).collect();
     let sc_refs: Vec<_> = sidecars.iter().map(|s| s.as_ref()).collect();
     let plan = plan_pod(&main, &pol_refs, &sc_refs, |n| {

@@ -118,7 +118,7 @@ pub enum Holder {
 /// Classifies `holder`, the Pod at the deterministic name of (`main`, `policy`).
 pub fn holder(main: &PodView, policy: &str, holder: &PodView) -> Holder {
     let same_policy = holder.sidecar_key().is_some_and(|(_, p)| p == policy);
-    if same_policy && holder.is_sidecar_of(&main.uid) {
+    if same_policy && holder.is_sidecar_of(main) {
         return Holder::Ours;
     }
     let earlier_owner = match &holder.owner {
@@ -183,8 +183,8 @@ pub fn conflict_winner<'p>(
 ///
 /// - `policies`: the policies of the Pod's namespace (deleting ones included);
 /// - `sidecars`: the Pods labelled `sidecars.dev/main-uid = main.uid` (from the cache's
-///   index), whatever their state; only those that [`PodView::is_sidecar_of`] `main` are
-///   considered ours;
+///   index), whatever their state; only those that [`PodView::is_sidecar_of`] `main` (of its
+///   namespace, owned by it) are considered ours: nothing else is counted, kept or deleted;
 /// - `by_name`: looks a Pod of the main Pod's namespace up by name (for collisions).
 ///
 /// Rules: sidecars never get sidecars; a paused policy's sidecars are neither created
@@ -209,7 +209,7 @@ pub fn plan_pod<'a>(
     let ours: Vec<&PodView> = sidecars
         .iter()
         .copied()
-        .filter(|s| s.is_sidecar_of(&main.uid))
+        .filter(|s| s.is_sidecar_of(main))
         .collect();
 
     for s in &ours {
@@ -260,7 +260,7 @@ pub fn plan_pod<'a>(
         // The name is held by the sidecar of a policy this one outranks: that one is deleted
         // (above, or by a run that saw it first); the create waits for it.
         let loser_holds = |h: &PodView| {
-            h.is_sidecar_of(&main.uid)
+            h.is_sidecar_of(main)
                 && h.sidecar_key().is_some_and(|(_, id)| {
                     id != p.name.as_str() && policies.iter().any(|q| q.name == id && p.outranks(q))
                 })

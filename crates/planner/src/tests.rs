@@ -647,6 +647,75 @@ fn orphaned_sidecars_are_deleted_unless_their_policy_holds_them() {
     }
 }
 
+/// A Pod of another namespace carrying our labels, a main Pod's uid and an owner reference to
+/// it (whoever may create Pods there can write all of that) is nobody's sidecar here: the main
+/// Pod still gets its own, and the forged Pod is neither deleted nor taken for a duplicate.
+#[test]
+fn a_forged_sidecar_in_another_namespace_is_nobodys() {
+    let p = policy("ship", serde_json::json!({}));
+    let victim = main_pod("web-0");
+    let ours = sidecar_for(&victim, &p);
+    let mut forged = ours.clone();
+    forged.namespace = "attacker".into();
+    forged.uid = "uid-forged".into();
+    let mut forged_copy = forged.clone();
+    forged_copy.name = "web-0-ship-copy".into();
+    let mut forged_failed = forged.clone();
+    forged_failed.phase = Phase::Failed;
+    assert!(ours.is_sidecar_of(&victim));
+    assert!(!forged.is_sidecar_of(&victim), "another namespace");
+    // (case, policies, sidecars indexed under the victim's uid, creates, deletes)
+    type Case<'a> = (
+        &'a str,
+        Vec<&'a PolicyView>,
+        Vec<&'a PodView>,
+        Vec<&'a str>,
+        Vec<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "forged at the deterministic name",
+            vec![&p],
+            vec![&forged],
+            vec!["web-0-ship"],
+            vec![],
+        ),
+        (
+            "forged beside the real one",
+            vec![&p],
+            vec![&ours, &forged_copy],
+            vec![],
+            vec![],
+        ),
+        ("forged, policy gone", vec![], vec![&forged], vec![], vec![]),
+        (
+            "forged, Failed",
+            vec![&p],
+            vec![&forged_failed],
+            vec!["web-0-ship"],
+            vec![],
+        ),
+    ];
+    for (case, policies, sidecars, creates, deletes) in cases {
+        // Names are looked up in the victim's namespace only.
+        let got = plan_pod(&victim, &policies, &sidecars, |n| {
+            sidecars
+                .iter()
+                .copied()
+                .find(|s| s.name == n && s.namespace == victim.namespace)
+        });
+        let created: Vec<String> = got
+            .creates
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap_or_default())
+            .collect();
+        let deleted: Vec<&str> = got.deletes.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(created, creates, "{case}: creates");
+        assert_eq!(deleted, deletes, "{case}: deletes");
+        assert!(got.collisions.is_empty(), "{case}: {got:?}");
+    }
+}
+
 #[test]
 fn duplicate_sidecars_of_one_pair_are_reduced_to_one() {
     let p = policy("ship", serde_json::json!({}));

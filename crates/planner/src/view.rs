@@ -164,14 +164,17 @@ impl PodView {
         self.labels.get(LABEL_TEMPLATE_HASH)
     }
 
-    /// A sidecar this operator owns for main Pod `main_uid`: managed-by label, main-uid
-    /// label and a controller owner reference to that Pod all agree.
-    pub fn is_sidecar_of(&self, main_uid: &str) -> bool {
-        self.sidecar_key().is_some_and(|(uid, _)| uid == main_uid)
+    /// A sidecar this operator owns for main Pod `main`: in its namespace (an owner reference
+    /// never crosses namespaces, and anyone who may create Pods in another one can write the
+    /// labels and the reference), with the managed-by label, the main-uid label and a
+    /// controller owner reference to that Pod all agreeing.
+    pub fn is_sidecar_of(&self, main: &PodView) -> bool {
+        self.namespace == main.namespace
+            && self.sidecar_key().is_some_and(|(uid, _)| uid == main.uid)
             && self
                 .owner
                 .as_ref()
-                .is_some_and(|o| o.kind == "Pod" && o.uid == main_uid)
+                .is_some_and(|o| o.kind == "Pod" && o.uid == main.uid)
     }
 
     /// The template hash at which the Pod records Container-mode policy `policy`'s sidecars
