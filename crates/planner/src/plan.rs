@@ -21,7 +21,7 @@ pub enum DeleteReason {
     Failed,
     /// Built from an older template: replaced by the rollout (see [`crate::plan_rollout`]).
     Stale,
-    /// The sidecar has lost its main Pod: no owner reference (orphaned by
+    /// The sidecar has lost its main Pod: no controller owner reference (orphaned by
     /// `--cascade=orphan`), or its owner is an earlier Pod of the main Pod's name.
     Orphaned,
     /// A policy that outranks this one wants the same sidecar name for the main Pod (see
@@ -133,13 +133,17 @@ pub fn holder(main: &PodView, policy: &str, holder: &PodView) -> Holder {
 }
 
 /// For a Pod labelled as one of this operator's sidecars, when it is not reached through a
-/// main Pod: delete it if it has no owner reference to a Pod (its main Pod was deleted with
-/// `--cascade=orphan`, or someone removed the reference; the garbage collector would never
-/// remove it). `policy` is its policy (by the label), if it exists: a paused policy, or
-/// one the operator cannot read, keeps what exists.
+/// main Pod: delete it if it has no controller owner at all (its main Pod was deleted with
+/// `--cascade=orphan`, which removes the reference, or someone removed it by hand; the
+/// garbage collector would never remove it). One whose controller is a Pod is its main
+/// Pod's business ([`plan_pod`]); one with any other controller (a ReplicaSet, a Job: our
+/// labels copied into a workload's template) was never made by the operator, and deleting
+/// it would only have its controller recreate it, again and again: it is left alone.
+/// `policy` is its policy (by the label), if it exists: a paused policy, or one the
+/// operator cannot read, keeps what exists.
 pub fn plan_orphan(sidecar: &PodView, policy: Option<&PolicyView>) -> Option<DeleteSidecar> {
     let (_, pname) = sidecar.sidecar_key()?;
-    if sidecar.deleting || sidecar.owner.as_ref().is_some_and(|o| o.kind == "Pod") {
+    if sidecar.deleting || sidecar.owner.is_some() {
         return None;
     }
     if policy.is_some_and(|p| !p.deleting && (p.paused() || p.selector.is_err())) {

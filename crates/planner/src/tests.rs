@@ -626,7 +626,29 @@ fn orphaned_sidecars_are_deleted_unless_their_policy_holds_them() {
     orphan.owner = None;
     let mut terminating = orphan.clone();
     terminating.deleting = true;
-    let cases: [(&str, &PodView, Option<&PolicyView>, bool); 7] = [
+    // A Pod of a workload that carries our labels (copied into a Deployment's or a Job's
+    // template): its controller would recreate it at once, a delete/recreate loop. Only a
+    // Pod without a controller owner is an orphan of ours.
+    let owned_by = |api_version: &str, kind: &str| {
+        let mut pod = render(&m, &p);
+        pod.metadata.uid = Some(format!("uid-{kind}-pod"));
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: "web".into(),
+                uid: format!("uid-{kind}"),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        PodView::from_pod(&pod).expect("view")
+    };
+    let of_replica_set = owned_by("apps/v1", "ReplicaSet");
+    let of_job = owned_by("batch/v1", "Job");
+    let of_stateful_set = owned_by("apps/v1", "StatefulSet");
+    let of_custom = owned_by("example.com/v1", "Pod");
+    let cases: [(&str, &PodView, Option<&PolicyView>, bool); 12] = [
         ("owned", &owned, Some(&p), false),
         ("orphan", &orphan, Some(&p), true),
         ("orphan, policy gone", &orphan, None, true),
@@ -634,6 +656,31 @@ fn orphaned_sidecars_are_deleted_unless_their_policy_holds_them() {
         ("orphan, invalid policy", &orphan, Some(&invalid), false),
         ("terminating orphan", &terminating, Some(&p), false),
         ("a main Pod", &m, Some(&p), false),
+        (
+            "labelled Pod of a ReplicaSet",
+            &of_replica_set,
+            Some(&p),
+            false,
+        ),
+        (
+            "labelled Pod of a ReplicaSet, policy gone",
+            &of_replica_set,
+            None,
+            false,
+        ),
+        ("labelled Pod of a Job", &of_job, None, false),
+        (
+            "labelled Pod of a StatefulSet",
+            &of_stateful_set,
+            None,
+            false,
+        ),
+        (
+            "labelled Pod owned by a custom kind Pod",
+            &of_custom,
+            None,
+            false,
+        ),
     ];
     for (what, s, policy, deleted) in cases {
         let d = plan_orphan(s, policy);
