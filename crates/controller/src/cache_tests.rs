@@ -1,7 +1,7 @@
 //! Unit tests of `cache.rs`.
 
 use sidecar_api::constants::{LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY_VALUE};
-use sidecar_planner::{Labels, OwnerView};
+use sidecar_planner::{Labels, OwnerApi, OwnerView};
 
 use super::*;
 
@@ -26,6 +26,7 @@ fn sidecar(ns: &str, name: &str, main: &str, policy: &str) -> PodView {
             (LABEL_POLICY, policy),
         ]),
         owner: Some(OwnerView {
+            api_version: OwnerApi::Core,
             kind: "Pod".into(),
             name: main.into(),
             uid: format!("uid-{main}"),

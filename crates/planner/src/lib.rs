@@ -72,7 +72,7 @@ pub use status::{
     Counts, DRIFT_NAMES, Observed, Problems, RepairSeen, compute_status, observe, observe_among,
 };
 pub use template_check::{Verdict, dry_run_sidecar, recheck_delay};
-pub use view::{OwnerView, Phase, PodView, PolicyView, policy_id};
+pub use view::{OwnerApi, OwnerView, Phase, PodView, PolicyView, policy_id};
 
 #[cfg(test)]
 mod test_fixtures;

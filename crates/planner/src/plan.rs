@@ -123,7 +123,7 @@ pub fn holder(main: &PodView, policy: &str, holder: &PodView) -> Holder {
     }
     let earlier_owner = match &holder.owner {
         None => true,
-        Some(o) => o.kind == "Pod" && o.name == main.name && o.uid != main.uid,
+        Some(o) => o.is_pod() && o.name == main.name && o.uid != main.uid,
     };
     if same_policy && earlier_owner {
         Holder::Predecessor

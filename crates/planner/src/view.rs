@@ -44,15 +44,49 @@ impl Phase {
     }
 }
 
+/// An owner reference's `apiVersion`, as far as the operator tells them apart. One byte, not
+/// the text: it is kept for every cached Pod. A kind means something only with its group: a
+/// custom resource may well be called `ReplicaSet` or `Pod`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OwnerApi {
+    /// `v1`, the core group: Pod, ReplicationController, Node.
+    Core,
+    /// `apps/v1`: ReplicaSet, StatefulSet, DaemonSet.
+    Apps,
+    /// Any other group or version (`batch/v1`, a custom resource's...).
+    #[default]
+    Other,
+}
+
+impl OwnerApi {
+    /// From an owner reference's `apiVersion`.
+    pub fn parse(api_version: &str) -> OwnerApi {
+        match api_version {
+            "v1" => OwnerApi::Core,
+            "apps/v1" => OwnerApi::Apps,
+            _ => OwnerApi::Other,
+        }
+    }
+}
+
 /// The controlling owner reference of a Pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerView {
+    /// Owner `apiVersion` (core `v1` for sidecars).
+    pub api_version: OwnerApi,
     /// Owner kind (`Pod` for sidecars).
     pub kind: String,
     /// Owner name.
     pub name: String,
     /// Owner uid.
     pub uid: String,
+}
+
+impl OwnerView {
+    /// The owner is a Pod (core `v1`, kind `Pod`), as a sidecar's main Pod is.
+    pub fn is_pod(&self) -> bool {
+        self.api_version == OwnerApi::Core && self.kind == "Pod"
+    }
 }
 
 /// What the operator keeps of a Pod.
@@ -102,6 +136,7 @@ impl PodView {
             refs.iter()
                 .find(|r| r.controller == Some(true))
                 .map(|r| OwnerView {
+                    api_version: OwnerApi::parse(&r.api_version),
                     kind: r.kind.clone(),
                     name: r.name.clone(),
                     uid: r.uid.clone(),
@@ -174,7 +209,7 @@ impl PodView {
             && self
                 .owner
                 .as_ref()
-                .is_some_and(|o| o.kind == "Pod" && o.uid == main.uid)
+                .is_some_and(|o| o.is_pod() && o.uid == main.uid)
     }
 
     /// The template hash at which the Pod records Container-mode policy `policy`'s sidecars
