@@ -5,8 +5,10 @@
 //! Rules, per policy in order of precedence (see [`PolicyView::outranks`]: priority, then
 //! SidecarPolicy before ClusterSidecarPolicy, then name; deterministic whatever the cache's
 //! order):
-//! - The whole Pod is left alone when it opts out (`sidecars.dev/inject: "false"`) or is
-//!   one of the operator's own Pods (a companion sidecar, `app.kubernetes.io/managed-by`).
+//! - The whole Pod is left alone when it opts out (`sidecars.dev/inject: "false"`), is
+//!   one of the operator's own Pods (a companion sidecar, `app.kubernetes.io/managed-by`), or
+//!   is a mirror Pod (`kubernetes.io/config.mirror`: its kubelet runs the static Pod from a
+//!   file, so sidecars added to the API object would never run, yet be recorded as there).
 //! - A policy takes part when it selects the Pod's labels, is not paused and its spec is
 //!   one the operator can act on.
 //! - A policy the Pod already records (annotation [`ANNOTATION_INJECTED`]) is not applied
@@ -28,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use sidecar_api::constants::{
-    ANNOTATION_INJECT, INJECT_DISABLED, LABEL_MANAGED_BY, MANAGED_BY_VALUE,
+    ANNOTATION_INJECT, ANNOTATION_MIRROR, INJECT_DISABLED, LABEL_MANAGED_BY, MANAGED_BY_VALUE,
 };
 
 use crate::labels::Labels;
@@ -46,6 +48,8 @@ pub enum Untouched {
     OptedOut,
     /// One of the operator's own Pods.
     Operator,
+    /// A mirror Pod (a kubelet's static Pod).
+    Mirror,
 }
 
 /// Why one policy was not applied to the Pod.
@@ -316,6 +320,13 @@ fn untouched(pod: &Pod) -> Option<Untouched> {
         .and_then(|a| a.get(ANNOTATION_INJECT));
     if annotation.map(String::as_str) == Some(INJECT_DISABLED) {
         return Some(Untouched::OptedOut);
+    }
+    if meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_MIRROR))
+    {
+        return Some(Untouched::Mirror);
     }
     let managed = meta.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY));
     (managed.map(String::as_str) == Some(MANAGED_BY_VALUE)).then_some(Untouched::Operator)

@@ -228,6 +228,22 @@ fn metadata_is_added_never_overridden() {
     );
 }
 
+/// A mirror Pod (the API server's copy of a kubelet's static Pod) runs what the kubelet's
+/// file says, never its API object: injecting into it would record sidecars that never run.
+#[test]
+fn mirror_pods_are_never_injected() {
+    let log = policy("log", native("shipper", ""), false);
+    let mirror = pod(
+        json!({"app": "web"}),
+        json!({"kubernetes.io/config.mirror": "8f2c"}),
+        app(),
+    );
+    let out = inject(&mirror, &[&log]);
+    assert_eq!(out.pod, None, "{out:?}");
+    assert!(out.injected.is_empty() && out.skipped.is_empty(), "{out:?}");
+    assert_eq!(out.untouched, Some(Untouched::Mirror));
+}
+
 #[test]
 fn pods_and_policies_left_out() {
     let log = policy("log", native("shipper", ""), false);

@@ -6,8 +6,9 @@
 //! webhook was unavailable, or before the policy) or injected at an older template hash.
 //! Only Pods of the built-in controllers that recreate them are evicted (`apps/v1` ReplicaSet,
 //! StatefulSet, DaemonSet, core `v1` ReplicationController: kind and group); bare Pods and Pods of any other owner
-//! (Jobs, mirror Pods, workflow engines, VMs...) are reported, never evicted, and so are Pods
-//! the webhook left alone for a name collision (a replacement would collide again). Each eviction
+//! (Jobs, workflow engines, VMs...) are reported, never evicted, and so are Pods
+//! the webhook left alone for a name collision (a replacement would collide again). Mirror Pods
+//! (a kubelet's static Pods) are not even selected: they are never injected. Each eviction
 //! holds one unit of the budget until its replacement — a Pod of the same owner that did not
 //! exist when the eviction was sent — is Ready with the current sidecars; `maxUnavailable`
 //! holds for the policy's selected Pods and, separately, for each owner's (at least 1), and
@@ -75,9 +76,12 @@ pub fn ready_with_sidecars(policy: &PolicyView, m: &PodView) -> bool {
     drift_of(policy, m).is_none() && m.ready && m.containers_ready(policy.injected_containers())
 }
 
-/// A selected, live Pod of Container-mode `policy` (what its status counts).
+/// A selected, live Pod of Container-mode `policy` (what its status counts). Never a mirror
+/// Pod: no webhook can give it the sidecars (see [`PodView::mirror`]), so it would be
+/// drifted forever.
 pub fn selected(policy: &PolicyView, m: &PodView) -> bool {
     !m.is_sidecar()
+        && !m.mirror
         && m.namespace == policy.namespace
         && policy.selects(&m.labels)
         && !m.opted_out

@@ -296,7 +296,8 @@ fn pods_no_controller_recreates_are_reported_never_evicted() {
 /// The allowlist names kinds of one API group each: `apps/v1` ReplicaSet, StatefulSet and
 /// DaemonSet, core `v1` ReplicationController. A custom resource that happens to share the
 /// kind's name (`ReplicaSet` of `example.com`) recreates nothing the operator knows of: never
-/// evicted.
+/// evicted. Nor is a mirror Pod (a kubelet's static Pod, owned by its Node): it is not even
+/// selected, since no webhook can ever give it the sidecars.
 #[test]
 fn only_the_builtin_controllers_of_their_own_group_are_evicted() {
     let p = rolling(json!("100%"));
@@ -344,6 +345,8 @@ fn only_the_builtin_controllers_of_their_own_group_are_evicted() {
             false,
             false,
         ),
+        ("mirror", "v1", "Node", true, false, false),
+        ("mirror-rs", "apps/v1", "ReplicaSet", true, true, false),
     ];
     let pods: Vec<PodView> = cases
         .iter()

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube_core::Selector;
 use sidecar_api::constants::{
-    ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_SKIPPED, INJECT_DISABLED, LABEL_MAIN_UID,
-    LABEL_MANAGED_BY, LABEL_POLICY, LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
+    ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_MIRROR, ANNOTATION_SKIPPED, INJECT_DISABLED,
+    LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY, LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
 };
 use sidecar_api::{Mode, Placement, SidecarPolicy, UpdateStrategyType};
 
@@ -102,6 +102,9 @@ pub struct PodView {
     pub labels: Labels,
     /// Annotated `sidecars.dev/inject: "false"`.
     pub opted_out: bool,
+    /// A mirror Pod (annotation `kubernetes.io/config.mirror`): the API server's copy of a
+    /// static Pod its kubelet runs from a file. Never injected, never evicted.
+    pub mirror: bool,
     /// The controller owner reference, if any.
     pub owner: Option<OwnerView>,
     /// `spec.nodeName` once bound.
@@ -153,6 +156,10 @@ impl PodView {
                 .as_ref()
                 .and_then(|a| a.get(ANNOTATION_INJECT))
                 .is_some_and(|v| v == INJECT_DISABLED),
+            mirror: meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ANNOTATION_MIRROR)),
             owner,
             node_name: pod
                 .spec

@@ -138,6 +138,7 @@ fn decide(
     let why = match (injection.untouched, &injection.pod) {
         (Some(Untouched::OptedOut), _) => "opted_out",
         (Some(Untouched::Operator), _) => "operator_pod",
+        (Some(Untouched::Mirror), _) => "mirror_pod",
         (None, _)
             if injection.injected.is_empty()
                 && refusals
