@@ -1,6 +1,7 @@
 //! Container mode: what the admission webhook adds to a Pod being created. Pure: a Pod and
-//! the policies that may want it in, the mutated Pod and a report out; the webhook only
-//! decodes, calls [`inject`] and encodes the difference as a JSON patch.
+//! the policies that may want it in, the mutated Pod, what was added where
+//! ([`Additions`]) and a report out; the webhook only decodes, calls [`inject`] and encodes
+//! the additions as a JSON patch.
 //!
 //! Rules, per policy in order of precedence (see [`PolicyView::outranks`]: priority, then
 //! SidecarPolicy before ClusterSidecarPolicy, then name; deterministic whatever the cache's
@@ -28,7 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
 use sidecar_api::constants::{
     ANNOTATION_INJECT, ANNOTATION_MIRROR, INJECT_DISABLED, LABEL_MANAGED_BY, MANAGED_BY_VALUE,
 };
@@ -111,11 +112,87 @@ impl Skip {
     }
 }
 
+/// What an injection adds to the Pod, by where it goes: exactly what turns the Pod into
+/// [`Injection::pod`]. The webhook's patch adds these one by one, so that it touches nothing
+/// else of the Pod as the API server sent it (fields the operator's types do not know
+/// included).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Additions {
+    /// Init containers, in this order before the Pod's own.
+    pub init_containers: Vec<Container>,
+    /// Containers, in this order after the Pod's own.
+    pub containers: Vec<Container>,
+    /// Volumes, in this order after the Pod's own.
+    pub volumes: Vec<Volume>,
+    /// Labels the Pod did not have.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations the Pod did not have, or had with another value (the records
+    /// [`ANNOTATION_INJECTED`] and [`ANNOTATION_SKIPPED`]).
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Additions {
+    /// Nothing is added.
+    pub fn is_empty(&self) -> bool {
+        self.init_containers.is_empty()
+            && self.containers.is_empty()
+            && self.volumes.is_empty()
+            && self.labels.is_empty()
+            && self.annotations.is_empty()
+    }
+
+    /// What `after`, an injection of `before`, adds to it. An injection only puts init
+    /// containers before the Pod's own, containers and volumes after the Pod's own, and
+    /// labels and annotations beside them.
+    fn between(before: &Pod, after: &Pod) -> Additions {
+        let (b, a) = (before.spec.as_ref(), after.spec.as_ref());
+        let inits = |s: Option<&PodSpec>| {
+            s.and_then(|s| s.init_containers.as_deref())
+                .unwrap_or_default()
+                .to_vec()
+        };
+        let volumes = |s: Option<&PodSpec>| {
+            s.and_then(|s| s.volumes.as_deref())
+                .unwrap_or_default()
+                .to_vec()
+        };
+        let containers = |s: Option<&PodSpec>| s.map(|s| s.containers.clone()).unwrap_or_default();
+        let mut init_containers = inits(a);
+        init_containers.truncate(init_containers.len().saturating_sub(inits(b).len()));
+        fn tail<T>(mut after: Vec<T>, before: usize) -> Vec<T> {
+            after.split_off(before.min(after.len()))
+        }
+        let changed = |b: Option<&BTreeMap<String, String>>,
+                       a: Option<&BTreeMap<String, String>>| {
+            a.into_iter()
+                .flatten()
+                .filter(|(k, v)| b.and_then(|b| b.get(*k)) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        Additions {
+            init_containers,
+            containers: tail(containers(a), containers(b).len()),
+            volumes: tail(volumes(a), volumes(b).len()),
+            labels: changed(
+                before.metadata.labels.as_ref(),
+                after.metadata.labels.as_ref(),
+            ),
+            annotations: changed(
+                before.metadata.annotations.as_ref(),
+                after.metadata.annotations.as_ref(),
+            ),
+        }
+    }
+}
+
 /// The outcome of [`inject`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Injection {
     /// The Pod with the sidecars in; `None` when nothing changes.
     pub pod: Option<Pod>,
+    /// What [`Injection::pod`] adds to the Pod (empty when it is `None`).
+    pub added: Additions,
     /// The policies applied, with the template hash each was applied at.
     pub injected: Vec<(String, String)>,
     /// The policies that select the Pod but were not applied, and why.
@@ -135,6 +212,7 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
 pub fn inject_in(pod: &Pod, policies: &[&PolicyView], level: Level) -> Injection {
     let mut out = Injection {
         pod: None,
+        added: Additions::default(),
         injected: Vec::new(),
         skipped: Vec::new(),
         untouched: untouched(pod),
@@ -216,6 +294,7 @@ pub fn inject_in(pod: &Pod, policies: &[&PolicyView], level: Level) -> Injection
     }
     if out.injected.is_empty() {
         if !skips.is_empty() && pod_annotation(pod, ANNOTATION_SKIPPED) != Some(&skips.join(",")) {
+            out.added = Additions::between(pod, &new);
             out.pod = Some(new);
         }
         return out;
@@ -235,6 +314,7 @@ pub fn inject_in(pod: &Pod, policies: &[&PolicyView], level: Level) -> Injection
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(ANNOTATION_INJECTED.into(), text);
+    out.added = Additions::between(pod, &new);
     out.pod = Some(new);
     out
 }
