@@ -185,6 +185,9 @@ impl PodCache {
 /// methods (`apply`, `delete`, `replace_*`, `drop_namespace`) never touch the cluster ones.
 #[derive(Debug, Default)]
 pub struct PolicyCache {
+    /// The ClusterSidecarPolicies are watched but not listed yet (see
+    /// [`PolicyCache::clusters_known`]).
+    clusters_pending: bool,
     policies: HashMap<PolicyKey, Arc<PolicyView>>,
     /// ClusterSidecarPolicies by id.
     clusters: BTreeMap<String, Arc<PolicyView>>,
@@ -193,6 +196,28 @@ pub struct PolicyCache {
 }
 
 impl PolicyCache {
+    /// An empty cache; `clusters`: ClusterSidecarPolicies are watched, and unknown until
+    /// [`PolicyCache::set_clusters_known`].
+    pub fn new(clusters: bool) -> PolicyCache {
+        PolicyCache {
+            clusters_pending: clusters,
+            ..PolicyCache::default()
+        }
+    }
+
+    /// Whether the ClusterSidecarPolicies (and their instances) are what the API server has:
+    /// true once a list of them succeeded and they were expanded, or when they are not
+    /// watched at all (none applies). Until then, their sidecars are not judged (see
+    /// [`sidecar_planner::judgeable`]).
+    pub fn clusters_known(&self) -> bool {
+        !self.clusters_pending
+    }
+
+    /// The cluster policies were listed and expanded.
+    pub fn set_clusters_known(&mut self) {
+        self.clusters_pending = false;
+    }
+
     /// Inserts or replaces; returns the previous view.
     pub fn apply(&mut self, v: PolicyView) -> Option<Arc<PolicyView>> {
         self.policies.insert(

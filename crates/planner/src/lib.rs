@@ -58,8 +58,8 @@ pub use labels::{LabelMatcher, Labels};
 pub use naming::sidecar_name;
 pub use outcome::{CreateFailure, create_failure, delete_settled, status_write_settled};
 pub use plan::{
-    Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, conflict_winner, holder, plan_orphan,
-    plan_pod,
+    Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, conflict_winner, holder, judgeable,
+    plan_orphan, plan_pod,
 };
 pub use relevance::{Relevance, relevance};
 pub use render::render;

@@ -132,6 +132,18 @@ pub fn holder(main: &PodView, policy: &str, holder: &PodView) -> Holder {
     }
 }
 
+/// Whether the planner may judge `sidecar` (keep, replace or delete it) from the policies it
+/// is given. Not a ClusterSidecarPolicy's sidecar while the cluster policies have not been
+/// listed (`clusters_known` false: the first list was refused, a 403 or 404, and is being
+/// retried): a policy missing from a list that never succeeded is not gone. Such a sidecar is
+/// left as it is, neither counted nor deleted, until a list succeeds.
+pub fn judgeable(sidecar: &PodView, clusters_known: bool) -> bool {
+    clusters_known
+        || sidecar
+            .sidecar_key()
+            .is_none_or(|(_, id)| crate::cluster::cluster_name(&id).is_none())
+}
+
 /// For a Pod labelled as one of this operator's sidecars, when it is not reached through a
 /// main Pod: delete it if it has no controller owner at all (its main Pod was deleted with
 /// `--cascade=orphan`, which removes the reference, or someone removed it by hand; the

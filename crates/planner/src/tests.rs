@@ -1311,3 +1311,44 @@ fn rollout_steps_stay_within_max_unavailable() {
     );
     assert!(steps(&on_delete, &stale_ready(&on_delete), &[]).is_empty());
 }
+
+/// Until the ClusterSidecarPolicies are listed, their sidecars are not judged (a policy missing
+/// from a list that never happened is not gone); a SidecarPolicy's always are.
+#[test]
+fn cluster_policies_sidecars_wait_for_a_list_to_be_judged() {
+    let m = main_pod("web-0");
+    let namespaced = sidecar_for(&m, &policy("ship", serde_json::json!({})));
+    let csp = crate::test_fixtures::cluster(
+        "ship",
+        serde_json::json!({"matchLabels": {"t": "a"}}),
+        serde_json::json!({}),
+    );
+    let of_cluster = sidecar_for(&m, &csp.instance("shop"));
+    // (case, sidecar, cluster policies listed, judgeable)
+    let cases = [
+        ("SidecarPolicy's, listed", &namespaced, true, true),
+        ("SidecarPolicy's, not listed", &namespaced, false, true),
+        ("ClusterSidecarPolicy's, listed", &of_cluster, true, true),
+        (
+            "ClusterSidecarPolicy's, not listed",
+            &of_cluster,
+            false,
+            false,
+        ),
+        ("a main Pod", &m, false, true),
+    ];
+    for (case, s, known, want) in cases {
+        assert_eq!(judgeable(s, known), want, "{case}");
+    }
+    // Not judged means not planned: no PolicyGone for a sidecar of an unlisted cluster policy.
+    let kept: Vec<&PodView> = [&of_cluster]
+        .into_iter()
+        .filter(|s| judgeable(s, false))
+        .collect();
+    assert!(plan(&m, &[], &kept).is_empty());
+    assert_eq!(
+        plan(&m, &[], &[&of_cluster]).deletes.len(),
+        1,
+        "judged: policy gone"
+    );
+}
