@@ -574,3 +574,144 @@ async fn cluster_policy_leaves_out_a_namespace_that_would_refuse_its_sidecar() {
     op.stop().await;
     drop(open);
 }
+
+/// The user the next test's operator runs as (impersonated by the admin client).
+const BLIND: &str = "csp-blind-operator";
+
+/// Grants [`BLIND`] the rules `rules` through ClusterRole (and ClusterRoleBinding) `name`.
+async fn grant(client: &Client, name: &str, rules: serde_json::Value) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let role: ClusterRole =
+        serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).expect("role");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": BLIND}],
+    }))
+    .expect("binding");
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("ClusterRole");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("ClusterRoleBinding");
+}
+
+/// A first list of ClusterSidecarPolicies that the API server refuses (a 403: the RBAC not
+/// in effect yet, as right after an install or upgrade; a 404 is the same without the CRD)
+/// does not read as "no cluster policy exists": the operator gets ready and serves the
+/// SidecarPolicies, but deletes no cluster policy's sidecar — not even one whose cluster
+/// policy is gone — and expands none, until a list succeeds; then it applies the cluster
+/// policies that exist and removes the sidecars of those that do not.
+#[tokio::test]
+async fn a_refused_cluster_policy_list_deletes_nothing_until_one_succeeds() {
+    let (_cp, cfg, client) = private_plane().await;
+    let ns = TestNamespace::try_create(&client, "csp-blind", &[(TEAM, "payments")])
+        .await
+        .expect("namespace");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    for (name, app) in [("web-0", "web"), ("db-0", "db")] {
+        pods.create(&PostParams::default(), &pod(name, &[("app", app)]))
+            .await
+            .expect("main Pod");
+    }
+    let csps: Api<ClusterSidecarPolicy> = Api::all(client.clone());
+    for name in ["agent", "gone"] {
+        csps.create(&PostParams::default(), &cluster_policy(name, json!({})))
+            .await
+            .expect("cluster policy");
+    }
+    let (agent, gone) = (
+        sidecar_name("web-0", "csp/agent"),
+        sidecar_name("web-0", "csp/gone"),
+    );
+    let sidecars = async || {
+        let a = pods_labelled(&client, ns.name(), LABEL_CLUSTER_POLICY, "agent").await;
+        let g = pods_labelled(&client, ns.name(), LABEL_CLUSTER_POLICY, "gone").await;
+        (a, g)
+    };
+    // An operator with every right makes both cluster policies' sidecars, and stops.
+    let op = Operator::start(cfg.clone(), OperatorConfig::all_namespaces())
+        .await
+        .expect("operator starts");
+    let before = wait_until(TIMEOUT, "both cluster policies' sidecars", async || {
+        let (a, g) = sidecars().await;
+        (a.contains_key(&agent) && g.contains_key(&gone)).then_some((a, g))
+    })
+    .await;
+    op.stop().await;
+
+    // The next one may do everything it needs but list cluster policies.
+    grant(
+        &client,
+        "csp-blind-operator",
+        json!([
+            {"apiGroups": [""], "resources": ["pods", "pods/eviction", "namespaces", "events"], "verbs": ["*"]},
+            {"apiGroups": ["sidecars.dev"], "resources": ["sidecarpolicies", "sidecarpolicies/status"], "verbs": ["*"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["*"]},
+        ]),
+    )
+    .await;
+    csps.delete("gone", &DeleteParams::default())
+        .await
+        .expect("delete a cluster policy while no operator runs");
+    let mut blind = cfg.clone();
+    blind.auth_info.impersonate = Some(BLIND.into());
+    let op = Operator::start(blind, OperatorConfig::all_namespaces())
+        .await
+        .expect("ready though the cluster policies cannot be listed");
+    // It serves the SidecarPolicies...
+    Api::<SidecarPolicy>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &minimal_policy("log", "db"))
+        .await
+        .expect("namespaced policy");
+    pods.create(&PostParams::default(), &pod("web-1", &[("app", "web")]))
+        .await
+        .expect("main Pod");
+    wait_until(TIMEOUT, "the SidecarPolicy's sidecar", async || {
+        let log = pods_labelled(&client, ns.name(), LABEL_POLICY, "log").await;
+        log.contains_key(&sidecar_name("db-0", "log")).then_some(())
+    })
+    .await;
+    // ...and neither deletes nor makes any cluster policy's sidecar.
+    let changed = sidecar_e2e::poll(sidecar_e2e::QUIET, async || {
+        (sidecars().await != before).then_some(())
+    })
+    .await;
+    assert!(
+        changed.is_none(),
+        "the cluster policies' sidecars changed while they could not be listed: {:?} -> {:?}",
+        before,
+        sidecars().await
+    );
+
+    // The right arrives: the next list applies `agent` (web-1 gets its sidecar, web-0 keeps
+    // its own) and finds `gone` gone (its sidecar is deleted).
+    grant(
+        &client,
+        "csp-blind-operator-clusters",
+        json!([{"apiGroups": ["sidecars.dev"],
+                "resources": ["clustersidecarpolicies", "clustersidecarpolicies/status"],
+                "verbs": ["*"]}]),
+    )
+    .await;
+    let web_1 = sidecar_name("web-1", "csp/agent");
+    let (a, _) = wait_until(
+        TIMEOUT,
+        "agent applied, gone's sidecar removed",
+        async || {
+            let (a, g) = sidecars().await;
+            (a.contains_key(&web_1) && g.is_empty()).then_some((a, g))
+        },
+    )
+    .await;
+    assert_eq!(
+        a.get(&agent),
+        before.0.get(&agent),
+        "web-0's sidecar is the same Pod"
+    );
+    op.stop().await;
+    drop(ns);
+}

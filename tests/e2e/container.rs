@@ -526,3 +526,95 @@ async fn certificates_from_a_directory_are_reloaded_when_the_files_change() {
     assert!(webhook.webhook.is_ready());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The API server applies the webhook's patch to Pods of every shape: the sidecar goes
+/// before the Pod's own init containers (or becomes the first), the container and the volume
+/// after the Pod's own (or become the first), the label and the annotation beside the Pod's
+/// own and never over one it has. (The patch names these additions one by one; it is not a
+/// diff of the Pod as the operator's types see it.)
+#[tokio::test]
+async fn the_injection_patch_applies_to_pods_of_every_shape() {
+    let scene = Scene::new("cm-shapes").await;
+    let _webhook = scene.start_webhook().await;
+    let spec = serde_json::from_value(json!({
+        "mode": "Container",
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"mesh": "on"}, "annotations": {"example.com/mesh": "1"}},
+            "spec": {
+                "initContainers": [{"name": "proxy", "image": "envoy:1", "restartPolicy": "Always"}],
+                "containers": [{"name": "exporter", "image": "exp:1"}],
+                "volumes": [{"name": "certs", "emptyDir": {}}],
+            },
+        },
+    }))
+    .expect("static Container-mode spec");
+    scene.create(&SidecarPolicy::new("mesh", spec)).await;
+    scene.wait_injecting(&[WEB], "proxy").await;
+
+    let bare = || serde_json::to_value(pod("web-0", &[WEB])).expect("Pod JSON");
+    let mut full = bare();
+    full["metadata"]["labels"]["mesh"] = json!("mine");
+    full["metadata"]["annotations"] = json!({"keep": "me", "example.com/mesh": "mine"});
+    full["spec"]["initContainers"] = json!([
+        {"name": "setup", "image": "busybox:1.36"},
+        {"name": "migrate", "image": "busybox:1.36"},
+    ]);
+    full["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    // (case, Pod, init containers, containers, volumes, label `mesh`, annotation)
+    let cases = [
+        (
+            "nothing optional",
+            bare(),
+            vec!["proxy"],
+            vec!["main", "exporter"],
+            vec!["certs"],
+            "on",
+            "1",
+        ),
+        (
+            "its own of each",
+            full,
+            vec!["proxy", "setup", "migrate"],
+            vec!["main", "exporter"],
+            vec!["data", "certs"],
+            "mine",
+            "mine",
+        ),
+    ];
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    for (case, object, inits, containers, volumes, label, annotation_value) in cases {
+        let object: Pod = serde_json::from_value(object).expect("Pod");
+        let p = scene
+            .pods
+            .create(&dry, &object)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(init_names(&p), inits, "{case}");
+        assert_eq!(container_names(&p), containers, "{case}");
+        let vols: Vec<&str> = p
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .map(|v| v.name.as_str())
+            .filter(|v| !v.starts_with("kube-api-access"))
+            .collect();
+        assert_eq!(vols, volumes, "{case}");
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("mesh").map(String::as_str),
+            Some(label),
+            "{case}"
+        );
+        assert_eq!(labels.get("app").map(String::as_str), Some("web"), "{case}");
+        assert_eq!(
+            annotation(&p, "example.com/mesh"),
+            Some(annotation_value),
+            "{case}"
+        );
+        assert!(annotation(&p, ANNOTATION_INJECTED).is_some(), "{case}");
+    }
+}

@@ -54,6 +54,11 @@ pub const ANNOTATION_INJECT: &str = "sidecars.dev/inject";
 /// Value of [`ANNOTATION_INJECT`] that opts a Pod out. Any other value has no effect.
 pub const INJECT_DISABLED: &str = "false";
 
+/// Annotation the kubelet puts on a mirror Pod: the API server's copy of a static Pod, which
+/// the kubelet runs from a file on its node, never from the API object. Such a Pod is never
+/// injected (what the object says is not what runs) nor evicted (nothing recreates it).
+pub const ANNOTATION_MIRROR: &str = "kubernetes.io/config.mirror";
+
 /// Annotation on a Pod recording each Container-mode injection: `policy=templateHash`,
 /// comma-separated, in injection order. Written by the operator's admission webhook; a policy
 /// template may not set it.

@@ -143,9 +143,13 @@ impl PodCache {
             .collect()
     }
 
-    /// Sidecars labelled with main-Pod uid `uid`.
-    pub fn sidecars_of(&self, uid: &str) -> Vec<Arc<PodView>> {
-        self.get_all(self.by_main_uid.get(uid).into_iter().flatten())
+    /// Sidecars of namespace `ns` labelled with main-Pod uid `uid`. Only `ns`: a main Pod's
+    /// sidecars live in its namespace, and a Pod of another namespace with that label (anyone
+    /// who may create Pods there can write it) must not stand for, nor be taken as, one of
+    /// them.
+    pub fn sidecars_of(&self, ns: &str, uid: &str) -> Vec<Arc<PodView>> {
+        let keys = self.by_main_uid.get(uid).into_iter().flatten();
+        self.get_all(keys.filter(|k| k.0 == ns))
     }
 
     /// Sidecars labelled with policy `policy` in `ns`.
@@ -181,6 +185,9 @@ impl PodCache {
 /// methods (`apply`, `delete`, `replace_*`, `drop_namespace`) never touch the cluster ones.
 #[derive(Debug, Default)]
 pub struct PolicyCache {
+    /// The ClusterSidecarPolicies are watched but not listed yet (see
+    /// [`PolicyCache::clusters_known`]).
+    clusters_pending: bool,
     policies: HashMap<PolicyKey, Arc<PolicyView>>,
     /// ClusterSidecarPolicies by id.
     clusters: BTreeMap<String, Arc<PolicyView>>,
@@ -189,6 +196,28 @@ pub struct PolicyCache {
 }
 
 impl PolicyCache {
+    /// An empty cache; `clusters`: ClusterSidecarPolicies are watched, and unknown until
+    /// [`PolicyCache::set_clusters_known`].
+    pub fn new(clusters: bool) -> PolicyCache {
+        PolicyCache {
+            clusters_pending: clusters,
+            ..PolicyCache::default()
+        }
+    }
+
+    /// Whether the ClusterSidecarPolicies (and their instances) are what the API server has:
+    /// true once a list of them succeeded and they were expanded, or when they are not
+    /// watched at all (none applies). Until then, their sidecars are not judged (see
+    /// [`sidecar_planner::judgeable`]).
+    pub fn clusters_known(&self) -> bool {
+        !self.clusters_pending
+    }
+
+    /// The cluster policies were listed and expanded.
+    pub fn set_clusters_known(&mut self) {
+        self.clusters_pending = false;
+    }
+
     /// Inserts or replaces; returns the previous view.
     pub fn apply(&mut self, v: PolicyView) -> Option<Arc<PolicyView>> {
         self.policies.insert(

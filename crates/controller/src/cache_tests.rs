@@ -1,7 +1,7 @@
 //! Unit tests of `cache.rs`.
 
 use sidecar_api::constants::{LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY_VALUE};
-use sidecar_planner::{Labels, OwnerView};
+use sidecar_planner::{Labels, OwnerApi, OwnerView};
 
 use super::*;
 
@@ -26,6 +26,7 @@ fn sidecar(ns: &str, name: &str, main: &str, policy: &str) -> PodView {
             (LABEL_POLICY, policy),
         ]),
         owner: Some(OwnerView {
+            api_version: OwnerApi::Core,
             kind: "Pod".into(),
             name: main.into(),
             uid: format!("uid-{main}"),
@@ -49,7 +50,7 @@ fn indexes_follow_applies_relabels_and_deletes() {
     c.apply(sidecar("a", "web-0-metrics", "web-0", "metrics"));
     assert_eq!(c.len(), 4);
     assert_eq!(
-        names(&c.sidecars_of("uid-web-0")),
+        names(&c.sidecars_of("a", "uid-web-0")),
         ["web-0-log", "web-0-metrics"]
     );
     assert_eq!(names(&c.sidecars_of_policy("a", "log")), ["web-0-log"]);
@@ -67,11 +68,11 @@ fn indexes_follow_applies_relabels_and_deletes() {
     assert_eq!(c.len(), 4);
     assert!(c.sidecars_of_policy("a", "log").is_empty());
     assert_eq!(names(&c.sidecars_of_policy("a", "other")), ["web-0-log"]);
-    assert_eq!(c.sidecars_of("uid-web-0").len(), 2);
+    assert_eq!(c.sidecars_of("a", "uid-web-0").len(), 2);
 
     assert!(c.delete(&PodKey::new("a", "web-0-log")).is_some());
     assert!(c.delete(&PodKey::new("a", "web-0-log")).is_none());
-    assert_eq!(names(&c.sidecars_of("uid-web-0")), ["web-0-metrics"]);
+    assert_eq!(names(&c.sidecars_of("a", "uid-web-0")), ["web-0-metrics"]);
     assert!(c.sidecars_of_policy("a", "other").is_empty());
     assert_eq!(c.len(), 3);
 
@@ -83,9 +84,30 @@ fn indexes_follow_applies_relabels_and_deletes() {
     gone.sort_unstable();
     assert_eq!(gone, [("a", "web-0-metrics"), ("b", "web-0")]);
     assert_eq!(c.len(), 2);
-    assert!(c.sidecars_of("uid-web-0").is_empty());
+    assert!(c.sidecars_of("a", "uid-web-0").is_empty());
     assert!(c.get("c", "db-0").is_some() && c.get("b", "web-0").is_none());
     assert_eq!(c.all().count(), 2);
+}
+
+/// A Pod of namespace b labelled (and owner-referenced) as a sidecar of a main Pod of a: a
+/// lookup of a's main Pod never returns it, whatever its uid label says.
+#[test]
+fn sidecars_of_a_main_pod_are_of_its_namespace_only() {
+    let mut c = PodCache::default();
+    let victim = main_pod("a", "web-0");
+    c.apply(victim.clone());
+    c.apply(sidecar("a", "web-0-log", "web-0", "log"));
+    c.apply(sidecar("b", "web-0-log", "web-0", "log"));
+    c.apply(sidecar("b", "forged", "web-0", "log"));
+    // (namespace, sidecars of uid-web-0 there)
+    let cases: [(&str, &[&str]); 3] = [
+        ("a", &["web-0-log"]),
+        ("b", &["forged", "web-0-log"]),
+        ("c", &[]),
+    ];
+    for (ns, want) in cases {
+        assert_eq!(names(&c.sidecars_of(ns, &victim.uid)), want, "{ns}");
+    }
 }
 
 #[test]
@@ -101,7 +123,8 @@ fn a_namespace_is_dropped_and_refilled_alone() {
     assert!(c.sidecars_of_policy("a", "log").is_empty());
     assert_eq!(c.in_namespace("a").count(), 0);
     // The uid index is shared: b's sidecar (same main name, same fake uid) stays.
-    assert_eq!(names(&c.sidecars_of("uid-web-0")), ["web-0-log"]);
+    assert_eq!(names(&c.sidecars_of("b", "uid-web-0")), ["web-0-log"]);
+    assert!(c.sidecars_of("a", "uid-web-0").is_empty());
     assert_eq!(names(&c.sidecars_of_policy("b", "log")), ["web-0-log"]);
 
     // Refilling b from a namespaced list: kept, added, gone; a view of another

@@ -32,11 +32,12 @@ pub(crate) struct Caches {
 }
 
 impl Caches {
-    /// Empty caches; `scoped`: a namespace selector decides the scope.
-    pub(crate) fn new(scoped: bool) -> Self {
+    /// Empty caches; `scoped`: a namespace selector decides the scope; `clusters`: the
+    /// ClusterSidecarPolicies are watched (and unknown until listed).
+    pub(crate) fn new(scoped: bool, clusters: bool) -> Self {
         Caches {
             pods: RwLock::default(),
-            policies: RwLock::default(),
+            policies: RwLock::new(PolicyCache::new(clusters)),
             scope: scoped.then(RwLock::default),
             scope_generation: tokio::sync::watch::Sender::new(0),
         }

@@ -76,7 +76,7 @@ impl Operator {
         let ctx = Arc::new(Context::new(
             client.clone(),
             evictions,
-            Caches::new(opts.namespace_selector.is_some()),
+            Caches::new(opts.namespace_selector.is_some(), clusters),
             Queues::new(opts.status_debounce, &metrics),
             events,
             metrics,

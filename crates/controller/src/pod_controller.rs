@@ -8,7 +8,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use sidecar_api::constants::{FIELD_MANAGER, reason};
 use sidecar_planner::{
-    CreateFailure, DeleteReason, DeleteSidecar, PodPlan, create_failure, delete_settled,
+    CreateFailure, DeleteReason, DeleteSidecar, PodPlan, create_failure, delete_settled, judgeable,
     plan_orphan, plan_pod,
 };
 
@@ -37,7 +37,12 @@ pub(crate) async fn reconcile_pod(ctx: &Arc<Context>, key: &PodKey) -> Result<()
 fn observe_and_plan(ctx: &Context, ns: &str, name: &str) -> Option<PodPlan> {
     let pods = ctx.caches.pods();
     let main = pods.get(ns, name)?.clone();
+    // Until the cluster policies are listed, their sidecars are left as they are.
+    let clusters_known = ctx.caches.policies().clusters_known();
     if main.is_sidecar() {
+        if !judgeable(&main, clusters_known) {
+            return None;
+        }
         let policy = main
             .sidecar_key()
             .and_then(|(_, p)| ctx.caches.policies().get(&PolicyKey::new(ns, p)).cloned());
@@ -49,9 +54,13 @@ fn observe_and_plan(ctx: &Context, ns: &str, name: &str) -> Option<PodPlan> {
     }
     ctx.expectations().replanning(&PodKey::new(ns, name));
     let policies = ctx.caches.policies().in_namespace(ns);
-    let sidecars = pods.sidecars_of(&main.uid);
+    let sidecars = pods.sidecars_of(ns, &main.uid);
     let pol_refs: Vec<_> = policies.iter().map(|p| p.as_ref()).collect();
-    let sc_refs: Vec<_> = sidecars.iter().map(|s| s.as_ref()).collect();
+    let sc_refs: Vec<_> = sidecars
+        .iter()
+        .map(|s| s.as_ref())
+        .filter(|s| judgeable(s, clusters_known))
+        .collect();
     let plan = plan_pod(&main, &pol_refs, &sc_refs, |n| {
         pods.get(ns, n).map(|p| p.as_ref())
     });

@@ -20,9 +20,10 @@ fn key_of(v: &PodView) -> PodKey {
 }
 
 /// The key a sidecar's event reconciles: its main Pod's (the owner), or its own when it
-/// has no owner Pod (an orphan, which the pod controller then deletes).
+/// has no owner Pod (an orphan, which the pod controller then deletes; or a Pod of another
+/// controller that carries our labels, which it leaves alone, see `plan_orphan`).
 fn sidecar_trigger(v: &PodView) -> PodKey {
-    match v.owner.as_ref().filter(|o| o.kind == "Pod") {
+    match v.owner.as_ref().filter(|o| o.is_pod()) {
         Some(o) => PodKey(v.namespace.clone(), o.name.clone()),
         None => key_of(v),
     }

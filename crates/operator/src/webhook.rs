@@ -204,7 +204,9 @@ fn cert_source(args: &WebhookArgs) -> anyhow::Result<CertSource> {
         serving: Duration::from_secs(args.webhook_cert_validity),
         overlap: Duration::from_secs(args.webhook_ca_overlap),
     };
-    if lifetimes.serving > lifetimes.ca || lifetimes.overlap * 3 > lifetimes.ca {
+    // Checked: `overlap * 3` of a huge flag would overflow (a panic at startup).
+    let three_overlaps = lifetimes.overlap.checked_mul(3);
+    if lifetimes.serving > lifetimes.ca || three_overlaps.is_none_or(|o| o > lifetimes.ca) {
         anyhow::bail!(
             "--webhook-cert-validity must not exceed --webhook-ca-validity, and --webhook-ca-overlap must be under a third of it"
         );
@@ -284,6 +286,43 @@ mod tests {
     struct Config {
         #[command(flatten)]
         args: ConfigArgs,
+    }
+
+    /// Flags at their largest are refused or taken, never a panic (`overlap * 3` overflowed).
+    #[test]
+    fn certificate_lifetimes_at_their_extremes_never_panic() {
+        #[derive(Parser)]
+        struct Run {
+            #[command(flatten)]
+            args: WebhookArgs,
+        }
+        let max = u64::MAX.to_string();
+        let third = (u64::MAX / 3).to_string();
+        let over_a_third = (u64::MAX / 3 + 1).to_string();
+        let all = |overlap| {
+            [
+                "--webhook-ca-validity",
+                max.as_str(),
+                "--webhook-cert-validity",
+                max.as_str(),
+                "--webhook-ca-overlap",
+                overlap,
+            ]
+        };
+        let (longest, too_long) = (all(third.as_str()), all(over_a_third.as_str()));
+        // (flags, accepted)
+        let cases: [(&[&str], bool); 5] = [
+            (&["--webhook-ca-overlap", &max], false),
+            (&["--webhook-ca-overlap", &over_a_third], false),
+            (&["--webhook-ca-validity", &max], true),
+            (&longest, true),
+            (&too_long, false),
+        ];
+        for (flags, accepted) in cases {
+            let run = Run::parse_from(["run"].iter().chain(flags));
+            let got = cert_source(&run.args);
+            assert_eq!(got.is_ok(), accepted, "{flags:?}: {:?}", got.err());
+        }
     }
 
     #[test]

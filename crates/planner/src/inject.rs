@@ -1,12 +1,15 @@
 //! Container mode: what the admission webhook adds to a Pod being created. Pure: a Pod and
-//! the policies that may want it in, the mutated Pod and a report out; the webhook only
-//! decodes, calls [`inject`] and encodes the difference as a JSON patch.
+//! the policies that may want it in, the mutated Pod, what was added where
+//! ([`Additions`]) and a report out; the webhook only decodes, calls [`inject`] and encodes
+//! the additions as a JSON patch.
 //!
 //! Rules, per policy in order of precedence (see [`PolicyView::outranks`]: priority, then
 //! SidecarPolicy before ClusterSidecarPolicy, then name; deterministic whatever the cache's
 //! order):
-//! - The whole Pod is left alone when it opts out (`sidecars.dev/inject: "false"`) or is
-//!   one of the operator's own Pods (a companion sidecar, `app.kubernetes.io/managed-by`).
+//! - The whole Pod is left alone when it opts out (`sidecars.dev/inject: "false"`), is
+//!   one of the operator's own Pods (a companion sidecar, `app.kubernetes.io/managed-by`), or
+//!   is a mirror Pod (`kubernetes.io/config.mirror`: its kubelet runs the static Pod from a
+//!   file, so sidecars added to the API object would never run, yet be recorded as there).
 //! - A policy takes part when it selects the Pod's labels, is not paused and its spec is
 //!   one the operator can act on.
 //! - A policy the Pod already records (annotation [`ANNOTATION_INJECTED`]) is not applied
@@ -26,9 +29,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
 use sidecar_api::constants::{
-    ANNOTATION_INJECT, INJECT_DISABLED, LABEL_MANAGED_BY, MANAGED_BY_VALUE,
+    ANNOTATION_INJECT, ANNOTATION_MIRROR, INJECT_DISABLED, LABEL_MANAGED_BY, MANAGED_BY_VALUE,
 };
 
 use crate::labels::Labels;
@@ -46,6 +49,8 @@ pub enum Untouched {
     OptedOut,
     /// One of the operator's own Pods.
     Operator,
+    /// A mirror Pod (a kubelet's static Pod).
+    Mirror,
 }
 
 /// Why one policy was not applied to the Pod.
@@ -107,11 +112,87 @@ impl Skip {
     }
 }
 
+/// What an injection adds to the Pod, by where it goes: exactly what turns the Pod into
+/// [`Injection::pod`]. The webhook's patch adds these one by one, so that it touches nothing
+/// else of the Pod as the API server sent it (fields the operator's types do not know
+/// included).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Additions {
+    /// Init containers, in this order before the Pod's own.
+    pub init_containers: Vec<Container>,
+    /// Containers, in this order after the Pod's own.
+    pub containers: Vec<Container>,
+    /// Volumes, in this order after the Pod's own.
+    pub volumes: Vec<Volume>,
+    /// Labels the Pod did not have.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations the Pod did not have, or had with another value (the records
+    /// [`ANNOTATION_INJECTED`] and [`ANNOTATION_SKIPPED`]).
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Additions {
+    /// Nothing is added.
+    pub fn is_empty(&self) -> bool {
+        self.init_containers.is_empty()
+            && self.containers.is_empty()
+            && self.volumes.is_empty()
+            && self.labels.is_empty()
+            && self.annotations.is_empty()
+    }
+
+    /// What `after`, an injection of `before`, adds to it. An injection only puts init
+    /// containers before the Pod's own, containers and volumes after the Pod's own, and
+    /// labels and annotations beside them.
+    fn between(before: &Pod, after: &Pod) -> Additions {
+        let (b, a) = (before.spec.as_ref(), after.spec.as_ref());
+        let inits = |s: Option<&PodSpec>| {
+            s.and_then(|s| s.init_containers.as_deref())
+                .unwrap_or_default()
+                .to_vec()
+        };
+        let volumes = |s: Option<&PodSpec>| {
+            s.and_then(|s| s.volumes.as_deref())
+                .unwrap_or_default()
+                .to_vec()
+        };
+        let containers = |s: Option<&PodSpec>| s.map(|s| s.containers.clone()).unwrap_or_default();
+        let mut init_containers = inits(a);
+        init_containers.truncate(init_containers.len().saturating_sub(inits(b).len()));
+        fn tail<T>(mut after: Vec<T>, before: usize) -> Vec<T> {
+            after.split_off(before.min(after.len()))
+        }
+        let changed = |b: Option<&BTreeMap<String, String>>,
+                       a: Option<&BTreeMap<String, String>>| {
+            a.into_iter()
+                .flatten()
+                .filter(|(k, v)| b.and_then(|b| b.get(*k)) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        Additions {
+            init_containers,
+            containers: tail(containers(a), containers(b).len()),
+            volumes: tail(volumes(a), volumes(b).len()),
+            labels: changed(
+                before.metadata.labels.as_ref(),
+                after.metadata.labels.as_ref(),
+            ),
+            annotations: changed(
+                before.metadata.annotations.as_ref(),
+                after.metadata.annotations.as_ref(),
+            ),
+        }
+    }
+}
+
 /// The outcome of [`inject`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Injection {
     /// The Pod with the sidecars in; `None` when nothing changes.
     pub pod: Option<Pod>,
+    /// What [`Injection::pod`] adds to the Pod (empty when it is `None`).
+    pub added: Additions,
     /// The policies applied, with the template hash each was applied at.
     pub injected: Vec<(String, String)>,
     /// The policies that select the Pod but were not applied, and why.
@@ -131,6 +212,7 @@ pub fn inject(pod: &Pod, policies: &[&PolicyView]) -> Injection {
 pub fn inject_in(pod: &Pod, policies: &[&PolicyView], level: Level) -> Injection {
     let mut out = Injection {
         pod: None,
+        added: Additions::default(),
         injected: Vec::new(),
         skipped: Vec::new(),
         untouched: untouched(pod),
@@ -226,6 +308,7 @@ pub fn inject_in(pod: &Pod, policies: &[&PolicyView], level: Level) -> Injection
     }
     if out.injected.is_empty() {
         if !skips.is_empty() && pod_annotation(pod, ANNOTATION_SKIPPED) != Some(&skips.join(",")) {
+            out.added = Additions::between(pod, &new);
             out.pod = Some(new);
         }
         return out;
@@ -245,6 +328,7 @@ pub fn inject_in(pod: &Pod, policies: &[&PolicyView], level: Level) -> Injection
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(ANNOTATION_INJECTED.into(), text);
+    out.added = Additions::between(pod, &new);
     out.pod = Some(new);
     out
 }
@@ -345,6 +429,13 @@ fn untouched(pod: &Pod) -> Option<Untouched> {
         .and_then(|a| a.get(ANNOTATION_INJECT));
     if annotation.map(String::as_str) == Some(INJECT_DISABLED) {
         return Some(Untouched::OptedOut);
+    }
+    if meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_MIRROR))
+    {
+        return Some(Untouched::Mirror);
     }
     let managed = meta.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY));
     (managed.map(String::as_str) == Some(MANAGED_BY_VALUE)).then_some(Untouched::Operator)

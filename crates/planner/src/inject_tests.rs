@@ -228,6 +228,22 @@ fn metadata_is_added_never_overridden() {
     );
 }
 
+/// A mirror Pod (the API server's copy of a kubelet's static Pod) runs what the kubelet's
+/// file says, never its API object: injecting into it would record sidecars that never run.
+#[test]
+fn mirror_pods_are_never_injected() {
+    let log = policy("log", native("shipper", ""), false);
+    let mirror = pod(
+        json!({"app": "web"}),
+        json!({"kubernetes.io/config.mirror": "8f2c"}),
+        app(),
+    );
+    let out = inject(&mirror, &[&log]);
+    assert_eq!(out.pod, None, "{out:?}");
+    assert!(out.injected.is_empty() && out.skipped.is_empty(), "{out:?}");
+    assert_eq!(out.untouched, Some(Untouched::Mirror));
+}
+
 #[test]
 fn pods_and_policies_left_out() {
     let log = policy("log", native("shipper", ""), false);
@@ -420,4 +436,77 @@ fn a_namespace_the_policys_status_lists_as_refusing_gets_no_sidecar_at_that_hash
             );
         }
     }
+}
+
+/// [`Injection::added`] is exactly what turns the Pod into the injected one: init containers
+/// before the Pod's own, containers and volumes after, labels and annotations beside (the
+/// webhook's patch is built from it, not from a diff).
+#[test]
+fn the_additions_are_the_whole_difference() {
+    let full = json!({
+        "metadata": {"labels": {"mesh": "on", "app": "not-this"}, "annotations": {"a/b": "1"}},
+        "spec": {
+            "initContainers": [{"name": "proxy", "image": "envoy:1", "restartPolicy": "Always"}],
+            "containers": [{"name": "exporter", "image": "exp:1"}],
+            "volumes": [{"name": "certs", "emptyDir": {}}],
+        },
+    });
+    let mesh = policy("a-mesh", full, false);
+    let log = policy("b-log", native("shipper", "buffer"), false);
+    let mut own = app();
+    own["initContainers"] = json!([{"name": "migrate", "image": "db:1"}]);
+    own["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    let taken = pod(
+        json!({"app": "web"}),
+        json!({}),
+        json!({"containers": [{"name": "app", "image": "web:1"}, {"name": "shipper", "image": "x"}]}),
+    );
+    // (case, Pod, policies)
+    let cases = [
+        ("nothing optional", web(app()), vec![&mesh, &log]),
+        (
+            "its own of each",
+            pod(
+                json!({"app": "web", "mesh": "mine"}),
+                json!({"a/b": "mine", "keep": "me"}),
+                own,
+            ),
+            vec![&mesh, &log],
+        ),
+        ("only a skip recorded", taken, vec![&log]),
+    ];
+    for (case, p, policies) in cases {
+        let out = inject(&p, &policies);
+        let want = out.pod.clone().expect(case);
+        assert!(!out.added.is_empty(), "{case}");
+        let a = out.added.clone();
+        let mut got = p.clone();
+        let spec = got.spec.get_or_insert_with(PodSpec::default);
+        if !a.init_containers.is_empty() {
+            let own = spec.init_containers.take().unwrap_or_default();
+            spec.init_containers = Some(a.init_containers.into_iter().chain(own).collect());
+        }
+        spec.containers.extend(a.containers);
+        if !a.volumes.is_empty() {
+            spec.volumes.get_or_insert_with(Vec::new).extend(a.volumes);
+        }
+        let meta = &mut got.metadata;
+        if !a.labels.is_empty() {
+            meta.labels
+                .get_or_insert_with(BTreeMap::new)
+                .extend(a.labels);
+        }
+        if !a.annotations.is_empty() {
+            meta.annotations
+                .get_or_insert_with(BTreeMap::new)
+                .extend(a.annotations);
+        }
+        assert_eq!(got, want, "{case}");
+    }
+    // Nothing changes, nothing is added.
+    let again = inject(
+        &inject(&web(app()), &[&mesh]).pod.expect("injected"),
+        &[&mesh],
+    );
+    assert!(again.pod.is_none() && again.added.is_empty());
 }

@@ -289,6 +289,7 @@ fn pods_a_namespace_refused_are_reported_by_namespace_and_never_evicted() {
     let refused = |name: &str| PodView {
         skipped: Some("log=refused-by-namespace".into()),
         owner: Some(OwnerView {
+            api_version: OwnerApi::Apps,
             kind: "ReplicaSet".into(),
             name: "web-1".into(),
             uid: "rs".into(),

@@ -58,8 +58,8 @@ pub use labels::{LabelMatcher, Labels};
 pub use naming::sidecar_name;
 pub use outcome::{CreateFailure, create_failure, delete_settled, status_write_settled};
 pub use plan::{
-    Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, conflict_winner, holder, plan_orphan,
-    plan_pod,
+    Collision, DeleteReason, DeleteSidecar, Holder, PodPlan, conflict_winner, holder, judgeable,
+    plan_orphan, plan_pod,
 };
 pub use relevance::{Relevance, relevance};
 pub use render::render;
@@ -72,7 +72,7 @@ pub use status::{
     Counts, DRIFT_NAMES, Observed, Problems, RepairSeen, compute_status, observe, observe_among,
 };
 pub use template_check::{Verdict, dry_run_sidecar, injection_probe, recheck_delay};
-pub use view::{OwnerView, Phase, PodView, PolicyView, policy_id};
+pub use view::{OwnerApi, OwnerView, Phase, PodView, PolicyView, policy_id};
 
 #[cfg(test)]
 mod test_fixtures;

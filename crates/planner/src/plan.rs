@@ -21,7 +21,7 @@ pub enum DeleteReason {
     Failed,
     /// Built from an older template: replaced by the rollout (see [`crate::plan_rollout`]).
     Stale,
-    /// The sidecar has lost its main Pod: no owner reference (orphaned by
+    /// The sidecar has lost its main Pod: no controller owner reference (orphaned by
     /// `--cascade=orphan`), or its owner is an earlier Pod of the main Pod's name.
     Orphaned,
     /// A policy that outranks this one wants the same sidecar name for the main Pod (see
@@ -118,12 +118,12 @@ pub enum Holder {
 /// Classifies `holder`, the Pod at the deterministic name of (`main`, `policy`).
 pub fn holder(main: &PodView, policy: &str, holder: &PodView) -> Holder {
     let same_policy = holder.sidecar_key().is_some_and(|(_, p)| p == policy);
-    if same_policy && holder.is_sidecar_of(&main.uid) {
+    if same_policy && holder.is_sidecar_of(main) {
         return Holder::Ours;
     }
     let earlier_owner = match &holder.owner {
         None => true,
-        Some(o) => o.kind == "Pod" && o.name == main.name && o.uid != main.uid,
+        Some(o) => o.is_pod() && o.name == main.name && o.uid != main.uid,
     };
     if same_policy && earlier_owner {
         Holder::Predecessor
@@ -132,14 +132,30 @@ pub fn holder(main: &PodView, policy: &str, holder: &PodView) -> Holder {
     }
 }
 
+/// Whether the planner may judge `sidecar` (keep, replace or delete it) from the policies it
+/// is given. Not a ClusterSidecarPolicy's sidecar while the cluster policies have not been
+/// listed (`clusters_known` false: the first list was refused, a 403 or 404, and is being
+/// retried): a policy missing from a list that never succeeded is not gone. Such a sidecar is
+/// left as it is, neither counted nor deleted, until a list succeeds.
+pub fn judgeable(sidecar: &PodView, clusters_known: bool) -> bool {
+    clusters_known
+        || sidecar
+            .sidecar_key()
+            .is_none_or(|(_, id)| crate::cluster::cluster_name(&id).is_none())
+}
+
 /// For a Pod labelled as one of this operator's sidecars, when it is not reached through a
-/// main Pod: delete it if it has no owner reference to a Pod (its main Pod was deleted with
-/// `--cascade=orphan`, or someone removed the reference; the garbage collector would never
-/// remove it). `policy` is its policy (by the label), if it exists: a paused policy, or
-/// one the operator cannot read, keeps what exists.
+/// main Pod: delete it if it has no controller owner at all (its main Pod was deleted with
+/// `--cascade=orphan`, which removes the reference, or someone removed it by hand; the
+/// garbage collector would never remove it). One whose controller is a Pod is its main
+/// Pod's business ([`plan_pod`]); one with any other controller (a ReplicaSet, a Job: our
+/// labels copied into a workload's template) was never made by the operator, and deleting
+/// it would only have its controller recreate it, again and again: it is left alone.
+/// `policy` is its policy (by the label), if it exists: a paused policy, or one the
+/// operator cannot read, keeps what exists.
 pub fn plan_orphan(sidecar: &PodView, policy: Option<&PolicyView>) -> Option<DeleteSidecar> {
     let (_, pname) = sidecar.sidecar_key()?;
-    if sidecar.deleting || sidecar.owner.as_ref().is_some_and(|o| o.kind == "Pod") {
+    if sidecar.deleting || sidecar.owner.is_some() {
         return None;
     }
     if policy.is_some_and(|p| !p.deleting && (p.paused() || p.selector.is_err())) {
@@ -183,8 +199,8 @@ pub fn conflict_winner<'p>(
 ///
 /// - `policies`: the policies of the Pod's namespace (deleting ones included);
 /// - `sidecars`: the Pods labelled `sidecars.dev/main-uid = main.uid` (from the cache's
-///   index), whatever their state; only those that [`PodView::is_sidecar_of`] `main` are
-///   considered ours;
+///   index), whatever their state; only those that [`PodView::is_sidecar_of`] `main` (of its
+///   namespace, owned by it) are considered ours: nothing else is counted, kept or deleted;
 /// - `by_name`: looks a Pod of the main Pod's namespace up by name (for collisions).
 ///
 /// Rules: sidecars never get sidecars; a paused policy's sidecars are neither created
@@ -209,7 +225,7 @@ pub fn plan_pod<'a>(
     let ours: Vec<&PodView> = sidecars
         .iter()
         .copied()
-        .filter(|s| s.is_sidecar_of(&main.uid))
+        .filter(|s| s.is_sidecar_of(main))
         .collect();
 
     for s in &ours {
@@ -260,7 +276,7 @@ pub fn plan_pod<'a>(
         // The name is held by the sidecar of a policy this one outranks: that one is deleted
         // (above, or by a run that saw it first); the create waits for it.
         let loser_holds = |h: &PodView| {
-            h.is_sidecar_of(&main.uid)
+            h.is_sidecar_of(main)
                 && h.sidecar_key().is_some_and(|(_, id)| {
                     id != p.name.as_str() && policies.iter().any(|q| q.name == id && p.outranks(q))
                 })

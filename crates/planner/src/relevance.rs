@@ -98,6 +98,7 @@ mod tests {
                 (sidecar_api::constants::LABEL_POLICY, "log"),
             ]),
             owner: Some(OwnerView {
+                api_version: crate::view::OwnerApi::Core,
                 kind: "Pod".into(),
                 name: "web-0".into(),
                 uid: "u1".into(),

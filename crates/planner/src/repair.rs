@@ -4,10 +4,11 @@
 //!
 //! A Pod's drift comes from its injection record alone: not injected (created while the
 //! webhook was unavailable, or before the policy) or injected at an older template hash.
-//! Only Pods of the built-in controllers that recreate them are evicted (ReplicaSet,
-//! StatefulSet, DaemonSet, ReplicationController); bare Pods and Pods of any other owner
-//! (Jobs, mirror Pods, workflow engines, VMs...) are reported, never evicted, and so are Pods
-//! the webhook left alone for a name collision (a replacement would collide again). Each eviction
+//! Only Pods of the built-in controllers that recreate them are evicted (`apps/v1` ReplicaSet,
+//! StatefulSet, DaemonSet, core `v1` ReplicationController: kind and group); bare Pods and Pods of any other owner
+//! (Jobs, workflow engines, VMs...) are reported, never evicted, and so are Pods
+//! the webhook left alone for a name collision (a replacement would collide again). Mirror Pods
+//! (a kubelet's static Pods) are not even selected: they are never injected. Each eviction
 //! holds one unit of the budget until its replacement — a Pod of the same owner that did not
 //! exist when the eviction was sent — is Ready with the current sidecars; `maxUnavailable`
 //! holds for the policy's selected Pods and, separately, for each owner's (at least 1), and
@@ -23,15 +24,16 @@ use std::sync::Arc;
 
 use sidecar_api::{Mode, UpdateStrategyType};
 
-use crate::view::{OwnerView, Phase, PodView, PolicyView};
+use crate::view::{OwnerApi, OwnerView, Phase, PodView, PolicyView};
 
 /// Owner kinds whose evicted Pods come back as replacements of the same owner (an allowlist:
-/// evicting a Job's, a workflow step's or a VM's Pod would destroy its work).
-pub const RECREATING_OWNERS: [&str; 4] = [
-    "ReplicaSet",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicationController",
+/// evicting a Job's, a workflow step's or a VM's Pod would destroy its work), each with its
+/// API group: a custom resource that happens to be called `ReplicaSet` is none of them.
+pub const RECREATING_OWNERS: [(OwnerApi, &str); 4] = [
+    (OwnerApi::Apps, "ReplicaSet"),
+    (OwnerApi::Apps, "StatefulSet"),
+    (OwnerApi::Apps, "DaemonSet"),
+    (OwnerApi::Core, "ReplicationController"),
 ];
 
 /// How a selected Pod differs from the policy's current sidecars.
@@ -74,9 +76,12 @@ pub fn ready_with_sidecars(policy: &PolicyView, m: &PodView) -> bool {
     drift_of(policy, m).is_none() && m.ready && m.containers_ready(policy.injected_containers())
 }
 
-/// A selected, live Pod of Container-mode `policy` (what its status counts).
+/// A selected, live Pod of Container-mode `policy` (what its status counts). Never a mirror
+/// Pod: no webhook can give it the sidecars (see [`PodView::mirror`]), so it would be
+/// drifted forever.
 pub fn selected(policy: &PolicyView, m: &PodView) -> bool {
     !m.is_sidecar()
+        && !m.mirror
         && m.namespace == policy.namespace
         && policy.selects(&m.labels)
         && !m.opted_out
@@ -86,9 +91,11 @@ pub fn selected(policy: &PolicyView, m: &PodView) -> bool {
 
 /// The controller owner that would recreate `m` if it were evicted, if any.
 pub fn recreating_owner(m: &PodView) -> Option<&OwnerView> {
-    m.owner
-        .as_ref()
-        .filter(|o| RECREATING_OWNERS.contains(&o.kind.as_str()))
+    m.owner.as_ref().filter(|o| {
+        RECREATING_OWNERS
+            .iter()
+            .any(|(api, kind)| o.api_version == *api && o.kind == *kind)
+    })
 }
 
 /// What limits a repair step beyond the budget.

@@ -40,12 +40,13 @@ fn pod(name: &str, owner: &str, record: Option<bool>, ready: bool, p: &PolicyVie
         format!("mesh={hash}").into()
     });
     let owner = (!owner.is_empty()).then(|| {
-        let (kind, uid) = match owner.split_once(':') {
-            Some(("job", uid)) => ("Job", uid),
-            Some((kind, uid)) => (kind, uid),
-            None => ("ReplicaSet", owner),
+        let (api_version, kind, uid) = match owner.split_once(':') {
+            Some(("job", uid)) => (OwnerApi::Other, "Job", uid),
+            Some((kind, uid)) => (OwnerApi::Apps, kind, uid),
+            None => (OwnerApi::Apps, "ReplicaSet", owner),
         };
         OwnerView {
+            api_version,
             kind: kind.into(),
             name: format!("{uid}-name"),
             uid: uid.into(),
@@ -293,6 +294,86 @@ fn pods_no_controller_recreates_are_reported_never_evicted() {
     let r = plan_repair(&p, &pods, &[], RepairLimits::default());
     assert_eq!(names(&r), vec!["agent-x", "db-0", "web"]);
     assert_eq!(r.unowned, vec!["bare", "job-pod", "workflow-step"]);
+}
+
+/// The allowlist names kinds of one API group each: `apps/v1` ReplicaSet, StatefulSet and
+/// DaemonSet, core `v1` ReplicationController. A custom resource that happens to share the
+/// kind's name (`ReplicaSet` of `example.com`) recreates nothing the operator knows of: never
+/// evicted. Nor is a mirror Pod (a kubelet's static Pod, owned by its Node): it is not even
+/// selected, since no webhook can ever give it the sidecars.
+#[test]
+fn only_the_builtin_controllers_of_their_own_group_are_evicted() {
+    let p = rolling(json!("100%"));
+    let owned = |name: &str, api_version: &str, kind: &str, annotations: serde_json::Value| {
+        let raw: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                "labels": {"app": "web"}, "annotations": annotations,
+                "ownerReferences": [{"apiVersion": api_version, "kind": kind, "name": "w",
+                                     "uid": format!("owner-{name}"), "controller": true}],
+            },
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .expect("pod");
+        PodView::from_pod(&raw).expect("view")
+    };
+    // (Pod, owner apiVersion, owner kind, a mirror Pod, a recreating owner, evicted)
+    let cases = [
+        ("rs", "apps/v1", "ReplicaSet", false, true, true),
+        ("ss", "apps/v1", "StatefulSet", false, true, true),
+        ("ds", "apps/v1", "DaemonSet", false, true, true),
+        ("rc", "v1", "ReplicationController", false, true, true),
+        (
+            "crd-rs",
+            "example.com/v1",
+            "ReplicaSet",
+            false,
+            false,
+            false,
+        ),
+        (
+            "crd-ss",
+            "apps.kruise.io/v1beta1",
+            "StatefulSet",
+            false,
+            false,
+            false,
+        ),
+        ("core-rs", "v1", "ReplicaSet", false, false, false),
+        (
+            "apps-rc",
+            "apps/v1",
+            "ReplicationController",
+            false,
+            false,
+            false,
+        ),
+        ("mirror", "v1", "Node", true, false, false),
+        ("mirror-rs", "apps/v1", "ReplicaSet", true, true, false),
+    ];
+    let pods: Vec<PodView> = cases
+        .iter()
+        .map(|(n, v, k, mirror, _, _)| {
+            let annotations = if *mirror {
+                json!({"kubernetes.io/config.mirror": "8f2c"})
+            } else {
+                json!({})
+            };
+            owned(n, v, k, annotations)
+        })
+        .collect();
+    let r = plan_repair(&p, &pods, &[], RepairLimits::default());
+    for ((name, _, kind, mirror, recreates, evicted), v) in cases.iter().zip(&pods) {
+        assert_eq!(recreating_owner(v).is_some(), *recreates, "{name} ({kind})");
+        assert_eq!(selected(&p, v), !mirror, "{name}: selected");
+        assert_eq!(names(&r).contains(name), *evicted, "{name}: evicted {r:?}");
+        let reported = r.unowned.iter().any(|u| u == name);
+        assert_eq!(
+            reported,
+            !evicted && !mirror,
+            "{name}: reported unowned {r:?}"
+        );
+    }
 }
 
 #[test]

@@ -626,7 +626,29 @@ fn orphaned_sidecars_are_deleted_unless_their_policy_holds_them() {
     orphan.owner = None;
     let mut terminating = orphan.clone();
     terminating.deleting = true;
-    let cases: [(&str, &PodView, Option<&PolicyView>, bool); 7] = [
+    // A Pod of a workload that carries our labels (copied into a Deployment's or a Job's
+    // template): its controller would recreate it at once, a delete/recreate loop. Only a
+    // Pod without a controller owner is an orphan of ours.
+    let owned_by = |api_version: &str, kind: &str| {
+        let mut pod = render(&m, &p);
+        pod.metadata.uid = Some(format!("uid-{kind}-pod"));
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: "web".into(),
+                uid: format!("uid-{kind}"),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        PodView::from_pod(&pod).expect("view")
+    };
+    let of_replica_set = owned_by("apps/v1", "ReplicaSet");
+    let of_job = owned_by("batch/v1", "Job");
+    let of_stateful_set = owned_by("apps/v1", "StatefulSet");
+    let of_custom = owned_by("example.com/v1", "Pod");
+    let cases: [(&str, &PodView, Option<&PolicyView>, bool); 12] = [
         ("owned", &owned, Some(&p), false),
         ("orphan", &orphan, Some(&p), true),
         ("orphan, policy gone", &orphan, None, true),
@@ -634,6 +656,31 @@ fn orphaned_sidecars_are_deleted_unless_their_policy_holds_them() {
         ("orphan, invalid policy", &orphan, Some(&invalid), false),
         ("terminating orphan", &terminating, Some(&p), false),
         ("a main Pod", &m, Some(&p), false),
+        (
+            "labelled Pod of a ReplicaSet",
+            &of_replica_set,
+            Some(&p),
+            false,
+        ),
+        (
+            "labelled Pod of a ReplicaSet, policy gone",
+            &of_replica_set,
+            None,
+            false,
+        ),
+        ("labelled Pod of a Job", &of_job, None, false),
+        (
+            "labelled Pod of a StatefulSet",
+            &of_stateful_set,
+            None,
+            false,
+        ),
+        (
+            "labelled Pod owned by a custom kind Pod",
+            &of_custom,
+            None,
+            false,
+        ),
     ];
     for (what, s, policy, deleted) in cases {
         let d = plan_orphan(s, policy);
@@ -644,6 +691,75 @@ fn orphaned_sidecars_are_deleted_unless_their_policy_holds_them() {
                 (DeleteReason::Orphaned, s.uid.as_str())
             );
         }
+    }
+}
+
+/// A Pod of another namespace carrying our labels, a main Pod's uid and an owner reference to
+/// it (whoever may create Pods there can write all of that) is nobody's sidecar here: the main
+/// Pod still gets its own, and the forged Pod is neither deleted nor taken for a duplicate.
+#[test]
+fn a_forged_sidecar_in_another_namespace_is_nobodys() {
+    let p = policy("ship", serde_json::json!({}));
+    let victim = main_pod("web-0");
+    let ours = sidecar_for(&victim, &p);
+    let mut forged = ours.clone();
+    forged.namespace = "attacker".into();
+    forged.uid = "uid-forged".into();
+    let mut forged_copy = forged.clone();
+    forged_copy.name = "web-0-ship-copy".into();
+    let mut forged_failed = forged.clone();
+    forged_failed.phase = Phase::Failed;
+    assert!(ours.is_sidecar_of(&victim));
+    assert!(!forged.is_sidecar_of(&victim), "another namespace");
+    // (case, policies, sidecars indexed under the victim's uid, creates, deletes)
+    type Case<'a> = (
+        &'a str,
+        Vec<&'a PolicyView>,
+        Vec<&'a PodView>,
+        Vec<&'a str>,
+        Vec<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "forged at the deterministic name",
+            vec![&p],
+            vec![&forged],
+            vec!["web-0-ship"],
+            vec![],
+        ),
+        (
+            "forged beside the real one",
+            vec![&p],
+            vec![&ours, &forged_copy],
+            vec![],
+            vec![],
+        ),
+        ("forged, policy gone", vec![], vec![&forged], vec![], vec![]),
+        (
+            "forged, Failed",
+            vec![&p],
+            vec![&forged_failed],
+            vec!["web-0-ship"],
+            vec![],
+        ),
+    ];
+    for (case, policies, sidecars, creates, deletes) in cases {
+        // Names are looked up in the victim's namespace only.
+        let got = plan_pod(&victim, &policies, &sidecars, |n| {
+            sidecars
+                .iter()
+                .copied()
+                .find(|s| s.name == n && s.namespace == victim.namespace)
+        });
+        let created: Vec<String> = got
+            .creates
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap_or_default())
+            .collect();
+        let deleted: Vec<&str> = got.deletes.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(created, creates, "{case}: creates");
+        assert_eq!(deleted, deletes, "{case}: deletes");
+        assert!(got.collisions.is_empty(), "{case}: {got:?}");
     }
 }
 
@@ -1194,4 +1310,45 @@ fn rollout_steps_stay_within_max_unavailable() {
         serde_json::json!({"updateStrategy": {"type": "OnDelete"}}),
     );
     assert!(steps(&on_delete, &stale_ready(&on_delete), &[]).is_empty());
+}
+
+/// Until the ClusterSidecarPolicies are listed, their sidecars are not judged (a policy missing
+/// from a list that never happened is not gone); a SidecarPolicy's always are.
+#[test]
+fn cluster_policies_sidecars_wait_for_a_list_to_be_judged() {
+    let m = main_pod("web-0");
+    let namespaced = sidecar_for(&m, &policy("ship", serde_json::json!({})));
+    let csp = crate::test_fixtures::cluster(
+        "ship",
+        serde_json::json!({"matchLabels": {"t": "a"}}),
+        serde_json::json!({}),
+    );
+    let of_cluster = sidecar_for(&m, &csp.instance("shop"));
+    // (case, sidecar, cluster policies listed, judgeable)
+    let cases = [
+        ("SidecarPolicy's, listed", &namespaced, true, true),
+        ("SidecarPolicy's, not listed", &namespaced, false, true),
+        ("ClusterSidecarPolicy's, listed", &of_cluster, true, true),
+        (
+            "ClusterSidecarPolicy's, not listed",
+            &of_cluster,
+            false,
+            false,
+        ),
+        ("a main Pod", &m, false, true),
+    ];
+    for (case, s, known, want) in cases {
+        assert_eq!(judgeable(s, known), want, "{case}");
+    }
+    // Not judged means not planned: no PolicyGone for a sidecar of an unlisted cluster policy.
+    let kept: Vec<&PodView> = [&of_cluster]
+        .into_iter()
+        .filter(|s| judgeable(s, false))
+        .collect();
+    assert!(plan(&m, &[], &kept).is_empty());
+    assert_eq!(
+        plan(&m, &[], &[&of_cluster]).deletes.len(),
+        1,
+        "judged: policy gone"
+    );
 }

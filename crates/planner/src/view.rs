@@ -8,8 +8,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube_core::Selector;
 use sidecar_api::constants::{
-    ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_SKIPPED, INJECT_DISABLED, LABEL_MAIN_UID,
-    LABEL_MANAGED_BY, LABEL_POLICY, LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
+    ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_MIRROR, ANNOTATION_SKIPPED, INJECT_DISABLED,
+    LABEL_MAIN_UID, LABEL_MANAGED_BY, LABEL_POLICY, LABEL_TEMPLATE_HASH, MANAGED_BY_VALUE,
 };
 use sidecar_api::{Mode, Placement, SidecarPolicy, UpdateStrategyType};
 
@@ -44,15 +44,49 @@ impl Phase {
     }
 }
 
+/// An owner reference's `apiVersion`, as far as the operator tells them apart. One byte, not
+/// the text: it is kept for every cached Pod. A kind means something only with its group: a
+/// custom resource may well be called `ReplicaSet` or `Pod`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OwnerApi {
+    /// `v1`, the core group: Pod, ReplicationController, Node.
+    Core,
+    /// `apps/v1`: ReplicaSet, StatefulSet, DaemonSet.
+    Apps,
+    /// Any other group or version (`batch/v1`, a custom resource's...).
+    #[default]
+    Other,
+}
+
+impl OwnerApi {
+    /// From an owner reference's `apiVersion`.
+    pub fn parse(api_version: &str) -> OwnerApi {
+        match api_version {
+            "v1" => OwnerApi::Core,
+            "apps/v1" => OwnerApi::Apps,
+            _ => OwnerApi::Other,
+        }
+    }
+}
+
 /// The controlling owner reference of a Pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerView {
+    /// Owner `apiVersion` (core `v1` for sidecars).
+    pub api_version: OwnerApi,
     /// Owner kind (`Pod` for sidecars).
     pub kind: String,
     /// Owner name.
     pub name: String,
     /// Owner uid.
     pub uid: String,
+}
+
+impl OwnerView {
+    /// The owner is a Pod (core `v1`, kind `Pod`), as a sidecar's main Pod is.
+    pub fn is_pod(&self) -> bool {
+        self.api_version == OwnerApi::Core && self.kind == "Pod"
+    }
 }
 
 /// What the operator keeps of a Pod.
@@ -68,6 +102,9 @@ pub struct PodView {
     pub labels: Labels,
     /// Annotated `sidecars.dev/inject: "false"`.
     pub opted_out: bool,
+    /// A mirror Pod (annotation `kubernetes.io/config.mirror`): the API server's copy of a
+    /// static Pod its kubelet runs from a file. Never injected, never evicted.
+    pub mirror: bool,
     /// The controller owner reference, if any.
     pub owner: Option<OwnerView>,
     /// `spec.nodeName` once bound.
@@ -102,6 +139,7 @@ impl PodView {
             refs.iter()
                 .find(|r| r.controller == Some(true))
                 .map(|r| OwnerView {
+                    api_version: OwnerApi::parse(&r.api_version),
                     kind: r.kind.clone(),
                     name: r.name.clone(),
                     uid: r.uid.clone(),
@@ -118,6 +156,10 @@ impl PodView {
                 .as_ref()
                 .and_then(|a| a.get(ANNOTATION_INJECT))
                 .is_some_and(|v| v == INJECT_DISABLED),
+            mirror: meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ANNOTATION_MIRROR)),
             owner,
             node_name: pod
                 .spec
@@ -164,14 +206,17 @@ impl PodView {
         self.labels.get(LABEL_TEMPLATE_HASH)
     }
 
-    /// A sidecar this operator owns for main Pod `main_uid`: managed-by label, main-uid
-    /// label and a controller owner reference to that Pod all agree.
-    pub fn is_sidecar_of(&self, main_uid: &str) -> bool {
-        self.sidecar_key().is_some_and(|(uid, _)| uid == main_uid)
+    /// A sidecar this operator owns for main Pod `main`: in its namespace (an owner reference
+    /// never crosses namespaces, and anyone who may create Pods in another one can write the
+    /// labels and the reference), with the managed-by label, the main-uid label and a
+    /// controller owner reference to that Pod all agreeing.
+    pub fn is_sidecar_of(&self, main: &PodView) -> bool {
+        self.namespace == main.namespace
+            && self.sidecar_key().is_some_and(|(uid, _)| uid == main.uid)
             && self
                 .owner
                 .as_ref()
-                .is_some_and(|o| o.kind == "Pod" && o.uid == main_uid)
+                .is_some_and(|o| o.is_pod() && o.uid == main.uid)
     }
 
     /// The template hash at which the Pod records Container-mode policy `policy`'s sidecars

@@ -58,7 +58,17 @@ impl Stored {
     }
 }
 
-/// How long things live.
+/// The last second a certificate's validity can name: 9999-12-31T23:59:59Z (RFC 5280's
+/// "no well-defined expiration"). A longer lifetime is cut there.
+pub const LAST_CERTIFICATE_SECOND: i64 = 253_402_300_799;
+
+/// `d` in whole seconds, as the Unix times here count them; `i64::MAX` when longer (flags are
+/// `u64` seconds: a plain `as i64` would wrap to a negative lifetime).
+fn seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// How long things live. Any value is safe: arithmetic on them saturates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     pub ca: Duration,
@@ -86,8 +96,10 @@ pub struct Validity {
 impl Validity {
     /// Two thirds of its life have passed (or it is not valid at all).
     pub fn due(&self, now: i64) -> bool {
-        let life = (self.not_after - self.not_before).max(0);
-        now < self.not_before || now >= self.not_before + life * 2 / 3
+        // In i128: no pair of i64 times overflows it.
+        let (now, not_before) = (i128::from(now), i128::from(self.not_before));
+        let life = (i128::from(self.not_after) - not_before).max(0);
+        now < not_before || now >= not_before + life * 2 / 3
     }
 }
 
@@ -122,8 +134,9 @@ pub fn plan(stored: Option<(&Stored, Facts)>, now: i64, life: Lifetimes) -> Opti
     let Some((s, facts)) = stored else {
         return Some(Step::Create);
     };
-    let overlap = life.overlap.as_secs() as i64;
-    let overlap_over = now >= s.since + overlap;
+    // Saturating: an overlap too long to end (or a `since` far off) never ends, rather than
+    // overflowing (a panic) or wrapping into the past (promoting a CA nothing trusts yet).
+    let overlap_over = now >= s.since.saturating_add(seconds(life.overlap));
     if now >= facts.ca.not_after {
         // Expired: nothing trusts it any more, so there is nothing to keep.
         return Some(Step::Create);
@@ -288,9 +301,11 @@ fn window(params: &mut CertificateParams, now: i64, life: Duration) -> Result<()
             .map_err(|e| Error::Certificate(format!("certificate time: {e}")))
     };
     // Slack for clocks a little behind ours: a minute, or a tenth of a short life.
-    let slack = (life.as_secs() as i64 / 10).min(60);
-    params.not_before = at(now - slack)?;
-    params.not_after = at(now + life.as_secs() as i64)?;
+    let slack = (seconds(life) / 10).min(60);
+    params.not_before = at(now.saturating_sub(slack))?;
+    params.not_after = at(now
+        .saturating_add(seconds(life))
+        .min(LAST_CERTIFICATE_SECOND))?;
     Ok(())
 }
 

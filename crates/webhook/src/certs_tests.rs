@@ -205,3 +205,67 @@ fn a_serving_certificate_names_what_it_is_for() {
         "another CA"
     );
 }
+
+/// Lifetimes come from flags, `since` from a stored Secret: at their extremes no arithmetic
+/// overflows (a panic in the certificate task, or a wrapped sum that reads "the overlap is
+/// over" at once). An overlap too long to end never ends; a lifetime past what a certificate
+/// can say is cut at its last second.
+#[test]
+fn extreme_lifetimes_and_times_never_overflow() {
+    let longest = [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(i64::MAX as u64),
+        Duration::from_secs(i64::MAX as u64 + 1),
+    ];
+    let fresh = facts((T0, T0 + 3000), (T0, T0 + 300), true);
+    for d in longest {
+        let life = Lifetimes {
+            ca: d,
+            serving: d,
+            overlap: d,
+        };
+        for since in [i64::MIN, -1, 0, T0, i64::MAX] {
+            for now in [i64::MIN, 0, T0, i64::MAX] {
+                for (next, previous) in [(true, false), (false, true), (false, false)] {
+                    let _ = plan(Some((&stored(next, previous, since), fresh)), now, life);
+                }
+            }
+        }
+        // An overlap that never ends: the next CA waits, the previous one stays.
+        assert_eq!(
+            plan(Some((&stored(true, false, T0), fresh)), T0 + 10, life),
+            None,
+            "{d:?}"
+        );
+        assert_eq!(
+            plan(Some((&stored(false, true, T0), fresh)), T0 + 10, life),
+            None,
+            "{d:?}"
+        );
+    }
+    for (not_before, not_after, now) in [
+        (i64::MIN, i64::MAX, 0),
+        (i64::MAX, i64::MIN, 0),
+        (0, i64::MAX, i64::MAX),
+        (i64::MIN, i64::MIN, i64::MIN),
+    ] {
+        let _ = Validity {
+            not_before,
+            not_after,
+        }
+        .due(now);
+    }
+    // Issuing with the longest lifetime: valid until 9999-12-31T23:59:59Z, the last second a
+    // certificate can say.
+    let life = Lifetimes {
+        ca: Duration::MAX,
+        serving: Duration::MAX,
+        overlap: Duration::MAX,
+    };
+    let s = apply(Step::Create, None, T0, life, &hosts()).expect("issued");
+    let f = super::facts(&s, &hosts()).expect("facts");
+    assert_eq!(f.ca.not_after, LAST_CERTIFICATE_SECOND);
+    assert_eq!(f.serving.not_after, LAST_CERTIFICATE_SECOND);
+    assert!(f.serving_fits && !f.serving.due(T0));
+}

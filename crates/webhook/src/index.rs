@@ -42,7 +42,10 @@ struct Clusters {
     policies: BTreeMap<String, Arc<PolicyView>>,
     /// Namespace → labels.
     namespaces: HashMap<String, Labels>,
+    /// A list of the cluster policies succeeded.
     policies_listed: bool,
+    /// Their first list was refused (403, 404): see [`PolicyIndex::refused`].
+    policies_refused: bool,
     namespaces_listed: bool,
 }
 
@@ -200,7 +203,8 @@ impl PolicyIndex {
         clusters.policies_listed
     }
 
-    /// The cluster policies or the namespaces listed once more; synced once both have.
+    /// The cluster policies or the namespaces listed once more; synced once both have (or
+    /// the namespaces have and the policies were [refused](PolicyIndex::refused)).
     fn listed(&self, policies: bool) {
         let mut clusters = self.clusters.write().unwrap_or_else(|e| e.into_inner());
         if policies {
@@ -208,7 +212,25 @@ impl PolicyIndex {
         } else {
             clusters.namespaces_listed = true;
         }
-        if clusters.policies_listed && clusters.namespaces_listed {
+        self.sync_clusters(&clusters);
+    }
+
+    /// The first list of the cluster policies was refused (403, 404): that is not "none
+    /// exists", yet the webhook must not stay unready for it (the SidecarPolicies are still
+    /// to be injected, and an install without the cluster CRD is a valid one). So the index
+    /// is synced without them: until a list succeeds, none applies. Returns whether this is
+    /// the first refusal.
+    fn refused(&self) -> bool {
+        let mut clusters = self.clusters.write().unwrap_or_else(|e| e.into_inner());
+        let first = !clusters.policies_refused;
+        clusters.policies_refused = true;
+        self.sync_clusters(&clusters);
+        first
+    }
+
+    fn sync_clusters(&self, clusters: &Clusters) {
+        let policies = clusters.policies_listed || clusters.policies_refused;
+        if policies && clusters.namespaces_listed {
             self.clusters_synced.send_replace(true);
         }
     }
@@ -345,8 +367,10 @@ pub async fn watch_clusters(
                     index.set_cluster(&id, None);
                 }
                 Some(Err(e)) if sidecar_controller::cluster_policies_unlistable(&e) && !index.clusters_listed() => {
-                    tracing::warn!("webhook: the ClusterSidecarPolicy CRD is not installed; none applies until it is");
-                    index.listed(true);
+                    // Not "none exists": see `PolicyIndex::refused`; the watch keeps trying.
+                    if index.refused() {
+                        tracing::warn!(error = %e, "webhook: ClusterSidecarPolicies cannot be listed (CRD not installed, or no RBAC for them yet); none is injected until they can (retrying)");
+                    }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "webhook ClusterSidecarPolicy watch error; retrying with backoff"),
             },
@@ -371,5 +395,28 @@ pub async fn watch_clusters(
                 Some(Err(e)) => tracing::warn!(error = %e, "webhook namespace watch error; retrying with backoff"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused first list of the cluster policies syncs the index without them (the
+    /// SidecarPolicies are served), is told once, and is never taken for a list: the next
+    /// successful one is.
+    #[test]
+    fn a_refused_cluster_policy_list_syncs_but_is_no_list() {
+        let index = PolicyIndex::new(true, HashSet::new());
+        index.replace_all(Vec::new());
+        assert!(!index.is_synced(), "cluster policies not listed");
+        assert!(index.refused(), "the first refusal is told");
+        assert!(!index.refused(), "only the first");
+        assert!(!index.is_synced(), "the namespaces not listed yet");
+        index.listed(false);
+        assert!(index.is_synced(), "ready without the cluster policies");
+        assert!(!index.clusters_listed(), "a refusal is no list");
+        index.listed(true);
+        assert!(index.is_synced() && index.clusters_listed());
     }
 }

@@ -13,7 +13,8 @@ pub struct AdmissionLabels {
     /// `injected`, `skipped` or `error`.
     pub result: &'static str,
     /// Why a Pod was skipped (`no_policy`, `not_selected`, `opted_out`, `operator_pod`,
-    /// `already_injected`, `name_taken`, `not_a_pod_create`), empty otherwise.
+    /// `mirror_pod`, `already_injected`, `name_taken`, `refused_by_namespace`,
+    /// `not_a_pod_create`), empty otherwise.
     pub reason: &'static str,
 }
 

@@ -1,12 +1,20 @@
-//! One admission review, answered from the policy index: decode, [`inject`], encode the
-//! difference as a JSON patch. No I/O: the server calls [`review`] and sends its bytes.
+//! One admission review, answered from the policy index: decode, [`inject`], encode what it
+//! adds as a JSON patch. No I/O: the server calls [`review`] and sends its bytes.
+//!
+//! The patch adds each addition where it goes (`add /spec/initContainers/0`,
+//! `/spec/containers/-`, `/metadata/labels/<key>`...), and nothing else. It is never a diff of
+//! the Pod before and after as the operator's types see them: those types drop the fields a
+//! newer API server sends that they do not know, so a diff could not see them, and inserting
+//! a sidecar before the Pod's own init containers shifted such fields onto the wrong one.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::{Value, json};
 use sidecar_planner::PolicyView;
-use sidecar_planner::inject::{Skip, Untouched, inject_in};
+use sidecar_planner::inject::{Additions, Skip, Untouched, inject_in};
 use sidecar_planner::pod_security::Level;
 
 /// What one review did, for metrics, logs and Events.
@@ -138,6 +146,7 @@ fn decide(
     let why = match (injection.untouched, &injection.pod) {
         (Some(Untouched::OptedOut), _) => "opted_out",
         (Some(Untouched::Operator), _) => "operator_pod",
+        (Some(Untouched::Mirror), _) => "mirror_pod",
         (None, _)
             if injection.injected.is_empty()
                 && refusals
@@ -152,9 +161,9 @@ fn decide(
         (None, None) => "already_injected",
         (None, Some(_)) => "",
     };
-    let Some(new) = &injection.pod else {
+    if injection.pod.is_none() {
         return (allowed, Outcome::Unchanged(why), refusals);
-    };
+    }
     let mut response = allowed.clone();
     if !refusals.is_empty() {
         response.warnings = Some(
@@ -170,12 +179,12 @@ fn decide(
                 .collect(),
         );
     }
-    let patch = match (serde_json::to_value(pod), serde_json::to_value(new)) {
-        (Ok(before), Ok(after)) => json_patch::diff(&before, &after),
-        (Err(e), _) | (_, Err(e)) => {
+    let patch = match patch_of(pod, &injection.added) {
+        Ok(p) => p,
+        Err(e) => {
             return (
                 allowed,
-                Outcome::Error(format!("encoding the Pod: {e}")),
+                Outcome::Error(format!("encoding the patch: {e}")),
                 refusals,
             );
         }
@@ -188,6 +197,100 @@ fn decide(
             Outcome::Error(format!("encoding the patch: {e}")),
             refusals,
         ),
+    }
+}
+
+/// The JSON patch that adds `added` to `pod` (as the API server sent it; `pod` is its typed
+/// reading, which tells which lists and maps it has). A list the Pod has entries in gets each
+/// addition by position (init containers, before the Pod's own) or at its end (containers,
+/// volumes); a map it has entries in gets each key; a list or map it lacks (or has empty, or
+/// null) is set whole. Nothing else of the Pod is written.
+fn patch_of(pod: &Pod, added: &Additions) -> Result<json_patch::Patch, serde_json::Error> {
+    let mut ops: Vec<Value> = Vec::new();
+    let mut add = |path: String, value: Value| {
+        ops.push(json!({"op": "add", "path": path, "value": value}));
+    };
+    let spec = pod.spec.as_ref();
+    let adds_to_spec = !(added.init_containers.is_empty()
+        && added.containers.is_empty()
+        && added.volumes.is_empty());
+    if spec.is_none() && adds_to_spec {
+        add("/spec".into(), json!({}));
+    }
+    if !added.init_containers.is_empty() {
+        let own = spec.and_then(|s| s.init_containers.as_ref());
+        if own.is_none_or(Vec::is_empty) {
+            add(
+                "/spec/initContainers".into(),
+                serde_json::to_value(&added.init_containers)?,
+            );
+        } else {
+            for (i, c) in added.init_containers.iter().enumerate() {
+                add(
+                    format!("/spec/initContainers/{i}"),
+                    serde_json::to_value(c)?,
+                );
+            }
+        }
+    }
+    let own = spec.map(|s| s.containers.len()).unwrap_or_default();
+    append(&mut add, "/spec/containers", own, &added.containers)?;
+    let own = spec.and_then(|s| s.volumes.as_ref()).map_or(0, Vec::len);
+    append(&mut add, "/spec/volumes", own, &added.volumes)?;
+    let meta = &pod.metadata;
+    entries(
+        &mut add,
+        "/metadata/labels",
+        meta.labels.as_ref(),
+        &added.labels,
+    );
+    entries(
+        &mut add,
+        "/metadata/annotations",
+        meta.annotations.as_ref(),
+        &added.annotations,
+    );
+    serde_json::from_value(Value::Array(ops))
+}
+
+/// Adds `items` after the `own` entries of the list at `path`.
+fn append<T: serde::Serialize>(
+    add: &mut impl FnMut(String, Value),
+    path: &str,
+    own: usize,
+    items: &[T],
+) -> Result<(), serde_json::Error> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    if own == 0 {
+        add(path.into(), serde_json::to_value(items)?);
+        return Ok(());
+    }
+    for item in items {
+        add(format!("{path}/-"), serde_json::to_value(item)?);
+    }
+    Ok(())
+}
+
+/// Sets `items` in the map at `path` (`own`: what the Pod has there).
+fn entries(
+    add: &mut impl FnMut(String, Value),
+    path: &str,
+    own: Option<&BTreeMap<String, String>>,
+    items: &BTreeMap<String, String>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    if own.is_none_or(BTreeMap::is_empty) {
+        add(path.into(), json!(items));
+        return;
+    }
+    for (k, v) in items {
+        // A JSON pointer token: `~` and `/` escaped (RFC 6901).
+        let token = k.replace('~', "~0").replace('/', "~1");
+        add(format!("{path}/{token}"), json!(v));
     }
 }
 

@@ -227,3 +227,132 @@ fn a_body_that_is_not_a_review_is_a_bad_request() {
         assert_eq!(answer.outcome.result(), "error");
     }
 }
+
+/// A Container-mode policy `name` whose template adds a native sidecar, a container, a volume,
+/// a label and an annotation (keys that need escaping in a JSON pointer included).
+fn full_policy(name: &str) -> Arc<PolicyView> {
+    let spec: SidecarPolicySpec = serde_json::from_value(json!({
+        "mode": "Container",
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {
+                "labels": {"mesh": "on", "app": "not-this"},
+                "annotations": {"example.com/a~b": "1"},
+            },
+            "spec": {
+                "initContainers": [{"name": "proxy", "image": "envoy:1", "restartPolicy": "Always"}],
+                "containers": [{"name": "exporter", "image": "exp:1"}],
+                "volumes": [{"name": "certs", "emptyDir": {}}],
+            },
+        },
+    }))
+    .expect("spec");
+    let mut p = SidecarPolicy::new(name, spec);
+    p.metadata.namespace = Some("shop".into());
+    p.metadata.uid = Some(format!("uid-{name}"));
+    p.metadata.generation = Some(1);
+    Arc::new(PolicyView::new(Arc::new(p)))
+}
+
+/// The patch adds what the injection adds, where it adds it, and nothing else: a field the
+/// operator's Pod type does not know (one a newer API server serves) stays on the container
+/// that had it. (A diff of typed values dropped such fields from both sides and then moved
+/// the Pod's own init container's onto the sidecar inserted before it.)
+#[test]
+fn fields_unknown_to_the_operator_stay_where_they_were() {
+    let policies = vec![full_policy("mesh")];
+    let mut object = web();
+    object["spec"]["initContainers"] =
+        json!([{"name": "migrate", "image": "db:1", "futureField": 1}]);
+    object["spec"]["containers"][0]["futureField"] = json!({"x": 2});
+    object["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}, "futureField": 3}]);
+    object["spec"]["futurePodField"] = json!(true);
+    object["metadata"]["futureMeta"] = json!("m");
+    let (answer, _, pod) = answer_of(&review_json("CREATE", object.clone()), &object, &policies);
+    assert_eq!(answer.outcome.result(), "injected", "{:?}", answer.outcome);
+    assert_eq!(inits(&pod), ["proxy", "migrate"], "{pod}");
+    let spec = &pod["spec"];
+    assert_eq!(spec["initContainers"][1]["futureField"], 1, "{pod}");
+    assert!(
+        spec["initContainers"][0].get("futureField").is_none(),
+        "{pod}"
+    );
+    assert_eq!(
+        spec["containers"][0]["futureField"],
+        json!({"x": 2}),
+        "{pod}"
+    );
+    assert!(spec["containers"][1].get("futureField").is_none(), "{pod}");
+    assert_eq!(spec["volumes"][0]["futureField"], 3, "{pod}");
+    assert!(spec["volumes"][1].get("futureField").is_none(), "{pod}");
+    assert_eq!(spec["futurePodField"], true);
+    assert_eq!(pod["metadata"]["futureMeta"], "m");
+}
+
+/// Whatever the Pod has or lacks (no init containers, an empty list, no volumes, no labels or
+/// annotations, a label the template also sets), the patched Pod is the injection's Pod, and a
+/// reinvocation patches nothing.
+#[test]
+fn the_patch_yields_the_injected_pod() {
+    let policies = vec![full_policy("mesh")];
+    let bare = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-0", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "app", "image": "web:1"}]},
+    });
+    let with = |f: fn(&mut Value)| {
+        let mut p = bare.clone();
+        f(&mut p);
+        p
+    };
+    let cases = [
+        ("nothing optional", bare.clone()),
+        (
+            "empty lists",
+            with(|p| {
+                p["spec"]["initContainers"] = json!([]);
+                p["spec"]["volumes"] = json!([]);
+            }),
+        ),
+        (
+            "its own of each",
+            with(|p| {
+                p["spec"]["initContainers"] =
+                    json!([{"name": "a", "image": "a"}, {"name": "b", "image": "b"}]);
+                p["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+                p["metadata"]["labels"]["mesh"] = json!("mine");
+                p["metadata"]["annotations"] = json!({"keep": "me", "example.com/a~b": "mine"});
+            }),
+        ),
+        (
+            "annotations without ours",
+            with(|p| {
+                p["metadata"]["annotations"] = json!({"keep": "me"});
+            }),
+        ),
+    ];
+    for (case, object) in cases {
+        let (answer, _, patched) =
+            answer_of(&review_json("CREATE", object.clone()), &object, &policies);
+        assert_eq!(
+            answer.outcome.result(),
+            "injected",
+            "{case}: {:?}",
+            answer.outcome
+        );
+        let typed: Pod = serde_json::from_value(object.clone()).expect("pod");
+        let refs: Vec<&PolicyView> = policies.iter().map(Arc::as_ref).collect();
+        let want = inject_in(&typed, &refs, Level::Privileged)
+            .pod
+            .expect("injected");
+        let got: Pod = serde_json::from_value(patched.clone()).expect("patched pod");
+        assert_eq!(got, want, "{case}: {patched}");
+        let (again, response, _) =
+            answer_of(&review_json("CREATE", patched.clone()), &patched, &policies);
+        assert!(
+            response["patch"].is_null(),
+            "{case}: reinvoked ({:?})",
+            again.outcome
+        );
+    }
+}

@@ -275,13 +275,20 @@ impl Activity {
         if in_flight > 0 {
             // A request is bounded by the router's timeouts; look again once it may
             // have ended and the connection been idle since.
-            Some(now + idle)
-        } else if now >= last + idle {
+            Some(later(now, idle))
+        } else if now >= later(last, idle) {
             None
         } else {
-            Some(last + idle)
+            Some(later(last, idle))
         }
     }
+}
+
+/// `t + d`, or 30 years after `t` when that overflows (as `tokio::time::sleep` does): an idle
+/// timeout too long to represent never panics, it just never comes.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 impl Drop for Busy {

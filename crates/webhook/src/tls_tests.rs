@@ -524,3 +524,14 @@ fn the_default_limits_bound_memory_within_the_operators_limit() {
     // The operator runs with 256 Mi; the rest of it needs some too.
     assert!(bound < 192 << 20, "{} MiB", bound >> 20);
 }
+
+/// An idle timeout too long to add to an instant (`Duration::MAX`) never panics: the
+/// connection is simply never idle.
+#[tokio::test]
+async fn an_endless_idle_timeout_never_overflows() {
+    let activity = Arc::new(Activity::new());
+    assert!(activity.idle_until(Duration::MAX).is_some(), "idle");
+    let busy = activity.begin();
+    assert!(activity.idle_until(Duration::MAX).is_some(), "busy");
+    drop(busy);
+}

@@ -9,6 +9,14 @@
 //! Pods from the cache: no relist, and nothing elsewhere moves. Until both watches have listed
 //! once, nothing is expanded, so a restart never reads "no namespace matches" and deletes
 //! sidecars.
+//!
+//! A first list of cluster policies that the API server refuses (404: the CRD is not
+//! installed; 403: no RBAC for them, or RBAC not in effect yet, as right after an install) is
+//! not an empty list. The choice: readiness is not held for it (the SidecarPolicies are
+//! served, so an install without the cluster CRD still works), but the cluster policies stay
+//! unknown: none is expanded, and no cluster policy's sidecar is judged (kept, counted or
+//! deleted, see [`sidecar_planner::judgeable`]) until a list succeeds; the watch keeps
+//! retrying, and then everything is reconciled.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -54,9 +62,14 @@ struct State {
     namespaces_buffer: HashMap<String, Labels>,
     namespaces_listed: bool,
     policies_buffer: Vec<PolicyView>,
+    /// A list of the cluster policies succeeded.
     policies_listed: bool,
+    /// Their first list was refused (403, 404): readiness is given, nothing is expanded.
+    policies_refused: bool,
     /// Both have listed once: instances are kept from then on.
     expanding: bool,
+    /// Readiness was given (both listed, or the namespaces listed and the policies refused).
+    ready: bool,
 }
 
 impl State {
@@ -102,13 +115,16 @@ impl State {
                 self.set_policy(ctx, &id, None);
             }
             Err(e) if !self.policies_listed && cluster_policies_unlistable(&e) => {
-                // No CRD (an install that predates it): no cluster policy exists; the watch
-                // keeps trying and lists them once the CRD is installed.
-                tracing::warn!(
-                    "ClusterSidecarPolicies cannot be listed (CRD not installed, or no list/watch on clustersidecarpolicies in the RBAC); none applies until they can"
-                );
-                self.policies_listed = true;
-                self.start(ctx);
+                // Not "none exists" (see the module doc): ready, nothing expanded or judged;
+                // the watch keeps trying.
+                if !self.policies_refused {
+                    tracing::warn!(
+                        error = %e,
+                        "ClusterSidecarPolicies cannot be listed (CRD not installed, or no list/watch on clustersidecarpolicies in the RBAC, or not yet in effect); none applies, and no sidecar of one is deleted, until they can (retrying)"
+                    );
+                    self.policies_refused = true;
+                    self.start(ctx);
+                }
             }
             Err(e) => {
                 ctx.metrics.watch_errors.inc();
@@ -174,29 +190,42 @@ impl State {
         }
     }
 
-    /// Once both have listed: expand every policy, and say the cluster policies are synced.
+    /// Once both have listed: expand every policy, and say the cluster policies are known and
+    /// synced. Once the namespaces have listed and the policies were refused: say synced only.
     fn start(&mut self, ctx: &Context) {
-        if self.expanding || !(self.policies_listed && self.namespaces_listed) {
+        if !self.namespaces_listed {
             return;
         }
-        self.expanding = true;
-        let ids: Vec<String> = ctx
-            .caches
-            .policies()
-            .clusters()
-            .map(|v| v.name.clone())
-            .collect();
-        for id in ids {
-            self.expand_policy(ctx, &id);
+        if self.policies_listed && !self.expanding {
+            self.expanding = true;
+            let ids: Vec<String> = ctx
+                .caches
+                .policies()
+                .clusters()
+                .map(|v| v.name.clone())
+                .collect();
+            for id in ids {
+                self.expand_policy(ctx, &id);
+            }
+            // Only now, with every instance in place: a sidecar judged before would have read
+            // a missing instance as a policy gone.
+            ctx.caches.policies_mut().set_clusters_known();
+            tracing::info!(
+                policies = ctx.caches.policies().clusters().count(),
+                namespaces = self.namespaces.len(),
+                "ClusterSidecarPolicies and namespaces listed"
+            );
+            if self.ready {
+                // Ready since a refused list: what was left alone is judged now.
+                ctx.trigger_all();
+            }
         }
-        tracing::info!(
-            policies = ctx.caches.policies().clusters().count(),
-            namespaces = self.namespaces.len(),
-            "ClusterSidecarPolicies and namespaces listed"
-        );
-        ctx.readiness.mark_clusters_synced();
-        if ctx.readiness.is_synced() {
-            ctx.trigger_all();
+        if !self.ready && (self.policies_listed || self.policies_refused) {
+            self.ready = true;
+            ctx.readiness.mark_clusters_synced();
+            if ctx.readiness.is_synced() {
+                ctx.trigger_all();
+            }
         }
     }
 
