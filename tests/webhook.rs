@@ -204,11 +204,7 @@ impl Scene {
 
     /// Creates `pod` with `dryRun=All` and returns what the API server would store.
     pub async fn dry_run(&self, pod: &Pod) -> Pod {
-        let dry = PostParams {
-            dry_run: true,
-            ..PostParams::default()
-        };
-        self.pods.create(&dry, pod).await.expect("dry-run create")
+        try_dry_run(&self.pods, pod).await.expect("dry-run create")
     }
 }
 
@@ -234,15 +230,21 @@ impl Scene {
 /// just created, so what the test creates next is admitted under them.
 pub async fn wait_injecting(pods: &Api<Pod>, labels: &[(&str, &str)], init: &str) {
     let probe = crate::restricted_pod("injection-probe", labels);
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
     let what = format!("the webhook to inject {init}");
     wait_until(TIMEOUT, &what, async || {
-        let shown = pods.create(&dry, &probe).await.ok()?;
+        let shown = try_dry_run(pods, &probe).await.ok()?;
         let inits = shown.spec?.init_containers?;
         inits.iter().any(|c| c.name == init).then_some(())
     })
     .await;
+}
+
+/// Creates `pod` in `pods`' namespace with `dryRun=All`: what the API server would store, or
+/// why it refuses.
+pub async fn try_dry_run(pods: &Api<Pod>, pod: &Pod) -> kube::Result<Pod> {
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    pods.create(&dry, pod).await
 }

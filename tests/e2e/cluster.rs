@@ -538,7 +538,8 @@ async fn cluster_policy_leaves_out_a_namespace_that_would_refuse_its_sidecar() {
     let (webhook, op, csps) = logs_in_container_mode(&scene, &cfg).await;
     let open_pods: Api<Pod> = Api::namespaced(client.clone(), open.name());
     sidecar_e2e::webhook::wait_injecting(&open_pods, &[("app", "web")], "log-shipper").await;
-    crate::refusal::wait_refused(&scene.pods, "csp/logs=refused-by-namespace").await;
+    let probe = sidecar_e2e::restricted_pod("refusal-probe", &[("app", "web")]);
+    crate::refusal::wait_refused(&scene.pods, &probe, "csp/logs=refused-by-namespace").await;
     let web = sidecar_e2e::restricted_pod("web-0", &[("app", "web")]);
     for (pods, injected) in [(&scene.pods, false), (&open_pods, true)] {
         let created = pods

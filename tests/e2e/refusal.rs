@@ -8,11 +8,12 @@ use std::process::{Output, Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sidecar_api::constants::{
     ANNOTATION_INJECTED, ANNOTATION_SKIPPED, condition, condition_status, reason,
 };
+use sidecar_e2e::webhook::try_dry_run;
 use sidecar_e2e::{
     Scene, TIMEOUT, cond, cond_is, deployment, native_sidecar_policy, restricted_pod,
 };
@@ -48,18 +49,12 @@ fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
     a.get(key).map(String::as_str)
 }
 
-/// Waits until a compliant Pod labelled `app=web` would be admitted into `pods`' namespace
-/// with the skip record `record` and without any sidecar (dry runs): the webhook knows the
-/// policy and the namespace's level.
-pub(crate) async fn wait_refused(pods: &Api<Pod>, record: &str) {
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let probe = restricted_pod("refusal-probe", &[WEB]);
+/// Waits until `pod` would be admitted into `pods`' namespace without any sidecar, with the
+/// skip record `record` (dry runs): the webhook knows the policy and the namespace's verdict.
+pub(crate) async fn wait_refused(pods: &Api<Pod>, pod: &Pod, record: &str) {
     let what = format!("the webhook to record {record}");
     wait_until(TIMEOUT, &what, async || {
-        let shown = pods.create(&dry, &probe).await.ok()?;
+        let shown = try_dry_run(pods, pod).await.ok()?;
         (annotation(&shown, ANNOTATION_SKIPPED) == Some(record) && inits(&shown).is_empty())
             .then_some(())
     })
@@ -140,7 +135,8 @@ async fn a_restricted_namespace_creates_every_pod_without_the_sidecar_it_refuses
             "busybox:1.36",
         ))
         .await;
-    wait_refused(&scene.pods, "log=refused-by-namespace").await;
+    let probe = restricted_pod("refusal-probe", &[WEB]);
+    wait_refused(&scene.pods, &probe, "log=refused-by-namespace").await;
 
     // Scale-up and rollout: the ReplicaSets create every Pod, without the sidecar.
     scene.create(&restricted_deployment("web", 2)).await;
@@ -232,15 +228,6 @@ fn with_cpu(name: &str, cpu: &str) -> Pod {
     serde_json::from_value(v).expect("Pod")
 }
 
-/// What a dry-run create of `pod` would store (`None`: refused).
-async fn dry_run(pods: &Api<Pod>, pod: &Pod) -> Option<Pod> {
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    pods.create(&dry, pod).await.ok()
-}
-
 /// Everything but Pod Security, by a server-side dry run: a ResourceQuota the sidecar's
 /// requests would exceed. Before, the webhook injected it and the quota refused every Pod:
 /// the Deployment created none. Now the policy's status lists the namespace, every webhook
@@ -290,7 +277,7 @@ async fn a_quota_the_sidecar_would_exceed_leaves_it_out_until_the_quota_allows_i
         degraded.contains("exceeded quota"),
         "the server's words: {degraded}"
     );
-    wait_refused_pod(
+    wait_refused(
         &scene.pods,
         &with_cpu("probe", "100m"),
         "log=refused-by-namespace",
@@ -339,22 +326,10 @@ async fn a_quota_the_sidecar_would_exceed_leaves_it_out_until_the_quota_allows_i
         TIMEOUT,
         "the webhook to inject log-shipper again",
         async || {
-            let shown = dry_run(&scene.pods, &probe).await?;
+            let shown = try_dry_run(&scene.pods, &probe).await.ok()?;
             (inits(&shown) == ["log-shipper"]).then_some(())
         },
     )
     .await;
     op.stop().await;
-}
-
-/// Waits until `pod` would be admitted into `pods`' namespace without sidecars, recording
-/// `record` (dry runs).
-async fn wait_refused_pod(pods: &Api<Pod>, pod: &Pod, record: &str) {
-    let what = format!("the webhook to record {record}");
-    wait_until(TIMEOUT, &what, async || {
-        let shown = dry_run(pods, pod).await?;
-        (annotation(&shown, ANNOTATION_SKIPPED) == Some(record) && inits(&shown).is_empty())
-            .then_some(())
-    })
-    .await;
 }

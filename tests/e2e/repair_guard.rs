@@ -45,6 +45,29 @@ fn live(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
 }
 
+/// Waits until `n` Pods of the scene are Ready: their uids.
+async fn ready_uids(scene: &Scene, n: usize, what: &str) -> BTreeSet<String> {
+    scene
+        .wait_pods(what, |pods| {
+            let ok: BTreeSet<String> = pods
+                .iter()
+                .filter(|p| pod_ready(p))
+                .filter_map(|p| p.uid())
+                .collect();
+            (ok.len() == n).then_some(ok)
+        })
+        .await
+}
+
+/// The uids of the scene's Pods that are not being deleted.
+async fn live_uids(scene: &Scene) -> BTreeSet<String> {
+    let pods = scene.list_pods().await;
+    pods.iter()
+        .filter(|p| live(p))
+        .filter_map(|p| p.uid())
+        .collect()
+}
+
 fn label(p: &Pod, key: &str) -> Option<String> {
     p.labels().get(key).cloned()
 }
@@ -130,16 +153,7 @@ async fn without_a_webhook_nothing_is_evicted() {
         .start_operator_with(|c| c.webhook = WebhookReach::Off)
         .await;
     scene.create(&tier("web", 2)).await;
-    let before: BTreeSet<String> = scene
-        .wait_pods("2 Ready replicas", |pods| {
-            let ok: BTreeSet<String> = pods
-                .iter()
-                .filter(|p| pod_ready(p))
-                .filter_map(|p| p.uid())
-                .collect();
-            (ok.len() == 2).then_some(ok)
-        })
-        .await;
+    let before = ready_uids(&scene, 2, "2 Ready replicas").await;
     let selector = json!({"matchLabels": {"app": "web"}});
     scene.create(&mesh(selector, "envoy:1", json!(1))).await;
     let p = scene
@@ -158,13 +172,7 @@ async fn without_a_webhook_nothing_is_evicted() {
     let drift = p.status.and_then(|s| s.drift).expect("drift reported");
     assert_eq!(drift.missing_pods, 2);
     assert_eq!(drift.evicting_pods, 0);
-    let after: BTreeSet<String> = scene
-        .list_pods()
-        .await
-        .iter()
-        .filter(|p| live(p))
-        .filter_map(|p| p.uid())
-        .collect();
+    let after = live_uids(&scene).await;
     assert_eq!(after, before, "no Pod was evicted");
     op.stop().await;
 }
@@ -227,16 +235,7 @@ async fn a_replacement_the_policy_does_not_select_ends_that_workloads_repair() {
 async fn nothing_is_evicted_where_the_namespace_refuses_the_sidecars() {
     let scene = Scene::new("guard-nsrefuses").await;
     scene.create(&tier("web", 3)).await;
-    let before: BTreeSet<String> = scene
-        .wait_pods("3 Ready replicas, no webhook yet", |pods| {
-            let ok: BTreeSet<String> = pods
-                .iter()
-                .filter(|p| pod_ready(p))
-                .filter_map(|p| p.uid())
-                .collect();
-            (ok.len() == 3).then_some(ok)
-        })
-        .await;
+    let before = ready_uids(&scene, 3, "3 Ready replicas, no webhook yet").await;
     let vap = NoProxy::install(&scene, false).await;
     vap.wait_enforced(&scene, &with_proxy(false)).await;
     let _webhook = scene.start_webhook().await;
@@ -256,13 +255,7 @@ async fn nothing_is_evicted_where_the_namespace_refuses_the_sidecars() {
         )
         .await;
     eprintln!("[guard] {:?}", cond(&p, condition::PROGRESSING));
-    let after: BTreeSet<String> = scene
-        .list_pods()
-        .await
-        .iter()
-        .filter(|p| live(p))
-        .filter_map(|p| p.uid())
-        .collect();
+    let after = live_uids(&scene).await;
     assert_eq!(after, before, "no Pod was evicted");
     vap.remove(&scene).await;
     op.stop().await;
@@ -336,12 +329,10 @@ impl NoProxy {
 
     /// Waits until the API server enforces it on `probe` (a Pod with `proxy`; dry runs).
     async fn wait_enforced(&self, scene: &Scene, probe: &Pod) {
-        let dry = PostParams {
-            dry_run: true,
-            ..PostParams::default()
-        };
         wait_until(TIMEOUT, "the VAP to refuse Pods with proxy", async || {
-            let err = scene.pods.create(&dry, probe).await.err()?;
+            let err = sidecar_e2e::webhook::try_dry_run(&scene.pods, probe)
+                .await
+                .err()?;
             err.to_string().contains("no proxy here").then_some(())
         })
         .await;

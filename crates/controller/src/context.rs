@@ -91,9 +91,9 @@ pub(crate) struct Context {
 /// [`crate::OperatorConfig::replacement_deadline`]).
 #[derive(Debug, Clone)]
 pub(crate) struct RepairSettings {
-    /// `None`: no webhook runs; `Some(None)`: it serves every namespace; `Some(Some(m))`:
-    /// those whose labels `m` matches.
-    pub(crate) webhook: Option<Option<LabelMatcher>>,
+    /// The namespaces the webhook serves (a matcher with no requirement: all of them);
+    /// `None`: no webhook runs, or its selector does not parse (then nothing is evicted).
+    pub(crate) webhook: Option<LabelMatcher>,
     pub(crate) replacement_deadline: Duration,
 }
 
@@ -103,29 +103,23 @@ impl RepairSettings {
     /// has, its name, is known all the same; for any other requirement it counts as not
     /// served.
     pub(crate) fn serves(&self, ns: &str, labels: Option<&Labels>) -> bool {
-        match &self.webhook {
-            None => false,
-            Some(None) => true,
-            Some(Some(m)) => match labels {
-                Some(l) => m.matches(l),
-                None => m.matches(&Labels::from_iter([("kubernetes.io/metadata.name", ns)])),
-            },
-        }
+        self.webhook.as_ref().is_some_and(|m| match labels {
+            Some(l) => m.matches(l),
+            None => m.matches(&Labels::from_iter([("kubernetes.io/metadata.name", ns)])),
+        })
     }
 
     pub(crate) fn new(webhook: &crate::WebhookReach, replacement_deadline: Duration) -> Self {
         let webhook = match webhook {
             crate::WebhookReach::Off => None,
-            crate::WebhookReach::Namespaces(reqs) if reqs.is_empty() => Some(None),
             crate::WebhookReach::Namespaces(reqs) => {
                 let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
                     match_expressions: Some(reqs.clone()),
                     match_labels: None,
                 };
-                // A selector that does not parse matches nothing: no eviction.
                 kube::core::Selector::try_from(selector)
                     .ok()
-                    .map(|s| Some(LabelMatcher::from(s)))
+                    .map(LabelMatcher::from)
             }
         };
         RepairSettings {
